@@ -1,0 +1,163 @@
+//! One task per connection: reads records into the [`ConnectionState`], runs handlers as their
+//! own tasks, and is the only writer of the socket. Handler output reaches it through one
+//! channel, so a request's output always precedes its END_REQUEST.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, Id as TaskId, JoinSet};
+use tokio_util::codec::Encoder;
+use tokio_util::sync::CancellationToken;
+
+use super::config::ServerConfig;
+use super::error::ServerError;
+use super::reader::RecordReader;
+use super::request::{Handler, Request};
+use super::response::{Outgoing, ResponseWriter, Slot};
+use super::state::{Action, ConnectionState};
+use crate::net::{Stream, WriteHalf};
+use crate::protocol::RecordEncoder;
+
+/// Handler messages buffered before handlers wait for the socket: bounds memory per connection
+/// to about this many 32 KiB batches.
+const OUTGOING_CAPACITY: usize = 16;
+
+/// Serve one accepted connection until the peer closes, KEEP_CONN=0 ends it, or an error.
+pub async fn serve_connection<H: Handler>(
+    stream: Stream,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+) -> Result<(), ServerError> {
+    drive_connection(stream, handler, config, CancellationToken::new()).await
+}
+
+/// [`serve_connection`] that also stops taking requests when `shutdown` fires, closing the
+/// connection once its active requests have ended.
+pub(crate) async fn drive_connection<H: Handler>(
+    stream: Stream,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let (read_half, write_half) = stream.into_split();
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
+    let mut driver = Driver {
+        state: ConnectionState::new(config),
+        handler,
+        writer: write_half,
+        outgoing_tx,
+        handlers: JoinSet::new(),
+        running: HashMap::new(),
+        task_slots: HashMap::new(),
+        write_buffer: BytesMut::new(),
+    };
+    // Dropping the driver on return aborts the handlers still running (the JoinSet owns them).
+    driver
+        .run(RecordReader::new(read_half), outgoing_rx, shutdown)
+        .await
+}
+
+struct Driver<H> {
+    state: ConnectionState,
+    handler: Arc<H>,
+    writer: WriteHalf,
+    outgoing_tx: mpsc::Sender<Outgoing>,
+    handlers: JoinSet<()>,
+    running: HashMap<Slot, AbortHandle>,
+    task_slots: HashMap<TaskId, Slot>,
+    write_buffer: BytesMut,
+}
+
+impl<H: Handler> Driver<H> {
+    async fn run(
+        &mut self,
+        mut reader: RecordReader<crate::net::ReadHalf>,
+        mut outgoing_rx: mpsc::Receiver<Outgoing>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServerError> {
+        let mut actions = Vec::new();
+        let mut reading = true;
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    self.state.begin_drain(&mut actions);
+                }
+                Some(message) = outgoing_rx.recv() => match message {
+                    Outgoing::Output { slot, records } => {
+                        if self.state.is_current(slot) {
+                            self.writer.write_all(&records).await?;
+                        }
+                    }
+                    Outgoing::Finished { slot, outcome } => {
+                        self.running.remove(&slot);
+                        self.state.on_handler_finished(slot, outcome, &mut actions);
+                    }
+                },
+                Some(joined) = self.handlers.join_next_with_id() => {
+                    let task_id = match &joined {
+                        Ok((task_id, ())) => *task_id,
+                        Err(error) => error.id(),
+                    };
+                    let slot = self.task_slots.remove(&task_id);
+                    if let (Err(error), Some(slot)) = (joined, slot) {
+                        if error.is_panic() && self.state.is_current(slot) {
+                            return Err(ServerError::HandlerPanicked(slot.request_id));
+                        }
+                    }
+                }
+                record = reader.next_record(), if reading => match record? {
+                    Some(record) => self.state.on_record(record, &mut actions)?,
+                    None => {
+                        reading = false;
+                        self.state.on_end_of_input(&mut actions);
+                    }
+                },
+            }
+            if self.apply(&mut actions).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Carries out `actions`; true once the connection is closed.
+    async fn apply(&mut self, actions: &mut Vec<Action>) -> Result<bool, ServerError> {
+        let mut close = false;
+        for action in actions.drain(..) {
+            match action {
+                Action::Send(record) => RecordEncoder.encode(record, &mut self.write_buffer)?,
+                Action::Start { slot, request } => self.start(slot, request),
+                Action::Abort(slot) => {
+                    if let Some(task) = self.running.remove(&slot) {
+                        task.abort();
+                    }
+                }
+                Action::Close => close = true,
+            }
+        }
+        if !self.write_buffer.is_empty() {
+            self.writer.write_all(&self.write_buffer).await?;
+            self.write_buffer.clear();
+        }
+        if close {
+            // The peer may already be gone; the records it needed were written above.
+            let _ = self.writer.shutdown().await;
+        }
+        Ok(close)
+    }
+
+    fn start(&mut self, slot: Slot, request: Request) {
+        let handler = Arc::clone(&self.handler);
+        let mut response = ResponseWriter::new(slot, self.outgoing_tx.clone());
+        let task = self.handlers.spawn(async move {
+            let outcome = handler.handle(request, &mut response).await;
+            response.finish(outcome).await;
+        });
+        self.task_slots.insert(task.id(), slot);
+        self.running.insert(slot, task);
+    }
+}

@@ -1,0 +1,101 @@
+//! The application side of FastCGI: an async server that decodes requests, runs a
+//! [`Handler`] for each, and answers management queries. It backs the test harness and any
+//! Rust application that wants to sit behind a FastCGI gateway.
+//!
+//! Per connection, `state.rs` is the pure protocol state (which request ids are active and
+//! what each waits for), `connection.rs` the one task that drives it and owns the socket,
+//! `response.rs` the handler's writer, and `reader.rs` the cancel-safe record reader.
+
+mod config;
+mod connection;
+mod error;
+mod reader;
+mod request;
+mod response;
+mod state;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+pub use connection::serve_connection;
+pub use error::ServerError;
+pub use request::{Handler, HandlerOutcome, Request};
+pub use response::ResponseWriter;
+
+use crate::net::Listener;
+
+/// Pause after an accept error that is not about one connection (out of file descriptors,
+/// say), so the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accept loop; stops accepting when `shutdown` fires, then waits (bounded by the caller) for
+/// connections. At most `max_conns` connections are served at once; later ones wait in the
+/// listen backlog, as with a busy php-fpm pool. On shutdown each connection finishes its active
+/// requests, refuses new ones with OVERLOADED and closes.
+pub async fn serve<H: Handler>(
+    listener: Listener,
+    handler: Arc<H>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let connection_slots = Arc::new(Semaphore::new(config.max_conns.max(1) as usize));
+    let config = Arc::new(config);
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&connection_slots).acquire_owned() => {
+                permit.map_err(|_| io::Error::other("connection semaphore closed"))?
+            }
+        };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let handler = Arc::clone(&handler);
+                let config = Arc::clone(&config);
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    let _permit = permit;
+                    match connection::drive_connection(stream, handler, config, shutdown).await {
+                        Ok(()) => tracing::debug!(%peer, "FastCGI connection closed"),
+                        Err(error) => tracing::debug!(%peer, %error, "FastCGI connection dropped"),
+                    }
+                });
+            }
+            Err(error) if is_about_one_connection(&error) => {
+                tracing::debug!(%error, "accept failed for one connection");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+            }
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn is_about_one_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
