@@ -1,0 +1,18 @@
+//! The gateway side of FastCGI: a connection that carries requests by id and the pool that caps,
+//! reuses and hands out connections to one backend.
+//!
+//! The life of a request here: [`Pool::checkout`] yields a [`Lease`] on one connection;
+//! [`Lease::send_request`] writes BEGIN_REQUEST, PARAMS and STDIN and returns a
+//! [`ResponseStream`]; the caller reads [`ResponseEvent`]s up to `End` and then calls
+//! [`Lease::release`]. Dropping a lease before that closes the connection.
+
+mod connection;
+mod error;
+mod pool;
+mod pool_config;
+mod request_ids;
+
+pub use connection::{ConnectionId, RequestBody, ResponseEvent, ResponseStream};
+pub use error::{ClientError, ConnectionFailure};
+pub use pool::{Lease, Pool, PoolStats};
+pub use pool_config::PoolConfig;
