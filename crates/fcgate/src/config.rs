@@ -1,0 +1,196 @@
+//! Configuration as a pipeline: TOML file -> [`RawConfig`] -> command-line flags laid over it
+//! ([`RawConfig::merge_flags`]) -> [`RawConfig::validate`] -> [`Config`].
+//!
+//! Which value wins: a flag, else the file, else the default. Raw structs keep every field an
+//! `Option` so "not set" survives until validation fills in defaults, checks ranges and names the
+//! offending key in the error. The rest of the gateway only ever sees the validated types here.
+//! The reasons behind each default are in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fcgi::client::PoolConfig;
+use fcgi::net::Address;
+
+use crate::cli::Cli;
+
+mod raw;
+mod validate;
+
+pub use raw::{parse_file_text, RawConfig, RawUpstream};
+
+/// The validated configuration of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The HTTP listen address.
+    pub listen: SocketAddr,
+    /// How requests map to FastCGI (PHP mode or app mode) and what params they carry.
+    pub site: SiteConfig,
+    /// Limits on what clients send and on how much is buffered in memory.
+    pub limits: ClientLimits,
+    /// The FastCGI backends and their pool settings.
+    pub upstream: UpstreamConfig,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// PHP mode serves files from a document root; app mode sends every request to FastCGI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteMode {
+    /// `root` is set: static files, scripts by extension, a front controller.
+    Php(PhpSite),
+    /// No `root`: the FastCGI application receives every request.
+    App,
+}
+
+/// Site-wide request handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// PHP mode or app mode.
+    pub mode: SiteMode,
+    /// Pass request headers whose names contain `_` (dropped by default: `X_User` and `X-User`
+    /// both become `HTTP_X_USER`, so a client could forge a header a proxy in front has set).
+    pub underscores_in_headers: bool,
+    /// Fixed FastCGI params sent after the standard ones; a name here replaces the standard one.
+    pub extra_params: Vec<(String, String)>,
+}
+
+/// The document root and script conventions of PHP mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhpSite {
+    /// Canonical path of an existing directory.
+    pub root: PathBuf,
+    /// Directory index and front controller file name, e.g. `index.php`.
+    pub index: String,
+    /// Extensions (lowercase, without the dot) of files run as scripts, never served.
+    pub script_extensions: Vec<String>,
+    /// Send requests for missing files to `/<index>`.
+    pub front_controller: bool,
+}
+
+impl PhpSite {
+    /// Whether a file with this name is a script. Case-insensitive, so `INFO.PHP` can never be
+    /// served as static source text.
+    pub fn is_script_name(&self, file_name: &str) -> bool {
+        match file_name.rsplit_once('.') {
+            Some((_, extension)) => self
+                .script_extensions
+                .iter()
+                .any(|script| script.eq_ignore_ascii_case(extension)),
+            None => false,
+        }
+    }
+}
+
+/// What clients may send and how much of a body stays in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Request bodies above this get 413; `u64::MAX` when configured as 0 (unlimited).
+    pub client_max_body_size: u64,
+    /// Request body bytes kept in memory before spooling to a temp file.
+    pub client_body_buffer_size: usize,
+    /// Response body bytes kept in memory before spooling to a temp file.
+    pub response_buffer_size: usize,
+    /// Time allowed to receive the request headers.
+    pub client_header_timeout: Duration,
+}
+
+/// The FastCGI backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// Backend addresses; empty only when the caller runs the built-in demo app.
+    pub servers: Vec<Address>,
+    /// Pool settings applied to every server.
+    pub pool: PoolConfig,
+}
+
+/// Why the configuration was refused. Every variant names the file or the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax, a wrong type or an unknown key; toml's text names the key and line.
+    #[error("{}{source}", in_file(path.as_deref()))]
+    Parse {
+        /// The file, when the text came from one.
+        path: Option<PathBuf>,
+        /// toml's error, with line, column and the offending line.
+        source: toml::de::Error,
+    },
+    /// A value has the right type but is not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Dotted key path, e.g. `upstream.max_conns`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|path| format!("in {}: ", path.display()))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Fails naming `upstream.servers` when no backend is configured. `check` and a gateway that
+    /// is not going to run the demo app call this; [`load`] alone accepts an empty list.
+    pub fn require_servers(&self) -> Result<(), ConfigError> {
+        if self.upstream.servers.is_empty() {
+            return Err(ConfigError::invalid(
+                "upstream.servers",
+                "no FastCGI server configured (set upstream.servers or pass --upstream ADDR)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the file named by `--config` (if any), lays the flags over it and validates.
+pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    let raw = match cli.config_file() {
+        Some(path) => read_file(path)?,
+        None => RawConfig::default(),
+    };
+    raw.merge_flags(&cli.settings).validate()
+}
+
+/// `fcgate check`: [`load`] plus [`Config::require_servers`].
+pub fn check(cli: &Cli) -> Result<Config, ConfigError> {
+    let config = load(cli)?;
+    config.require_servers()?;
+    Ok(config)
+}
+
+fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file_text(&text).map_err(|error| match error {
+        ConfigError::Parse { source, .. } => ConfigError::Parse {
+            path: Some(path.to_owned()),
+            source,
+        },
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests;

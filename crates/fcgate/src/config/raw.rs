@@ -1,0 +1,160 @@
+//! The configuration exactly as written: the TOML file's serde structs and the step that lays
+//! command-line flags over them.
+//!
+//! Every field is an `Option` and unknown keys are refused (`deny_unknown_fields`), so a typo
+//! such as `max_con = 4` is an error naming the key instead of a silently ignored line.
+//! Durations are humantime strings (`"30s"`, `"500ms"`); sizes are [`ByteSize`]s.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::ConfigError;
+use crate::cli::SettingFlags;
+use crate::size::ByteSize;
+
+/// The top level of the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `listen`
+    pub listen: Option<SocketAddr>,
+    /// `root`
+    pub root: Option<PathBuf>,
+    /// `index`
+    pub index: Option<String>,
+    /// `script_extensions`
+    pub script_extensions: Option<Vec<String>>,
+    /// `front_controller`
+    pub front_controller: Option<bool>,
+    /// `client_max_body_size`
+    pub client_max_body_size: Option<ByteSize>,
+    /// `client_body_buffer_size`
+    pub client_body_buffer_size: Option<ByteSize>,
+    /// `response_buffer_size`
+    pub response_buffer_size: Option<ByteSize>,
+    /// `client_header_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub client_header_timeout: Option<Duration>,
+    /// `shutdown_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub shutdown_timeout: Option<Duration>,
+    /// `underscores_in_headers`
+    pub underscores_in_headers: Option<bool>,
+    /// `[params]`: sorted by name, so the order sent is stable whatever the file's order.
+    pub params: Option<BTreeMap<String, String>>,
+    /// `[upstream]`
+    #[serde(default)]
+    pub upstream: RawUpstream,
+}
+
+/// The `[upstream]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// `upstream.servers`, still as text: parsed in validation so errors name the key.
+    pub servers: Option<Vec<String>>,
+    /// `upstream.max_conns`
+    pub max_conns: Option<usize>,
+    /// `upstream.max_idle`
+    pub max_idle: Option<usize>,
+    /// `upstream.keepalive_requests`
+    pub keepalive_requests: Option<u64>,
+    /// `upstream.keepalive_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub keepalive_timeout: Option<Duration>,
+    /// `upstream.keepalive_time`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub keepalive_time: Option<Duration>,
+    /// `upstream.connect_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// `upstream.read_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub read_timeout: Option<Duration>,
+    /// `upstream.send_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub send_timeout: Option<Duration>,
+    /// `upstream.keep_conn`
+    pub keep_conn: Option<bool>,
+    /// `upstream.queue_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub queue_timeout: Option<Duration>,
+}
+
+/// Parses the text of a config file. Syntax errors, wrong types and unknown keys come back as
+/// [`ConfigError::Parse`] carrying toml's message (line, column, the offending line).
+pub fn parse_file_text(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })
+}
+
+impl RawConfig {
+    /// Lays the command-line flags over the file: every flag given wins. `--upstream` replaces
+    /// the file's server list; `--params` entries replace file params of the same name.
+    pub fn merge_flags(self, flags: &SettingFlags) -> RawConfig {
+        let mut params = self.params;
+        if !flags.params.is_empty() {
+            let merged = params.get_or_insert_with(BTreeMap::new);
+            for (name, value) in &flags.params {
+                merged.insert(name.clone(), value.clone());
+            }
+        }
+        let servers = if flags.servers.is_empty() {
+            self.upstream.servers
+        } else {
+            Some(flags.servers.clone())
+        };
+        RawConfig {
+            listen: flags.listen.or(self.listen),
+            root: flags.root.clone().or(self.root),
+            index: flags.index.clone().or(self.index),
+            script_extensions: flags.script_extensions.clone().or(self.script_extensions),
+            front_controller: flags.front_controller.or(self.front_controller),
+            client_max_body_size: flags.client_max_body_size.or(self.client_max_body_size),
+            client_body_buffer_size: flags
+                .client_body_buffer_size
+                .or(self.client_body_buffer_size),
+            response_buffer_size: flags.response_buffer_size.or(self.response_buffer_size),
+            client_header_timeout: flags.client_header_timeout.or(self.client_header_timeout),
+            shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
+            underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
+            params,
+            upstream: RawUpstream {
+                servers,
+                max_conns: flags.max_conns.or(self.upstream.max_conns),
+                max_idle: flags.max_idle.or(self.upstream.max_idle),
+                keepalive_requests: flags
+                    .keepalive_requests
+                    .or(self.upstream.keepalive_requests),
+                keepalive_timeout: flags.keepalive_timeout.or(self.upstream.keepalive_timeout),
+                keepalive_time: flags.keepalive_time.or(self.upstream.keepalive_time),
+                connect_timeout: flags.connect_timeout.or(self.upstream.connect_timeout),
+                read_timeout: flags.read_timeout.or(self.upstream.read_timeout),
+                send_timeout: flags.send_timeout.or(self.upstream.send_timeout),
+                keep_conn: flags.keep_conn.or(self.upstream.keep_conn),
+                queue_timeout: flags.queue_timeout.or(self.upstream.queue_timeout),
+            },
+        }
+    }
+}
+
+fn humantime_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct DurationVisitor;
+    impl serde::de::Visitor<'_> for DurationVisitor {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration string such as \"30s\", \"500ms\" or \"1h\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            humantime::parse_duration(text)
+                .map(Some)
+                .map_err(|error| E::custom(format!("invalid duration `{text}`: {error}")))
+        }
+    }
+    deserializer.deserialize_str(DurationVisitor)
+}

@@ -1,0 +1,350 @@
+//! Tests of the whole pipeline: file text, flags, validation, and the example file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::*;
+
+fn parse_args(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("fcgate").chain(args.iter().copied())).unwrap()
+}
+
+fn validate_text(text: &str) -> Result<Config, ConfigError> {
+    parse_file_text(text)?.validate()
+}
+
+/// The error text for `text`, which must be refused.
+fn refusal(text: &str) -> String {
+    match validate_text(text) {
+        Ok(config) => panic!("accepted {text:?} as {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn example_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fcgate.toml")
+}
+
+#[test]
+fn defaults_without_file_or_flags() {
+    let config = load(&parse_args(&[])).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.site.mode, SiteMode::App);
+    assert!(!config.site.underscores_in_headers);
+    assert!(config.site.extra_params.is_empty());
+    assert_eq!(
+        config.limits,
+        ClientLimits {
+            client_max_body_size: 8 << 20,
+            client_body_buffer_size: 64 << 10,
+            response_buffer_size: 256 << 10,
+            client_header_timeout: Duration::from_secs(30),
+        }
+    );
+    assert!(config.upstream.servers.is_empty());
+    assert_eq!(config.upstream.pool, PoolConfig::default());
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+    let refused = config.require_servers().unwrap_err().to_string();
+    assert!(refused.starts_with("upstream.servers:"), "{refused}");
+}
+
+#[test]
+fn example_file_loads_and_validates() {
+    let path = example_path();
+    let path_text = path.to_str().unwrap();
+    let config = load(&parse_args(&["--config", path_text])).unwrap();
+    assert_eq!(
+        config.upstream.servers,
+        [Address::Unix(PathBuf::from("/run/php/php-fpm.sock"))]
+    );
+    // Every value the example spells out is the default; the example must not drift from it.
+    let mut expected = RawConfig::default().validate().unwrap();
+    expected
+        .upstream
+        .servers
+        .clone_from(&config.upstream.servers);
+    assert_eq!(config, expected);
+    check(&parse_args(&["check", "--config", path_text])).unwrap();
+}
+
+#[test]
+fn example_file_in_php_mode() {
+    let root = tempfile::tempdir().unwrap();
+    let root_text = root.path().to_str().unwrap();
+    let cli = parse_args(&[
+        "--config",
+        example_path().to_str().unwrap(),
+        "--root",
+        root_text,
+    ]);
+    let config = load(&cli).unwrap();
+    let SiteMode::Php(site) = config.site.mode else {
+        panic!("root given but not in PHP mode");
+    };
+    assert_eq!(site.root, root.path().canonicalize().unwrap());
+    assert_eq!(site.index, "index.php");
+    assert_eq!(site.script_extensions, ["php"]);
+    assert!(site.front_controller);
+}
+
+#[test]
+fn check_requires_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-servers.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n").unwrap();
+    let cli = parse_args(&["check", "--config", file.to_str().unwrap()]);
+    let refused = check(&cli).unwrap_err().to_string();
+    assert!(refused.starts_with("upstream.servers:"), "{refused}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let cli = parse_args(&["--config", "/nonexistent/fcgate.toml"]);
+    let refused = load(&cli).unwrap_err().to_string();
+    assert!(refused.contains("/nonexistent/fcgate.toml"), "{refused}");
+}
+
+#[test]
+fn parse_errors_carry_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\n[upstream]\nmax_con = 4\n").unwrap();
+    let refused = load(&parse_args(&["--config", file.to_str().unwrap()]))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("bad.toml"), "{refused}");
+    assert!(refused.contains("line 3"), "{refused}");
+    assert!(refused.contains("max_con"), "{refused}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    assert!(refusal("lisen = \"127.0.0.1:80\"").contains("lisen"));
+    assert!(refusal("[upstream]\nmax_con = 4").contains("max_con"));
+    assert!(refusal("[upstreams]\nmax_conns = 4").contains("upstreams"));
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    for (text, key) in [
+        ("listen = \"localhost\"", "listen"),
+        ("listen = 8080", "listen"),
+        ("front_controller = \"yes\"", "front_controller"),
+        ("client_max_body_size = \"8MB\"", "client_max_body_size"),
+        ("client_body_buffer_size = -1", "client_body_buffer_size"),
+        ("shutdown_timeout = 10", "shutdown_timeout"),
+        ("client_header_timeout = \"30\"", "client_header_timeout"),
+        ("[upstream]\nmax_conns = \"four\"", "max_conns"),
+        ("[upstream]\nmax_conns = -1", "max_conns"),
+        ("[upstream]\nread_timeout = \"1 fortnight\"", "read_timeout"),
+        ("[upstream]\nservers = \"unix:/a.sock\"", "servers"),
+        ("[params]\nX = 1", "X"),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(key), "{text:?} -> {refused}");
+    }
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    for (text, prefix) in [
+        (
+            "[upstream]\nmax_conns = 0",
+            "upstream.max_conns: must be at least 1",
+        ),
+        (
+            "[upstream]\nmax_conns = 2\nmax_idle = 3",
+            "upstream.max_idle:",
+        ),
+        (
+            "[upstream]\nkeepalive_requests = 0",
+            "upstream.keepalive_requests:",
+        ),
+        (
+            "[upstream]\nkeepalive_timeout = \"0s\"",
+            "upstream.keepalive_timeout:",
+        ),
+        (
+            "[upstream]\nkeepalive_time = \"0s\"",
+            "upstream.keepalive_time:",
+        ),
+        (
+            "[upstream]\nconnect_timeout = \"0s\"",
+            "upstream.connect_timeout:",
+        ),
+        (
+            "[upstream]\nread_timeout = \"0s\"",
+            "upstream.read_timeout:",
+        ),
+        (
+            "[upstream]\nsend_timeout = \"0s\"",
+            "upstream.send_timeout:",
+        ),
+        (
+            "[upstream]\nqueue_timeout = \"0s\"",
+            "upstream.queue_timeout:",
+        ),
+        (
+            "[upstream]\nservers = [\"nowhere\"]",
+            "upstream.servers[0]:",
+        ),
+        (
+            "[upstream]\nservers = [\"a:1\", \"unix:\"]",
+            "upstream.servers[1]:",
+        ),
+        (
+            "[upstream]\nservers = [\"a:1\", \"a:1\"]",
+            "upstream.servers[1]:",
+        ),
+        ("client_header_timeout = \"0s\"", "client_header_timeout:"),
+        ("index = \"\"", "index:"),
+        ("index = \"../index.php\"", "index:"),
+        ("script_extensions = []", "script_extensions:"),
+        ("script_extensions = [\"p/hp\"]", "script_extensions:"),
+        ("root = \"/nonexistent/www\"", "root:"),
+        ("root = \"/etc/hostname\"", "root:"),
+        ("[params]\n\"BAD NAME\" = \"x\"", "params.BAD NAME:"),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.starts_with(prefix), "{text:?} -> {refused}");
+    }
+}
+
+#[test]
+fn front_controller_must_be_a_script() {
+    let root = tempfile::tempdir().unwrap();
+    let root_line = format!("root = {:?}\n", root.path().to_str().unwrap());
+    let refused = refusal(&format!("{root_line}index = \"index.html\""));
+    assert!(refused.starts_with("index:"), "{refused}");
+    let config = validate_text(&format!(
+        "{root_line}index = \"index.html\"\nfront_controller = false"
+    ))
+    .unwrap();
+    assert!(matches!(config.site.mode, SiteMode::Php(ref site) if site.index == "index.html"));
+}
+
+#[test]
+fn file_values_override_defaults() {
+    let config = validate_text(
+        "listen = \"[::1]:8443\"\nclient_max_body_size = 0\nresponse_buffer_size = \"1m\"\n\
+         underscores_in_headers = true\nscript_extensions = [\".PHP\", \"phtml\"]\n\
+         [params]\nZ = \"last\"\nA = \"first\"\n\
+         [upstream]\nservers = [\"127.0.0.1:9000\", \"unix:/run/a.sock\"]\nmax_conns = 8\n\
+         keepalive_timeout = \"1m 30s\"\nkeep_conn = false\n",
+    )
+    .unwrap();
+    assert_eq!(config.listen, "[::1]:8443".parse().unwrap());
+    assert_eq!(config.limits.client_max_body_size, u64::MAX);
+    assert_eq!(config.limits.response_buffer_size, 1 << 20);
+    assert!(config.site.underscores_in_headers);
+    assert_eq!(
+        config.site.extra_params,
+        [
+            ("A".to_owned(), "first".to_owned()),
+            ("Z".to_owned(), "last".to_owned())
+        ]
+    );
+    assert_eq!(config.upstream.servers.len(), 2);
+    assert_eq!(config.upstream.pool.max_conns, 8);
+    assert_eq!(
+        config.upstream.pool.max_idle, 8,
+        "max_idle follows max_conns"
+    );
+    assert_eq!(
+        config.upstream.pool.keepalive_timeout,
+        Duration::from_secs(90)
+    );
+    assert!(!config.upstream.pool.keep_conn);
+}
+
+#[test]
+fn script_extensions_are_normalised() {
+    let root = tempfile::tempdir().unwrap();
+    let text = format!(
+        "root = {:?}\nscript_extensions = [\".PHP\", \"phtml\"]",
+        root.path().to_str().unwrap()
+    );
+    let SiteMode::Php(site) = validate_text(&text).unwrap().site.mode else {
+        panic!("not PHP mode");
+    };
+    assert_eq!(site.script_extensions, ["php", "phtml"]);
+    assert!(site.is_script_name("index.php"));
+    assert!(site.is_script_name("INFO.PHP"));
+    assert!(site.is_script_name("x.Phtml"));
+    assert!(!site.is_script_name("php"));
+    assert!(!site.is_script_name("x.php.txt"));
+    assert!(!site.is_script_name("x.jpg"));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fcgate.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\nshutdown_timeout = \"3s\"\n\
+         [params]\nKEEP = \"file\"\nSHARED = \"file\"\n\
+         [upstream]\nservers = [\"127.0.0.1:9000\"]\nmax_conns = 8\nmax_idle = 2\n\
+         read_timeout = \"10s\"\nkeep_conn = true\n",
+    )
+    .unwrap();
+    let cli = parse_args(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:2222",
+        "--max-conns",
+        "2",
+        "--read-timeout",
+        "500ms",
+        "--keep-conn=false",
+        "--upstream",
+        "unix:/run/b.sock",
+        "--params",
+        "SHARED=flag",
+        "--client-max-body-size",
+        "1k",
+    ]);
+    let config = load(&cli).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:2222".parse().unwrap());
+    assert_eq!(
+        config.shutdown_timeout,
+        Duration::from_secs(3),
+        "file value kept"
+    );
+    assert_eq!(config.limits.client_max_body_size, 1024);
+    assert_eq!(
+        config.upstream.servers,
+        [Address::Unix("/run/b.sock".into())]
+    );
+    let pool = &config.upstream.pool;
+    assert_eq!(pool.max_conns, 2);
+    assert_eq!(pool.max_idle, 2);
+    assert_eq!(pool.read_timeout, Duration::from_millis(500));
+    assert!(!pool.keep_conn);
+    assert_eq!(
+        config.site.extra_params,
+        [
+            ("KEEP".to_owned(), "file".to_owned()),
+            ("SHARED".to_owned(), "flag".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn flag_values_are_validated_under_their_key() {
+    let refused = load(&parse_args(&["--max-conns", "0"]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(refused, "upstream.max_conns: must be at least 1");
+    let refused = load(&parse_args(&["--upstream", "nowhere"]))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.starts_with("upstream.servers[0]:"), "{refused}");
+    let refused = load(&parse_args(&["--root", "/nonexistent/www"]))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.starts_with("root:"), "{refused}");
+}

@@ -1,0 +1,269 @@
+//! Turns a [`RawConfig`] into a [`Config`]: fills in defaults, checks ranges and relations
+//! between settings, canonicalizes the document root, parses backend addresses. Every error
+//! names the key it is about (`upstream.max_conns: must be at least 1`), whether the value came
+//! from the file or from a flag.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fcgi::client::PoolConfig;
+use fcgi::net::Address;
+
+use super::raw::{RawConfig, RawUpstream};
+use super::{ClientLimits, Config, ConfigError, PhpSite, SiteConfig, SiteMode, UpstreamConfig};
+use crate::size::ByteSize;
+
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+const DEFAULT_INDEX: &str = "index.php";
+const DEFAULT_SCRIPT_EXTENSION: &str = "php";
+/// PHP's own `post_max_size` default is 8M: a larger body would be dropped by PHP anyway.
+const DEFAULT_CLIENT_MAX_BODY_SIZE: u64 = 8 << 20;
+const DEFAULT_CLIENT_BODY_BUFFER_SIZE: u64 = 64 << 10;
+const DEFAULT_RESPONSE_BUFFER_SIZE: u64 = 256 << 10;
+const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl RawConfig {
+    /// Applies defaults and checks every value; the error names the first bad key.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let script_extensions = validate_script_extensions(self.script_extensions)?;
+        let index = validate_index(self.index)?;
+        let front_controller = self.front_controller.unwrap_or(true);
+        let mode = match self.root {
+            None => SiteMode::App,
+            Some(root) => {
+                let site = PhpSite {
+                    root: canonical_root(&root)?,
+                    index,
+                    script_extensions,
+                    front_controller,
+                };
+                check_front_controller(&site)?;
+                SiteMode::Php(site)
+            }
+        };
+        let site = SiteConfig {
+            mode,
+            underscores_in_headers: self.underscores_in_headers.unwrap_or(false),
+            extra_params: validate_params(self.params.unwrap_or_default())?,
+        };
+        let limits = ClientLimits {
+            client_max_body_size: match self.client_max_body_size {
+                // nginx's convention: 0 switches the check off.
+                Some(ByteSize(0)) => u64::MAX,
+                Some(ByteSize(bytes)) => bytes,
+                None => DEFAULT_CLIENT_MAX_BODY_SIZE,
+            },
+            client_body_buffer_size: memory_size(
+                "client_body_buffer_size",
+                self.client_body_buffer_size,
+                DEFAULT_CLIENT_BODY_BUFFER_SIZE,
+            )?,
+            response_buffer_size: memory_size(
+                "response_buffer_size",
+                self.response_buffer_size,
+                DEFAULT_RESPONSE_BUFFER_SIZE,
+            )?,
+            client_header_timeout: positive(
+                "client_header_timeout",
+                self.client_header_timeout,
+                DEFAULT_CLIENT_HEADER_TIMEOUT,
+            )?,
+        };
+        Ok(Config {
+            listen: self.listen.unwrap_or(DEFAULT_LISTEN),
+            site,
+            limits,
+            upstream: validate_upstream(self.upstream)?,
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        })
+    }
+}
+
+fn validate_script_extensions(raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let raw = raw.unwrap_or_else(|| vec![DEFAULT_SCRIPT_EXTENSION.to_owned()]);
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            "script_extensions",
+            "must list at least one extension, e.g. [\"php\"]",
+        ));
+    }
+    raw.iter()
+        .map(|extension| {
+            let bare = extension.strip_prefix('.').unwrap_or(extension);
+            let acceptable = !bare.is_empty()
+                && bare
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+            if acceptable {
+                Ok(bare.to_ascii_lowercase())
+            } else {
+                Err(ConfigError::invalid(
+                    "script_extensions",
+                    format!("`{extension}` is not a file extension such as \"php\""),
+                ))
+            }
+        })
+        .collect()
+}
+
+fn validate_index(raw: Option<String>) -> Result<String, ConfigError> {
+    let index = raw.unwrap_or_else(|| DEFAULT_INDEX.to_owned());
+    if index.is_empty() || index == "." || index == ".." || index.contains(['/', '\0']) {
+        return Err(ConfigError::invalid(
+            "index",
+            format!("`{index}` is not a plain file name such as \"index.php\""),
+        ));
+    }
+    Ok(index)
+}
+
+fn canonical_root(root: &Path) -> Result<PathBuf, ConfigError> {
+    let canonical = root.canonicalize().map_err(|error| {
+        ConfigError::invalid("root", format!("cannot use `{}`: {error}", root.display()))
+    })?;
+    if !canonical.is_dir() {
+        return Err(ConfigError::invalid(
+            "root",
+            format!("`{}` is not a directory", root.display()),
+        ));
+    }
+    Ok(canonical)
+}
+
+/// The front controller is run as a script, so it must be one.
+fn check_front_controller(site: &PhpSite) -> Result<(), ConfigError> {
+    if site.front_controller && !site.is_script_name(&site.index) {
+        return Err(ConfigError::invalid(
+            "index",
+            format!(
+                "`{}` does not have a script extension ({}), so it cannot be the front \
+                 controller; set front_controller = false to use it as a plain directory index",
+                site.index,
+                site.script_extensions.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_params(
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    raw.into_iter()
+        .map(|(name, value)| {
+            let acceptable = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_graphic() && byte != b'=');
+            if acceptable {
+                Ok((name, value))
+            } else {
+                Err(ConfigError::invalid(
+                    format!("params.{name}"),
+                    "a param name must be printable ASCII without spaces or '='",
+                ))
+            }
+        })
+        .collect()
+}
+
+fn memory_size(key: &str, raw: Option<ByteSize>, default: u64) -> Result<usize, ConfigError> {
+    let bytes = raw.map_or(default, ByteSize::bytes);
+    usize::try_from(bytes).map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("{bytes} bytes do not fit in memory on this platform"),
+        )
+    })
+}
+
+fn positive(key: &str, raw: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
+    match raw {
+        Some(duration) if duration.is_zero() => {
+            Err(ConfigError::invalid(key, "must be longer than 0s"))
+        }
+        Some(duration) => Ok(duration),
+        None => Ok(default),
+    }
+}
+
+fn validate_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let mut servers: Vec<Address> = Vec::new();
+    for (position, text) in raw.servers.unwrap_or_default().iter().enumerate() {
+        let key = format!("upstream.servers[{position}]");
+        let address =
+            Address::parse(text).map_err(|error| ConfigError::invalid(&key, error.to_string()))?;
+        if servers.contains(&address) {
+            // Two entries would mean two pools, and twice the connection cap, on one backend.
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{text}` is listed twice"),
+            ));
+        }
+        servers.push(address);
+    }
+
+    let defaults = PoolConfig::default();
+    let max_conns = raw.max_conns.unwrap_or(defaults.max_conns);
+    if max_conns == 0 {
+        return Err(ConfigError::invalid(
+            "upstream.max_conns",
+            "must be at least 1",
+        ));
+    }
+    let max_idle = raw.max_idle.unwrap_or(max_conns);
+    if max_idle > max_conns {
+        return Err(ConfigError::invalid(
+            "upstream.max_idle",
+            format!("must not exceed upstream.max_conns ({max_conns})"),
+        ));
+    }
+    let keepalive_requests = raw
+        .keepalive_requests
+        .unwrap_or(defaults.keepalive_requests);
+    if keepalive_requests == 0 {
+        return Err(ConfigError::invalid(
+            "upstream.keepalive_requests",
+            "must be at least 1 (use keep_conn = false for a connection per request)",
+        ));
+    }
+    let pool = PoolConfig {
+        max_conns,
+        max_idle,
+        keepalive_requests,
+        keepalive_timeout: positive(
+            "upstream.keepalive_timeout",
+            raw.keepalive_timeout,
+            defaults.keepalive_timeout,
+        )?,
+        keepalive_time: positive(
+            "upstream.keepalive_time",
+            raw.keepalive_time,
+            defaults.keepalive_time,
+        )?,
+        connect_timeout: positive(
+            "upstream.connect_timeout",
+            raw.connect_timeout,
+            defaults.connect_timeout,
+        )?,
+        read_timeout: positive(
+            "upstream.read_timeout",
+            raw.read_timeout,
+            defaults.read_timeout,
+        )?,
+        send_timeout: positive(
+            "upstream.send_timeout",
+            raw.send_timeout,
+            defaults.send_timeout,
+        )?,
+        queue_timeout: positive(
+            "upstream.queue_timeout",
+            raw.queue_timeout,
+            defaults.queue_timeout,
+        )?,
+        keep_conn: raw.keep_conn.unwrap_or(defaults.keep_conn),
+    };
+    Ok(UpstreamConfig { servers, pool })
+}

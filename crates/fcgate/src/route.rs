@@ -1,0 +1,269 @@
+//! What a request path maps to in PHP mode: a static file, a script, a redirect to the
+//! directory's slash form, the front controller, or nothing.
+//!
+//! The rules are nginx's `try_files $uri $uri/ /index.php?$query_string` with
+//! `fastcgi_split_path_info ^(.+?\.php)(/.*)$`, made safe by construction: the path is decoded
+//! once, `.`/`..` resolved lexically (never above the root), every file found is canonicalized
+//! and must stay inside the canonical root, a script runs only if it really is a regular file
+//! with a script extension, and a script is never served as text. Dotfiles (`.env`, `.git/`)
+//! are not served; `/.well-known/` is. Filesystem reads are synchronous: call from
+//! `spawn_blocking`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::cgi_params::ScriptTarget;
+use crate::config::PhpSite;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Serve this file (canonical path, inside the root, not a script).
+    Static {
+        /// The file to serve.
+        path: PathBuf,
+    },
+    /// Run a script through FastCGI.
+    Script(ScriptTarget),
+    /// A directory asked for without its trailing slash: 301 to `location` (a percent-encoded
+    /// path; the caller appends `?query` if the request had one).
+    RedirectToDirectory {
+        /// The path with a trailing slash.
+        location: String,
+    },
+    /// 404.
+    NotFound,
+    /// 400: undecodable, NUL bytes, or `..` above the root.
+    BadRequest,
+}
+
+/// Maps a request to a [`Route`]. `uri_path` is the raw path from the request line
+/// (percent-encoded).
+pub fn resolve(site: &PhpSite, uri_path: &str) -> Route {
+    let Some(request) = RequestPath::parse(uri_path) else {
+        return Route::BadRequest;
+    };
+    if request.is_hidden() {
+        return Route::NotFound;
+    }
+    match split_script(site, &request) {
+        Split::Script(target) => return Route::Script(target),
+        Split::Refused => return Route::NotFound,
+        Split::NoScript => {}
+    }
+    match lookup(&site.root, &request.segments) {
+        Entry::File(_) if request.trailing_slash => front_controller(site),
+        Entry::File(real) => file_route(site, &request.segments, real),
+        Entry::Directory if request.trailing_slash => directory_index(site, &request.segments),
+        Entry::Directory => Route::RedirectToDirectory {
+            location: percent_encode_path(&format!("/{}/", request.segments.join("/"))),
+        },
+        Entry::Missing => front_controller(site),
+        Entry::Unusable => Route::NotFound,
+    }
+}
+
+/// A decoded, normalised request path.
+struct RequestPath {
+    /// Non-empty segments, none of them `.` or `..`, none containing `/` or NUL.
+    segments: Vec<String>,
+    trailing_slash: bool,
+}
+
+impl RequestPath {
+    fn parse(uri_path: &str) -> Option<RequestPath> {
+        if !uri_path.starts_with('/') {
+            return None;
+        }
+        let decoded = percent_decode(uri_path)?;
+        if decoded.contains(&0) {
+            return None;
+        }
+        let decoded = String::from_utf8(decoded).ok()?;
+        let mut segments: Vec<String> = Vec::new();
+        for segment in decoded.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    segments.pop()?;
+                }
+                name => segments.push(name.to_owned()),
+            }
+        }
+        let last = decoded.rsplit('/').next().unwrap_or("");
+        let trailing_slash = matches!(last, "" | "." | "..");
+        Some(RequestPath {
+            segments,
+            trailing_slash,
+        })
+    }
+
+    /// `.env`, `.git/config`, `.htaccess`: secrets and VCS data that often sit in a docroot.
+    fn is_hidden(&self) -> bool {
+        self.segments.iter().enumerate().any(|(position, segment)| {
+            segment.starts_with('.') && !(position == 0 && segment == ".well-known")
+        })
+    }
+}
+
+enum Split {
+    Script(ScriptTarget),
+    /// The candidate exists but must not run (outside the root, special file, disguised).
+    Refused,
+    /// No script in the path, or the candidate is not a file: try the path as a whole.
+    NoScript,
+}
+
+/// `fastcgi_split_path_info ^(.+?\.php)(/.*)$`: the FIRST segment with a script extension ends
+/// SCRIPT_NAME; the rest is PATH_INFO. It runs only if it is a real script file.
+fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
+    let segments = &request.segments;
+    let Some(script_end) = segments
+        .iter()
+        .position(|segment| site.is_script_name(segment))
+    else {
+        return Split::NoScript;
+    };
+    let script_segments = &segments[..=script_end];
+    match lookup(&site.root, script_segments) {
+        Entry::File(real) if is_real_script(site, &real) => {
+            let rest = &segments[script_end + 1..];
+            let mut path_info = String::new();
+            for segment in rest {
+                path_info.push('/');
+                path_info.push_str(segment);
+            }
+            if request.trailing_slash {
+                path_info.push('/');
+            }
+            Split::Script(script_target(site, script_segments, path_info))
+        }
+        Entry::File(_) | Entry::Unusable => Split::Refused,
+        Entry::Directory | Entry::Missing => Split::NoScript,
+    }
+}
+
+/// An existing regular file at the full request path.
+fn file_route(site: &PhpSite, segments: &[String], real: PathBuf) -> Route {
+    let requested_name = segments.last().map_or("", String::as_str);
+    match (
+        site.is_script_name(requested_name),
+        is_real_script(site, &real),
+    ) {
+        (true, true) => Route::Script(script_target(site, segments, String::new())),
+        (false, false) => Route::Static { path: real },
+        // A script reached under another name, or a non-script under a script name: neither
+        // run it nor show it.
+        _ => Route::NotFound,
+    }
+}
+
+/// `dir/`: its index file if there is one, else the front controller.
+fn directory_index(site: &PhpSite, segments: &[String]) -> Route {
+    let mut index_segments = segments.to_vec();
+    index_segments.push(site.index.clone());
+    match lookup(&site.root, &index_segments) {
+        Entry::File(real) => file_route(site, &index_segments, real),
+        Entry::Unusable => Route::NotFound,
+        Entry::Directory | Entry::Missing => front_controller(site),
+    }
+}
+
+/// `/index.php` for whatever matched nothing, if enabled and present.
+fn front_controller(site: &PhpSite) -> Route {
+    if !site.front_controller {
+        return Route::NotFound;
+    }
+    let index = [site.index.clone()];
+    match lookup(&site.root, &index) {
+        Entry::File(real) if site.is_script_name(&site.index) && is_real_script(site, &real) => {
+            Route::Script(script_target(site, &index, String::new()))
+        }
+        _ => Route::NotFound,
+    }
+}
+
+fn script_target(site: &PhpSite, segments: &[String], path_info: String) -> ScriptTarget {
+    ScriptTarget {
+        script_filename: site.root.join(segments.join("/")),
+        script_name: format!("/{}", segments.join("/")),
+        path_info,
+        document_root: Some(site.root.clone()),
+    }
+}
+
+/// The resolved file must itself be named as a script: a `x.php` symlink to an uploaded
+/// `avatar.jpg` must not run the upload.
+fn is_real_script(site: &PhpSite, real: &Path) -> bool {
+    real.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| site.is_script_name(name))
+}
+
+enum Entry {
+    /// A regular file; its canonical path.
+    File(PathBuf),
+    Directory,
+    Missing,
+    /// Resolves outside the root (a symlink out), or is a FIFO, socket or device.
+    Unusable,
+}
+
+fn lookup(root: &Path, segments: &[String]) -> Entry {
+    let lexical = root.join(segments.join("/"));
+    let Ok(real) = fs::canonicalize(&lexical) else {
+        return Entry::Missing;
+    };
+    if !real.starts_with(root) {
+        return Entry::Unusable;
+    }
+    match fs::metadata(&real) {
+        Ok(metadata) if metadata.is_file() => Entry::File(real),
+        Ok(metadata) if metadata.is_dir() => Entry::Directory,
+        Ok(_) => Entry::Unusable,
+        Err(_) => Entry::Missing,
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape. `+` stays `+` (paths are not forms).
+pub(crate) fn percent_decode(raw: &str) -> Option<Vec<u8>> {
+    fn hex_digit(byte: u8) -> Option<u8> {
+        char::from(byte)
+            .to_digit(16)
+            .and_then(|digit| u8::try_from(digit).ok())
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut position = 0;
+    while let Some(&byte) = bytes.get(position) {
+        if byte == b'%' {
+            let high = hex_digit(*bytes.get(position + 1)?)?;
+            let low = hex_digit(*bytes.get(position + 2)?)?;
+            decoded.push(high << 4 | low);
+            position += 3;
+        } else {
+            decoded.push(byte);
+            position += 1;
+        }
+    }
+    Some(decoded)
+}
+
+/// Escapes everything but RFC 3986 `pchar`s and `/`; `\` included, so a directory named
+/// `\evil.example` cannot become a `//evil.example` redirect in a browser.
+fn percent_encode_path(path: &str) -> String {
+    let mut encoded = String::with_capacity(path.len());
+    for &byte in path.as_bytes() {
+        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte);
+        if keep {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+//! Tests of PHP-mode routing against a real directory tree, path tricks included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::symlink;
+
+use tempfile::TempDir;
+
+use super::*;
+
+/// A document root plus a directory outside it, which symlinks point into.
+struct Tree {
+    _root_dir: TempDir,
+    outside: TempDir,
+    site: PhpSite,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let root_dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = root_dir.path().canonicalize().unwrap();
+        let file = |relative: &str, text: &str| {
+            let path = root.join(relative);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        file("index.php", "<?php front");
+        file("info.php", "<?php phpinfo();");
+        file("UPPER.PHP", "<?php upper");
+        file("style.css", "body{}");
+        file("café.css", "body{}");
+        file("uploads/x.jpg", "<?php hidden in an image");
+        file("blog/index.php", "<?php blog");
+        file("docs/index.html", "<h1>docs</h1>");
+        file("dir.php/inner.php", "<?php inner");
+        file("with space/index.php", "<?php spaced");
+        file(".env", "SECRET=1");
+        file(".git/config", "[core]");
+        file(".well-known/security.txt", "Contact: x");
+        fs::create_dir(root.join("empty")).unwrap();
+        fs::write(outside.path().join("evil.php"), "<?php evil").unwrap();
+        fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+        symlink(outside.path(), root.join("link-out")).unwrap();
+        symlink(
+            outside.path().join("secret.txt"),
+            root.join("secret-link.txt"),
+        )
+        .unwrap();
+        symlink(outside.path().join("evil.php"), root.join("script-out.php")).unwrap();
+        symlink(root.join("info.php"), root.join("alias.php")).unwrap();
+        symlink(root.join("info.php"), root.join("disguised.txt")).unwrap();
+        symlink(root.join("uploads/x.jpg"), root.join("upload-run.php")).unwrap();
+        let site = PhpSite {
+            root,
+            index: "index.php".into(),
+            script_extensions: vec!["php".into()],
+            front_controller: true,
+        };
+        Tree {
+            _root_dir: root_dir,
+            outside,
+            site,
+        }
+    }
+
+    fn resolve(&self, uri_path: &str) -> Route {
+        resolve(&self.site, uri_path)
+    }
+
+    fn script(&self, script_name: &str, path_info: &str) -> Route {
+        Route::Script(ScriptTarget {
+            script_filename: self.site.root.join(script_name.trim_start_matches('/')),
+            script_name: script_name.into(),
+            path_info: path_info.into(),
+            document_root: Some(self.site.root.clone()),
+        })
+    }
+
+    fn front_controller(&self) -> Route {
+        self.script("/index.php", "")
+    }
+
+    fn static_file(&self, relative: &str) -> Route {
+        Route::Static {
+            path: self.site.root.join(relative),
+        }
+    }
+}
+
+#[test]
+fn existing_scripts_run() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/info.php"), tree.script("/info.php", ""));
+    assert_eq!(tree.resolve("/alias.php"), tree.script("/alias.php", ""));
+    assert_eq!(
+        tree.resolve("/dir.php/inner.php"),
+        tree.script("/dir.php/inner.php", "")
+    );
+}
+
+#[test]
+fn path_info_is_split_after_the_first_script() {
+    let tree = Tree::new();
+    assert_eq!(
+        tree.resolve("/info.php/a/b"),
+        tree.script("/info.php", "/a/b")
+    );
+    assert_eq!(
+        tree.resolve("/info.php/a/"),
+        tree.script("/info.php", "/a/")
+    );
+    assert_eq!(tree.resolve("/info.php/"), tree.script("/info.php", "/"));
+    assert_eq!(
+        tree.resolve("/info.php/x.php/y"),
+        tree.script("/info.php", "/x.php/y")
+    );
+    assert_eq!(
+        tree.resolve("/info.php/caf%C3%A9"),
+        tree.script("/info.php", "/café")
+    );
+    assert_eq!(
+        tree.resolve("/info.php//a/./b"),
+        tree.script("/info.php", "/a/b")
+    );
+}
+
+#[test]
+fn script_extension_files_are_never_static() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/UPPER.PHP"), tree.script("/UPPER.PHP", ""));
+    assert_eq!(tree.resolve("/disguised.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/upload-run.php"), Route::NotFound);
+}
+
+#[test]
+fn existing_files_are_static() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/style.css"), tree.static_file("style.css"));
+    assert_eq!(
+        tree.resolve("/uploads/x.jpg"),
+        tree.static_file("uploads/x.jpg")
+    );
+    assert_eq!(tree.resolve("/caf%C3%A9.css"), tree.static_file("café.css"));
+    assert_eq!(
+        tree.resolve("/blog/../style.css"),
+        tree.static_file("style.css")
+    );
+    assert_eq!(tree.resolve("//./style.css"), tree.static_file("style.css"));
+    assert_eq!(
+        tree.resolve("/.well-known/security.txt"),
+        tree.static_file(".well-known/security.txt")
+    );
+}
+
+#[test]
+fn a_file_with_a_trailing_slash_is_not_that_file() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/style.css/"), tree.front_controller());
+}
+
+#[test]
+fn non_script_prefix_never_runs() {
+    let tree = Tree::new();
+    assert_eq!(
+        tree.resolve("/uploads/x.jpg/evil.php"),
+        tree.front_controller()
+    );
+    assert_eq!(
+        tree.resolve("/uploads/x.jpg%2Fevil.php"),
+        tree.front_controller()
+    );
+}
+
+#[test]
+fn directories() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/"), tree.front_controller());
+    assert_eq!(tree.resolve("/blog/"), tree.script("/blog/index.php", ""));
+    assert_eq!(
+        tree.resolve("/blog"),
+        Route::RedirectToDirectory {
+            location: "/blog/".into()
+        }
+    );
+    assert_eq!(
+        tree.resolve("/with%20space"),
+        Route::RedirectToDirectory {
+            location: "/with%20space/".into()
+        }
+    );
+    assert_eq!(
+        tree.resolve("/dir.php"),
+        Route::RedirectToDirectory {
+            location: "/dir.php/".into()
+        }
+    );
+    assert_eq!(
+        tree.resolve("/with%20space/"),
+        tree.script("/with space/index.php", "")
+    );
+    assert_eq!(tree.resolve("/empty/"), tree.front_controller());
+    assert_eq!(
+        tree.resolve("/docs/"),
+        tree.front_controller(),
+        "index.html is not the index"
+    );
+    assert_eq!(tree.resolve("/blog/."), tree.script("/blog/index.php", ""));
+}
+
+#[test]
+fn plain_directory_index_without_front_controller() {
+    let mut tree = Tree::new();
+    tree.site.index = "index.html".into();
+    tree.site.front_controller = false;
+    assert_eq!(tree.resolve("/docs/"), tree.static_file("docs/index.html"));
+    assert_eq!(tree.resolve("/empty/"), Route::NotFound);
+    assert_eq!(tree.resolve("/missing"), Route::NotFound);
+}
+
+#[test]
+fn missing_paths_go_to_the_front_controller() {
+    let mut tree = Tree::new();
+    assert_eq!(tree.resolve("/users/7"), tree.front_controller());
+    assert_eq!(tree.resolve("/missing.php"), tree.front_controller());
+    assert_eq!(tree.resolve("/missing.php/x"), tree.front_controller());
+    tree.site.front_controller = false;
+    assert_eq!(tree.resolve("/users/7"), Route::NotFound);
+    tree.site.front_controller = true;
+    fs::remove_file(tree.site.root.join("index.php")).unwrap();
+    assert_eq!(tree.resolve("/users/7"), Route::NotFound);
+}
+
+#[test]
+fn traversal_above_the_root_is_a_bad_request() {
+    let tree = Tree::new();
+    for path in [
+        "/../etc/passwd",
+        "/%2e%2e/etc/passwd",
+        "/%2E%2E%2Fetc%2Fpasswd",
+        "/x.php/../../etc/passwd",
+        "/info.php/../../etc/passwd",
+        "/blog/../../etc/passwd",
+        "/..",
+    ] {
+        assert_eq!(tree.resolve(path), Route::BadRequest, "{path}");
+    }
+}
+
+#[test]
+fn undecodable_paths_are_bad_requests() {
+    let tree = Tree::new();
+    for path in [
+        "/info%00.php",
+        "/%00",
+        "/%ff.css",
+        "/%zz",
+        "/%4",
+        "/%",
+        "",
+        "*",
+        "info.php",
+    ] {
+        assert_eq!(tree.resolve(path), Route::BadRequest, "{path:?}");
+    }
+}
+
+#[test]
+fn symlinks_out_of_the_root_are_refused() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/link-out/secret.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/link-out/evil.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/link-out/"), Route::NotFound);
+    assert_eq!(tree.resolve("/secret-link.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/script-out.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/script-out.php/x"), Route::NotFound);
+    assert!(tree.outside.path().join("evil.php").exists());
+}
+
+#[test]
+fn dotfiles_are_not_served() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/.env"), Route::NotFound);
+    assert_eq!(tree.resolve("/.git/config"), Route::NotFound);
+    assert_eq!(tree.resolve("/%2egit/config"), Route::NotFound);
+    assert_eq!(tree.resolve("/blog/.well-known/x"), Route::NotFound);
+}
+
+#[test]
+fn special_files_are_refused() {
+    let tree = Tree::new();
+    let socket_path = tree.site.root.join("app.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    assert_eq!(tree.resolve("/app.sock"), Route::NotFound);
+}
+
+#[test]
+fn percent_decoding() {
+    assert_eq!(percent_decode("/a%20b%2Fc+d").unwrap(), b"/a b/c+d");
+    assert_eq!(percent_decode("%C3%a9").unwrap(), "é".as_bytes());
+    assert_eq!(percent_decode("%"), None);
+    assert_eq!(percent_decode("%a"), None);
+    assert_eq!(percent_decode("%g0"), None);
+    assert_eq!(percent_decode("%+1"), None);
+}
+
+#[test]
+fn redirect_locations_are_encoded() {
+    assert_eq!(
+        percent_encode_path("/a b/é?#%\\/"),
+        "/a%20b/%C3%A9%3F%23%25%5C/"
+    );
+    assert_eq!(
+        percent_encode_path("/ok-._~!$&'()*+,;=:@/"),
+        "/ok-._~!$&'()*+,;=:@/"
+    );
+}
