@@ -1,0 +1,106 @@
+//! Every way a request can fail inside the gateway, and the one place that turns each into an
+//! HTTP status, a short body and a log line.
+//!
+//! Library errors arrive typed ([`fcgi::client::ClientError`]); the decision which status a
+//! cause deserves lives only in [`GatewayError::status`] (STYLE: linkerd's `ServerRescue`).
+
+use std::io;
+
+use bytes::Bytes;
+use fcgi::client::ClientError;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, ResponseBody};
+use crate::cgi_response::CgiHeadError;
+
+/// Why the gateway answered with an error instead of the application's response.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Talking to the backend failed (connect, queue, timeouts, broken connection).
+    #[error(transparent)]
+    Backend(#[from] ClientError),
+    /// The backend's response did not start with a valid CGI header block.
+    #[error("the backend sent an invalid CGI header block: {0}")]
+    BadResponseHead(#[from] CgiHeadError),
+    /// The backend ended the request before sending a complete header block.
+    #[error("the backend ended the request without a CGI header block")]
+    MissingResponseHead,
+    /// The request body is larger than `client_max_body_size`.
+    #[error("request body larger than client_max_body_size ({limit} bytes)")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The request cannot be served as written (bad path, bad encoding).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The client stopped sending the body or sent a malformed one.
+    #[error("reading the request body from the client failed: {0}")]
+    ClientBody(String),
+    /// A temp file for spooling could not be written or read.
+    #[error("spooling to a temp file failed: {0}")]
+    Spool(io::Error),
+    /// No upstream server is configured.
+    #[error("no upstream server is configured")]
+    NoUpstream,
+}
+
+impl GatewayError {
+    /// The status the client gets. Connect refused → 502, connect or read timeout → 504,
+    /// queue timeout → 503 (with Retry-After), a broken backend → 502.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Backend(error) if error.is_queue_timeout() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Backend(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Backend(ClientError::RequestBody(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Backend(_)
+            | GatewayError::BadResponseHead(_)
+            | GatewayError::MissingResponseHead
+            | GatewayError::NoUpstream => StatusCode::BAD_GATEWAY,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response for this error, logging it once at a level that says who must act.
+    pub fn into_response(self, request_id: u64) -> Response<ResponseBody> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(request = request_id, status = status.as_u16(), "{self}");
+        } else {
+            tracing::info!(request = request_id, status = status.as_u16(), "{self}");
+        }
+        let mut response = plain_response(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The unread rest of the body would be taken for the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// A response whose body is the status line's reason: short, and enough for a human.
+pub fn plain_response(status: StatusCode) -> Response<ResponseBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(body::full(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

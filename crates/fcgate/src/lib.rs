@@ -1,0 +1,117 @@
+//! fcgate: an HTTP/1.1 and HTTP/2 gateway to FastCGI applications.
+//!
+//! The binary in `main.rs` parses arguments and calls [`run`]; everything else lives here so the
+//! integration tests can start a gateway in-process on `127.0.0.1:0` ([`server::start`]).
+//! `docs/architecture.md` follows one request through these modules.
+
+pub mod body;
+pub mod cgi_params;
+pub mod cgi_response;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod proxy;
+pub mod request_body;
+pub mod response_spool;
+pub mod route;
+pub mod server;
+pub mod size;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use fcgi::net::{Address, Listener};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+
+/// Runs what the command line asks for until it is done or a signal stops it.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Some(Command::Check { config }) => {
+            config::check(&cli)?;
+            println!("{}: configuration OK", config.display());
+            Ok(())
+        }
+        Some(Command::DemoApp { listen }) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            println!("fcgate demo app: serving FastCGI on {listen}");
+            demo::serve(listen, shutdown)
+                .await
+                .with_context(|| format!("demo app on {listen}"))
+        }
+        None => serve_gateway(&cli).await,
+    }
+}
+
+async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
+    let mut config = config::load(cli)?;
+    let shutdown = CancellationToken::new();
+    // Held until the end: dropping it removes the demo app's socket directory.
+    let mut demo_socket_dir = None;
+    if config.upstream.servers.is_empty() {
+        if cli.config.is_some() {
+            config.require_servers()?;
+        }
+        let dir = tempfile::tempdir().context("creating the demo app's socket directory")?;
+        let address = Address::Unix(dir.path().join("demo-app.sock"));
+        let listener = Listener::bind(&address)
+            .await
+            .with_context(|| format!("binding the demo app on {address}"))?;
+        tokio::spawn(fcgi::server::serve(
+            listener,
+            Arc::new(demo::DemoApp),
+            demo::server_config(),
+            shutdown.clone(),
+        ));
+        tracing::info!("no upstream configured: serving the bundled demo FastCGI app on {address}");
+        config.upstream.servers.push(address);
+        demo_socket_dir = Some(dir);
+    }
+    let listen = config.listen;
+    let running = server::start(config)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let servers: Vec<String> = running
+        .gateway
+        .upstream()
+        .pools()
+        .iter()
+        .map(|pool| pool.address().to_string())
+        .collect();
+    println!(
+        "fcgate listening on http://{}/ (FastCGI: {})",
+        running.local_addr,
+        servers.join(", ")
+    );
+    cancel_on_signal(running.shutdown.clone()).await;
+    running.stop().await;
+    shutdown.cancel();
+    drop(demo_socket_dir);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C), then cancels `token`.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    match (terminate, interrupt) {
+        (Ok(mut terminate), Ok(mut interrupt)) => {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                _ = token.cancelled() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop fcgate with SIGKILL");
+            token.cancelled().await;
+        }
+    }
+    token.cancel();
+}

@@ -1,0 +1,254 @@
+//! The life of one HTTP request inside the gateway, from routing to the first response byte.
+//!
+//! route (`route.rs`, PHP mode only) → static file, redirect or script → read the whole body
+//! (`request_body.rs`) → pick a server (`upstream.rs`) → check out a connection (the pool
+//! queues here) → send params + body → read up to the end of the CGI header block
+//! (`cgi_response.rs`) → hand the rest to the client, from memory when the backend has already
+//! finished, else through a spool (`response_spool.rs`). Any failure becomes a response in
+//! `error.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use fcgi::client::{Lease, ResponseEvent, ResponseStream};
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::body::{self, ResponseBody};
+use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
+use crate::cgi_response::{self, CgiHead, HeadParse};
+use crate::config::{Config, SiteMode};
+use crate::error::{plain_response, GatewayError};
+use crate::request_body;
+use crate::response_spool::{log_backend_stderr, spool_response};
+use crate::route::{self, Route};
+use crate::upstream::Upstream;
+
+/// Response headers that describe one HTTP/1.1 hop; the app's idea of them does not apply to
+/// the client's connection, and HTTP/2 forbids them outright.
+const HOP_BY_HOP: [header::HeaderName; 5] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::HeaderName::from_static("keep-alive"),
+];
+
+/// Everything a request needs: the validated config and the upstream pools.
+pub struct Gateway {
+    config: Config,
+    upstream: Upstream,
+    next_request_id: AtomicU64,
+}
+
+impl Gateway {
+    /// Builds the pools; must run inside the tokio runtime.
+    pub fn new(config: Config) -> Arc<Gateway> {
+        let upstream = Upstream::new(&config.upstream);
+        Arc::new(Gateway {
+            config,
+            upstream,
+            next_request_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The validated configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The upstream pools, for stats and shutdown.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Answers one request; never fails: errors become error responses.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        connection: &ConnectionInfo,
+    ) -> Response<ResponseBody> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("request", id = request_id, method = %request.method(), path = request.uri().path());
+        match self
+            .serve(request, connection, request_id)
+            .instrument(span)
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => error.into_response(request_id),
+        }
+    }
+
+    async fn serve(
+        &self,
+        request: Request<Incoming>,
+        connection: &ConnectionInfo,
+        request_id: u64,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = request.into_parts();
+        let target = match &self.config.site.mode {
+            SiteMode::App => ScriptTarget {
+                script_filename: Default::default(),
+                script_name: String::new(),
+                path_info: parts.uri.path().to_owned(),
+                document_root: None,
+            },
+            // A few stat calls on the local docroot: done inline, as nginx's try_files does,
+            // because a thread hop per request costs more than the calls themselves.
+            SiteMode::Php(site) => match route::resolve(site, parts.uri.path()) {
+                Route::Script(target) => target,
+                Route::Static { path } => return serve_static(path, parts).await,
+                Route::RedirectToDirectory { location } => return redirect(&location, &parts),
+                Route::NotFound => return Ok(plain_response(StatusCode::NOT_FOUND)),
+                Route::BadRequest => return Err(GatewayError::BadRequest("invalid request path")),
+            },
+        };
+        let declared_length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        let body = request_body::read_body(body, declared_length, &self.config.limits).await?;
+        let content_length = body.len();
+
+        let pool = self.upstream.pick().ok_or(GatewayError::NoUpstream)?;
+        let mut lease = pool.checkout().await?;
+        tracing::debug!(
+            backend = %pool.address(),
+            connection = lease.connection_id(),
+            reused = lease.was_reused(),
+            "sending to FastCGI"
+        );
+        let site = &self.config.site;
+        let events = lease
+            .send_request(
+                |add| {
+                    cgi_params::for_each_param(
+                        &parts,
+                        connection,
+                        &target,
+                        content_length,
+                        site,
+                        add,
+                    )
+                },
+                body.into_request_body(),
+            )
+            .await?;
+        self.read_response(events, lease, request_id).await
+    }
+
+    /// Reads up to the end of the CGI header block, then passes the body on.
+    async fn read_response(
+        &self,
+        mut events: ResponseStream,
+        lease: Lease,
+        request_id: u64,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let mut partial_head = BytesMut::new();
+        loop {
+            match events.next_event().await? {
+                ResponseEvent::Stdout(data) => {
+                    // Usually the whole head is in the first record: parse it in place.
+                    let buffered = if partial_head.is_empty() {
+                        data
+                    } else {
+                        partial_head.extend_from_slice(&data);
+                        std::mem::take(&mut partial_head).freeze()
+                    };
+                    match cgi_response::parse_head(&buffered)? {
+                        HeadParse::Incomplete => partial_head = BytesMut::from(&buffered[..]),
+                        HeadParse::Complete { head, body_start } => {
+                            let rest = buffered.slice(body_start..);
+                            return self.respond(head, rest, events, lease, request_id);
+                        }
+                    }
+                }
+                ResponseEvent::Stderr(data) => log_backend_stderr(request_id, &data),
+                ResponseEvent::End(_) => return Err(GatewayError::MissingResponseHead),
+            }
+        }
+    }
+
+    fn respond(
+        &self,
+        head: CgiHead,
+        first_body_bytes: Bytes,
+        mut events: ResponseStream,
+        lease: Lease,
+        request_id: u64,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let memory_limit = self.config.limits.response_buffer_size;
+        let mut chunks = Vec::new();
+        let mut buffered = first_body_bytes.len();
+        if !first_body_bytes.is_empty() {
+            chunks.push(first_body_bytes);
+        }
+        // Small responses are usually complete already: answer from memory, no spool task.
+        while buffered <= memory_limit {
+            match events.try_next_event() {
+                None => break,
+                Some(Ok(ResponseEvent::Stdout(data))) => {
+                    buffered += data.len();
+                    chunks.push(data);
+                }
+                Some(Ok(ResponseEvent::Stderr(data))) => log_backend_stderr(request_id, &data),
+                Some(Ok(ResponseEvent::End(_))) => {
+                    lease.release();
+                    let body = match chunks.len() {
+                        0 => Bytes::new(),
+                        1 => chunks.swap_remove(0),
+                        _ => chunks.concat().into(),
+                    };
+                    return Ok(build_response(head, body::full(body)));
+                }
+                Some(Err(error)) => return Err(error.into()),
+            }
+        }
+        let body = spool_response(chunks, events, lease, memory_limit, request_id);
+        Ok(build_response(head, body))
+    }
+}
+
+fn build_response(head: CgiHead, body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    let mut headers = head.headers;
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    *response.headers_mut() = headers;
+    response
+}
+
+async fn serve_static(
+    path: std::path::PathBuf,
+    parts: Parts,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let request = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let response = match tower_http::services::ServeFile::new(path)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    Ok(response.map(|body| body.boxed_unsync()))
+}
+
+fn redirect(location: &str, parts: &Parts) -> Result<Response<ResponseBody>, GatewayError> {
+    let location = match parts.uri.query() {
+        Some(query) => format!("{location}?{query}"),
+        None => location.to_owned(),
+    };
+    let value = HeaderValue::try_from(location)
+        .map_err(|_| GatewayError::BadRequest("path cannot be redirected"))?;
+    let mut response = plain_response(StatusCode::MOVED_PERMANENTLY);
+    response.headers_mut().insert(header::LOCATION, value);
+    Ok(response)
+}

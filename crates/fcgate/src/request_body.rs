@@ -1,0 +1,126 @@
+//! Reads a request body completely before any backend connection is taken.
+//!
+//! The body is kept in memory up to `client_body_buffer_size` and moved to a nameless temp file
+//! beyond that; more than `client_max_body_size` is refused with 413. Chunked bodies arrive
+//! de-chunked from hyper, so the exact length is known before the request goes out: php-fpm
+//! hangs a worker on a CONTENT_LENGTH that does not match the bytes sent, and an app worker must
+//! never wait on a slow uploader.
+
+use std::io::SeekFrom;
+
+use bytes::{Bytes, BytesMut};
+use fcgi::client::RequestBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::config::ClientLimits;
+use crate::error::GatewayError;
+
+/// A request body read to its end.
+pub enum SpooledBody {
+    /// In memory.
+    Memory(Bytes),
+    /// In a temp file, rewound to its start.
+    File {
+        /// The temp file; it disappears when closed.
+        file: tokio::fs::File,
+        /// Its length in bytes.
+        length: u64,
+    },
+}
+
+impl SpooledBody {
+    /// The body's exact length, which becomes CONTENT_LENGTH.
+    pub fn len(&self) -> u64 {
+        match self {
+            SpooledBody::Memory(bytes) => bytes.len() as u64,
+            SpooledBody::File { length, .. } => *length,
+        }
+    }
+
+    /// True for an empty body.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the FastCGI client sends as STDIN.
+    pub fn into_request_body(self) -> RequestBody {
+        match self {
+            SpooledBody::Memory(bytes) if bytes.is_empty() => RequestBody::Empty,
+            SpooledBody::Memory(bytes) => RequestBody::Memory(bytes),
+            SpooledBody::File { file, length } => RequestBody::Reader {
+                reader: Box::new(file),
+                length,
+            },
+        }
+    }
+}
+
+/// Reads `body` to its end. `declared_length` is the Content-Length header, if any: a body
+/// announced as too large is refused before a byte of it is read.
+pub async fn read_body(
+    mut body: Incoming,
+    declared_length: Option<u64>,
+    limits: &ClientLimits,
+) -> Result<SpooledBody, GatewayError> {
+    let limit = limits.client_max_body_size;
+    if declared_length.is_some_and(|length| length > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let mut memory = BytesMut::new();
+    let mut file: Option<tokio::fs::File> = None;
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| GatewayError::ClientBody(error.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing FastCGI can pass on
+        };
+        total += data.len() as u64;
+        if total > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        match file.as_mut() {
+            Some(file) => file.write_all(&data).await.map_err(GatewayError::Spool)?,
+            None if memory.len() + data.len() <= limits.client_body_buffer_size => {
+                if memory.is_empty() && declared_length == Some(data.len() as u64) {
+                    // The whole body came in one frame: keep hyper's buffer, no copy.
+                    return Ok(SpooledBody::Memory(data));
+                }
+                memory.extend_from_slice(&data);
+            }
+            None => {
+                let mut spool = create_temp_file().await?;
+                spool
+                    .write_all(&memory)
+                    .await
+                    .map_err(GatewayError::Spool)?;
+                spool.write_all(&data).await.map_err(GatewayError::Spool)?;
+                memory = BytesMut::new();
+                file = Some(spool);
+            }
+        }
+    }
+    match file {
+        None => Ok(SpooledBody::Memory(memory.freeze())),
+        Some(mut file) => {
+            file.flush().await.map_err(GatewayError::Spool)?;
+            file.seek(SeekFrom::Start(0))
+                .await
+                .map_err(GatewayError::Spool)?;
+            Ok(SpooledBody::File {
+                file,
+                length: total,
+            })
+        }
+    }
+}
+
+/// A nameless temp file (O_TMPFILE where available): nothing to clean up, even after a crash.
+pub async fn create_temp_file() -> Result<tokio::fs::File, GatewayError> {
+    tokio::task::spawn_blocking(tempfile::tempfile)
+        .await
+        .map_err(|join_error| GatewayError::Spool(std::io::Error::other(join_error)))?
+        .map(tokio::fs::File::from_std)
+        .map_err(GatewayError::Spool)
+}

@@ -1,0 +1,217 @@
+//! Carries a response from the backend to the client at two different speeds.
+//!
+//! A pump task reads the backend as fast as it sends and releases the backend connection at
+//! END_REQUEST; the client reads the spool at its own pace. Output is kept in memory up to
+//! `response_buffer_size`, then appended to a nameless temp file, so a slow client holds
+//! neither a backend connection (and the app worker behind it) nor unbounded memory.
+//! If the client goes away first, the pump stops and the connection is closed: a request that
+//! did not end cleanly never leaves its connection in the pool.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use fcgi::client::{Lease, ResponseEvent, ResponseStream};
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::Notify;
+
+use crate::body::ResponseBody;
+
+/// Largest piece read back from the temp file at once.
+const FILE_READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Default)]
+struct SpoolState {
+    memory: VecDeque<Bytes>,
+    memory_bytes: usize,
+    file: Option<Arc<std::fs::File>>,
+    /// Bytes of the temp file fully written and readable.
+    file_length: u64,
+    /// `Some(Ok)` after END_REQUEST, `Some(Err)` when the backend failed mid-response.
+    end: Option<Result<(), String>>,
+    reader_gone: bool,
+}
+
+struct Spool {
+    state: Mutex<SpoolState>,
+    /// One reader, one writer: `notify_one` keeps a permit when the reader is not waiting.
+    changed: Notify,
+    memory_limit: usize,
+}
+
+impl Spool {
+    fn lock(&self) -> MutexGuard<'_, SpoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn push(&self, data: Bytes) -> std::io::Result<()> {
+        let (file, offset) = {
+            let mut state = self.lock();
+            if state.file.is_none() && state.memory_bytes + data.len() <= self.memory_limit {
+                state.memory_bytes += data.len();
+                state.memory.push_back(data);
+                drop(state);
+                self.changed.notify_one();
+                return Ok(());
+            }
+            (state.file.clone(), state.file_length)
+        };
+        let file = match file {
+            Some(file) => file,
+            None => {
+                let file = Arc::new(tokio::task::spawn_blocking(tempfile::tempfile).await??);
+                self.lock().file = Some(Arc::clone(&file));
+                file
+            }
+        };
+        let length = data.len() as u64;
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, offset)).await??;
+        self.lock().file_length += length;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    fn finish(&self, end: Result<(), String>) {
+        self.lock().end = Some(end);
+        self.changed.notify_one();
+    }
+
+    fn reader_gone(&self) -> bool {
+        self.lock().reader_gone
+    }
+}
+
+/// The client's side of a spool.
+struct SpoolReader {
+    spool: Arc<Spool>,
+    file_offset: u64,
+}
+
+impl SpoolReader {
+    async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        loop {
+            let file_read = {
+                let mut state = self.spool.lock();
+                if let Some(chunk) = state.memory.pop_front() {
+                    state.memory_bytes -= chunk.len();
+                    return Some(Ok(chunk));
+                }
+                match &state.file {
+                    Some(file) if self.file_offset < state.file_length => {
+                        let available = state.file_length - self.file_offset;
+                        Some((Arc::clone(file), available.min(FILE_READ_CHUNK as u64)))
+                    }
+                    _ => match &state.end {
+                        Some(Ok(())) => return None,
+                        Some(Err(reason)) => {
+                            return Some(Err(std::io::Error::other(reason.clone())))
+                        }
+                        None => None,
+                    },
+                }
+            };
+            match file_read {
+                Some((file, length)) => {
+                    let offset = self.file_offset;
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut chunk = vec![0; length as usize];
+                        file.read_exact_at(&mut chunk, offset).map(|()| chunk)
+                    })
+                    .await;
+                    let chunk = match read {
+                        Ok(Ok(chunk)) => chunk,
+                        Ok(Err(error)) => return Some(Err(error)),
+                        Err(join_error) => return Some(Err(std::io::Error::other(join_error))),
+                    };
+                    self.file_offset += length;
+                    return Some(Ok(Bytes::from(chunk)));
+                }
+                None => self.spool.changed.notified().await,
+            }
+        }
+    }
+}
+
+impl Drop for SpoolReader {
+    fn drop(&mut self) {
+        self.spool.lock().reader_gone = true;
+    }
+}
+
+/// Starts the pump for a response whose head has been parsed: `already_read` is the body data
+/// that came with the head. Returns the body the client reads.
+pub fn spool_response(
+    already_read: Vec<Bytes>,
+    events: ResponseStream,
+    lease: Lease,
+    memory_limit: usize,
+    request_id: u64,
+) -> ResponseBody {
+    let mut state = SpoolState::default();
+    state.memory_bytes = already_read.iter().map(Bytes::len).sum();
+    state.memory = already_read.into();
+    let spool = Arc::new(Spool {
+        state: Mutex::new(state),
+        changed: Notify::new(),
+        memory_limit,
+    });
+    tokio::spawn(pump(events, lease, Arc::clone(&spool), request_id));
+    let reader = SpoolReader {
+        spool,
+        file_offset: 0,
+    };
+    let chunks = futures_util::stream::unfold(reader, |mut reader| async move {
+        let chunk = reader.next_chunk().await?;
+        Some((chunk.map(hyper::body::Frame::data), reader))
+    });
+    StreamBody::new(chunks).boxed_unsync()
+}
+
+async fn pump(mut events: ResponseStream, lease: Lease, spool: Arc<Spool>, request_id: u64) {
+    loop {
+        if spool.reader_gone() {
+            tracing::debug!(
+                request = request_id,
+                "client went away mid-response; closing the backend connection"
+            );
+            return; // dropping the lease closes the connection
+        }
+        match events.next_event().await {
+            Ok(ResponseEvent::Stdout(data)) => {
+                if let Err(error) = spool.push(data).await {
+                    tracing::error!(request = request_id, "response spool failed: {error}");
+                    spool.finish(Err(error.to_string()));
+                    return;
+                }
+            }
+            Ok(ResponseEvent::Stderr(data)) => log_backend_stderr(request_id, &data),
+            Ok(ResponseEvent::End(_)) => {
+                lease.release();
+                spool.finish(Ok(()));
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    request = request_id,
+                    "backend failed mid-response, the client gets a truncated body: {error}"
+                );
+                spool.finish(Err(error.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the application's STDERR to the log, one line per line, tagged with the request.
+pub fn log_backend_stderr(request_id: u64, data: &[u8]) {
+    for line in data.split(|&byte| byte == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end();
+        if !line.is_empty() {
+            tracing::warn!(request = request_id, "backend stderr: {line}");
+        }
+    }
+}
