@@ -93,12 +93,7 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
         let target = match &self.config.site.mode {
-            SiteMode::App => ScriptTarget {
-                script_filename: Default::default(),
-                script_name: String::new(),
-                path_info: parts.uri.path().to_owned(),
-                document_root: None,
-            },
+            SiteMode::App => ScriptTarget::app(parts.uri.path()),
             // A few stat calls on the local docroot: done inline, as nginx's try_files does,
             // because a thread hop per request costs more than the calls themselves.
             SiteMode::Php(site) => match route::resolve(site, parts.uri.path()) {
