@@ -1,0 +1,20 @@
+//! Test harness for fcgate: the real and fake backends a test starts, and the client it drives them with.
+//!
+//! - [`php`]: a real php-fpm or php-cgi, started in a tempdir and killed (whole process group) on drop.
+//! - [`backend`]: the project's instrumented FastCGI backend, driven per request by its query string.
+//! - [`relay`]: a TCP/unix relay that counts the connections a gateway opens to a backend.
+//! - [`http`]: a small HTTP/1.1 and HTTP/2 client, a bounded load runner and a raw byte exchange.
+//! - [`pattern_bytes`]: the deterministic body both backends send for `size=N`.
+//!
+//! Everything here panics with a readable message when the environment is broken (a backend that
+//! does not start, a port that cannot be bound): a harness failure must fail the test, loudly.
+
+pub mod backend;
+pub mod http;
+mod listen;
+mod pattern;
+pub mod php;
+pub mod relay;
+
+pub use listen::{php_fixture_docroot, Listen};
+pub use pattern::{is_pattern, pattern_bytes, pattern_from};

@@ -1,0 +1,156 @@
+//! A relay between a gateway and its backend that counts connections, so a test can prove how
+//! many backend connections the gateway opened and how many it holds at once.
+//!
+//! Each accepted connection gets its own connection to the backend and bytes are copied both
+//! ways. When the backend closes, the relay closes the gateway's side after the last byte; when
+//! the gateway half-closes, the backend's write side is shut down and its reply still flows back.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fcgi::net::{connect, Address, Listener};
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// A running relay; dropping it stops accepting and cuts every relayed connection.
+pub struct CountingRelay {
+    address: Address,
+    counters: Arc<Counters>,
+    accept_loop: JoinHandle<()>,
+    _directory: TempDir,
+}
+
+#[derive(Default)]
+struct Counters {
+    opened: AtomicU64,
+    open: AtomicU64,
+    max_open: AtomicU64,
+}
+
+/// Holds one count in `open` for as long as a relayed connection lives.
+struct OpenConnection(Arc<Counters>);
+
+impl OpenConnection {
+    fn new(counters: &Arc<Counters>) -> OpenConnection {
+        counters.opened.fetch_add(1, Ordering::SeqCst);
+        let open = counters.open.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.max_open.fetch_max(open, Ordering::SeqCst);
+        OpenConnection(Arc::clone(counters))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl CountingRelay {
+    /// Starts relaying to `backend`: from a unix socket in a tempdir when the backend is a unix
+    /// socket, else from `127.0.0.1:<free port>`.
+    pub async fn start(backend: Address) -> CountingRelay {
+        let directory = tempfile::Builder::new()
+            .prefix("relay-")
+            .tempdir()
+            .unwrap_or_else(|error| panic!("cannot create a tempdir for the relay: {error}"));
+        let listen = match backend {
+            Address::Unix(_) => crate::Listen::Unix,
+            Address::Tcp(_) => crate::Listen::Tcp,
+        };
+        let bind = listen.bind_address(directory.path(), "relay.sock");
+        let listener = Listener::bind(&bind)
+            .await
+            .unwrap_or_else(|error| panic!("relay cannot bind {bind}: {error}"));
+        let address = listener
+            .local_address()
+            .unwrap_or_else(|error| panic!("relay has no local address: {error}"));
+        let counters = Arc::new(Counters::default());
+        let accept_loop = tokio::spawn(accept_loop(listener, backend, Arc::clone(&counters)));
+        CountingRelay {
+            address,
+            counters,
+            accept_loop,
+            _directory: directory,
+        }
+    }
+
+    /// Where the gateway should connect instead of the backend.
+    pub fn address(&self) -> Address {
+        self.address.clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.counters.opened.load(Ordering::SeqCst)
+    }
+
+    /// Connections open right now.
+    pub fn connections_open(&self) -> u64 {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at the same time.
+    pub fn max_open(&self) -> u64 {
+        self.counters.max_open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        // Dropping the loop drops its JoinSet, which aborts every relayed connection.
+        self.accept_loop.abort();
+    }
+}
+
+async fn accept_loop(listener: Listener, backend: Address, counters: Arc<Counters>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((client, _peer)) => {
+                    let open = OpenConnection::new(&counters);
+                    let backend = backend.clone();
+                    connections.spawn(async move {
+                        let _open = open;
+                        if let Ok(server) = connect(&backend).await {
+                            relay(client, server).await;
+                        }
+                    });
+                }
+                // EMFILE and friends: back off instead of spinning.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream) {
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let mut upstream = std::pin::pin!(pump(client_read, server_write));
+    let mut downstream = std::pin::pin!(pump(server_read, client_write));
+    tokio::select! {
+        (result, mut server_write) = &mut upstream => {
+            if result.is_ok() {
+                // The gateway half-closed: pass that on and let the backend's answer drain.
+                let _ = server_write.shutdown().await;
+                let _ = downstream.await;
+            }
+        }
+        // The backend closed (or either side failed): everything goes.
+        _ = &mut downstream => {}
+    }
+}
+
+/// Copies until EOF or an error; hands the writer back so the caller can shut it down.
+async fn pump<R, W>(mut reader: R, mut writer: W) -> (io::Result<u64>, W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let result = tokio::io::copy(&mut reader, &mut writer).await;
+    (result, writer)
+}
