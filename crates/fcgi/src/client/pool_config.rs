@@ -35,7 +35,7 @@ impl Default for PoolConfig {
         Self {
             max_conns: 4,
             max_idle: 4,
-            keepalive_requests: 1000,
+            keepalive_requests: 10_000,
             keepalive_timeout: Duration::from_secs(60),
             keepalive_time: Duration::from_secs(3600),
             connect_timeout: Duration::from_secs(5),
