@@ -150,9 +150,11 @@ pub fn spool_response(
     memory_limit: usize,
     request_id: u64,
 ) -> ResponseBody {
-    let mut state = SpoolState::default();
-    state.memory_bytes = already_read.iter().map(Bytes::len).sum();
-    state.memory = already_read.into();
+    let state = SpoolState {
+        memory_bytes: already_read.iter().map(Bytes::len).sum(),
+        memory: already_read.into(),
+        ..SpoolState::default()
+    };
     let spool = Arc::new(Spool {
         state: Mutex::new(state),
         changed: Notify::new(),

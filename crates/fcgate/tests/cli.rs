@@ -1,0 +1,108 @@
+//! The `fcgate` binary as an operator runs it: `check` on good and bad files, the no-argument
+//! demo mode a newcomer starts with, and a clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn fcgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fcgate"))
+}
+
+fn check(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fcgate.toml");
+    std::fs::write(&path, text).unwrap();
+    fcgate()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fcgate.toml");
+    let output = fcgate()
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
+}
+
+#[test]
+fn check_names_the_bad_key_and_exits_non_zero() {
+    let cases = [
+        (
+            "[upstream]\nservers = [\"unix:/x.sock\"]\nmax_conns = 0\n",
+            "upstream.max_conns",
+        ),
+        ("[upstream]\nservers = [\"no-port\"]\n", "upstream.servers"),
+        (
+            "[upstream]\nservers = [\"unix:/x.sock\"]\nmax_conn = 4\n",
+            "max_conn",
+        ),
+        ("listen = \"127.0.0.1:8080\"\n", "upstream.servers"),
+        (
+            "client_max_body_size = \"lots\"\n[upstream]\nservers = [\"unix:/x.sock\"]\n",
+            "client_max_body_size",
+        ),
+    ];
+    for (text, key) in cases {
+        let output = check(text);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "accepted:\n{text}");
+        assert!(
+            stderr.contains(key),
+            "error for\n{text}\ndoes not name {key}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn with_no_upstream_it_serves_the_demo_app_and_exits_zero_on_sigterm() {
+    let mut child = fcgate()
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL printed: {line:?}"))
+        .to_owned();
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime.block_on(async {
+        let mut client = fcgi_testkit::http::HttpClient::http1(authority.parse().unwrap()).await;
+        client.get("/from-the-readme").await.unwrap()
+    });
+    assert_eq!(response.status, 200);
+    assert!(response
+        .text()
+        .contains("Hello from fcgate's demo FastCGI app"));
+    assert!(response.text().contains("uri: /from-the-readme"));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    child.kill().unwrap();
+    panic!("fcgate did not exit within 5 s of SIGTERM");
+}
