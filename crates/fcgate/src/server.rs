@@ -90,7 +90,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
         tokio::spawn(async move {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(client = %remote_addr, "client connection ended: {error}");
+                log_connection_error(remote_addr, &*error);
             }
         });
     }
@@ -105,6 +105,20 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
     }
     for pool in gateway.upstream().pools() {
         pool.close_idle();
+    }
+}
+
+/// hyper answers malformed requests itself (400, 431 for oversized heads) and closes; that is
+/// worth a line an operator can find. Clients that simply hang up are not.
+fn log_connection_error(client: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(error) if error.is_parse() || error.is_parse_too_large() => {
+            tracing::info!(%client, "rejected a malformed request: {error}");
+        }
+        Some(error) if error.is_timeout() => {
+            tracing::info!(%client, "client too slow sending request headers: {error}");
+        }
+        _ => tracing::debug!(%client, "client connection ended: {error}"),
     }
 }
 

@@ -352,3 +352,41 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn malformed_requests_get_400_or_431_and_the_gateway_keeps_serving() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let many_headers: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let huge_header = "a".repeat(600_000);
+    let cases: [(Vec<u8>, &str); 4] = [
+        (b"GARBAGE\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            format!("GET / HTTP/1.1\r\nHost: t\r\n{many_headers}\r\n").into_bytes(),
+            "HTTP/1.1 431",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {huge_header}\r\n\r\n").into_bytes(),
+            "HTTP/1.1 431",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+    ];
+    for (request, expected) in cases {
+        let answer = raw_exchange(gateway.local_addr, &request).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(expected),
+            "expected {expected}, got {answer:?}"
+        );
+    }
+    assert_eq!(
+        backend.requests(),
+        0,
+        "nothing malformed reached the backend"
+    );
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+}
