@@ -99,13 +99,16 @@ pub struct SettingFlags {
     /// FastCGI server `unix:/path.sock`, `HOST:PORT` or `[v6]:PORT`, repeatable; replaces upstream.servers
     #[arg(long = "upstream", value_name = "ADDR")]
     pub servers: Vec<String>,
-    /// Hard cap on connections (busy + idle) per server [default: 4]
+    /// Hard cap on connections (busy + idle) per server [default: learned from the backend, else 4]
     #[arg(long, value_name = "N")]
     pub max_conns: Option<usize>,
-    /// Idle connections kept per server [default: max_conns]
+    /// Idle connections kept per server [default: the cap]
     #[arg(long, value_name = "N")]
     pub max_idle: Option<usize>,
-    /// Requests per connection before it is retired [default: 1000]
+    /// Requests waiting for a connection per server; more get 503 at once [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_queue: Option<usize>,
+    /// Requests per connection before it is retired [default: 10000]
     #[arg(long, value_name = "N")]
     pub keepalive_requests: Option<u64>,
     /// Idle time before a pooled connection is closed [default: 60s]

@@ -25,6 +25,12 @@ pub enum GatewayError {
     /// The backend ended the request before sending a complete header block.
     #[error("the backend ended the request without a CGI header block")]
     MissingResponseHead,
+    /// The backend kept answering FCGI_OVERLOADED; the request was never processed.
+    #[error("the backend answered FCGI_OVERLOADED {attempts} times")]
+    Overloaded {
+        /// How many times it was tried.
+        attempts: u32,
+    },
     /// The request body is larger than `client_max_body_size`.
     #[error("request body larger than client_max_body_size ({limit} bytes)")]
     BodyTooLarge {
@@ -50,9 +56,10 @@ impl GatewayError {
     /// queue timeout → 503 (with Retry-After), a broken backend → 502.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::Backend(error) if error.is_queue_timeout() => {
+            GatewayError::Backend(error) if error.is_overloaded() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            GatewayError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Backend(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Backend(ClientError::RequestBody(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Backend(_)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use fcgi::client::{Lease, ResponseEvent, ResponseStream};
+use fcgi::protocol::ProtocolStatus;
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -38,6 +39,18 @@ const HOP_BY_HOP: [header::HeaderName; 5] = [
     header::TE,
     header::HeaderName::from_static("keep-alive"),
 ];
+
+/// Tries for a request the backend refuses with FCGI_OVERLOADED, and the pause before the
+/// n-th retry (n times this): bounded, so overload turns into a prompt 503.
+const OVERLOADED_ATTEMPTS: u32 = 3;
+const OVERLOADED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What the backend made of one attempt.
+enum Answer {
+    Response(Response<ResponseBody>),
+    /// END_REQUEST with FCGI_OVERLOADED before any output: not processed, may be retried.
+    Overloaded,
+}
 
 /// Everything a request needs: the validated config and the upstream pools.
 pub struct Gateway {
@@ -111,31 +124,43 @@ impl Gateway {
         let body = request_body::read_body(body, declared_length, &self.config.limits).await?;
         let content_length = body.len();
 
-        let pool = self.upstream.pick().ok_or(GatewayError::NoUpstream)?;
-        let mut lease = pool.checkout().await?;
-        tracing::debug!(
-            backend = %pool.address(),
-            connection = lease.connection_id(),
-            reused = lease.was_reused(),
-            "sending to FastCGI"
-        );
         let site = &self.config.site;
-        let events = lease
-            .send_request(
-                |add| {
-                    cgi_params::for_each_param(
-                        &parts,
-                        connection,
-                        &target,
-                        content_length,
-                        site,
-                        add,
-                    )
-                },
-                body.into_request_body(),
-            )
-            .await?;
-        self.read_response(events, lease, request_id).await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let pool = self.upstream.pick().ok_or(GatewayError::NoUpstream)?;
+            let mut lease = pool.checkout().await?;
+            tracing::debug!(
+                backend = %pool.address(),
+                connection = lease.connection_id(),
+                reused = lease.was_reused(),
+                "sending to FastCGI"
+            );
+            let events = lease
+                .send_request(
+                    |add| {
+                        cgi_params::for_each_param(
+                            &parts,
+                            connection,
+                            &target,
+                            content_length,
+                            site,
+                            add,
+                        )
+                    },
+                    body.request_body().await?,
+                )
+                .await?;
+            match self.read_response(events, lease, request_id).await? {
+                Answer::Response(response) => return Ok(response),
+                // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
+                // safe to send again whatever its method; the pool has lowered its cap.
+                Answer::Overloaded if attempt < OVERLOADED_ATTEMPTS => {
+                    tokio::time::sleep(OVERLOADED_BACKOFF * attempt).await;
+                }
+                Answer::Overloaded => return Err(GatewayError::Overloaded { attempts: attempt }),
+            }
+        }
     }
 
     /// Reads up to the end of the CGI header block, then passes the body on.
@@ -144,7 +169,7 @@ impl Gateway {
         mut events: ResponseStream,
         lease: Lease,
         request_id: u64,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
+    ) -> Result<Answer, GatewayError> {
         let mut partial_head = BytesMut::new();
         loop {
             match events.next_event().await? {
@@ -160,11 +185,17 @@ impl Gateway {
                         HeadParse::Incomplete => partial_head = BytesMut::from(&buffered[..]),
                         HeadParse::Complete { head, body_start } => {
                             let rest = buffered.slice(body_start..);
-                            return self.respond(head, rest, events, lease, request_id);
+                            return self
+                                .respond(head, rest, events, lease, request_id)
+                                .map(Answer::Response);
                         }
                     }
                 }
                 ResponseEvent::Stderr(data) => log_backend_stderr(request_id, &data),
+                ResponseEvent::End(end) if end.protocol_status == ProtocolStatus::Overloaded => {
+                    lease.release();
+                    return Ok(Answer::Overloaded);
+                }
                 ResponseEvent::End(_) => return Err(GatewayError::MissingResponseHead),
             }
         }

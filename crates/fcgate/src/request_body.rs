@@ -44,16 +44,24 @@ impl SpooledBody {
         self.len() == 0
     }
 
-    /// What the FastCGI client sends as STDIN.
-    pub fn into_request_body(self) -> RequestBody {
-        match self {
+    /// What the FastCGI client sends as STDIN. Can be called again for a retry: memory is
+    /// shared, a file is reopened from its start.
+    pub async fn request_body(&self) -> Result<RequestBody, GatewayError> {
+        Ok(match self {
             SpooledBody::Memory(bytes) if bytes.is_empty() => RequestBody::Empty,
-            SpooledBody::Memory(bytes) => RequestBody::Memory(bytes),
-            SpooledBody::File { file, length } => RequestBody::Reader {
-                reader: Box::new(file),
-                length,
-            },
-        }
+            SpooledBody::Memory(bytes) => RequestBody::Memory(bytes.clone()),
+            SpooledBody::File { file, length } => {
+                let mut reader = file.try_clone().await.map_err(GatewayError::Spool)?;
+                reader
+                    .seek(SeekFrom::Start(0))
+                    .await
+                    .map_err(GatewayError::Spool)?;
+                RequestBody::Reader {
+                    reader: Box::new(reader),
+                    length: *length,
+                }
+            }
+        })
     }
 }
 

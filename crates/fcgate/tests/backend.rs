@@ -69,7 +69,12 @@ async fn ten_thousand_requests_sequential_then_64_concurrent_open_at_most_max_co
 #[tokio::test]
 async fn keepalive_requests_100_makes_one_connection_per_hundred_requests() {
     let backend = backend().await;
-    let gateway = start_gateway("", &backend.address(), "keepalive_requests = 100").await;
+    let gateway = start_gateway(
+        "",
+        &backend.address(),
+        "max_conns = 4\nkeepalive_requests = 100",
+    )
+    .await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     for _ in 0..1_050 {
         assert_eq!(client.get("/").await.unwrap().status, 200);
@@ -80,7 +85,7 @@ async fn keepalive_requests_100_makes_one_connection_per_hundred_requests() {
 #[tokio::test]
 async fn keep_conn_false_opens_one_connection_per_request() {
     let backend = backend().await;
-    let gateway = start_gateway("", &backend.address(), "keep_conn = false").await;
+    let gateway = start_gateway("", &backend.address(), "max_conns = 4\nkeep_conn = false").await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     for _ in 0..200 {
         assert_eq!(client.get("/").await.unwrap().status, 200);
@@ -121,7 +126,12 @@ async fn an_idle_connection_closed_by_the_backend_is_never_used() {
 #[tokio::test]
 async fn a_backend_that_never_answers_gets_504_and_its_connection_is_not_reused() {
     let backend = backend().await;
-    let gateway = start_gateway("", &backend.address(), "read_timeout = \"300ms\"").await;
+    let gateway = start_gateway(
+        "",
+        &backend.address(),
+        "max_conns = 4\nread_timeout = \"300ms\"",
+    )
+    .await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     backend.set_mode(Mode::Hang);
     let response = client.get("/").await.unwrap();
@@ -319,7 +329,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[tokio::test]
 async fn http2_prior_knowledge_works_end_to_end() {
     let backend = backend().await;
-    let gateway = start_gateway("", &backend.address(), "").await;
+    let gateway = start_gateway("", &backend.address(), "max_conns = 4").await;
     let mut client = HttpClient::http2(gateway.local_addr).await;
     for i in 0..20 {
         let response = client.get(&format!("/h2?token=t{i}")).await.unwrap();

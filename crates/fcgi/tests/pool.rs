@@ -105,11 +105,7 @@ async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientE
 }
 
 fn config(max_conns: usize) -> PoolConfig {
-    PoolConfig {
-        max_conns,
-        max_idle: max_conns,
-        ..PoolConfig::default()
-    }
+    PoolConfig::with_max_conns(max_conns)
 }
 
 #[tokio::test]
@@ -312,7 +308,7 @@ async fn max_idle_closes_the_least_recently_used_surplus() {
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
-            max_idle: 1,
+            max_idle: Some(1),
             ..config(3)
         },
     );

@@ -61,6 +61,8 @@ pub struct RawUpstream {
     pub max_conns: Option<usize>,
     /// `upstream.max_idle`
     pub max_idle: Option<usize>,
+    /// `upstream.max_queue`
+    pub max_queue: Option<usize>,
     /// `upstream.keepalive_requests`
     pub keepalive_requests: Option<u64>,
     /// `upstream.keepalive_timeout`
@@ -126,6 +128,7 @@ impl RawConfig {
                 servers,
                 max_conns: flags.max_conns.or(self.upstream.max_conns),
                 max_idle: flags.max_idle.or(self.upstream.max_idle),
+                max_queue: flags.max_queue.or(self.upstream.max_queue),
                 keepalive_requests: flags
                     .keepalive_requests
                     .or(self.upstream.keepalive_requests),

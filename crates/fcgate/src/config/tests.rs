@@ -247,10 +247,13 @@ fn file_values_override_defaults() {
         ]
     );
     assert_eq!(config.upstream.servers.len(), 2);
-    assert_eq!(config.upstream.pool.max_conns, 8);
     assert_eq!(
-        config.upstream.pool.max_idle, 8,
-        "max_idle follows max_conns"
+        config.upstream.pool.max_conns,
+        Some(fcgi::client::ConfiguredCap::setting(8))
+    );
+    assert_eq!(
+        config.upstream.pool.max_idle, None,
+        "max_idle follows the cap"
     );
     assert_eq!(
         config.upstream.pool.keepalive_timeout,
@@ -320,8 +323,11 @@ fn flags_override_the_file() {
         [Address::Unix("/run/b.sock".into())]
     );
     let pool = &config.upstream.pool;
-    assert_eq!(pool.max_conns, 2);
-    assert_eq!(pool.max_idle, 2);
+    assert_eq!(
+        pool.max_conns,
+        Some(fcgi::client::ConfiguredCap::setting(2))
+    );
+    assert_eq!(pool.max_idle, Some(2));
     assert_eq!(pool.read_timeout, Duration::from_millis(500));
     assert!(!pool.keep_conn);
     assert_eq!(

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fcgi::client::PoolConfig;
+use fcgi::client::{ConfiguredCap, PoolConfig};
 use fcgi::net::Address;
 
 use super::raw::{RawConfig, RawUpstream};
@@ -206,20 +206,21 @@ fn validate_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     }
 
     let defaults = PoolConfig::default();
-    let max_conns = raw.max_conns.unwrap_or(defaults.max_conns);
-    if max_conns == 0 {
+    if raw.max_conns == Some(0) {
         return Err(ConfigError::invalid(
             "upstream.max_conns",
             "must be at least 1",
         ));
     }
-    let max_idle = raw.max_idle.unwrap_or(max_conns);
-    if max_idle > max_conns {
-        return Err(ConfigError::invalid(
-            "upstream.max_idle",
-            format!("must not exceed upstream.max_conns ({max_conns})"),
-        ));
+    if let (Some(max_idle), Some(max_conns)) = (raw.max_idle, raw.max_conns) {
+        if max_idle > max_conns {
+            return Err(ConfigError::invalid(
+                "upstream.max_idle",
+                format!("must not exceed upstream.max_conns ({max_conns})"),
+            ));
+        }
     }
+    let max_queue = raw.max_queue.unwrap_or(defaults.max_queue);
     let keepalive_requests = raw
         .keepalive_requests
         .unwrap_or(defaults.keepalive_requests);
@@ -230,8 +231,9 @@ fn validate_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         ));
     }
     let pool = PoolConfig {
-        max_conns,
-        max_idle,
+        max_conns: raw.max_conns.map(ConfiguredCap::setting),
+        max_idle: raw.max_idle,
+        max_queue,
         keepalive_requests,
         keepalive_timeout: positive(
             "upstream.keepalive_timeout",

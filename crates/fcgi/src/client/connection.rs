@@ -25,8 +25,8 @@ use super::error::{ClientError, ConnectionFailure};
 use super::request_ids::RequestIds;
 use crate::net::{self, Address, ReadHalf, WriteHalf};
 use crate::protocol::{
-    BeginRequest, EndRequest, Frame, ParamsWriter, Record, RecordBody, RecordDecoder, RecordHeader,
-    RecordType, RequestId, Role, HEADER_LEN, MAX_RECORD_CONTENT,
+    BeginRequest, EndRequest, Frame, ParamsWriter, ProtocolStatus, Record, RecordBody,
+    RecordDecoder, RecordHeader, RecordType, RequestId, Role, HEADER_LEN, MAX_RECORD_CONTENT,
 };
 
 /// Identifies a connection within its pool, for logs and the pool's bookkeeping.
@@ -267,6 +267,9 @@ impl Connection {
             shared: Arc::clone(&self.shared),
             events: event_receiver,
             read_timeout,
+            observer: None,
+            first_response: None,
+            silence_reported: false,
         })
     }
 
@@ -329,25 +332,75 @@ fn record_header(record_type: RecordType, request_id: RequestId, length: u16) ->
     .encode()
 }
 
+/// Told what a request's response shows about the backend's capacity; the pool implements it.
+pub(crate) trait ResponseObserver: Send + Sync {
+    /// A fresh connection's first request got its first answer after `waited`.
+    fn first_response(&self, connection: ConnectionId, waited: Duration);
+    /// A fresh connection's first request is still unanswered after its bound; `completed_before`
+    /// is the pool's count of finished requests when it was sent.
+    fn still_unanswered(&self, connection: ConnectionId, completed_before: u64);
+    /// The backend refused a request with FCGI_OVERLOADED.
+    fn overloaded(&self, connection: ConnectionId);
+}
+
+/// Watches the first request on a fresh connection: an answer that does not start within
+/// `bound` may mean the connection sits in the backend's listen backlog, unserved.
+pub(crate) struct FirstResponseWatch {
+    pub(crate) sent_at: tokio::time::Instant,
+    pub(crate) bound: Duration,
+    pub(crate) completed_before: u64,
+}
+
 /// What the backend answers to one request, event by event.
 pub struct ResponseStream {
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<EventResult>,
     read_timeout: Duration,
+    observer: Option<Arc<dyn ResponseObserver>>,
+    first_response: Option<FirstResponseWatch>,
+    silence_reported: bool,
 }
 
 impl ResponseStream {
+    pub(crate) fn observe(
+        &mut self,
+        observer: Arc<dyn ResponseObserver>,
+        first_response: Option<FirstResponseWatch>,
+    ) {
+        self.observer = Some(observer);
+        self.first_response = first_response;
+    }
+
     /// The next event, or why none will come. After [`ResponseEvent::End`] do not call again.
     pub async fn next_event(&mut self) -> Result<ResponseEvent, ClientError> {
-        let failed = |failure| ClientError::Connection {
-            address: self.shared.address.clone(),
-            failure,
+        let deadline = tokio::time::Instant::now() + self.read_timeout;
+        let received = loop {
+            let watch_deadline = match (&self.first_response, self.silence_reported) {
+                (Some(watch), false) => Some(watch.sent_at + watch.bound),
+                _ => None,
+            };
+            match watch_deadline {
+                Some(at) if at < deadline => {
+                    match tokio::time::timeout_at(at, self.events.recv()).await {
+                        Ok(received) => break Some(received),
+                        Err(_) => self.report_silence(),
+                    }
+                }
+                _ => {
+                    break tokio::time::timeout_at(deadline, self.events.recv())
+                        .await
+                        .ok()
+                }
+            }
         };
-        match tokio::time::timeout(self.read_timeout, self.events.recv()).await {
-            Ok(Some(Ok(event))) => Ok(event),
-            Ok(Some(Err(failure))) => Err(failed(failure)),
-            Ok(None) => Err(failed(ConnectionFailure::ClosedByBackend)),
-            Err(_) => Err(ClientError::ReadTimeout {
+        match received {
+            Some(Some(Ok(event))) => {
+                self.noticed(&event);
+                Ok(event)
+            }
+            Some(Some(Err(failure))) => Err(self.failed(failure)),
+            Some(None) => Err(self.failed(ConnectionFailure::ClosedByBackend)),
+            None => Err(ClientError::ReadTimeout {
                 address: self.shared.address.clone(),
                 timeout: self.read_timeout,
             }),
@@ -358,15 +411,43 @@ impl ResponseStream {
     /// yet. Lets the caller answer small, finished responses without waiting or spooling.
     pub fn try_next_event(&mut self) -> Option<Result<ResponseEvent, ClientError>> {
         let failure = match self.events.try_recv() {
-            Ok(Ok(event)) => return Some(Ok(event)),
+            Ok(Ok(event)) => {
+                self.noticed(&event);
+                return Some(Ok(event));
+            }
             Err(mpsc::error::TryRecvError::Empty) => return None,
             Ok(Err(failure)) => failure,
             Err(mpsc::error::TryRecvError::Disconnected) => ConnectionFailure::ClosedByBackend,
         };
-        Some(Err(ClientError::Connection {
+        Some(Err(self.failed(failure)))
+    }
+
+    fn failed(&self, failure: ConnectionFailure) -> ClientError {
+        ClientError::Connection {
             address: self.shared.address.clone(),
             failure,
-        }))
+        }
+    }
+
+    fn report_silence(&mut self) {
+        self.silence_reported = true;
+        if let (Some(observer), Some(watch)) = (&self.observer, &self.first_response) {
+            observer.still_unanswered(self.shared.id, watch.completed_before);
+        }
+    }
+
+    fn noticed(&mut self, event: &ResponseEvent) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        if let Some(watch) = self.first_response.take() {
+            observer.first_response(self.shared.id, watch.sent_at.elapsed());
+        }
+        if let ResponseEvent::End(end) = event {
+            if end.protocol_status == ProtocolStatus::Overloaded {
+                observer.overloaded(self.shared.id);
+            }
+        }
     }
 }
 

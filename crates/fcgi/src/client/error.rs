@@ -80,6 +80,20 @@ pub enum ClientError {
         /// The configured limit.
         timeout: Duration,
     },
+    /// `max_queue` requests were already waiting; this one was refused at once.
+    #[error("{max_queue} requests already wait for {address}; refusing more")]
+    QueueFull {
+        /// The backend.
+        address: Address,
+        /// The configured limit.
+        max_queue: usize,
+    },
+    /// The backend's listen queue stayed full until `queue_timeout` (connect gave EAGAIN).
+    #[error("the listen queue of {address} is full")]
+    ListenQueueFull {
+        /// The backend.
+        address: Address,
+    },
     /// The backend sent nothing for `read_timeout` while the request was in flight.
     #[error("{address} sent nothing for {timeout:?}")]
     ReadTimeout {
@@ -118,6 +132,22 @@ impl ClientError {
     /// The request waited in the queue for `queue_timeout` and never reached the backend.
     pub fn is_queue_timeout(&self) -> bool {
         matches!(self, ClientError::QueueTimeout { .. })
+    }
+
+    /// The backend or its queue is full: the request never reached the application, and trying
+    /// again a little later may succeed (503 with Retry-After).
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            ClientError::QueueTimeout { .. }
+                | ClientError::QueueFull { .. }
+                | ClientError::ListenQueueFull { .. }
+        )
+    }
+
+    /// A connect found the backend's listen queue full.
+    pub fn is_listen_queue_full(&self) -> bool {
+        matches!(self, ClientError::ListenQueueFull { .. })
     }
 
     /// The backend could not be reached at all.

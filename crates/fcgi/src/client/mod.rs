@@ -6,13 +6,20 @@
 //! [`ResponseStream`]; the caller reads [`ResponseEvent`]s up to `End` and then calls
 //! [`Lease::release`]. Dropping a lease before that closes the connection.
 
+mod capacity;
 mod connection;
 mod error;
+mod lease;
 mod pool;
 mod pool_config;
+mod probe;
 mod request_ids;
+mod saturation;
 
+pub use capacity::{CapReduction, CapSource};
 pub use connection::{ConnectionId, RequestBody, ResponseEvent, ResponseStream};
 pub use error::{ClientError, ConnectionFailure};
-pub use pool::{Lease, Pool, PoolStats};
-pub use pool_config::PoolConfig;
+pub use lease::Lease;
+pub use pool::{Pool, PoolStats};
+pub use pool_config::{ConfiguredCap, PoolConfig};
+pub use probe::{get_values, BackendValues, ProbeError};

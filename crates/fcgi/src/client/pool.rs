@@ -1,11 +1,13 @@
 //! The connection pool of one backend, shared by every runtime thread.
 //!
-//! It owns the cap: `open` counts slots — idle connections, leased ones, connects in progress
-//! and slots granted to a waiter — and never exceeds `max_conns`. A checkout takes the most
-//! recently used idle connection (it is the one least likely to have been closed by the
-//! backend), else opens a connection if a slot is free, else waits in a FIFO queue. A returning
+//! It owns the cap: `open` counts slots — idle connections, leased ones, connects in progress,
+//! a GET_VALUES probe, and slots granted to a waiter — and never exceeds the effective cap
+//! (`capacity.rs`) except while the cap is coming down, when returning connections are closed
+//! instead of reused until it holds again. A checkout takes the most recently used idle
+//! connection (the one least likely to have been closed by the backend), else opens a
+//! connection if a slot is free, else waits in a FIFO queue of at most `max_queue`. A returning
 //! connection goes straight to the oldest waiter (direct hand-off: one wake-up, no thundering
-//! herd); a slot freed by a closed connection is granted to the oldest waiter the same way.
+//! herd); a freed slot is granted to the oldest waiter the same way.
 //!
 //! # Races and how they are closed
 //!
@@ -24,10 +26,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::connection::{Connection, ConnectionId, RequestBody, ResponseStream};
+use super::capacity::{CapReduction, CapSource, Capacity};
+use super::connection::{Connection, ConnectionId};
 use super::error::ClientError;
+use super::lease::Lease;
+use super::probe::{self, BackendValues};
 use super::PoolConfig;
 use crate::net::Address;
+
+/// How long a GET_VALUES probe may take; it holds a slot (and maybe a worker) meanwhile.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between connects refused because the backend's listen queue is full.
+const LISTEN_QUEUE_BACKOFF: Duration = Duration::from_millis(10);
 
 /// A capped pool of connections to one backend. Cloning shares the pool.
 #[derive(Clone)]
@@ -38,12 +48,20 @@ pub struct Pool {
 /// The pool's live figures, for tests, logs and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
-    /// The cap in force.
-    pub max_conns: usize,
+    /// The effective cap in force now.
+    pub cap: usize,
+    /// The most the cap may rise to.
+    pub ceiling: usize,
+    /// Where the ceiling came from (`max_conns`, a php-fpm pool file, FCGI_MAX_CONNS, the default).
+    pub cap_source: String,
+    /// Why the cap is below the ceiling, if it is.
+    pub cap_reduced_by: Option<String>,
     /// Slots in use: idle + busy + connecting.
     pub open: usize,
     /// Connections parked, ready for the next request.
     pub idle: usize,
+    /// Slots in use by requests (and connects in progress).
+    pub busy: usize,
     /// Requests waiting in the queue for a connection.
     pub waiting: usize,
     /// Connections established so far.
@@ -52,34 +70,57 @@ pub struct PoolStats {
     pub reused: u64,
     /// Requests that waited `queue_timeout` and gave up.
     pub queue_timeouts: u64,
+    /// Requests refused at once because `max_queue` were already waiting.
+    pub queue_rejections: u64,
     /// Connects that failed or timed out.
     pub connect_failures: u64,
+    /// Fresh connections left unanswered while others were served.
+    pub saturation_events: u64,
+    /// FCGI_OVERLOADED answers.
+    pub overloaded: u64,
+    /// Connects refused because the backend's listen queue was full.
+    pub listen_queue_full: u64,
+    /// What the backend announced through FCGI_GET_VALUES, if asked and answered.
+    pub backend_values: Option<BackendValues>,
 }
 
-struct PoolShared {
-    address: Address,
-    config: PoolConfig,
+pub(super) struct PoolShared {
+    pub(super) address: Address,
+    pub(super) config: PoolConfig,
     state: Mutex<PoolState>,
     next_connection_id: AtomicU64,
     opened: AtomicU64,
     reused: AtomicU64,
     queue_timeouts: AtomicU64,
+    queue_rejections: AtomicU64,
     connect_failures: AtomicU64,
 }
 
-#[derive(Default)]
-struct PoolState {
+pub(super) struct PoolState {
     /// Parked connections, most recently used last.
-    idle: Vec<IdleConnection>,
-    /// Slots taken; see the module docs. Never above `max_conns`.
-    open: usize,
+    pub(super) idle: Vec<IdleConnection>,
+    /// Slots taken; see the module docs.
+    pub(super) open: usize,
     /// Requests waiting for a connection, oldest first.
     waiters: VecDeque<Waiter>,
     next_waiter_id: u64,
+    pub(super) capacity: Capacity,
+    /// Requests that ended cleanly, ever.
+    pub(super) completed: u64,
+    /// Fresh connections whose first request went unanswered while others were served.
+    pub(super) stuck: Vec<ConnectionId>,
+    /// Smoothed wait for a fresh connection's first answer; sets the saturation bound.
+    pub(super) first_response_average: Duration,
+    pub(super) saturation_events: u64,
+    pub(super) overloaded: u64,
+    listen_queue_full: u64,
+    backend_values: Option<BackendValues>,
+    /// The last connect failed: ask the backend's limits again once it is back.
+    unreachable: bool,
 }
 
-struct IdleConnection {
-    connection: Connection,
+pub(super) struct IdleConnection {
+    pub(super) connection: Connection,
     since: Instant,
 }
 
@@ -94,20 +135,50 @@ enum Grant {
     OpenSlot,
 }
 
+enum Step {
+    Lease(Lease),
+    Connect,
+    Wait(WaitGuard),
+}
+
 impl Pool {
-    /// A pool for `address`. Starts the idle reaper, so it must be called inside a tokio runtime.
+    /// A pool for `address`. Starts the idle reaper, and — when no cap is configured — asks the
+    /// backend for its limits, so it must be called inside a tokio runtime.
     pub fn new(address: Address, config: PoolConfig) -> Pool {
+        let capacity = match &config.max_conns {
+            Some(cap) => Capacity::new(cap.value, CapSource::Configured(cap.origin.clone())),
+            None => Capacity::new(PoolConfig::DEFAULT_MAX_CONNS, CapSource::Default),
+        };
+        let probe = config.max_conns.is_none();
         let shared = Arc::new(PoolShared {
             address,
             config,
-            state: Mutex::new(PoolState::default()),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+                waiters: VecDeque::new(),
+                next_waiter_id: 0,
+                capacity,
+                completed: 0,
+                stuck: Vec::new(),
+                first_response_average: Duration::ZERO,
+                saturation_events: 0,
+                overloaded: 0,
+                listen_queue_full: 0,
+                backend_values: None,
+                unreachable: false,
+            }),
             next_connection_id: AtomicU64::new(1),
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             queue_timeouts: AtomicU64::new(0),
+            queue_rejections: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
         });
         tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
+        if probe {
+            PoolShared::start_probe(&shared);
+        }
         Pool { shared }
     }
 
@@ -125,41 +196,62 @@ impl Pool {
     /// in the queue for at most `queue_timeout`. Cancel-safe: dropping the future leaves the
     /// queue and frees whatever it held.
     pub async fn checkout(&self) -> Result<Lease, ClientError> {
-        let shared = &self.shared;
-        let waiter = {
-            let mut state = shared.lock();
-            while let Some(idle) = state.idle.pop() {
-                if idle.connection.is_closed() {
-                    state.open -= 1;
-                    continue;
-                }
-                drop(state);
-                return Ok(self.lease(idle.connection, true));
+        let deadline = tokio::time::Instant::now() + self.shared.config.queue_timeout;
+        let mut backoff = LISTEN_QUEUE_BACKOFF;
+        loop {
+            let grant = match self.step()? {
+                Step::Lease(lease) => return Ok(lease),
+                Step::Connect => Grant::OpenSlot,
+                Step::Wait(waiter) => waiter.wait(deadline).await?,
+            };
+            let error = match grant {
+                Grant::Connection(connection) => return Ok(self.lease(connection, true)),
+                Grant::OpenSlot => match self.connect().await {
+                    Ok(lease) => return Ok(lease),
+                    Err(error) => error,
+                },
+            };
+            // A full listen queue means the backend is busy, not gone: wait and try again.
+            if !error.is_listen_queue_full() || tokio::time::Instant::now() + backoff > deadline {
+                return Err(error);
             }
-            if state.open < shared.config.max_conns {
-                state.open += 1;
-                None
-            } else {
-                let id = state.next_waiter_id;
-                state.next_waiter_id += 1;
-                let (sender, receiver) = oneshot::channel();
-                state.waiters.push_back(Waiter { id, grant: sender });
-                Some(WaitGuard {
-                    shared: Arc::clone(shared),
-                    id,
-                    receiver,
-                    settled: false,
-                })
-            }
-        };
-        let grant = match waiter {
-            None => Grant::OpenSlot,
-            Some(waiter) => waiter.wait(shared.config.queue_timeout).await?,
-        };
-        match grant {
-            Grant::Connection(connection) => Ok(self.lease(connection, true)),
-            Grant::OpenSlot => self.connect().await,
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
         }
+    }
+
+    fn step(&self) -> Result<Step, ClientError> {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        while let Some(idle) = state.idle.pop() {
+            if idle.connection.is_closed() {
+                state.open -= 1;
+                continue;
+            }
+            drop(state);
+            return Ok(Step::Lease(self.lease(idle.connection, true)));
+        }
+        if state.open < state.capacity.cap() && state.waiters.is_empty() {
+            state.open += 1;
+            return Ok(Step::Connect);
+        }
+        if state.waiters.len() >= shared.config.max_queue {
+            shared.queue_rejections.fetch_add(1, Ordering::Relaxed);
+            return Err(ClientError::QueueFull {
+                address: shared.address.clone(),
+                max_queue: shared.config.max_queue,
+            });
+        }
+        let id = state.next_waiter_id;
+        state.next_waiter_id += 1;
+        let (sender, receiver) = oneshot::channel();
+        state.waiters.push_back(Waiter { id, grant: sender });
+        Ok(Step::Wait(WaitGuard {
+            shared: Arc::clone(shared),
+            id,
+            receiver,
+            settled: false,
+        }))
     }
 
     /// Current figures.
@@ -167,14 +259,26 @@ impl Pool {
         let shared = &self.shared;
         let state = shared.lock();
         PoolStats {
-            max_conns: shared.config.max_conns,
+            cap: state.capacity.cap(),
+            ceiling: state.capacity.ceiling(),
+            cap_source: state.capacity.source().to_string(),
+            cap_reduced_by: state
+                .capacity
+                .reduced_by()
+                .map(|reason| format!("{reason:?}")),
             open: state.open,
             idle: state.idle.len(),
+            busy: state.open - state.idle.len(),
             waiting: state.waiters.len(),
             opened: shared.opened.load(Ordering::Relaxed),
             reused: shared.reused.load(Ordering::Relaxed),
             queue_timeouts: shared.queue_timeouts.load(Ordering::Relaxed),
+            queue_rejections: shared.queue_rejections.load(Ordering::Relaxed),
             connect_failures: shared.connect_failures.load(Ordering::Relaxed),
+            saturation_events: state.saturation_events,
+            overloaded: state.overloaded,
+            listen_queue_full: state.listen_queue_full,
+            backend_values: state.backend_values.clone(),
         }
     }
 
@@ -188,23 +292,14 @@ impl Pool {
     /// Closes every idle connection (shutdown). Busy ones finish their request first.
     pub fn close_idle(&self) {
         let mut state = self.shared.lock();
-        for idle in std::mem::take(&mut state.idle) {
-            idle.connection.close();
-            self.shared.free_slot(&mut state);
-        }
+        self.shared.close_all_idle(&mut state);
     }
 
     fn lease(&self, connection: Connection, reused: bool) -> Lease {
         if reused {
             self.shared.reused.fetch_add(1, Ordering::Relaxed);
         }
-        Lease {
-            connection: Some(connection),
-            pool: Arc::clone(&self.shared),
-            reused,
-            // A connection that carried no request yet is as reusable as the config allows.
-            keep_conn: self.shared.config.keep_conn,
-        }
+        Lease::new(connection, Arc::clone(&self.shared), reused)
     }
 
     async fn connect(&self) -> Result<Lease, ClientError> {
@@ -225,68 +320,128 @@ impl Pool {
             Connection::open(&shared.address, id, config.send_timeout, on_closed),
         )
         .await;
-        match opened {
+        let error = match opened {
             Ok(Ok(connection)) => {
                 slot.keep();
                 shared.opened.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(backend = %shared.address, connection = id, "connected");
-                Ok(self.lease(connection, false))
+                if std::mem::take(&mut shared.lock().unreachable) && config.max_conns.is_none() {
+                    PoolShared::start_probe(shared);
+                }
+                return Ok(self.lease(connection, false));
             }
-            Ok(Err(source)) => {
-                shared.connect_failures.fetch_add(1, Ordering::Relaxed);
-                Err(ClientError::Connect {
+            // connect(2) on a unix socket whose listen queue is full fails with EAGAIN.
+            Ok(Err(source)) if source.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut state = shared.lock();
+                state.listen_queue_full += 1;
+                let others = state.open - 1;
+                shared.reduce_cap(&mut state, others, CapReduction::ListenQueueFull);
+                return Err(ClientError::ListenQueueFull {
                     address: shared.address.clone(),
-                    source,
-                })
+                });
             }
-            Err(_) => {
-                shared.connect_failures.fetch_add(1, Ordering::Relaxed);
-                Err(ClientError::ConnectTimeout {
-                    address: shared.address.clone(),
-                    timeout: config.connect_timeout,
-                })
-            }
-        }
+            Ok(Err(source)) => ClientError::Connect {
+                address: shared.address.clone(),
+                source,
+            },
+            Err(_) => ClientError::ConnectTimeout {
+                address: shared.address.clone(),
+                timeout: config.connect_timeout,
+            },
+        };
+        shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+        shared.lock().unreachable = true;
+        Err(error)
     }
 }
 
 impl PoolShared {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, PoolState> {
         // Nothing in a critical section panics; a poisoned lock still holds consistent state.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot stops being used: it goes to the oldest waiter, who will open a connection.
-    fn free_slot(&self, state: &mut PoolState) {
-        if let Some(Grant::OpenSlot) = grant_to_oldest_waiter(state, Grant::OpenSlot) {
-            state.open -= 1;
+    /// A slot stops being used; the oldest waiters get the free slots the cap allows.
+    pub(super) fn free_slot(&self, state: &mut PoolState) {
+        state.open -= 1;
+        self.fill_from_queue(state);
+    }
+
+    fn fill_from_queue(&self, state: &mut PoolState) {
+        while state.open < state.capacity.cap() {
+            let Some(waiter) = state.waiters.pop_front() else {
+                return;
+            };
+            state.open += 1;
+            if waiter.grant.send(Grant::OpenSlot).is_err() {
+                state.open -= 1;
+            }
         }
     }
 
-    /// A connection that finished its request cleanly comes back: to the oldest waiter, else
-    /// on top of the idle stack.
-    fn put_back(&self, connection: Connection) {
+    /// A connection that finished its request cleanly comes back: closed when the cap is
+    /// coming down, else to the oldest waiter, else on top of the idle stack.
+    pub(super) fn put_back(&self, connection: Connection) {
         let mut state = self.lock();
-        if connection.is_closed() {
+        if connection.is_closed() || state.open > state.capacity.cap() {
+            connection.close();
             self.free_slot(&mut state);
             return;
         }
-        let Some(Grant::Connection(connection)) =
-            grant_to_oldest_waiter(&mut state, Grant::Connection(connection))
-        else {
+        let mut grant = Grant::Connection(connection);
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.grant.send(grant) {
+                Ok(()) => return,
+                Err(returned) => grant = returned,
+            }
+        }
+        let Grant::Connection(connection) = grant else {
             return;
         };
         state.idle.push(IdleConnection {
             connection,
             since: Instant::now(),
         });
-        if state.idle.len() > self.config.max_idle {
+        let max_idle = self.config.max_idle.unwrap_or(usize::MAX);
+        if state.idle.len() > max_idle {
             let least_recent = state.idle.remove(0);
             least_recent.connection.close();
             self.free_slot(&mut state);
         }
+    }
+
+    /// Records a cleanly ended request; under demand this may raise the cap.
+    pub(super) fn request_completed(&self, state: &mut PoolState) {
+        state.completed += 1;
+        let demand = !state.waiters.is_empty();
+        if state.capacity.record_success(demand) {
+            tracing::info!(backend = %self.address, cap = state.capacity.cap(), "requests succeed under demand; raising the connection cap");
+            self.fill_from_queue(state);
+        }
+    }
+
+    pub(super) fn reduce_cap(&self, state: &mut PoolState, serving: usize, reason: CapReduction) {
+        let before = state.capacity.cap();
+        if state.capacity.reduce(serving, reason) {
+            tracing::warn!(
+                backend = %self.address,
+                "{reason:?}: the backend serves fewer connections than the pool held; \
+                 lowering the connection cap from {before} to {}",
+                state.capacity.cap()
+            );
+        }
+    }
+
+    pub(super) fn close_all_idle(&self, state: &mut PoolState) -> usize {
+        let idle = std::mem::take(&mut state.idle);
+        let count = idle.len();
+        for parked in idle {
+            parked.connection.close();
+            self.free_slot(state);
+        }
+        count
     }
 
     fn give_back(&self, grant: Grant) {
@@ -314,35 +469,56 @@ impl PoolShared {
     fn reap(&self) {
         let mut state = self.lock();
         let config = &self.config;
-        let mut expired = Vec::new();
+        let mut expired = 0;
         state.idle.retain(|idle| {
             let keep = !idle.connection.is_closed()
                 && idle.since.elapsed() < config.keepalive_timeout
                 && idle.connection.age() < config.keepalive_time;
             if !keep {
-                expired.push(idle.connection.id());
+                expired += 1;
                 idle.connection.close();
             }
             keep
         });
-        for _ in &expired {
+        for _ in 0..expired {
             self.free_slot(&mut state);
         }
-        if !expired.is_empty() {
-            tracing::debug!(backend = %self.address, closed = expired.len(), "closed idle connections past keepalive_timeout or keepalive_time");
+        if expired > 0 {
+            tracing::debug!(backend = %self.address, closed = expired, "closed idle connections past keepalive_timeout or keepalive_time");
         }
     }
-}
 
-/// Hands `grant` to the oldest waiter still listening; returns it when there is none.
-fn grant_to_oldest_waiter(state: &mut PoolState, mut grant: Grant) -> Option<Grant> {
-    while let Some(waiter) = state.waiters.pop_front() {
-        match waiter.grant.send(grant) {
-            Ok(()) => return None,
-            Err(returned) => grant = returned,
+    /// Asks the backend for FCGI_MAX_CONNS & co. in the background, holding one slot meanwhile
+    /// so the probe never takes the connection count over the cap. Requests do not wait for it.
+    fn start_probe(shared: &Arc<PoolShared>) {
+        {
+            let mut state = shared.lock();
+            if state.open >= state.capacity.cap() {
+                return;
+            }
+            state.open += 1;
         }
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let answer = probe::get_values(&shared.address, PROBE_TIMEOUT).await;
+            let mut state = shared.lock();
+            match answer {
+                Ok(values) => {
+                    if let Some(max_conns) = values.max_conns {
+                        if state.capacity.learned(max_conns) {
+                            tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
+                        }
+                    }
+                    tracing::debug!(backend = %shared.address, "FCGI_GET_VALUES: {values:?}");
+                    state.backend_values = Some(values);
+                }
+                Err(error) => {
+                    tracing::debug!(backend = %shared.address, "backend limits unknown ({error}); cap stays at {}", state.capacity.source());
+                }
+            }
+            shared.free_slot(&mut state);
+        });
     }
-    Some(grant)
 }
 
 async fn reap_idle_connections(pool: Weak<PoolShared>) {
@@ -371,8 +547,8 @@ struct WaitGuard {
 }
 
 impl WaitGuard {
-    async fn wait(mut self, timeout: Duration) -> Result<Grant, ClientError> {
-        match tokio::time::timeout(timeout, &mut self.receiver).await {
+    async fn wait(mut self, deadline: tokio::time::Instant) -> Result<Grant, ClientError> {
+        match tokio::time::timeout_at(deadline, &mut self.receiver).await {
             Ok(Ok(grant)) => {
                 self.settled = true;
                 Ok(grant)
@@ -383,7 +559,7 @@ impl WaitGuard {
                 self.shared.queue_timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(ClientError::QueueTimeout {
                     address: self.shared.address.clone(),
-                    timeout,
+                    timeout: self.shared.config.queue_timeout,
                 })
             }
         }
@@ -423,77 +599,6 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
             shared.free_slot(&mut shared.lock());
-        }
-    }
-}
-
-/// One connection, held for one request. Call [`Lease::release`] after END_REQUEST; a lease
-/// dropped without it closes the connection, because a request that did not end cleanly
-/// leaves the connection in an unknown state.
-pub struct Lease {
-    connection: Option<Connection>,
-    pool: Arc<PoolShared>,
-    reused: bool,
-    keep_conn: bool,
-}
-
-impl Lease {
-    /// The connection's id, for logs.
-    pub fn connection_id(&self) -> ConnectionId {
-        self.connection.as_ref().map_or(0, Connection::id)
-    }
-
-    /// True when the connection carried an earlier request.
-    pub fn was_reused(&self) -> bool {
-        self.reused
-    }
-
-    /// Sends the request. FCGI_KEEP_CONN is set unless the pool is configured without it or
-    /// this is the connection's last request (`keepalive_requests`, `keepalive_time`): then the
-    /// backend closes the connection itself, and the TIME_WAIT entry stays on its side.
-    pub async fn send_request<F>(
-        &mut self,
-        write_params: F,
-        body: RequestBody,
-    ) -> Result<ResponseStream, ClientError>
-    where
-        F: FnOnce(&mut dyn FnMut(&[u8], &[u8])),
-    {
-        let config = &self.pool.config;
-        let Some(connection) = self.connection.as_ref() else {
-            return Err(ClientError::Connection {
-                address: self.pool.address.clone(),
-                failure: super::ConnectionFailure::ClosedByGateway,
-            });
-        };
-        let last_request = connection.requests_started() + 1 >= config.keepalive_requests
-            || connection.age() >= config.keepalive_time;
-        self.keep_conn = config.keep_conn && !last_request;
-        connection
-            .send_request(self.keep_conn, write_params, body, config.read_timeout)
-            .await
-    }
-
-    /// The request ended with END_REQUEST: the connection goes back to the pool, or, when it
-    /// was sent without KEEP_CONN, is left for the backend to close.
-    pub fn release(mut self) {
-        let Some(connection) = self.connection.take() else {
-            return;
-        };
-        if self.keep_conn {
-            self.pool.put_back(connection);
-        } else {
-            connection.retire();
-            self.pool.free_slot(&mut self.pool.lock());
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            connection.close();
-            self.pool.free_slot(&mut self.pool.lock());
         }
     }
 }

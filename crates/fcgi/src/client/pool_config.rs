@@ -5,13 +5,37 @@
 
 use std::time::Duration;
 
+/// A connection cap the operator gave, and where they gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredCap {
+    /// The cap.
+    pub value: usize,
+    /// For the log: `max_conns`, or e.g. `pm.max_children = 5 in /etc/php/8.2/fpm/pool.d/www.conf`.
+    pub origin: String,
+}
+
+impl ConfiguredCap {
+    /// A cap set with the `max_conns` setting.
+    pub fn setting(value: usize) -> ConfiguredCap {
+        ConfiguredCap {
+            value,
+            origin: "max_conns".to_owned(),
+        }
+    }
+}
+
 /// How one backend's pool opens, reuses, caps and retires connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Hard cap on open connections to the backend, busy and idle together.
-    pub max_conns: usize,
-    /// Idle connections kept beyond this are closed, least recently used first.
-    pub max_idle: usize,
+    /// Hard cap on open connections to the backend, busy and idle together. `None` lets the
+    /// pool learn it from the backend (FCGI_MAX_CONNS) or use [`PoolConfig::DEFAULT_MAX_CONNS`];
+    /// either way the pool lowers it when the backend shows it serves fewer.
+    pub max_conns: Option<ConfiguredCap>,
+    /// Idle connections kept beyond this are closed, least recently used first; `None` keeps
+    /// as many as the cap allows.
+    pub max_idle: Option<usize>,
+    /// Requests waiting for a connection beyond this are refused at once.
+    pub max_queue: usize,
     /// Requests sent on one connection before it is retired.
     pub keepalive_requests: u64,
     /// An idle connection unused this long is closed.
@@ -30,11 +54,26 @@ pub struct PoolConfig {
     pub keep_conn: bool,
 }
 
+impl PoolConfig {
+    /// The cap when nothing is configured or learned: below Debian's stock php-fpm pool
+    /// (`pm.max_children = 5`), so a stock pool never hangs and keeps a worker for others.
+    pub const DEFAULT_MAX_CONNS: usize = 4;
+
+    /// A configuration with an explicit cap (tests and embedders).
+    pub fn with_max_conns(max_conns: usize) -> PoolConfig {
+        PoolConfig {
+            max_conns: Some(ConfiguredCap::setting(max_conns)),
+            ..PoolConfig::default()
+        }
+    }
+}
+
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
-            max_conns: 4,
-            max_idle: 4,
+            max_conns: None,
+            max_idle: None,
+            max_queue: 4096,
             keepalive_requests: 10_000,
             keepalive_timeout: Duration::from_secs(60),
             keepalive_time: Duration::from_secs(3600),

@@ -1,0 +1,138 @@
+//! Asks a backend for its limits with FCGI_GET_VALUES (FastCGI 1.0 §4.1) on a management
+//! connection of its own, then closes it.
+//!
+//! The connection is closed as soon as the answer is in: php-fpm and php-cgi answer and then
+//! keep the connection open, and with process-per-connection backends an open connection holds a
+//! worker. A backend that ignores management records is given `timeout`, no more.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+use crate::net::{self, Address};
+use crate::protocol::{
+    decode_pairs, encode_get_values, RecordBody, RecordDecoder, FCGI_MAX_CONNS, FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
+};
+
+/// What a backend announced; a value it left out is `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendValues {
+    /// FCGI_MAX_CONNS: concurrent connections it accepts.
+    pub max_conns: Option<usize>,
+    /// FCGI_MAX_REQS: concurrent requests it accepts.
+    pub max_reqs: Option<usize>,
+    /// FCGI_MPXS_CONNS: whether it multiplexes requests over one connection.
+    pub mpxs_conns: Option<bool>,
+}
+
+/// Why the backend's limits are unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No connection.
+    #[error("connecting for FCGI_GET_VALUES failed: {0}")]
+    Connect(std::io::Error),
+    /// Reading or writing the management connection failed, or it closed without an answer.
+    #[error("FCGI_GET_VALUES exchange failed: {0}")]
+    Io(std::io::Error),
+    /// The answer was not valid FastCGI.
+    #[error("invalid FCGI_GET_VALUES_RESULT: {0}")]
+    Protocol(crate::protocol::ProtocolError),
+    /// No answer within the time given.
+    #[error("no FCGI_GET_VALUES_RESULT within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connects to `address`, asks for FCGI_MAX_CONNS, FCGI_MAX_REQS and FCGI_MPXS_CONNS, and
+/// closes the connection. The whole exchange takes at most `timeout`.
+pub async fn get_values(address: &Address, timeout: Duration) -> Result<BackendValues, ProbeError> {
+    tokio::time::timeout(timeout, exchange(address))
+        .await
+        .map_err(|_| ProbeError::Timeout(timeout))?
+}
+
+async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
+    let mut stream = net::connect(address).await.map_err(ProbeError::Connect)?;
+    let mut request = BytesMut::new();
+    encode_get_values(
+        &mut request,
+        &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS],
+    );
+    stream.write_all(&request).await.map_err(ProbeError::Io)?;
+    let mut buffer = BytesMut::with_capacity(512);
+    let mut decoder = RecordDecoder;
+    loop {
+        while let Some(record) = decoder.decode(&mut buffer).map_err(ProbeError::Protocol)? {
+            // Anything else on a management connection (UNKNOWN_TYPE, stray records) is not
+            // the answer; keep reading until the answer or the deadline.
+            if let RecordBody::GetValuesResult(content) = record.body {
+                let pairs = decode_pairs(&content).map_err(ProbeError::Protocol)?;
+                return Ok(parse_values(&pairs));
+            }
+        }
+        if stream.read_buf(&mut buffer).await.map_err(ProbeError::Io)? == 0 {
+            return Err(ProbeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+fn parse_values(pairs: &[(bytes::Bytes, bytes::Bytes)]) -> BackendValues {
+    let number =
+        |value: &[u8]| -> Option<usize> { std::str::from_utf8(value).ok()?.trim().parse().ok() };
+    let mut values = BackendValues::default();
+    for (name, value) in pairs {
+        match &name[..] {
+            name if name == FCGI_MAX_CONNS.as_bytes() => values.max_conns = number(value),
+            name if name == FCGI_MAX_REQS.as_bytes() => values.max_reqs = number(value),
+            name if name == FCGI_MPXS_CONNS.as_bytes() => {
+                values.mpxs_conns = number(value).map(|flag| flag != 0)
+            }
+            _ => {}
+        }
+    }
+    values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn reads_the_three_values_and_ignores_the_rest() {
+        let pairs = [
+            (
+                Bytes::from_static(b"FCGI_MPXS_CONNS"),
+                Bytes::from_static(b"0"),
+            ),
+            (
+                Bytes::from_static(b"FCGI_MAX_REQS"),
+                Bytes::from_static(b"2"),
+            ),
+            (
+                Bytes::from_static(b"FCGI_MAX_CONNS"),
+                Bytes::from_static(b"3"),
+            ),
+            (Bytes::from_static(b"OTHER"), Bytes::from_static(b"9")),
+        ];
+        assert_eq!(
+            parse_values(&pairs),
+            BackendValues {
+                max_conns: Some(3),
+                max_reqs: Some(2),
+                mpxs_conns: Some(false)
+            }
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_number_is_left_unknown() {
+        let pairs = [(
+            Bytes::from_static(b"FCGI_MAX_CONNS"),
+            Bytes::from_static(b"many"),
+        )];
+        assert_eq!(parse_values(&pairs).max_conns, None);
+    }
+}
