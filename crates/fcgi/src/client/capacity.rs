@@ -5,8 +5,10 @@
 //! else the backend's FCGI_MAX_CONNS, else a default. The effective cap drops below the ceiling
 //! when the backend shows it serves fewer connections than the pool holds — a new connection left
 //! unanswered in the listen backlog (saturation), FCGI_OVERLOADED, a full listen queue — and rises
-//! again by one after a streak of successful requests made while others were waiting, the streak
-//! doubling after every drop so a backend that keeps saturating is probed less and less often.
+//! again by one after a streak of successful requests made while others were waiting. A raise
+//! is a probe: if the cap comes down again before the next raise, the probe failed and the
+//! streak needed for the next one doubles, so a backend at its true limit is probed less and
+//! less often; a probe that holds halves it again.
 
 /// Where the pool's ceiling came from; logged and shown in the pool's figures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub enum CapReduction {
     ListenQueueFull,
 }
 
-/// Successful requests under demand before the first raise; doubles after each reduction.
+/// Successful requests under demand before a raise; doubles after a failed probe.
 const INITIAL_RAISE_STREAK: u64 = 64;
 const MAX_RAISE_STREAK: u64 = 16_384;
 
@@ -53,6 +55,8 @@ pub(crate) struct Capacity {
     reduced_by: Option<CapReduction>,
     streak: u64,
     raise_after: u64,
+    /// The last change was a raise that has not yet held for a full streak.
+    probing: bool,
 }
 
 impl Capacity {
@@ -65,6 +69,7 @@ impl Capacity {
             reduced_by: None,
             streak: 0,
             raise_after: INITIAL_RAISE_STREAK,
+            probing: false,
         }
     }
 
@@ -104,7 +109,10 @@ impl Capacity {
     /// cap went down.
     pub(crate) fn reduce(&mut self, serving: usize, reason: CapReduction) -> bool {
         let target = serving.clamp(1, self.ceiling);
-        self.raise_after = (self.raise_after * 2).min(MAX_RAISE_STREAK);
+        if self.probing {
+            self.raise_after = (self.raise_after * 2).min(MAX_RAISE_STREAK);
+            self.probing = false;
+        }
         self.streak = 0;
         if target >= self.cap {
             return false;
@@ -125,6 +133,11 @@ impl Capacity {
             return false;
         }
         self.streak = 0;
+        if self.probing {
+            // The previous raise held for a whole streak.
+            self.raise_after = (self.raise_after / 2).max(INITIAL_RAISE_STREAK);
+        }
+        self.probing = true;
         self.cap += 1;
         if self.cap >= self.ceiling {
             self.reduced_by = None;
@@ -170,16 +183,30 @@ mod tests {
         assert_eq!(capacity.reduced_by(), None);
     }
 
+    fn streak_to_raise(capacity: &mut Capacity) -> u64 {
+        (1..).find(|_| capacity.record_success(true)).unwrap_or(0)
+    }
+
     #[test]
-    fn each_reduction_makes_the_next_raise_slower() {
+    fn a_failed_probe_doubles_the_streak_and_a_held_one_halves_it() {
+        let mut capacity = Capacity::new(8, CapSource::Default);
+        capacity.reduce(2, CapReduction::Saturation);
+        let first = streak_to_raise(&mut capacity); // 2 -> 3: a probe
+        capacity.reduce(2, CapReduction::Saturation); // it failed
+        let after_failure = streak_to_raise(&mut capacity); // 2 -> 3 again, slower
+        assert_eq!(after_failure, first * 2);
+        // 3 holds for that whole streak: 3 -> 4, and the probe after it is quick again.
+        assert_eq!(streak_to_raise(&mut capacity), first * 2);
+        assert_eq!(streak_to_raise(&mut capacity), first);
+    }
+
+    #[test]
+    fn repeated_reductions_without_a_probe_do_not_slow_recovery() {
         let mut capacity = Capacity::new(4, CapSource::Default);
-        let streak_to_raise =
-            |capacity: &mut Capacity| (1..).find(|_| capacity.record_success(true)).unwrap_or(0);
-        capacity.reduce(2, CapReduction::Overloaded);
-        let first = streak_to_raise(&mut capacity);
-        capacity.reduce(2, CapReduction::Overloaded);
-        let second = streak_to_raise(&mut capacity);
-        assert_eq!(second, first * 2);
+        for _ in 0..100 {
+            capacity.reduce(1, CapReduction::Overloaded);
+        }
+        assert_eq!(streak_to_raise(&mut capacity), INITIAL_RAISE_STREAK);
     }
 
     #[test]
