@@ -20,6 +20,9 @@ pub struct ServerConfig {
     /// Close the connection after this many requests on it (like php-fpm `pm.max_requests`);
     /// `None` = never.
     pub max_requests_per_conn: Option<u64>,
+    /// Answer GET_VALUES and other management records (§4). `false` ignores them silently, as
+    /// applications that never implemented them do — for testing clients against such apps.
+    pub answer_management_records: bool,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +34,7 @@ impl Default for ServerConfig {
             max_params_bytes: 1 << 20,
             max_stdin_bytes: 64 << 20,
             max_requests_per_conn: None,
+            answer_management_records: true,
         }
     }
 }

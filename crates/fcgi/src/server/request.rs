@@ -49,6 +49,10 @@ pub enum HandlerOutcome {
     },
     /// Drop the connection without END_REQUEST, as a crashing application would (for tests).
     CloseConnection,
+    /// Refuse the request unprocessed: END_REQUEST with FCGI_OVERLOADED and no output
+    /// (FastCGI 1.0 §5.5), which tells the client it may send it again later. Anything the
+    /// handler wrote is discarded by the client.
+    Overloaded,
 }
 
 /// The application: called once per request, with the response streams to write to.

@@ -135,6 +135,13 @@ impl ConnectionState {
                 actions,
             ),
             HandlerOutcome::CloseConnection => self.close(actions),
+            HandlerOutcome::Overloaded => self.end_request(
+                slot.request_id,
+                request.keep_conn,
+                0,
+                ProtocolStatus::Overloaded,
+                actions,
+            ),
         }
     }
 
@@ -156,6 +163,9 @@ impl ConnectionState {
         record: &Record,
         actions: &mut Vec<Action>,
     ) -> Result<(), ServerError> {
+        if !self.config.answer_management_records {
+            return Ok(());
+        }
         let body = match &record.body {
             RecordBody::GetValues(content) => {
                 RecordBody::GetValuesResult(self.get_values_result(content)?)

@@ -3,8 +3,10 @@
 //! `size=N` answers N pattern bytes with `Content-Length: N`; every other answer is a text
 //! describing the request and the connection that carried it.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter};
@@ -19,14 +21,52 @@ const WRITE_CHUNK: usize = 64 * 1024;
 pub(super) struct ConnectionHandler {
     connection: u64,
     requests_served: AtomicU64,
+    overload: Arc<OverloadInjector>,
 }
 
 impl ConnectionHandler {
-    pub(super) fn new(connection: u64) -> ConnectionHandler {
+    pub(super) fn new(connection: u64, overload: Arc<OverloadInjector>) -> ConnectionHandler {
         ConnectionHandler {
             connection,
             requests_served: AtomicU64::new(0),
+            overload,
         }
+    }
+}
+
+/// Refuses every n-th request of the whole backend with FCGI_OVERLOADED, as an app shedding
+/// load does; n = 0 refuses nothing. A request with a `token` is refused at most once, so a
+/// client that retries gets through and a test can demand that every request succeeds.
+#[derive(Default)]
+pub(super) struct OverloadInjector {
+    pub(super) every: AtomicU64,
+    seen: AtomicU64,
+    pub(super) refused: AtomicU64,
+    refused_tokens: Mutex<HashSet<String>>,
+}
+
+impl OverloadInjector {
+    fn refuse_this_one(&self, token: Option<&str>) -> bool {
+        let every = self.every.load(Ordering::SeqCst);
+        if every == 0 {
+            return false;
+        }
+        let mut refused_tokens = self
+            .refused_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if token.is_some_and(|token| refused_tokens.contains(token)) {
+            return false;
+        }
+        let seen = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if seen % every != 0 {
+            return false;
+        }
+        if let Some(token) = token {
+            refused_tokens.insert(token.to_owned());
+        }
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        true
     }
 }
 
@@ -66,9 +106,12 @@ impl Instructions {
 
 impl Handler for ConnectionHandler {
     async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
-        let index_on_connection = self.requests_served.fetch_add(1, Ordering::SeqCst) + 1;
         let query = request.param_str("QUERY_STRING").unwrap_or_default();
         let instructions = Instructions::from_query(query);
+        if self.overload.refuse_this_one(instructions.token.as_deref()) {
+            return HandlerOutcome::Overloaded;
+        }
+        let index_on_connection = self.requests_served.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(delay) = instructions.sleep {
             tokio::time::sleep(delay).await;
         }

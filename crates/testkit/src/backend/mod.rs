@@ -60,6 +60,7 @@ pub struct TestBackend {
 /// What the accept loop, the pumps and the test share.
 struct Shared {
     mode: Mutex<Mode>,
+    overload: Arc<behaviour::OverloadInjector>,
     accepted: AtomicU64,
     open: AtomicU64,
     max_open: AtomicU64,
@@ -124,6 +125,7 @@ impl TestBackend {
             .unwrap_or_else(|error| panic!("test backend has no local address: {error}"));
         let shared = Arc::new(Shared {
             mode: Mutex::new(Mode::Normal),
+            overload: Arc::default(),
             accepted: AtomicU64::new(0),
             open: AtomicU64::new(0),
             max_open: AtomicU64::new(0),
@@ -171,6 +173,17 @@ impl TestBackend {
     /// The most connections that were open at the same time.
     pub fn max_connections_open(&self) -> u64 {
         self.shared.max_open.load(Ordering::SeqCst)
+    }
+
+    /// From now on, refuse every `n`-th request with FCGI_OVERLOADED (0: none); a request
+    /// carrying `token=` is refused at most once, so a retry of it succeeds.
+    pub fn overload_every(&self, n: u64) {
+        self.shared.overload.every.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests refused with FCGI_OVERLOADED so far.
+    pub fn overloaded_answers(&self) -> u64 {
+        self.shared.overload.refused.load(Ordering::SeqCst)
     }
 
     /// Requests received (BEGIN_REQUEST records), in every mode.

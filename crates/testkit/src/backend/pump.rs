@@ -60,7 +60,10 @@ impl Connection {
         let Ok((server_end, pump_end)) = UnixStream::pair() else {
             return;
         };
-        let handler = Arc::new(ConnectionHandler::new(self.number));
+        let handler = Arc::new(ConnectionHandler::new(
+            self.number,
+            Arc::clone(&self.shared.overload),
+        ));
         let server = serve_connection(Stream::Unix(server_end), handler, config);
         // When the pump returns it drops its end, so the server sees EOF and returns too; when
         // the server returns (a crash, KEEP_CONN=0) the pump sees EOF on its end.
