@@ -108,6 +108,13 @@ pub struct SettingFlags {
     /// Requests waiting for a connection per server; more get 503 at once [default: 4096]
     #[arg(long, value_name = "N")]
     pub max_queue: Option<usize>,
+    /// php-fpm's config (php-fpm.conf or a pool file): the cap becomes pm.max_children of the
+    /// pool listening on each server's address, unless --max-conns is given
+    #[arg(long, value_name = "FILE")]
+    pub php_fpm_config: Option<PathBuf>,
+    /// With --php-fpm-config: the pool to read, when its listen address does not say
+    #[arg(long, value_name = "NAME")]
+    pub php_fpm_pool: Option<String>,
     /// Requests per connection before it is retired [default: 10000]
     #[arg(long, value_name = "N")]
     pub keepalive_requests: Option<u64>,

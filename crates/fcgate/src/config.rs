@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fcgi::client::PoolConfig;
+use fcgi::client::{ConfiguredCap, PoolConfig};
 use fcgi::net::Address;
 
 use crate::cli::Cli;
@@ -103,6 +103,20 @@ pub struct UpstreamConfig {
     pub servers: Vec<Address>,
     /// Pool settings applied to every server.
     pub pool: PoolConfig,
+    /// Per server (same order as `servers`), a cap read from php-fpm's own config; used when
+    /// `pool.max_conns` is not set.
+    pub server_caps: Vec<Option<ConfiguredCap>>,
+}
+
+impl UpstreamConfig {
+    /// The pool settings of server `index`, with its own cap when php-fpm's config gave one.
+    pub fn pool_config_for(&self, index: usize) -> PoolConfig {
+        let mut pool = self.pool.clone();
+        if pool.max_conns.is_none() {
+            pool.max_conns = self.server_caps.get(index).cloned().flatten();
+        }
+        pool
+    }
 }
 
 /// Why the configuration was refused. Every variant names the file or the key.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod php_fpm_config;
 pub mod proxy;
 pub mod request_body;
 pub mod response_spool;

@@ -22,7 +22,8 @@ impl Upstream {
         let pools = config
             .servers
             .iter()
-            .map(|address| Pool::new(address.clone(), config.pool.clone()))
+            .enumerate()
+            .map(|(index, address)| Pool::new(address.clone(), config.pool_config_for(index)))
             .collect();
         Upstream {
             pools,

@@ -63,6 +63,10 @@ pub struct RawUpstream {
     pub max_idle: Option<usize>,
     /// `upstream.max_queue`
     pub max_queue: Option<usize>,
+    /// `upstream.php_fpm_config`
+    pub php_fpm_config: Option<PathBuf>,
+    /// `upstream.php_fpm_pool`
+    pub php_fpm_pool: Option<String>,
     /// `upstream.keepalive_requests`
     pub keepalive_requests: Option<u64>,
     /// `upstream.keepalive_timeout`
@@ -129,6 +133,11 @@ impl RawConfig {
                 max_conns: flags.max_conns.or(self.upstream.max_conns),
                 max_idle: flags.max_idle.or(self.upstream.max_idle),
                 max_queue: flags.max_queue.or(self.upstream.max_queue),
+                php_fpm_config: flags
+                    .php_fpm_config
+                    .clone()
+                    .or(self.upstream.php_fpm_config),
+                php_fpm_pool: flags.php_fpm_pool.clone().or(self.upstream.php_fpm_pool),
                 keepalive_requests: flags
                     .keepalive_requests
                     .or(self.upstream.keepalive_requests),

@@ -65,6 +65,10 @@ fn example_file_loads_and_validates() {
         .upstream
         .servers
         .clone_from(&config.upstream.servers);
+    expected
+        .upstream
+        .server_caps
+        .clone_from(&config.upstream.server_caps);
     assert_eq!(config, expected);
     check(&parse_args(&["check", "--config", path_text])).unwrap();
 }
@@ -353,4 +357,62 @@ fn flag_values_are_validated_under_their_key() {
         .unwrap_err()
         .to_string();
     assert!(refused.starts_with("root:"), "{refused}");
+}
+
+#[test]
+fn php_fpm_config_gives_each_server_the_pool_s_max_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool_file = dir.path().join("www.conf");
+    std::fs::write(
+        &pool_file,
+        "[www]\nlisten = /run/php/www.sock\npm = static\npm.max_children = 7\n\
+         [api]\nlisten = 127.0.0.1:9001\npm.max_children = 3\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[upstream]\nservers = [\"unix:/run/php/www.sock\", \"127.0.0.1:9001\"]\nphp_fpm_config = {:?}\n",
+        pool_file.display().to_string()
+    );
+    let config = validate_text(&text).unwrap();
+    let caps: Vec<_> = (0..2)
+        .map(|index| config.upstream.pool_config_for(index).max_conns.unwrap())
+        .collect();
+    assert_eq!((caps[0].value, caps[1].value), (7, 3));
+    assert!(
+        caps[0].origin.contains("pm.max_children = 7"),
+        "{}",
+        caps[0].origin
+    );
+    assert!(caps[0].origin.contains("www.conf"), "{}", caps[0].origin);
+
+    // An explicit max_conns wins over the file.
+    let explicit = validate_text(&format!("{text}max_conns = 2\n")).unwrap();
+    assert_eq!(
+        explicit.upstream.pool_config_for(0).max_conns,
+        Some(fcgi::client::ConfiguredCap::setting(2))
+    );
+}
+
+#[test]
+fn a_php_fpm_config_without_a_matching_pool_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool_file = dir.path().join("pools.conf");
+    std::fs::write(
+        &pool_file,
+        "[a]\nlisten = /run/a.sock\npm.max_children = 2\n[b]\nlisten = /run/b.sock\npm.max_children = 2\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[upstream]\nservers = [\"unix:/run/other.sock\"]\nphp_fpm_config = {:?}\n",
+        pool_file.display().to_string()
+    );
+    assert!(
+        refusal(&text).contains("upstream.php_fpm_config"),
+        "{}",
+        refusal(&text)
+    );
+    assert!(
+        refusal("[upstream]\nservers = [\"unix:/x.sock\"]\nphp_fpm_pool = \"www\"\n")
+            .contains("upstream.php_fpm_pool")
+    );
 }

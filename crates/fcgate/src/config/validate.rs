@@ -75,7 +75,7 @@ impl RawConfig {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
             site,
             limits,
-            upstream: validate_upstream(self.upstream)?,
+            upstream: validate_upstream(&self.upstream)?,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         })
     }
@@ -189,9 +189,9 @@ fn positive(key: &str, raw: Option<Duration>, default: Duration) -> Result<Durat
     }
 }
 
-fn validate_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
     let mut servers: Vec<Address> = Vec::new();
-    for (position, text) in raw.servers.unwrap_or_default().iter().enumerate() {
+    for (position, text) in raw.servers.iter().flatten().enumerate() {
         let key = format!("upstream.servers[{position}]");
         let address =
             Address::parse(text).map_err(|error| ConfigError::invalid(&key, error.to_string()))?;
@@ -267,5 +267,42 @@ fn validate_upstream(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         )?,
         keep_conn: raw.keep_conn.unwrap_or(defaults.keep_conn),
     };
-    Ok(UpstreamConfig { servers, pool })
+    let server_caps = php_fpm_caps(raw, &servers)?;
+    Ok(UpstreamConfig {
+        servers,
+        pool,
+        server_caps,
+    })
+}
+
+/// With `php_fpm_config`, each server's cap is `pm.max_children` of the php-fpm pool listening
+/// on its address: the figure php-fpm will not announce through FCGI_GET_VALUES, read where the
+/// operator keeps it instead of copied by hand. An explicit `max_conns` wins, so the file is
+/// not even read then.
+fn php_fpm_caps(
+    raw: &RawUpstream,
+    servers: &[Address],
+) -> Result<Vec<Option<ConfiguredCap>>, ConfigError> {
+    let (Some(path), None) = (&raw.php_fpm_config, raw.max_conns) else {
+        if raw.php_fpm_pool.is_some() && raw.php_fpm_config.is_none() {
+            return Err(ConfigError::invalid(
+                "upstream.php_fpm_pool",
+                "needs upstream.php_fpm_config (the php-fpm file that defines the pool)",
+            ));
+        }
+        return Ok(vec![None; servers.len()]);
+    };
+    servers
+        .iter()
+        .map(|address| {
+            crate::php_fpm_config::max_children_for(path, address, raw.php_fpm_pool.as_deref())
+                .map(|(value, origin)| {
+                    Some(ConfiguredCap {
+                        value: value as usize,
+                        origin,
+                    })
+                })
+                .map_err(|error| ConfigError::invalid("upstream.php_fpm_config", error.to_string()))
+        })
+        .collect()
 }
