@@ -50,6 +50,8 @@ enum Answer {
     Response(Response<ResponseBody>),
     /// END_REQUEST with FCGI_OVERLOADED before any output: not processed, may be retried.
     Overloaded,
+    /// The connection died before the backend sent anything.
+    Lost(fcgi::client::ClientError),
 }
 
 /// Everything a request needs: the validated config and the upstream pools.
@@ -126,17 +128,23 @@ impl Gateway {
 
         let site = &self.config.site;
         let mut attempt = 0;
+        let mut retried_lost_connection = false;
         loop {
             attempt += 1;
             let pool = self.upstream.pick().ok_or(GatewayError::NoUpstream)?;
-            let mut lease = pool.checkout().await?;
+            let mut lease = if retried_lost_connection {
+                pool.checkout_fresh().await?
+            } else {
+                pool.checkout().await?
+            };
+            let reused = lease.was_reused();
             tracing::debug!(
                 backend = %pool.address(),
                 connection = lease.connection_id(),
-                reused = lease.was_reused(),
+                reused,
                 "sending to FastCGI"
             );
-            let events = lease
+            let sent = lease
                 .send_request(
                     |add| {
                         cgi_params::for_each_param(
@@ -150,9 +158,27 @@ impl Gateway {
                     },
                     body.request_body().await?,
                 )
-                .await?;
-            match self.read_response(events, lease, request_id).await? {
+                .await;
+            let answer = match sent {
+                Ok(events) => self.read_response(events, lease, request_id).await?,
+                Err(error) if error.is_connection_lost() => Answer::Lost(error),
+                Err(error) => return Err(error.into()),
+            };
+            match answer {
                 Answer::Response(response) => return Ok(response),
+                // A pooled connection the backend closed while it sat idle (a recycled worker)
+                // fails before any answer: the app never ran the request. Once, on another
+                // connection, for methods that may be repeated anyway.
+                Answer::Lost(error)
+                    if reused && !retried_lost_connection && parts.method.is_idempotent() =>
+                {
+                    retried_lost_connection = true;
+                    tracing::info!(
+                        request = request_id,
+                        "retrying on another connection: {error}"
+                    );
+                }
+                Answer::Lost(error) => return Err(error.into()),
                 // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
                 // safe to send again whatever its method; the pool has lowered its cap.
                 Answer::Overloaded if attempt < OVERLOADED_ATTEMPTS => {
@@ -171,8 +197,17 @@ impl Gateway {
         request_id: u64,
     ) -> Result<Answer, GatewayError> {
         let mut partial_head = BytesMut::new();
+        let mut heard_back = false;
         loop {
-            match events.next_event().await? {
+            let event = match events.next_event().await {
+                Ok(event) => event,
+                Err(error) if !heard_back && error.is_connection_lost() => {
+                    return Ok(Answer::Lost(error))
+                }
+                Err(error) => return Err(error.into()),
+            };
+            heard_back = true;
+            match event {
                 ResponseEvent::Stdout(data) => {
                     // Usually the whole head is in the first record: parse it in place.
                     let buffered = if partial_head.is_empty() {

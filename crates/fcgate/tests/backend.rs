@@ -400,3 +400,29 @@ async fn malformed_requests_get_400_or_431_and_the_gateway_keeps_serving() {
     let mut client = HttpClient::http1(gateway.local_addr).await;
     assert_eq!(client.get("/").await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_after_every_request_causes_no_errors_for_get() {
+    // Like php-fpm with pm.max_requests = 1: every END_REQUEST is followed by a close, and a
+    // pooled connection may be handed out before its EOF has been read.
+    let backend = TestBackend::start(BackendOptions {
+        server: fcgi::server::ServerConfig {
+            max_requests_per_conn: Some(1),
+            ..fcgi::server::ServerConfig::default()
+        },
+        ..BackendOptions::default()
+    })
+    .await;
+    let gateway = start_gateway("", &backend.address(), "max_conns = 4").await;
+    let report = run_load(
+        gateway.local_addr,
+        2_000,
+        8,
+        Duration::from_secs(60),
+        |i| get(&format!("/?token={i}")),
+        |i, response| response.header("x-token") == Some(i.to_string().as_str()),
+    )
+    .await;
+    assert_eq!(report.count(200), 2_000, "{report:?}");
+    assert_eq!(report.bodies_ok, 2_000);
+}

@@ -530,7 +530,9 @@ async fn two_thousand_requests_through_php_fpm_open_at_most_max_conns() {
 
 #[tokio::test]
 async fn keep_conn_false_uses_one_php_fpm_connection_per_request() {
-    let Some(site) = relayed_site(PhpFpmOptions::default(), "keep_conn = false").await else {
+    let Some(site) =
+        relayed_site(PhpFpmOptions::default(), "max_conns = 4\nkeep_conn = false").await
+    else {
         return;
     };
     let mut client = HttpClient::http1(site.gateway.local_addr).await;

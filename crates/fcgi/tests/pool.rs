@@ -391,3 +391,39 @@ async fn wait_until(condition: impl Fn() -> bool) {
     }
     panic!("condition not reached within 5 s");
 }
+
+#[tokio::test]
+async fn checkout_fresh_never_hands_out_a_pooled_connection() {
+    let backend = start_backend(ServerConfig::default()).await;
+    let pool = Pool::new(backend.address.clone(), config(2));
+    request(&pool, &[]).await.unwrap();
+    request(&pool, &[]).await.unwrap();
+    assert_eq!((pool.stats().opened, pool.stats().idle), (1, 1));
+    let fresh = pool.checkout_fresh().await.unwrap();
+    assert!(!fresh.was_reused());
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.opened, stats.idle, stats.open),
+        (2, 0, 1),
+        "{stats:?}"
+    );
+    fresh.release();
+
+    // With the cap reached and no idle connection, a hand-off is not taken as it is either.
+    let held = pool.checkout().await.unwrap();
+    let other = pool.checkout().await.unwrap();
+    let waiting = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout_fresh().await.map(|lease| lease.was_reused()) })
+    };
+    wait_until(|| pool.stats().waiting == 1).await;
+    held.release();
+    assert!(
+        !waiting.await.unwrap().unwrap(),
+        "a new connection, not the handed-off one"
+    );
+    // 1, the first fresh one, `other`, and the waiter's fresh one in the handed-off slot.
+    assert_eq!(pool.stats().opened, 4);
+    assert!(pool.stats().open <= 2);
+    other.release();
+}

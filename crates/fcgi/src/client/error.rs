@@ -145,6 +145,18 @@ impl ClientError {
         )
     }
 
+    /// The connection died under the request (EOF, reset, write error): on a reused
+    /// connection before any answer, the backend most likely closed it while it sat idle.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connection {
+                failure: ConnectionFailure::ClosedByBackend | ConnectionFailure::Io { .. },
+                ..
+            }
+        )
+    }
+
     /// A connect found the backend's listen queue full.
     pub fn is_listen_queue_full(&self) -> bool {
         matches!(self, ClientError::ListenQueueFull { .. })

@@ -196,15 +196,34 @@ impl Pool {
     /// in the queue for at most `queue_timeout`. Cancel-safe: dropping the future leaves the
     /// queue and frees whatever it held.
     pub async fn checkout(&self) -> Result<Lease, ClientError> {
+        self.checkout_with(false).await
+    }
+
+    /// Like [`Pool::checkout`], but always on a newly opened connection: for a retry after a
+    /// pooled connection turned out dead, when the other pooled ones may be just as dead (a
+    /// backend recycling its workers). An idle connection is closed to make room.
+    pub async fn checkout_fresh(&self) -> Result<Lease, ClientError> {
+        self.checkout_with(true).await
+    }
+
+    async fn checkout_with(&self, fresh: bool) -> Result<Lease, ClientError> {
         let deadline = tokio::time::Instant::now() + self.shared.config.queue_timeout;
         let mut backoff = LISTEN_QUEUE_BACKOFF;
         loop {
-            let grant = match self.step()? {
+            let grant = match self.step(fresh)? {
                 Step::Lease(lease) => return Ok(lease),
                 Step::Connect => Grant::OpenSlot,
                 Step::Wait(waiter) => waiter.wait(deadline).await?,
             };
             let error = match grant {
+                Grant::Connection(connection) if fresh => {
+                    // Its slot is ours: open a new connection in it instead.
+                    connection.close();
+                    match self.connect().await {
+                        Ok(lease) => return Ok(lease),
+                        Err(error) => error,
+                    }
+                }
                 Grant::Connection(connection) => return Ok(self.lease(connection, true)),
                 Grant::OpenSlot => match self.connect().await {
                     Ok(lease) => return Ok(lease),
@@ -220,9 +239,14 @@ impl Pool {
         }
     }
 
-    fn step(&self) -> Result<Step, ClientError> {
+    fn step(&self, fresh: bool) -> Result<Step, ClientError> {
         let shared = &self.shared;
         let mut state = shared.lock();
+        if fresh && !state.idle.is_empty() {
+            // The least recently used is the likeliest to be dead; its slot is ours.
+            state.idle.remove(0).connection.close();
+            return Ok(Step::Connect);
+        }
         while let Some(idle) = state.idle.pop() {
             if idle.connection.is_closed() {
                 state.open -= 1;
