@@ -150,6 +150,11 @@ impl Pool {
             None => Capacity::new(PoolConfig::DEFAULT_MAX_CONNS, CapSource::Default),
         };
         let probe = config.max_conns.is_none();
+        if probe {
+            tracing::info!(backend = %address, "connection cap {} ({}) until the backend answers FCGI_GET_VALUES", capacity.cap(), capacity.source());
+        } else {
+            tracing::info!(backend = %address, "connection cap {} from {}", capacity.cap(), capacity.source());
+        }
         let shared = Arc::new(PoolShared {
             address,
             config,
