@@ -96,7 +96,8 @@ pub struct SettingFlags {
     /// Extra FastCGI param NAME=VALUE, repeatable; overrides a standard param of that name
     #[arg(long = "params", alias = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
-    /// FastCGI server `unix:/path.sock`, `HOST:PORT` or `[v6]:PORT`, repeatable; replaces upstream.servers
+    /// FastCGI server `unix:/path.sock`, `HOST:PORT` or `[v6]:PORT`, optionally followed by
+    /// ` weight=N` and/or ` backup`; repeatable; replaces upstream.servers
     #[arg(long = "upstream", value_name = "ADDR")]
     pub servers: Vec<String>,
     /// Hard cap on connections (busy + idle) per server [default: learned from the backend, else 4]
@@ -115,6 +116,18 @@ pub struct SettingFlags {
     /// With --php-fpm-config: the pool to read, when its listen address does not say
     #[arg(long, value_name = "NAME")]
     pub php_fpm_pool: Option<String>,
+    /// Connect or protocol failures within fail_timeout that mark a server down [default: 1]
+    #[arg(long, value_name = "N")]
+    pub max_fails: Option<u32>,
+    /// Failure window, and how long a failed server is skipped [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub fail_timeout: Option<Duration>,
+    /// Probe each server with FCGI_GET_VALUES this often when there are several; 0s = never [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub health_interval: Option<Duration>,
+    /// Also retry POST and other non-idempotent requests whose pooled connection died before any answer [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub retry_non_idempotent: Option<bool>,
     /// Requests per connection before it is retired [default: 10000]
     #[arg(long, value_name = "N")]
     pub keepalive_requests: Option<u64>,

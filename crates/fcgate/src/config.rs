@@ -99,13 +99,60 @@ pub struct ClientLimits {
 /// The FastCGI backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
-    /// Backend addresses; empty only when the caller runs the built-in demo app.
-    pub servers: Vec<Address>,
+    /// The FastCGI servers; empty only when the caller runs the built-in demo app.
+    pub servers: Vec<UpstreamServer>,
     /// Pool settings applied to every server.
     pub pool: PoolConfig,
-    /// Per server (same order as `servers`), a cap read from php-fpm's own config; used when
-    /// `pool.max_conns` is not set.
-    pub server_caps: Vec<Option<ConfiguredCap>>,
+    /// When a server counts as down and how it is found up again.
+    pub health: HealthConfig,
+    /// Retry a non-idempotent request (POST) whose reused connection died before any answer.
+    pub retry_non_idempotent: bool,
+}
+
+/// One FastCGI server and its part in balancing, written `ADDR [weight=N] [backup]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// Where it listens.
+    pub address: Address,
+    /// Its share of requests relative to the others (nginx's `weight=`), at least 1.
+    pub weight: u32,
+    /// Used only while every primary server is down (nginx's `backup`).
+    pub backup: bool,
+    /// A cap read from php-fpm's config (`php_fpm_config`), used when `max_conns` is unset.
+    pub php_fpm_cap: Option<ConfiguredCap>,
+}
+
+impl UpstreamServer {
+    /// A primary server of weight 1.
+    pub fn new(address: Address) -> UpstreamServer {
+        UpstreamServer {
+            address,
+            weight: 1,
+            backup: false,
+            php_fpm_cap: None,
+        }
+    }
+}
+
+/// Passive and active health checking of upstream servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Connect or protocol failures within `fail_timeout` that mark a server down.
+    pub max_fails: u32,
+    /// The window for counting failures, and how long a server then stays down.
+    pub fail_timeout: Duration,
+    /// How often each server is probed with FCGI_GET_VALUES when there are several; zero: never.
+    pub health_interval: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 impl UpstreamConfig {
@@ -113,7 +160,10 @@ impl UpstreamConfig {
     pub fn pool_config_for(&self, index: usize) -> PoolConfig {
         let mut pool = self.pool.clone();
         if pool.max_conns.is_none() {
-            pool.max_conns = self.server_caps.get(index).cloned().flatten();
+            pool.max_conns = self
+                .servers
+                .get(index)
+                .and_then(|server| server.php_fpm_cap.clone());
         }
         pool
     }

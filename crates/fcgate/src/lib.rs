@@ -69,7 +69,10 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
         tracing::info!("no upstream configured: serving the bundled demo FastCGI app on {address}");
-        config.upstream.servers.push(address);
+        config
+            .upstream
+            .servers
+            .push(config::UpstreamServer::new(address));
         demo_socket_dir = Some(dir);
     }
     let listen = config.listen;
@@ -80,7 +83,6 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         .gateway
         .upstream()
         .pools()
-        .iter()
         .map(|pool| pool.address().to_string())
         .collect();
     println!(

@@ -57,7 +57,7 @@ enum Answer {
 /// Everything a request needs: the validated config and the upstream pools.
 pub struct Gateway {
     config: Config,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     next_request_id: AtomicU64,
 }
 
@@ -127,15 +127,33 @@ impl Gateway {
         let content_length = body.len();
 
         let site = &self.config.site;
-        let mut attempt = 0;
+        let upstream = &self.upstream;
+        // Servers ruled out for this request: a connect failed, or a fresh connection died.
+        let mut ruled_out: Vec<usize> = Vec::new();
+        let mut overloaded_answers = 0;
         let mut retried_lost_connection = false;
         loop {
-            attempt += 1;
-            let pool = self.upstream.pick().ok_or(GatewayError::NoUpstream)?;
-            let mut lease = if retried_lost_connection {
-                pool.checkout_fresh().await?
+            let (index, server) = upstream.pick(&ruled_out).ok_or(GatewayError::NoUpstream)?;
+            let pool = server.pool();
+            let checkout = if retried_lost_connection {
+                pool.checkout_fresh().await
             } else {
-                pool.checkout().await?
+                pool.checkout().await
+            };
+            let mut lease = match checkout {
+                Ok(lease) => lease,
+                // Nothing reached the application: safe to send elsewhere, whatever the method.
+                Err(error) if error.is_connect() => {
+                    upstream.record_failure(index);
+                    ruled_out.push(index);
+                    if upstream.pick(&ruled_out).is_none() {
+                        return Err(error.into());
+                    }
+                    upstream.count_retry();
+                    tracing::warn!(request = request_id, "trying another server: {error}");
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
             };
             let reused = lease.was_reused();
             tracing::debug!(
@@ -160,31 +178,59 @@ impl Gateway {
                 )
                 .await;
             let answer = match sent {
-                Ok(events) => self.read_response(events, lease, request_id).await?,
-                Err(error) if error.is_connection_lost() => Answer::Lost(error),
-                Err(error) => return Err(error.into()),
+                Ok(events) => self.read_response(events, lease, request_id).await,
+                Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
+                Err(error) => Err(error.into()),
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    if matches!(&error, GatewayError::Backend(cause) if cause.is_protocol()) {
+                        upstream.record_failure(index);
+                    }
+                    return Err(error);
+                }
             };
             match answer {
-                Answer::Response(response) => return Ok(response),
-                // A pooled connection the backend closed while it sat idle (a recycled worker)
-                // fails before any answer: the app never ran the request. Once, on another
-                // connection, for methods that may be repeated anyway.
-                Answer::Lost(error)
-                    if reused && !retried_lost_connection && parts.method.is_idempotent() =>
-                {
-                    retried_lost_connection = true;
-                    tracing::info!(
-                        request = request_id,
-                        "retrying on another connection: {error}"
-                    );
+                Answer::Response(response) => {
+                    upstream.record_success(index);
+                    return Ok(response);
                 }
-                Answer::Lost(error) => return Err(error.into()),
                 // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
                 // safe to send again whatever its method; the pool has lowered its cap.
-                Answer::Overloaded if attempt < OVERLOADED_ATTEMPTS => {
-                    tokio::time::sleep(OVERLOADED_BACKOFF * attempt).await;
+                Answer::Overloaded => {
+                    overloaded_answers += 1;
+                    if overloaded_answers >= OVERLOADED_ATTEMPTS {
+                        return Err(GatewayError::Overloaded {
+                            attempts: overloaded_answers,
+                        });
+                    }
+                    upstream.count_retry();
+                    tokio::time::sleep(OVERLOADED_BACKOFF * overloaded_answers).await;
                 }
-                Answer::Overloaded => return Err(GatewayError::Overloaded { attempts: attempt }),
+                // The connection died before any answer. The app may or may not have read the
+                // request, so only requests that may be repeated go again (docs/architecture.md).
+                Answer::Lost(error) => {
+                    let repeatable =
+                        parts.method.is_idempotent() || self.config.upstream.retry_non_idempotent;
+                    if !repeatable {
+                        return Err(error.into());
+                    }
+                    if reused && !retried_lost_connection {
+                        // Most likely closed by the backend while pooled (a recycled worker):
+                        // once more, on a fresh connection to the same server.
+                        retried_lost_connection = true;
+                    } else {
+                        // A fresh connection died: not this server again.
+                        upstream.record_failure(index);
+                        ruled_out.push(index);
+                        if upstream.pick(&ruled_out).is_none() {
+                            return Err(error.into());
+                        }
+                    }
+                    upstream.count_retry();
+                    tracing::info!(request = request_id, "retrying: {error}");
+                }
             }
         }
     }

@@ -67,6 +67,16 @@ pub struct RawUpstream {
     pub php_fpm_config: Option<PathBuf>,
     /// `upstream.php_fpm_pool`
     pub php_fpm_pool: Option<String>,
+    /// `upstream.max_fails`
+    pub max_fails: Option<u32>,
+    /// `upstream.fail_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub fail_timeout: Option<Duration>,
+    /// `upstream.health_interval`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub health_interval: Option<Duration>,
+    /// `upstream.retry_non_idempotent`
+    pub retry_non_idempotent: Option<bool>,
     /// `upstream.keepalive_requests`
     pub keepalive_requests: Option<u64>,
     /// `upstream.keepalive_timeout`
@@ -138,6 +148,12 @@ impl RawConfig {
                     .clone()
                     .or(self.upstream.php_fpm_config),
                 php_fpm_pool: flags.php_fpm_pool.clone().or(self.upstream.php_fpm_pool),
+                max_fails: flags.max_fails.or(self.upstream.max_fails),
+                fail_timeout: flags.fail_timeout.or(self.upstream.fail_timeout),
+                health_interval: flags.health_interval.or(self.upstream.health_interval),
+                retry_non_idempotent: flags
+                    .retry_non_idempotent
+                    .or(self.upstream.retry_non_idempotent),
                 keepalive_requests: flags
                     .keepalive_requests
                     .or(self.upstream.keepalive_requests),

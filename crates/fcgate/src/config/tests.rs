@@ -57,7 +57,9 @@ fn example_file_loads_and_validates() {
     let config = load(&parse_args(&["--config", path_text])).unwrap();
     assert_eq!(
         config.upstream.servers,
-        [Address::Unix(PathBuf::from("/run/php/php-fpm.sock"))]
+        [UpstreamServer::new(Address::Unix(PathBuf::from(
+            "/run/php/php-fpm.sock"
+        )))]
     );
     // Every value the example spells out is the default; the example must not drift from it.
     let mut expected = RawConfig::default().validate().unwrap();
@@ -65,10 +67,6 @@ fn example_file_loads_and_validates() {
         .upstream
         .servers
         .clone_from(&config.upstream.servers);
-    expected
-        .upstream
-        .server_caps
-        .clone_from(&config.upstream.server_caps);
     assert_eq!(config, expected);
     check(&parse_args(&["check", "--config", path_text])).unwrap();
 }
@@ -324,7 +322,7 @@ fn flags_override_the_file() {
     assert_eq!(config.limits.client_max_body_size, 1024);
     assert_eq!(
         config.upstream.servers,
-        [Address::Unix("/run/b.sock".into())]
+        [UpstreamServer::new(Address::Unix("/run/b.sock".into()))]
     );
     let pool = &config.upstream.pool;
     assert_eq!(
@@ -415,4 +413,42 @@ fn a_php_fpm_config_without_a_matching_pool_is_refused_naming_the_key() {
         refusal("[upstream]\nservers = [\"unix:/x.sock\"]\nphp_fpm_pool = \"www\"\n")
             .contains("upstream.php_fpm_pool")
     );
+}
+
+#[test]
+fn servers_take_nginx_style_weight_and_backup_options() {
+    let config = validate_text(
+        "[upstream]\nservers = [\"unix:/run/a.sock weight=3\", \"127.0.0.1:9000 backup\"]\n\
+         max_fails = 2\nfail_timeout = \"5s\"\nhealth_interval = \"0s\"\nretry_non_idempotent = true\n",
+    )
+    .unwrap();
+    let servers = &config.upstream.servers;
+    assert_eq!((servers[0].weight, servers[0].backup), (3, false));
+    assert_eq!((servers[1].weight, servers[1].backup), (1, true));
+    let health = &config.upstream.health;
+    assert_eq!(
+        (
+            health.max_fails,
+            health.fail_timeout,
+            health.health_interval
+        ),
+        (2, Duration::from_secs(5), Duration::ZERO)
+    );
+    assert!(config.upstream.retry_non_idempotent);
+
+    for (text, key) in [
+        (
+            "servers = [\"unix:/a.sock weight=0\"]",
+            "upstream.servers[0]",
+        ),
+        ("servers = [\"unix:/a.sock heavy\"]", "upstream.servers[0]"),
+        ("servers = [\"unix:/a.sock backup\"]", "upstream.servers"),
+        (
+            "servers = [\"unix:/a.sock\"]\nmax_fails = 0",
+            "upstream.max_fails",
+        ),
+    ] {
+        let refused = refusal(&format!("[upstream]\n{text}\n"));
+        assert!(refused.starts_with(key), "{text}: {refused}");
+    }
 }

@@ -11,7 +11,10 @@ use fcgi::client::{ConfiguredCap, PoolConfig};
 use fcgi::net::Address;
 
 use super::raw::{RawConfig, RawUpstream};
-use super::{ClientLimits, Config, ConfigError, PhpSite, SiteConfig, SiteMode, UpstreamConfig};
+use super::{
+    ClientLimits, Config, ConfigError, HealthConfig, PhpSite, SiteConfig, SiteMode, UpstreamConfig,
+    UpstreamServer,
+};
 use crate::size::ByteSize;
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -190,19 +193,24 @@ fn positive(key: &str, raw: Option<Duration>, default: Duration) -> Result<Durat
 }
 
 fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
-    let mut servers: Vec<Address> = Vec::new();
+    let mut servers: Vec<UpstreamServer> = Vec::new();
     for (position, text) in raw.servers.iter().flatten().enumerate() {
         let key = format!("upstream.servers[{position}]");
-        let address =
-            Address::parse(text).map_err(|error| ConfigError::invalid(&key, error.to_string()))?;
-        if servers.contains(&address) {
+        let server = parse_server(text).map_err(|message| ConfigError::invalid(&key, message))?;
+        if servers.iter().any(|known| known.address == server.address) {
             // Two entries would mean two pools, and twice the connection cap, on one backend.
             return Err(ConfigError::invalid(
                 key,
-                format!("`{text}` is listed twice"),
+                format!("`{}` is listed twice", server.address),
             ));
         }
-        servers.push(address);
+        servers.push(server);
+    }
+    if !servers.is_empty() && servers.iter().all(|server| server.backup) {
+        return Err(ConfigError::invalid(
+            "upstream.servers",
+            "every server is a backup; at least one must be a primary",
+        ));
     }
 
     let defaults = PoolConfig::default();
@@ -267,11 +275,34 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         )?,
         keep_conn: raw.keep_conn.unwrap_or(defaults.keep_conn),
     };
-    let server_caps = php_fpm_caps(raw, &servers)?;
+    let caps = php_fpm_caps(raw, &servers)?;
+    for (server, cap) in servers.iter_mut().zip(caps) {
+        server.php_fpm_cap = cap;
+    }
+    let health_defaults = HealthConfig::default();
+    let max_fails = raw.max_fails.unwrap_or(health_defaults.max_fails);
+    if max_fails == 0 {
+        return Err(ConfigError::invalid(
+            "upstream.max_fails",
+            "must be at least 1",
+        ));
+    }
+    let health = HealthConfig {
+        max_fails,
+        fail_timeout: positive(
+            "upstream.fail_timeout",
+            raw.fail_timeout,
+            health_defaults.fail_timeout,
+        )?,
+        health_interval: raw
+            .health_interval
+            .unwrap_or(health_defaults.health_interval),
+    };
     Ok(UpstreamConfig {
         servers,
         pool,
-        server_caps,
+        health,
+        retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
     })
 }
 
@@ -281,7 +312,7 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
 /// not even read then.
 fn php_fpm_caps(
     raw: &RawUpstream,
-    servers: &[Address],
+    servers: &[UpstreamServer],
 ) -> Result<Vec<Option<ConfiguredCap>>, ConfigError> {
     let (Some(path), None) = (&raw.php_fpm_config, raw.max_conns) else {
         if raw.php_fpm_pool.is_some() && raw.php_fpm_config.is_none() {
@@ -294,15 +325,46 @@ fn php_fpm_caps(
     };
     servers
         .iter()
-        .map(|address| {
-            crate::php_fpm_config::max_children_for(path, address, raw.php_fpm_pool.as_deref())
-                .map(|(value, origin)| {
-                    Some(ConfiguredCap {
-                        value: value as usize,
-                        origin,
-                    })
+        .map(|server| {
+            crate::php_fpm_config::max_children_for(
+                path,
+                &server.address,
+                raw.php_fpm_pool.as_deref(),
+            )
+            .map(|(value, origin)| {
+                Some(ConfiguredCap {
+                    value: value as usize,
+                    origin,
                 })
-                .map_err(|error| ConfigError::invalid("upstream.php_fpm_config", error.to_string()))
+            })
+            .map_err(|error| ConfigError::invalid("upstream.php_fpm_config", error.to_string()))
         })
         .collect()
+}
+
+/// `ADDR [weight=N] [backup]`, as in an nginx `upstream` block.
+fn parse_server(text: &str) -> Result<UpstreamServer, String> {
+    let mut words = text.split_whitespace();
+    let address = Address::parse(words.next().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let mut server = UpstreamServer::new(address);
+    for word in words {
+        match word.split_once('=') {
+            None if word == "backup" => server.backup = true,
+            Some(("weight", value)) => {
+                server.weight = value
+                    .parse()
+                    .ok()
+                    .filter(|weight| *weight >= 1)
+                    .ok_or_else(|| {
+                        format!("weight must be a whole number from 1, not `{value}`")
+                    })?;
+            }
+            _ => {
+                return Err(format!(
+                    "unknown server option `{word}` (expected `weight=N` or `backup`)"
+                ))
+            }
+        }
+    }
+    Ok(server)
 }

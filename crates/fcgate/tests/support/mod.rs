@@ -29,7 +29,7 @@ pub async fn start_gateway(
 
 /// The first upstream server's pool figures.
 pub fn pool_stats(gateway: &RunningGateway) -> PoolStats {
-    gateway.gateway.upstream().pools()[0].stats()
+    gateway.gateway.upstream().servers()[0].pool().stats()
 }
 
 pub fn addr(gateway: &RunningGateway) -> SocketAddr {

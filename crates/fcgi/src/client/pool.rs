@@ -30,7 +30,7 @@ use super::capacity::{CapReduction, CapSource, Capacity};
 use super::connection::{Connection, ConnectionId};
 use super::error::ClientError;
 use super::lease::Lease;
-use super::probe::{self, BackendValues};
+use super::probe::{self, BackendValues, ProbeError};
 use super::PoolConfig;
 use crate::net::Address;
 
@@ -283,6 +283,13 @@ impl Pool {
         }))
     }
 
+    /// A health check: one FCGI_GET_VALUES round trip on a management connection, no
+    /// application request. `None` when every slot is in use — the backend is busy serving,
+    /// which says enough.
+    pub async fn probe(&self, timeout: Duration) -> Option<Result<BackendValues, ProbeError>> {
+        PoolShared::probe(&self.shared, timeout).await
+    }
+
     /// Current figures.
     pub fn stats(&self) -> PoolStats {
         let shared = &self.shared;
@@ -517,36 +524,44 @@ impl PoolShared {
         }
     }
 
-    /// Asks the backend for FCGI_MAX_CONNS & co. in the background, holding one slot meanwhile
-    /// so the probe never takes the connection count over the cap. Requests do not wait for it.
+    /// Asks the backend for FCGI_MAX_CONNS & co. in the background. Requests do not wait for it.
     fn start_probe(shared: &Arc<PoolShared>) {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            if let Some(Err(error)) = PoolShared::probe(&shared, PROBE_TIMEOUT).await {
+                tracing::debug!(backend = %shared.address, "backend limits unknown ({error}); the cap stays as it is");
+            }
+        });
+    }
+
+    /// One FCGI_GET_VALUES round trip, holding a slot meanwhile so a probe never takes the
+    /// connection count over the cap; `None` when no slot is free.
+    async fn probe(
+        shared: &Arc<PoolShared>,
+        timeout: Duration,
+    ) -> Option<Result<BackendValues, ProbeError>> {
         {
             let mut state = shared.lock();
             if state.open >= state.capacity.cap() {
-                return;
+                return None;
             }
             state.open += 1;
         }
-        let shared = Arc::clone(shared);
-        tokio::spawn(async move {
-            let answer = probe::get_values(&shared.address, PROBE_TIMEOUT).await;
+        let slot = SlotGuard {
+            shared: Some(Arc::clone(shared)),
+        };
+        let answer = probe::get_values(&shared.address, timeout).await;
+        if let Ok(values) = &answer {
             let mut state = shared.lock();
-            match answer {
-                Ok(values) => {
-                    if let Some(max_conns) = values.max_conns {
-                        if state.capacity.learned(max_conns) {
-                            tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
-                        }
-                    }
-                    tracing::debug!(backend = %shared.address, "FCGI_GET_VALUES: {values:?}");
-                    state.backend_values = Some(values);
-                }
-                Err(error) => {
-                    tracing::debug!(backend = %shared.address, "backend limits unknown ({error}); cap stays at {}", state.capacity.source());
+            if let Some(max_conns) = values.max_conns {
+                if state.capacity.learned(max_conns) {
+                    tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
                 }
             }
-            shared.free_slot(&mut state);
-        });
+            state.backend_values = Some(values.clone());
+        }
+        drop(slot);
+        Some(answer)
     }
 }
 
