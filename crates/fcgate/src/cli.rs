@@ -125,6 +125,9 @@ pub struct SettingFlags {
     /// Probe each server with FCGI_GET_VALUES this often when there are several; 0s = never [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub health_interval: Option<Duration>,
+    /// TCP keepalive probes on backend sockets, to notice a vanished backend host [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub socket_keepalive: Option<bool>,
     /// Also retry POST and other non-idempotent requests whose pooled connection died before any answer [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub retry_non_idempotent: Option<bool>,

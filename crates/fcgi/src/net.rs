@@ -123,6 +123,16 @@ pub enum WriteHalf {
 }
 
 impl Stream {
+    /// Turns on TCP keepalive probes (SO_KEEPALIVE, with the system's timings), so a backend
+    /// host that vanished without a FIN is noticed even on an idle pooled connection. Unix
+    /// sockets need none: the kernel knows when the other end is gone.
+    pub fn set_keepalive(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(stream) => socket2::SockRef::from(stream).set_keepalive(true),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
     /// Splits into halves that can be driven concurrently without a lock.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {
@@ -315,6 +325,24 @@ mod tests {
         ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[tokio::test]
+    async fn keepalive_is_switched_on_for_tcp_and_a_no_op_for_unix_sockets() {
+        let listener = Listener::bind(&Address::Tcp("127.0.0.1:0".into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let address = listener.local_address().unwrap_or_else(|e| panic!("{e}"));
+        let stream = connect(&address).await.unwrap_or_else(|e| panic!("{e}"));
+        let Stream::Tcp(tcp) = &stream else {
+            panic!("a TCP address gave a unix stream")
+        };
+        assert!(!socket2::SockRef::from(tcp).keepalive().unwrap_or(true));
+        stream.set_keepalive().unwrap_or_else(|e| panic!("{e}"));
+        assert!(socket2::SockRef::from(tcp).keepalive().unwrap_or(false));
+
+        let (unix, _) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        assert!(Stream::Unix(unix).set_keepalive().is_ok());
     }
 
     #[test]

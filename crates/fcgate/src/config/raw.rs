@@ -77,6 +77,8 @@ pub struct RawUpstream {
     pub health_interval: Option<Duration>,
     /// `upstream.retry_non_idempotent`
     pub retry_non_idempotent: Option<bool>,
+    /// `upstream.socket_keepalive`
+    pub socket_keepalive: Option<bool>,
     /// `upstream.keepalive_requests`
     pub keepalive_requests: Option<u64>,
     /// `upstream.keepalive_timeout`
@@ -151,6 +153,7 @@ impl RawConfig {
                 max_fails: flags.max_fails.or(self.upstream.max_fails),
                 fail_timeout: flags.fail_timeout.or(self.upstream.fail_timeout),
                 health_interval: flags.health_interval.or(self.upstream.health_interval),
+                socket_keepalive: flags.socket_keepalive.or(self.upstream.socket_keepalive),
                 retry_non_idempotent: flags
                     .retry_non_idempotent
                     .or(self.upstream.retry_non_idempotent),

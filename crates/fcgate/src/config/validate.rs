@@ -274,6 +274,7 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             defaults.queue_timeout,
         )?,
         keep_conn: raw.keep_conn.unwrap_or(defaults.keep_conn),
+        socket_keepalive: raw.socket_keepalive.unwrap_or(defaults.socket_keepalive),
     };
     let caps = php_fpm_caps(raw, &servers)?;
     for (server, cap) in servers.iter_mut().zip(caps) {

@@ -133,9 +133,13 @@ impl Connection {
         address: &Address,
         id: ConnectionId,
         send_timeout: Duration,
+        socket_keepalive: bool,
         on_closed: Box<dyn FnOnce(ConnectionId) + Send>,
     ) -> std::io::Result<Connection> {
         let stream = net::connect(address).await?;
+        if socket_keepalive {
+            stream.set_keepalive()?;
+        }
         let (read, write) = stream.into_split();
         let shared = Arc::new(Shared {
             id,

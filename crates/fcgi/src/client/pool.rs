@@ -353,7 +353,13 @@ impl Pool {
         let config = &shared.config;
         let opened = tokio::time::timeout(
             config.connect_timeout,
-            Connection::open(&shared.address, id, config.send_timeout, on_closed),
+            Connection::open(
+                &shared.address,
+                id,
+                config.send_timeout,
+                config.socket_keepalive,
+                on_closed,
+            ),
         )
         .await;
         let error = match opened {

@@ -52,6 +52,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// Send FCGI_KEEP_CONN and pool connections; false opens a connection per request.
     pub keep_conn: bool,
+    /// TCP keepalive probes on backend sockets (nginx's `fastcgi_socket_keepalive`).
+    pub socket_keepalive: bool,
 }
 
 impl PoolConfig {
@@ -82,6 +84,7 @@ impl Default for PoolConfig {
             send_timeout: Duration::from_secs(60),
             queue_timeout: Duration::from_secs(30),
             keep_conn: true,
+            socket_keepalive: false,
         }
     }
 }
