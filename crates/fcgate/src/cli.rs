@@ -125,6 +125,10 @@ pub struct SettingFlags {
     /// Probe each server with FCGI_GET_VALUES this often when there are several; 0s = never [default: 5s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub health_interval: Option<Duration>,
+    /// When a client goes away mid-request: wait this long for the backend to confirm
+    /// FCGI_ABORT_REQUEST and keep the connection; 0s closes it at once [default: 0s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub abort_drain_timeout: Option<Duration>,
     /// TCP keepalive probes on backend sockets, to notice a vanished backend host [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub socket_keepalive: Option<bool>,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use fcgi::client::{Lease, ResponseEvent, ResponseStream};
+use fcgi::client::{ResponseEvent, ResponseStream};
 use fcgi::protocol::ProtocolStatus;
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -140,7 +140,7 @@ impl Gateway {
             } else {
                 pool.checkout().await
             };
-            let mut lease = match checkout {
+            let lease = match checkout {
                 Ok(lease) => lease,
                 // Nothing reached the application: safe to send elsewhere, whatever the method.
                 Err(error) if error.is_connect() => {
@@ -178,7 +178,7 @@ impl Gateway {
                 )
                 .await;
             let answer = match sent {
-                Ok(events) => self.read_response(events, lease, request_id).await,
+                Ok(events) => self.read_response(events, request_id).await,
                 Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
                 Err(error) => Err(error.into()),
             };
@@ -239,7 +239,6 @@ impl Gateway {
     async fn read_response(
         &self,
         mut events: ResponseStream,
-        lease: Lease,
         request_id: u64,
     ) -> Result<Answer, GatewayError> {
         let mut partial_head = BytesMut::new();
@@ -267,14 +266,14 @@ impl Gateway {
                         HeadParse::Complete { head, body_start } => {
                             let rest = buffered.slice(body_start..);
                             return self
-                                .respond(head, rest, events, lease, request_id)
+                                .respond(head, rest, events, request_id)
                                 .map(Answer::Response);
                         }
                     }
                 }
                 ResponseEvent::Stderr(data) => log_backend_stderr(request_id, &data),
+                // The connection went back to the pool with the END_REQUEST.
                 ResponseEvent::End(end) if end.protocol_status == ProtocolStatus::Overloaded => {
-                    lease.release();
                     return Ok(Answer::Overloaded);
                 }
                 ResponseEvent::End(_) => return Err(GatewayError::MissingResponseHead),
@@ -287,7 +286,6 @@ impl Gateway {
         head: CgiHead,
         first_body_bytes: Bytes,
         mut events: ResponseStream,
-        lease: Lease,
         request_id: u64,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let memory_limit = self.config.limits.response_buffer_size;
@@ -306,7 +304,6 @@ impl Gateway {
                 }
                 Some(Ok(ResponseEvent::Stderr(data))) => log_backend_stderr(request_id, &data),
                 Some(Ok(ResponseEvent::End(_))) => {
-                    lease.release();
                     let body = match chunks.len() {
                         0 => Bytes::new(),
                         1 => chunks.swap_remove(0),
@@ -317,7 +314,7 @@ impl Gateway {
                 Some(Err(error)) => return Err(error.into()),
             }
         }
-        let body = spool_response(chunks, events, lease, memory_limit, request_id);
+        let body = spool_response(chunks, events, memory_limit, request_id);
         Ok(build_response(head, body))
     }
 }

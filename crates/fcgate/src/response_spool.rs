@@ -4,15 +4,15 @@
 //! END_REQUEST; the client reads the spool at its own pace. Output is kept in memory up to
 //! `response_buffer_size`, then appended to a nameless temp file, so a slow client holds
 //! neither a backend connection (and the app worker behind it) nor unbounded memory.
-//! If the client goes away first, the pump stops and the connection is closed: a request that
-//! did not end cleanly never leaves its connection in the pool.
+//! If the client goes away first, the pump stops and drops the stream, which aborts the request
+//! (FCGI_ABORT_REQUEST, then close or drain per `abort_drain_timeout`).
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use fcgi::client::{Lease, ResponseEvent, ResponseStream};
+use fcgi::client::{ResponseEvent, ResponseStream};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::Notify;
 
@@ -146,7 +146,6 @@ impl Drop for SpoolReader {
 pub fn spool_response(
     already_read: Vec<Bytes>,
     events: ResponseStream,
-    lease: Lease,
     memory_limit: usize,
     request_id: u64,
 ) -> ResponseBody {
@@ -160,7 +159,7 @@ pub fn spool_response(
         changed: Notify::new(),
         memory_limit,
     });
-    tokio::spawn(pump(events, lease, Arc::clone(&spool), request_id));
+    tokio::spawn(pump(events, Arc::clone(&spool), request_id));
     let reader = SpoolReader {
         spool,
         file_offset: 0,
@@ -172,14 +171,14 @@ pub fn spool_response(
     StreamBody::new(chunks).boxed_unsync()
 }
 
-async fn pump(mut events: ResponseStream, lease: Lease, spool: Arc<Spool>, request_id: u64) {
+async fn pump(mut events: ResponseStream, spool: Arc<Spool>, request_id: u64) {
     loop {
         if spool.reader_gone() {
             tracing::debug!(
                 request = request_id,
-                "client went away mid-response; closing the backend connection"
+                "client went away mid-response; aborting the request"
             );
-            return; // dropping the lease closes the connection
+            return; // dropping the stream aborts the request
         }
         match events.next_event().await {
             Ok(ResponseEvent::Stdout(data)) => {
@@ -190,8 +189,8 @@ async fn pump(mut events: ResponseStream, lease: Lease, spool: Arc<Spool>, reque
                 }
             }
             Ok(ResponseEvent::Stderr(data)) => log_backend_stderr(request_id, &data),
+            // The connection went back to the pool with the END_REQUEST.
             Ok(ResponseEvent::End(_)) => {
-                lease.release();
                 spool.finish(Ok(()));
                 return;
             }

@@ -20,15 +20,44 @@ struct Counts {
     accepted: AtomicU64,
     open: AtomicU64,
     max_open: AtomicU64,
+    /// Handlers dropped before they finished: the server cancelled them (an abort).
+    cancelled: AtomicU64,
+}
+
+/// Counts a handler as cancelled unless it reaches its end.
+struct CancelWatch {
+    counts: Arc<Counts>,
+    finished: bool,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.counts.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Echoes `TOKEN`; sleeps `SLEEP_MS`; never answers when `HANG` is set.
-struct EchoHandler;
+struct EchoHandler {
+    counts: Arc<Counts>,
+}
 
 impl Handler for EchoHandler {
     async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
+        let mut watch = CancelWatch {
+            counts: Arc::clone(&self.counts),
+            finished: false,
+        };
         if request.param("HANG").is_some() {
             std::future::pending::<()>().await;
+        }
+        if request.param("EARLY_OUTPUT").is_some() {
+            response
+                .stdout(b"Content-Type: text/plain\r\n\r\n")
+                .await
+                .unwrap();
+            response.flush().await.unwrap();
         }
         if let Some(ms) = request.param_str("SLEEP_MS") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
@@ -36,6 +65,7 @@ impl Handler for EchoHandler {
         let token = request.param_str("TOKEN").unwrap_or("").to_owned();
         let body = format!("Content-Type: text/plain\r\n\r\n{token}");
         response.stdout(body.as_bytes()).await.unwrap();
+        watch.finished = true;
         HandlerOutcome::Complete { app_status: 0 }
     }
 }
@@ -54,7 +84,9 @@ async fn start_backend(server: ServerConfig) -> Backend {
     let server = Arc::new(server);
     let task_counts = Arc::clone(&counts);
     tokio::spawn(async move {
-        let handler = Arc::new(EchoHandler);
+        let handler = Arc::new(EchoHandler {
+            counts: Arc::clone(&task_counts),
+        });
         while let Ok((stream, _)) = listener.accept().await {
             let counts = Arc::clone(&task_counts);
             counts.accepted.fetch_add(1, Ordering::SeqCst);
@@ -76,7 +108,7 @@ async fn start_backend(server: ServerConfig) -> Backend {
 
 /// One request through the pool; returns the stdout bytes after the header block.
 async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientError> {
-    let mut lease = pool.checkout().await?;
+    let lease = pool.checkout().await?;
     let mut events = lease
         .send_request(
             |add| {
@@ -93,10 +125,10 @@ async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientE
         match events.next_event().await? {
             ResponseEvent::Stdout(data) => stdout.extend_from_slice(&data),
             ResponseEvent::Stderr(_) => {}
+            // The connection goes back to the pool with the END_REQUEST.
             ResponseEvent::End(_) => break,
         }
     }
-    lease.release();
     let text = String::from_utf8(stdout).unwrap();
     Ok(text
         .split_once("\r\n\r\n")
@@ -364,13 +396,12 @@ async fn a_large_body_goes_out_in_records_and_comes_back_whole() {
             length: 200_001,
         },
     ] {
-        let mut lease = pool.checkout().await.unwrap();
+        let lease = pool.checkout().await.unwrap();
         let mut events = lease.send_request(|_| {}, body).await.unwrap();
         let mut stdout = Vec::new();
         while let ResponseEvent::Stdout(data) = events.next_event().await.unwrap() {
             stdout.extend_from_slice(&data);
         }
-        lease.release();
         let text = String::from_utf8(stdout).unwrap();
         assert!(
             text.ends_with("300000") || text.ends_with("200001"),
@@ -426,4 +457,57 @@ async fn checkout_fresh_never_hands_out_a_pooled_connection() {
     assert_eq!(pool.stats().opened, 4);
     assert!(pool.stats().open <= 2);
     other.release();
+}
+
+/// A request whose app has started answering and then works on; the client goes away.
+async fn abandon_a_slow_request(pool: &Pool) {
+    let lease = pool.checkout().await.unwrap();
+    let mut events = lease
+        .send_request(
+            |add| {
+                add(b"EARLY_OUTPUT", b"1");
+                add(b"SLEEP_MS", b"5000");
+            },
+            RequestBody::Empty,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        events.next_event().await.unwrap(),
+        ResponseEvent::Stdout(_)
+    ));
+    drop(events); // the client went away
+}
+
+#[tokio::test]
+async fn a_request_given_up_is_aborted_and_its_connection_closed_by_default() {
+    let backend = start_backend(ServerConfig::default()).await;
+    let pool = Pool::new(backend.address.clone(), config(1));
+    abandon_a_slow_request(&pool).await;
+    // FCGI_ABORT_REQUEST reached the app, which stopped the request at once...
+    wait_until(|| backend.counts.cancelled.load(Ordering::SeqCst) == 1).await;
+    // ...and the connection was closed, freeing its slot.
+    wait_until(|| backend.counts.open.load(Ordering::SeqCst) == 0).await;
+    assert_eq!(pool.stats().open, 0);
+    request(&pool, &[]).await.unwrap();
+    assert_eq!(pool.stats().opened, 2);
+}
+
+#[tokio::test]
+async fn with_abort_drain_timeout_the_connection_survives_a_confirmed_abort() {
+    let backend = start_backend(ServerConfig::default()).await;
+    let pool = Pool::new(
+        backend.address.clone(),
+        PoolConfig {
+            abort_drain_timeout: Duration::from_secs(2),
+            ..config(1)
+        },
+    );
+    abandon_a_slow_request(&pool).await;
+    wait_until(|| backend.counts.cancelled.load(Ordering::SeqCst) == 1).await;
+    // The app answered the abort with END_REQUEST; the connection went back to the pool.
+    wait_until(|| pool.stats().idle == 1).await;
+    request(&pool, &[]).await.unwrap();
+    assert_eq!(pool.stats().opened, 1);
+    assert_eq!(backend.counts.accepted.load(Ordering::SeqCst), 1);
 }

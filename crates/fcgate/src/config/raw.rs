@@ -79,6 +79,9 @@ pub struct RawUpstream {
     pub retry_non_idempotent: Option<bool>,
     /// `upstream.socket_keepalive`
     pub socket_keepalive: Option<bool>,
+    /// `upstream.abort_drain_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub abort_drain_timeout: Option<Duration>,
     /// `upstream.keepalive_requests`
     pub keepalive_requests: Option<u64>,
     /// `upstream.keepalive_timeout`
@@ -154,6 +157,9 @@ impl RawConfig {
                 fail_timeout: flags.fail_timeout.or(self.upstream.fail_timeout),
                 health_interval: flags.health_interval.or(self.upstream.health_interval),
                 socket_keepalive: flags.socket_keepalive.or(self.upstream.socket_keepalive),
+                abort_drain_timeout: flags
+                    .abort_drain_timeout
+                    .or(self.upstream.abort_drain_timeout),
                 retry_non_idempotent: flags
                     .retry_non_idempotent
                     .or(self.upstream.retry_non_idempotent),

@@ -275,6 +275,9 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         )?,
         keep_conn: raw.keep_conn.unwrap_or(defaults.keep_conn),
         socket_keepalive: raw.socket_keepalive.unwrap_or(defaults.socket_keepalive),
+        abort_drain_timeout: raw
+            .abort_drain_timeout
+            .unwrap_or(defaults.abort_drain_timeout),
     };
     let caps = php_fpm_caps(raw, &servers)?;
     for (server, cap) in servers.iter_mut().zip(caps) {

@@ -107,6 +107,12 @@ enum Command {
     Write(Vec<Outgoing>),
     /// No more requests: wait for the backend to close (bounded), then drop the socket.
     Retire,
+    /// The caller gave up on a request: send FCGI_ABORT_REQUEST (FastCGI 1.0 §5.4), and with
+    /// `close` drop the connection once that record is out.
+    Abort {
+        request_id: RequestId,
+        close: bool,
+    },
 }
 
 /// State shared by the handle and the driver.
@@ -164,6 +170,7 @@ impl Connection {
             send_timeout,
             write_deadline: None,
             retire_deadline: None,
+            close_when_flushed: false,
         };
         tokio::spawn(async move {
             let shared = Arc::clone(&driver.shared);
@@ -206,6 +213,18 @@ impl Connection {
         }
     }
 
+    /// Sends FCGI_ABORT_REQUEST for `request_id`; with `close`, the connection closes once it is
+    /// written. Falls back to closing at once when the driver's queue is full.
+    pub(crate) fn abort(&self, request_id: RequestId, close: bool) {
+        if self
+            .commands
+            .try_send(Command::Abort { request_id, close })
+            .is_err()
+        {
+            self.close();
+        }
+    }
+
     /// Sends BEGIN_REQUEST, the params that `write_params` produces and the body, and returns
     /// the stream of what the backend answers. `keep_conn` is the FCGI_KEEP_CONN flag: without
     /// it the backend closes the connection after this request (FastCGI 1.0 §5.1).
@@ -215,7 +234,7 @@ impl Connection {
         write_params: F,
         body: RequestBody,
         read_timeout: Duration,
-    ) -> Result<ResponseStream, ClientError>
+    ) -> Result<Events, ClientError>
     where
         F: FnOnce(&mut dyn FnMut(&[u8], &[u8])),
     {
@@ -267,7 +286,8 @@ impl Connection {
             ))]))
             .await?;
         }
-        Ok(ResponseStream {
+        Ok(Events {
+            request_id,
             shared: Arc::clone(&self.shared),
             events: event_receiver,
             read_timeout,
@@ -355,8 +375,10 @@ pub(crate) struct FirstResponseWatch {
     pub(crate) completed_before: u64,
 }
 
-/// What the backend answers to one request, event by event.
-pub struct ResponseStream {
+/// What the backend answers to one request, event by event; the pool-aware wrapper is
+/// [`super::ResponseStream`].
+pub(crate) struct Events {
+    pub(crate) request_id: RequestId,
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<EventResult>,
     read_timeout: Duration,
@@ -365,7 +387,7 @@ pub struct ResponseStream {
     silence_reported: bool,
 }
 
-impl ResponseStream {
+impl Events {
     pub(crate) fn observe(
         &mut self,
         observer: Arc<dyn ResponseObserver>,
@@ -376,7 +398,7 @@ impl ResponseStream {
     }
 
     /// The next event, or why none will come. After [`ResponseEvent::End`] do not call again.
-    pub async fn next_event(&mut self) -> Result<ResponseEvent, ClientError> {
+    pub(crate) async fn next_event(&mut self) -> Result<ResponseEvent, ClientError> {
         let deadline = tokio::time::Instant::now() + self.read_timeout;
         let received = loop {
             let watch_deadline = match (&self.first_response, self.silence_reported) {
@@ -413,7 +435,7 @@ impl ResponseStream {
 
     /// The next event if one has already arrived; `None` when the backend has not sent more
     /// yet. Lets the caller answer small, finished responses without waiting or spooling.
-    pub fn try_next_event(&mut self) -> Option<Result<ResponseEvent, ClientError>> {
+    pub(crate) fn try_next_event(&mut self) -> Option<Result<ResponseEvent, ClientError>> {
         let failure = match self.events.try_recv() {
             Ok(Ok(event)) => {
                 self.noticed(&event);
@@ -475,6 +497,8 @@ struct Driver {
     send_timeout: Duration,
     write_deadline: Option<tokio::time::Instant>,
     retire_deadline: Option<tokio::time::Instant>,
+    /// Close as soon as everything queued has been written (after an abort).
+    close_when_flushed: bool,
 }
 
 impl Driver {
@@ -498,6 +522,9 @@ impl Driver {
     async fn drive(&mut self) -> ConnectionFailure {
         loop {
             let want_write = !self.outgoing.is_empty();
+            if self.close_when_flushed && !want_write {
+                return ConnectionFailure::ClosedByGateway;
+            }
             if want_write && self.write_deadline.is_none() {
                 self.write_deadline = Some(tokio::time::Instant::now() + self.send_timeout);
             }
@@ -553,6 +580,12 @@ impl Driver {
             Command::Write(payload) => self.outgoing.extend(payload),
             Command::Retire => {
                 self.retire_deadline = Some(tokio::time::Instant::now() + RETIRE_GRACE);
+            }
+            Command::Abort { request_id, close } => {
+                let header = record_header(RecordType::AbortRequest, request_id, 0);
+                self.outgoing
+                    .push_back(Outgoing::Block(Bytes::copy_from_slice(&header)));
+                self.close_when_flushed |= close;
             }
         }
     }

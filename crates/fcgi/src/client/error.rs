@@ -110,6 +110,9 @@ pub enum ClientError {
         /// What happened to the connection.
         failure: ConnectionFailure,
     },
+    /// The request already ended (END_REQUEST, or a failure reported before); nothing follows.
+    #[error("the request already ended")]
+    RequestEnded,
     /// The request body could not be read from where the gateway kept it.
     #[error("reading the request body failed: {0}")]
     RequestBody(io::Error),

@@ -1,13 +1,17 @@
 //! One connection held for one request, and how it goes back to the pool.
 //!
-//! Call [`Lease::release`] after END_REQUEST; a lease dropped without it closes the connection,
-//! because a request that did not end cleanly leaves the connection in an unknown state.
+//! [`Lease::send_request`] turns the lease into a [`ResponseStream`], which hands the connection
+//! back at END_REQUEST by itself. A stream dropped before that — the client went away — sends
+//! FCGI_ABORT_REQUEST and then closes the connection, or, with `abort_drain_timeout`, waits that
+//! long for the backend's END_REQUEST and keeps the connection. Any other request that did not end
+//! cleanly (an error, a timeout) leaves the connection in an unknown state: it is closed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{
-    Connection, ConnectionId, FirstResponseWatch, RequestBody, ResponseObserver, ResponseStream,
+    Connection, ConnectionId, Events, FirstResponseWatch, RequestBody, ResponseEvent,
+    ResponseObserver,
 };
 use super::error::{ClientError, ConnectionFailure};
 use super::pool::PoolShared;
@@ -53,7 +57,7 @@ impl Lease {
     /// this is the connection's last request (`keepalive_requests`, `keepalive_time`): then the
     /// backend closes the connection itself, and the TIME_WAIT entry stays on its side.
     pub async fn send_request<F>(
-        &mut self,
+        mut self,
         write_params: F,
         body: RequestBody,
     ) -> Result<ResponseStream, ClientError>
@@ -71,7 +75,7 @@ impl Lease {
         let last_request = connection.requests_started() + 1 >= config.keepalive_requests
             || connection.age() >= config.keepalive_time;
         self.keep_conn = config.keep_conn && !last_request;
-        let mut stream = connection
+        let mut events = connection
             .send_request(self.keep_conn, write_params, body, config.read_timeout)
             .await?;
         // Only a fresh connection can be sitting in the backend's listen backlog.
@@ -84,8 +88,12 @@ impl Lease {
                 completed_before: state.completed,
             }
         });
-        stream.observe(Arc::clone(&self.pool) as Arc<dyn ResponseObserver>, watch);
-        Ok(stream)
+        events.observe(Arc::clone(&self.pool) as Arc<dyn ResponseObserver>, watch);
+        Ok(ResponseStream {
+            events: Some(events),
+            lease: Some(self),
+            done: false,
+        })
     }
 
     /// The request ended with END_REQUEST: the connection goes back to the pool, or, when it
@@ -108,13 +116,126 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// The request in flight was given up before its END_REQUEST.
+    fn abandon(mut self, events: Events) {
+        let drain = self.pool.config.abort_drain_timeout;
+        let runtime = tokio::runtime::Handle::try_current();
+        match (&self.connection, runtime) {
+            (Some(connection), Ok(runtime)) if !drain.is_zero() => {
+                connection.abort(events.request_id, false);
+                runtime.spawn(self.drain(events, drain));
+            }
+            (Some(connection), _) => {
+                // The abort goes out first, then the connection closes: php-fpm ignores the
+                // record while the script runs, but a closed socket makes the script's next
+                // output fail, which is what frees the worker.
+                connection.abort(events.request_id, true);
+                let connection = self.connection.take();
+                self.forget(connection.as_ref());
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Waits (bounded) for the backend to confirm the abort, then keeps the connection.
+    async fn drain(self, mut events: Events, within: Duration) {
+        let confirmed = tokio::time::timeout(within, async {
+            loop {
+                match events.next_event().await {
+                    Ok(ResponseEvent::End(_)) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if confirmed == Ok(true) {
+            self.release();
+        }
+        // Otherwise dropping the lease closes the connection.
+    }
+
+    /// Frees the slot of a connection that is going away by itself.
+    fn forget(&self, connection: Option<&Connection>) {
+        let mut state = self.pool.lock();
+        if let Some(connection) = connection {
+            state.stuck.retain(|id| *id != connection.id());
+        }
+        self.pool.free_slot(&mut state);
+    }
+}
+
+/// What the backend answers to one request, event by event. The connection goes back to the
+/// pool by itself at END_REQUEST; dropping the stream before that aborts the request.
+pub struct ResponseStream {
+    /// `Some` until dropped; taken only to hand it to an abort.
+    events: Option<Events>,
+    /// `None` once the connection went back to the pool, or was closed.
+    lease: Option<Lease>,
+    /// END_REQUEST arrived or the request failed: nothing more will come.
+    done: bool,
+}
+
+impl ResponseStream {
+    /// The next event, or why none will come. After [`ResponseEvent::End`] do not call again.
+    pub async fn next_event(&mut self) -> Result<ResponseEvent, ClientError> {
+        let Some(events) = self.events.as_mut() else {
+            return Err(ClientError::RequestEnded);
+        };
+        if self.done {
+            return Err(ClientError::RequestEnded);
+        }
+        let event = events.next_event().await;
+        self.settle(&event);
+        event
+    }
+
+    /// The next event if one has already arrived; `None` when the backend has not sent more
+    /// yet. Lets the caller answer small, finished responses without waiting or spooling.
+    pub fn try_next_event(&mut self) -> Option<Result<ResponseEvent, ClientError>> {
+        if self.done {
+            return Some(Err(ClientError::RequestEnded));
+        }
+        let event = self.events.as_mut()?.try_next_event()?;
+        self.settle(&event);
+        Some(event)
+    }
+
+    fn settle(&mut self, event: &Result<ResponseEvent, ClientError>) {
+        match event {
+            Ok(ResponseEvent::End(_)) => {
+                self.done = true;
+                if let Some(lease) = self.lease.take() {
+                    lease.release();
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // A request that failed leaves its connection in an unknown state.
+                self.done = true;
+                self.lease = None;
+            }
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let (Some(lease), Some(events)) = (self.lease.take(), self.events.take()) {
+            lease.abandon(events);
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             connection.close();
-            let mut state = self.pool.lock();
-            state.stuck.retain(|id| *id != connection.id());
-            self.pool.free_slot(&mut state);
+            self.forget(Some(&connection));
         }
     }
 }

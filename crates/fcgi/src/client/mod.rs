@@ -2,9 +2,9 @@
 //! reuses and hands out connections to one backend.
 //!
 //! The life of a request here: [`Pool::checkout`] yields a [`Lease`] on one connection;
-//! [`Lease::send_request`] writes BEGIN_REQUEST, PARAMS and STDIN and returns a
-//! [`ResponseStream`]; the caller reads [`ResponseEvent`]s up to `End` and then calls
-//! [`Lease::release`]. Dropping a lease before that closes the connection.
+//! [`Lease::send_request`] writes BEGIN_REQUEST, PARAMS and STDIN and turns the lease into a
+//! [`ResponseStream`]; the caller reads [`ResponseEvent`]s up to `End`, at which point the
+//! connection goes back to the pool by itself. Dropping the stream earlier aborts the request.
 
 mod capacity;
 mod connection;
@@ -17,9 +17,9 @@ mod request_ids;
 mod saturation;
 
 pub use capacity::{CapReduction, CapSource};
-pub use connection::{ConnectionId, RequestBody, ResponseEvent, ResponseStream};
+pub use connection::{ConnectionId, RequestBody, ResponseEvent};
 pub use error::{ClientError, ConnectionFailure};
-pub use lease::Lease;
+pub use lease::{Lease, ResponseStream};
 pub use pool::{Pool, PoolStats};
 pub use pool_config::{ConfiguredCap, PoolConfig};
 pub use probe::{get_values, BackendValues, ProbeError};

@@ -54,6 +54,9 @@ pub struct PoolConfig {
     pub keep_conn: bool,
     /// TCP keepalive probes on backend sockets (nginx's `fastcgi_socket_keepalive`).
     pub socket_keepalive: bool,
+    /// After FCGI_ABORT_REQUEST for a request whose client went away, wait this long for the
+    /// backend's END_REQUEST and keep the connection; zero closes it at once.
+    pub abort_drain_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -85,6 +88,7 @@ impl Default for PoolConfig {
             queue_timeout: Duration::from_secs(30),
             keep_conn: true,
             socket_keepalive: false,
+            abort_drain_timeout: Duration::ZERO,
         }
     }
 }
