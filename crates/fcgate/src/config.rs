@@ -107,6 +107,8 @@ pub struct UpstreamConfig {
     pub health: HealthConfig,
     /// Retry a non-idempotent request (POST) whose reused connection died before any answer.
     pub retry_non_idempotent: bool,
+    /// `keepalive_requests` was given explicitly (php-fpm's `pm.max_requests` does not apply).
+    pub keepalive_requests_set: bool,
 }
 
 /// One FastCGI server and its part in balancing, written `ADDR [weight=N] [backup]`.
@@ -120,6 +122,9 @@ pub struct UpstreamServer {
     pub backup: bool,
     /// A cap read from php-fpm's config (`php_fpm_config`), used when `max_conns` is unset.
     pub php_fpm_cap: Option<ConfiguredCap>,
+    /// php-fpm's `pm.max_requests` for this server, used as `keepalive_requests` when that is
+    /// unset: a connection is then retired exactly when its worker exits.
+    pub php_fpm_max_requests: Option<u64>,
 }
 
 impl UpstreamServer {
@@ -130,6 +135,7 @@ impl UpstreamServer {
             weight: 1,
             backup: false,
             php_fpm_cap: None,
+            php_fpm_max_requests: None,
         }
     }
 }
@@ -156,14 +162,19 @@ impl Default for HealthConfig {
 }
 
 impl UpstreamConfig {
-    /// The pool settings of server `index`, with its own cap when php-fpm's config gave one.
+    /// The pool settings of server `index`, with what php-fpm's config says about it.
     pub fn pool_config_for(&self, index: usize) -> PoolConfig {
         let mut pool = self.pool.clone();
+        let Some(server) = self.servers.get(index) else {
+            return pool;
+        };
         if pool.max_conns.is_none() {
-            pool.max_conns = self
-                .servers
-                .get(index)
-                .and_then(|server| server.php_fpm_cap.clone());
+            pool.max_conns = server.php_fpm_cap.clone();
+        }
+        if !self.keepalive_requests_set {
+            if let Some(max_requests) = server.php_fpm_max_requests {
+                pool.keepalive_requests = max_requests;
+            }
         }
         pool
     }

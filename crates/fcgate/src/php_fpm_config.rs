@@ -139,6 +139,26 @@ pub fn max_children_for(
     address: &Address,
     pool: Option<&str>,
 ) -> Result<(u32, String), PhpFpmConfigError> {
+    limits_for(path, address, pool).map(|limits| (limits.max_children, limits.description))
+}
+
+/// What fcgate takes from the php-fpm pool serving a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FpmLimits {
+    /// `pm.max_children`: the connection cap.
+    pub max_children: u32,
+    /// Where it came from, for the log.
+    pub description: String,
+    /// `pm.max_requests` when set and not 0: requests a worker serves before it exits.
+    pub max_requests: Option<u64>,
+}
+
+/// The limits of the php-fpm pool serving `address` (see [`pool_for`]).
+pub fn limits_for(
+    path: &Path,
+    address: &Address,
+    pool: Option<&str>,
+) -> Result<FpmLimits, PhpFpmConfigError> {
     let pools = read_pools(path)?;
     let found = pool_for(&pools, address, pool)?;
     let (Some(max_children), Some(source)) = (found.max_children, &found.max_children_source)
@@ -164,7 +184,11 @@ pub fn max_children_for(
             " (the only pool; its listen = {listen} does not name {address})"
         ));
     }
-    Ok((max_children, description))
+    Ok(FpmLimits {
+        max_children,
+        description,
+        max_requests: found.max_requests.filter(|requests| *requests > 0),
+    })
 }
 
 fn listens_on(pool: &FpmPool, address: &Address) -> bool {

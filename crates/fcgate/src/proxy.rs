@@ -45,6 +45,11 @@ const HOP_BY_HOP: [header::HeaderName; 5] = [
 const OVERLOADED_ATTEMPTS: u32 = 3;
 const OVERLOADED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Pauses between connects to a backend that refuses them (restarting, say): doubling from
+/// the first to the second, within `connect_timeout` in all.
+const REFUSED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
+const MAX_REFUSED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(400);
+
 /// What the backend made of one attempt.
 enum Answer {
     Response(Response<ResponseBody>),
@@ -132,6 +137,8 @@ impl Gateway {
         let mut ruled_out: Vec<usize> = Vec::new();
         let mut overloaded_answers = 0;
         let mut retried_lost_connection = false;
+        let mut refused_since: Option<tokio::time::Instant> = None;
+        let mut refused_backoff = REFUSED_BACKOFF;
         loop {
             let (index, server) = upstream.pick(&ruled_out).ok_or(GatewayError::NoUpstream)?;
             let pool = server.pool();
@@ -146,11 +153,23 @@ impl Gateway {
                 Err(error) if error.is_connect() => {
                     upstream.record_failure(index);
                     ruled_out.push(index);
-                    if upstream.pick(&ruled_out).is_none() {
+                    if upstream.pick(&ruled_out).is_some() {
+                        upstream.count_retry();
+                        tracing::warn!(request = request_id, "trying another server: {error}");
+                        continue;
+                    }
+                    // Nowhere else to go, and a refused connect may be a backend restarting:
+                    // try again for up to connect_timeout before answering 502.
+                    let now = tokio::time::Instant::now();
+                    let give_up_at =
+                        *refused_since.get_or_insert(now) + pool.config().connect_timeout;
+                    if error.is_timeout() || now + refused_backoff > give_up_at {
                         return Err(error.into());
                     }
+                    tokio::time::sleep(refused_backoff).await;
+                    refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
+                    ruled_out.clear();
                     upstream.count_retry();
-                    tracing::warn!(request = request_id, "trying another server: {error}");
                     continue;
                 }
                 Err(error) => return Err(error.into()),

@@ -117,7 +117,11 @@ async fn when_every_server_is_down_the_client_gets_a_prompt_502() {
         Address::Unix(dir.path().join("a.sock")).to_string(),
         Address::Unix(dir.path().join("b.sock")).to_string(),
     ];
-    let gateway = gateway(&servers, "health_interval = \"0s\"").await;
+    let gateway = gateway(
+        &servers,
+        "health_interval = \"0s\"\nconnect_timeout = \"500ms\"",
+    )
+    .await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     for _ in 0..3 {
         let response = tokio::time::timeout(Duration::from_secs(5), client.get("/"))
@@ -126,4 +130,28 @@ async fn when_every_server_is_down_the_client_gets_a_prompt_502() {
             .unwrap();
         assert_eq!(response.status, 502);
     }
+}
+
+#[tokio::test]
+async fn a_request_during_a_backend_restart_waits_for_it_within_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = Address::Unix(dir.path().join("restarting.sock"));
+    let backend = TestBackend::start_at(&address, BackendOptions::default()).await;
+    let gateway = gateway(&[address.to_string()], "connect_timeout = \"5s\"").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    get_ok(&mut client, 5).await;
+    drop(backend);
+    gateway.gateway.upstream().servers()[0].pool().close_idle();
+    let restart = {
+        let address = address.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            TestBackend::start_at(&address, BackendOptions::default()).await
+        })
+    };
+    // Refused for ~300 ms, then served: the client never sees the restart.
+    get_ok(&mut client, 1).await;
+    let backend = restart.await.unwrap();
+    assert_eq!(backend.requests(), 1);
+    assert!(gateway.gateway.upstream().retries() >= 1);
 }

@@ -452,3 +452,31 @@ fn servers_take_nginx_style_weight_and_backup_options() {
         assert!(refused.starts_with(key), "{text}: {refused}");
     }
 }
+
+#[test]
+fn php_fpm_max_requests_becomes_keepalive_requests_unless_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool_file = dir.path().join("www.conf");
+    std::fs::write(
+        &pool_file,
+        "[www]\nlisten = /run/php/www.sock\npm.max_children = 4\npm.max_requests = 500\n",
+    )
+    .unwrap();
+    let base = format!(
+        "[upstream]\nservers = [\"unix:/run/php/www.sock\"]\nphp_fpm_config = {:?}\n",
+        pool_file.display().to_string()
+    );
+    let config = validate_text(&base).unwrap();
+    assert_eq!(config.upstream.pool_config_for(0).keepalive_requests, 500);
+    // Explicit settings win; the cap still comes from the file when max_conns is unset.
+    let config = validate_text(&format!("{base}keepalive_requests = 77\n")).unwrap();
+    let pool = config.upstream.pool_config_for(0);
+    assert_eq!(pool.keepalive_requests, 77);
+    assert_eq!(pool.max_conns.map(|cap| cap.value), Some(4));
+    let config = validate_text(&format!("{base}max_conns = 2\n")).unwrap();
+    let pool = config.upstream.pool_config_for(0);
+    assert_eq!(
+        (pool.max_conns.map(|cap| cap.value), pool.keepalive_requests),
+        (Some(2), 500)
+    );
+}

@@ -15,6 +15,7 @@ use super::{
     ClientLimits, Config, ConfigError, HealthConfig, PhpSite, SiteConfig, SiteMode, UpstreamConfig,
     UpstreamServer,
 };
+use crate::php_fpm_config::FpmLimits;
 use crate::size::ByteSize;
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -279,9 +280,17 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             .abort_drain_timeout
             .unwrap_or(defaults.abort_drain_timeout),
     };
-    let caps = php_fpm_caps(raw, &servers)?;
-    for (server, cap) in servers.iter_mut().zip(caps) {
-        server.php_fpm_cap = cap;
+    // An explicit max_conns wins over php-fpm's figure; pm.max_requests still applies.
+    let limits = php_fpm_caps(raw, &servers)?;
+    for (server, limits) in servers.iter_mut().zip(limits) {
+        let Some(limits) = limits else { continue };
+        if raw.max_conns.is_none() {
+            server.php_fpm_cap = Some(ConfiguredCap {
+                value: limits.max_children as usize,
+                origin: limits.description,
+            });
+        }
+        server.php_fpm_max_requests = limits.max_requests;
     }
     let health_defaults = HealthConfig::default();
     let max_fails = raw.max_fails.unwrap_or(health_defaults.max_fails);
@@ -307,6 +316,7 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         pool,
         health,
         retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
+        keepalive_requests_set: raw.keepalive_requests.is_some(),
     })
 }
 
@@ -317,9 +327,9 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
 fn php_fpm_caps(
     raw: &RawUpstream,
     servers: &[UpstreamServer],
-) -> Result<Vec<Option<ConfiguredCap>>, ConfigError> {
-    let (Some(path), None) = (&raw.php_fpm_config, raw.max_conns) else {
-        if raw.php_fpm_pool.is_some() && raw.php_fpm_config.is_none() {
+) -> Result<Vec<Option<FpmLimits>>, ConfigError> {
+    let Some(path) = &raw.php_fpm_config else {
+        if raw.php_fpm_pool.is_some() {
             return Err(ConfigError::invalid(
                 "upstream.php_fpm_pool",
                 "needs upstream.php_fpm_config (the php-fpm file that defines the pool)",
@@ -330,18 +340,9 @@ fn php_fpm_caps(
     servers
         .iter()
         .map(|server| {
-            crate::php_fpm_config::max_children_for(
-                path,
-                &server.address,
-                raw.php_fpm_pool.as_deref(),
-            )
-            .map(|(value, origin)| {
-                Some(ConfiguredCap {
-                    value: value as usize,
-                    origin,
-                })
-            })
-            .map_err(|error| ConfigError::invalid("upstream.php_fpm_config", error.to_string()))
+            crate::php_fpm_config::limits_for(path, &server.address, raw.php_fpm_pool.as_deref())
+                .map(Some)
+                .map_err(|error| ConfigError::invalid("upstream.php_fpm_config", error.to_string()))
         })
         .collect()
 }
