@@ -665,3 +665,76 @@ fn is_cut_short_tells_whole_answers_from_cut_ones() {
     assert!(!is_cut_short(&[&chunked[..], b"0\r\n\r\n"].concat()));
     assert!(is_cut_short(b"HTTP/1.1 200 OK\r\ncontent-"));
 }
+
+/// Two php-fpm pools behind one upstream; one is killed, then started again on its socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_php_fpm_servers_one_killed_traffic_moves_without_errors_and_comes_back() {
+    let directory = tempfile::tempdir().unwrap();
+    let sockets = [
+        directory.path().join("a.sock"),
+        directory.path().join("b.sock"),
+    ];
+    let on = |socket: &std::path::Path| PhpFpmOptions {
+        extra_pool_lines: vec![format!("listen = {}", socket.display())],
+        ..static_pool(0)
+    };
+    let Some(first) = PhpFpm::start(on(&sockets[0])).await else {
+        return;
+    };
+    let Some(_second) = PhpFpm::start(on(&sockets[1])).await else {
+        return;
+    };
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n{}\n[upstream]\nservers = [\"unix:{}\", \"unix:{}\"]\n\
+         max_conns = 4\nhealth_interval = \"200ms\"\nfail_timeout = \"30s\"\n",
+        root_setting(&first),
+        sockets[0].display(),
+        sockets[1].display()
+    );
+    let config = fcgate::config::parse_file_text(&text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let gateway = fcgate::server::start(config).await.unwrap();
+    let upstream = gateway.gateway.upstream();
+    let served_by = |index: usize| {
+        let stats = upstream.servers()[index].pool().stats();
+        stats.opened + stats.reused
+    };
+    let load = |total| {
+        run_load(
+            gateway.local_addr,
+            total,
+            16,
+            Duration::from_secs(60),
+            |i| get(&format!("/echo.php?n={i}")),
+            |i, response| response.text().contains(&format!("\nquery: n={i}\n")),
+        )
+    };
+
+    let report = load(500).await;
+    assert_eq!(report.bodies_ok, 500, "{report:?}");
+    assert!(served_by(0) > 0 && served_by(1) > 0, "both served");
+
+    first.signal(signals::SIGKILL);
+    drop(first);
+    // The first request to meet the dead server is sent on to the other: no client sees it.
+    let report = load(2_000).await;
+    assert_eq!(report.count(200), 2_000, "{report:?}");
+    assert_eq!(report.bodies_ok, 2_000);
+    assert!(upstream.servers()[0].is_down());
+
+    let restarted = PhpFpm::start(on(&sockets[0])).await.unwrap();
+    wait_until("the health probe found the restarted server", || {
+        !upstream.servers()[0].is_down()
+    })
+    .await;
+    let before = served_by(0);
+    let report = load(500).await;
+    assert_eq!(report.count(200), 500, "{report:?}");
+    assert!(
+        served_by(0) > before,
+        "traffic came back to the restarted server"
+    );
+    drop(restarted);
+}
