@@ -9,11 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection::{
-    Connection, ConnectionId, Events, FirstResponseWatch, RequestBody, ResponseEvent,
-    ResponseObserver,
-};
+use super::connection::{Connection, ConnectionId, RequestBody, ResponseEvent};
 use super::error::{ClientError, ConnectionFailure};
+use super::events::{Events, FirstResponseWatch, ResponseObserver};
 use super::pool::PoolShared;
 
 /// The shortest wait before a fresh connection's silence counts as a sign of saturation.

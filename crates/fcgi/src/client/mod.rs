@@ -8,18 +8,23 @@
 
 mod capacity;
 mod connection;
+mod driver;
 mod error;
+mod events;
 mod lease;
 mod pool;
 mod pool_config;
 mod probe;
 mod request_ids;
 mod saturation;
+mod stats;
+mod waiting;
 
 pub use capacity::{CapReduction, CapSource};
 pub use connection::{ConnectionId, RequestBody, ResponseEvent};
 pub use error::{ClientError, ConnectionFailure};
 pub use lease::{Lease, ResponseStream};
-pub use pool::{Pool, PoolStats};
+pub use pool::Pool;
 pub use pool_config::{ConfiguredCap, PoolConfig};
 pub use probe::{get_values, BackendValues, ProbeError};
+pub use stats::PoolStats;

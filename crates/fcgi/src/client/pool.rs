@@ -31,6 +31,8 @@ use super::connection::{Connection, ConnectionId};
 use super::error::ClientError;
 use super::lease::Lease;
 use super::probe::{self, BackendValues, ProbeError};
+use super::stats::PoolStats;
+use super::waiting::{Grant, SlotGuard, WaitGuard, Waiter};
 use super::PoolConfig;
 use crate::net::Address;
 
@@ -45,45 +47,6 @@ pub struct Pool {
     shared: Arc<PoolShared>,
 }
 
-/// The pool's live figures, for tests, logs and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// The effective cap in force now.
-    pub cap: usize,
-    /// The most the cap may rise to.
-    pub ceiling: usize,
-    /// Where the ceiling came from (`max_conns`, a php-fpm pool file, FCGI_MAX_CONNS, the default).
-    pub cap_source: String,
-    /// Why the cap is below the ceiling, if it is.
-    pub cap_reduced_by: Option<String>,
-    /// Slots in use: idle + busy + connecting.
-    pub open: usize,
-    /// Connections parked, ready for the next request.
-    pub idle: usize,
-    /// Slots in use by requests (and connects in progress).
-    pub busy: usize,
-    /// Requests waiting in the queue for a connection.
-    pub waiting: usize,
-    /// Connections established so far.
-    pub opened: u64,
-    /// Checkouts served by an already open connection.
-    pub reused: u64,
-    /// Requests that waited `queue_timeout` and gave up.
-    pub queue_timeouts: u64,
-    /// Requests refused at once because `max_queue` were already waiting.
-    pub queue_rejections: u64,
-    /// Connects that failed or timed out.
-    pub connect_failures: u64,
-    /// Fresh connections left unanswered while others were served.
-    pub saturation_events: u64,
-    /// FCGI_OVERLOADED answers.
-    pub overloaded: u64,
-    /// Connects refused because the backend's listen queue was full.
-    pub listen_queue_full: u64,
-    /// What the backend announced through FCGI_GET_VALUES, if asked and answered.
-    pub backend_values: Option<BackendValues>,
-}
-
 pub(super) struct PoolShared {
     pub(super) address: Address,
     pub(super) config: PoolConfig,
@@ -91,7 +54,7 @@ pub(super) struct PoolShared {
     next_connection_id: AtomicU64,
     opened: AtomicU64,
     reused: AtomicU64,
-    queue_timeouts: AtomicU64,
+    pub(super) queue_timeouts: AtomicU64,
     queue_rejections: AtomicU64,
     connect_failures: AtomicU64,
 }
@@ -102,7 +65,7 @@ pub(super) struct PoolState {
     /// Slots taken; see the module docs.
     pub(super) open: usize,
     /// Requests waiting for a connection, oldest first.
-    waiters: VecDeque<Waiter>,
+    pub(super) waiters: VecDeque<Waiter>,
     next_waiter_id: u64,
     pub(super) capacity: Capacity,
     /// Requests that ended cleanly, ever.
@@ -122,17 +85,6 @@ pub(super) struct PoolState {
 pub(super) struct IdleConnection {
     pub(super) connection: Connection,
     since: Instant,
-}
-
-struct Waiter {
-    id: u64,
-    grant: oneshot::Sender<Grant>,
-}
-
-/// What a waiter is handed: a connection, or the right to open one.
-enum Grant {
-    Connection(Connection),
-    OpenSlot,
 }
 
 enum Step {
@@ -486,7 +438,7 @@ impl PoolShared {
         count
     }
 
-    fn give_back(&self, grant: Grant) {
+    pub(super) fn give_back(&self, grant: Grant) {
         match grant {
             Grant::Connection(connection) => self.put_back(connection),
             Grant::OpenSlot => self.free_slot(&mut self.lock()),
@@ -584,71 +536,6 @@ async fn reap_idle_connections(pool: Weak<PoolShared>) {
         match pool.upgrade() {
             Some(shared) => shared.reap(),
             None => return,
-        }
-    }
-}
-
-/// A queued checkout. Dropping it leaves the queue, or returns what it was granted.
-struct WaitGuard {
-    shared: Arc<PoolShared>,
-    id: u64,
-    receiver: oneshot::Receiver<Grant>,
-    settled: bool,
-}
-
-impl WaitGuard {
-    async fn wait(mut self, deadline: tokio::time::Instant) -> Result<Grant, ClientError> {
-        match tokio::time::timeout_at(deadline, &mut self.receiver).await {
-            Ok(Ok(grant)) => {
-                self.settled = true;
-                Ok(grant)
-            }
-            // The sender lives in the queue until granted, and granting sends; a closed
-            // channel cannot happen, but if it did, waiting longer would not help.
-            Ok(Err(_)) | Err(_) => {
-                self.shared.queue_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(ClientError::QueueTimeout {
-                    address: self.shared.address.clone(),
-                    timeout: self.shared.config.queue_timeout,
-                })
-            }
-        }
-    }
-}
-
-impl Drop for WaitGuard {
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        {
-            let mut state = self.shared.lock();
-            if let Some(position) = state.waiters.iter().position(|w| w.id == self.id) {
-                state.waiters.remove(position);
-                return;
-            }
-        }
-        if let Ok(grant) = self.receiver.try_recv() {
-            self.shared.give_back(grant);
-        }
-    }
-}
-
-/// A slot taken for a connect in progress; freed unless the connect succeeds.
-struct SlotGuard {
-    shared: Option<Arc<PoolShared>>,
-}
-
-impl SlotGuard {
-    fn keep(mut self) {
-        self.shared = None;
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            shared.free_slot(&mut shared.lock());
         }
     }
 }

@@ -13,7 +13,8 @@
 use std::time::Duration;
 
 use super::capacity::CapReduction;
-use super::connection::{ConnectionId, ResponseObserver};
+use super::connection::ConnectionId;
+use super::events::ResponseObserver;
 use super::pool::PoolShared;
 
 impl ResponseObserver for PoolShared {

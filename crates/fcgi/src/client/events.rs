@@ -1,0 +1,149 @@
+//! The receiving end of one request on a connection: events in order, `read_timeout` between
+//! them, and the first-response watch that feeds the pool's saturation detection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::connection::{ConnectionId, EventResult, ResponseEvent, Shared};
+use super::error::{ClientError, ConnectionFailure};
+use crate::protocol::{ProtocolStatus, RequestId};
+
+/// Told what a request's response shows about the backend's capacity; the pool implements it.
+pub(crate) trait ResponseObserver: Send + Sync {
+    /// A fresh connection's first request got its first answer after `waited`.
+    fn first_response(&self, connection: ConnectionId, waited: Duration);
+    /// A fresh connection's first request is still unanswered after its bound; `completed_before`
+    /// is the pool's count of finished requests when it was sent.
+    fn still_unanswered(&self, connection: ConnectionId, completed_before: u64);
+    /// The backend refused a request with FCGI_OVERLOADED.
+    fn overloaded(&self, connection: ConnectionId);
+}
+
+/// Watches the first request on a fresh connection: an answer that does not start within
+/// `bound` may mean the connection sits in the backend's listen backlog, unserved.
+pub(crate) struct FirstResponseWatch {
+    pub(crate) sent_at: tokio::time::Instant,
+    pub(crate) bound: Duration,
+    pub(crate) completed_before: u64,
+}
+
+/// What the backend answers to one request, event by event; the pool-aware wrapper is
+/// [`super::ResponseStream`].
+pub(crate) struct Events {
+    pub(crate) request_id: RequestId,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedReceiver<EventResult>,
+    read_timeout: Duration,
+    observer: Option<Arc<dyn ResponseObserver>>,
+    first_response: Option<FirstResponseWatch>,
+    silence_reported: bool,
+}
+
+impl Events {
+    pub(super) fn new(
+        request_id: RequestId,
+        shared: Arc<Shared>,
+        events: mpsc::UnboundedReceiver<EventResult>,
+        read_timeout: Duration,
+    ) -> Events {
+        Events {
+            request_id,
+            shared,
+            events,
+            read_timeout,
+            observer: None,
+            first_response: None,
+            silence_reported: false,
+        }
+    }
+
+    pub(crate) fn observe(
+        &mut self,
+        observer: Arc<dyn ResponseObserver>,
+        first_response: Option<FirstResponseWatch>,
+    ) {
+        self.observer = Some(observer);
+        self.first_response = first_response;
+    }
+
+    /// The next event, or why none will come. After [`ResponseEvent::End`] do not call again.
+    pub(crate) async fn next_event(&mut self) -> Result<ResponseEvent, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.read_timeout;
+        let received = loop {
+            let watch_deadline = match (&self.first_response, self.silence_reported) {
+                (Some(watch), false) => Some(watch.sent_at + watch.bound),
+                _ => None,
+            };
+            match watch_deadline {
+                Some(at) if at < deadline => {
+                    match tokio::time::timeout_at(at, self.events.recv()).await {
+                        Ok(received) => break Some(received),
+                        Err(_) => self.report_silence(),
+                    }
+                }
+                _ => {
+                    break tokio::time::timeout_at(deadline, self.events.recv())
+                        .await
+                        .ok()
+                }
+            }
+        };
+        match received {
+            Some(Some(Ok(event))) => {
+                self.noticed(&event);
+                Ok(event)
+            }
+            Some(Some(Err(failure))) => Err(self.failed(failure)),
+            Some(None) => Err(self.failed(ConnectionFailure::ClosedByBackend)),
+            None => Err(ClientError::ReadTimeout {
+                address: self.shared.address.clone(),
+                timeout: self.read_timeout,
+            }),
+        }
+    }
+
+    /// The next event if one has already arrived; `None` when the backend has not sent more
+    /// yet. Lets the caller answer small, finished responses without waiting or spooling.
+    pub(crate) fn try_next_event(&mut self) -> Option<Result<ResponseEvent, ClientError>> {
+        let failure = match self.events.try_recv() {
+            Ok(Ok(event)) => {
+                self.noticed(&event);
+                return Some(Ok(event));
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return None,
+            Ok(Err(failure)) => failure,
+            Err(mpsc::error::TryRecvError::Disconnected) => ConnectionFailure::ClosedByBackend,
+        };
+        Some(Err(self.failed(failure)))
+    }
+
+    fn failed(&self, failure: ConnectionFailure) -> ClientError {
+        ClientError::Connection {
+            address: self.shared.address.clone(),
+            failure,
+        }
+    }
+
+    fn report_silence(&mut self) {
+        self.silence_reported = true;
+        if let (Some(observer), Some(watch)) = (&self.observer, &self.first_response) {
+            observer.still_unanswered(self.shared.id, watch.completed_before);
+        }
+    }
+
+    fn noticed(&mut self, event: &ResponseEvent) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        if let Some(watch) = self.first_response.take() {
+            observer.first_response(self.shared.id, watch.sent_at.elapsed());
+        }
+        if let ResponseEvent::End(end) = event {
+            if end.protocol_status == ProtocolStatus::Overloaded {
+                observer.overloaded(self.shared.id);
+            }
+        }
+    }
+}
