@@ -511,3 +511,23 @@ async fn with_abort_drain_timeout_the_connection_survives_a_confirmed_abort() {
     assert_eq!(pool.stats().opened, 1);
     assert_eq!(backend.counts.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_backend_closing_after_n_requests_teaches_the_pool_to_retire_at_n() {
+    let backend = start_backend(ServerConfig {
+        max_requests_per_conn: Some(5),
+        ..ServerConfig::default()
+    })
+    .await;
+    let pool = Pool::new(backend.address.clone(), config(4));
+    assert_eq!(pool.stats().keepalive_requests, 10_000);
+    for i in 1..=30 {
+        request(&pool, &[]).await.unwrap();
+        if i % 5 == 0 {
+            // The backend closes after every 5th; until learned, the pool sees it while idle.
+            wait_until(|| pool.stats().open == 0).await;
+        }
+    }
+    assert_eq!(pool.stats().keepalive_requests, 5);
+    assert_eq!(pool.stats().opened, 6);
+}

@@ -69,6 +69,8 @@ pub(super) struct Shared {
     pub(super) requests_started: AtomicU64,
     pub(super) close: CancellationToken,
     pub(super) ids: Mutex<RequestIds>,
+    /// The backend closed the connection right after an END_REQUEST (see `driver.rs`).
+    pub(super) closed_right_after_end: AtomicBool,
 }
 
 /// A handle on one open connection. The pool owns it while idle, a lease while busy.
@@ -100,6 +102,7 @@ impl Connection {
             requests_started: AtomicU64::new(0),
             close: CancellationToken::new(),
             ids: Mutex::new(RequestIds::default()),
+            closed_right_after_end: AtomicBool::new(false),
         });
         let commands = Driver::spawn(Arc::clone(&shared), read, write, send_timeout, on_closed);
         Ok(Connection { shared, commands })
@@ -113,6 +116,12 @@ impl Connection {
     /// True once the driver has stopped: the connection can carry nothing more.
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// The backend closed this connection right after an END_REQUEST, as a worker that exits
+    /// after its last request does.
+    pub(crate) fn closed_right_after_end(&self) -> bool {
+        self.shared.closed_right_after_end.load(Ordering::Acquire)
     }
 
     /// Requests started on this connection so far.

@@ -27,6 +27,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A retired connection waits this long for the backend to close first, so the backend side,
 /// not the gateway's ephemeral ports, keeps the TIME_WAIT entry.
 const RETIRE_GRACE: Duration = Duration::from_secs(1);
+/// A close this soon after END_REQUEST comes from a worker exiting after its last request
+/// (php-fpm's `pm.max_requests`), not from an idle timeout: the two arrive back to back.
+const CLOSE_RIGHT_AFTER_END: Duration = Duration::from_millis(2);
 /// At most this many buffers go into one vectored write.
 const MAX_IO_SLICES: usize = 64;
 
@@ -97,6 +100,8 @@ pub(super) struct Driver {
     retire_deadline: Option<tokio::time::Instant>,
     /// Close as soon as everything queued has been written (after an abort).
     close_when_flushed: bool,
+    /// When the last END_REQUEST arrived: a close right after it is a worker recycling.
+    last_end: Option<std::time::Instant>,
 }
 
 impl Driver {
@@ -123,6 +128,7 @@ impl Driver {
             write_deadline: None,
             retire_deadline: None,
             close_when_flushed: false,
+            last_end: None,
         };
         tokio::spawn(async move {
             let id = driver.shared.id;
@@ -175,7 +181,18 @@ impl Driver {
                     }
                 }
                 result = self.read.read_buf(&mut self.read_buffer) => match result {
-                    Ok(0) => return ConnectionFailure::ClosedByBackend,
+                    Ok(0) => {
+                        if self.routes.is_empty()
+                            && self
+                                .last_end
+                                .is_some_and(|at| at.elapsed() < CLOSE_RIGHT_AFTER_END)
+                        {
+                            self.shared
+                                .closed_right_after_end
+                                .store(true, Ordering::Release);
+                        }
+                        return ConnectionFailure::ClosedByBackend;
+                    }
                     Ok(_) => {
                         if let Err(failure) = self.route_records() {
                             return failure;
@@ -266,6 +283,7 @@ impl Driver {
             RecordBody::Stdout(data) => ResponseEvent::Stdout(data),
             RecordBody::Stderr(data) => ResponseEvent::Stderr(data),
             RecordBody::EndRequest(end) => {
+                self.last_end = Some(std::time::Instant::now());
                 let route = self.routes.swap_remove(position);
                 lock_ids(&self.shared).release(record.request_id);
                 let _ = route.events.send(Ok(ResponseEvent::End(end)));

@@ -70,7 +70,7 @@ impl Lease {
             });
         };
         let first_request = connection.requests_started() == 0;
-        let last_request = connection.requests_started() + 1 >= config.keepalive_requests
+        let last_request = connection.requests_started() + 1 >= self.pool.keepalive_requests()
             || connection.age() >= config.keepalive_time;
         self.keep_conn = config.keep_conn && !last_request;
         let mut events = connection

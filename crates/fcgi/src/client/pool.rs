@@ -38,6 +38,8 @@ use crate::net::Address;
 
 /// How long a GET_VALUES probe may take; it holds a slot (and maybe a worker) meanwhile.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Backend closes at the same request count, in a row, before that count is adopted.
+const CLOSE_PATTERN_EVIDENCE: u32 = 3;
 /// Pause between connects refused because the backend's listen queue is full.
 const LISTEN_QUEUE_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -55,6 +57,8 @@ pub(super) struct PoolShared {
     opened: AtomicU64,
     reused: AtomicU64,
     pub(super) queue_timeouts: AtomicU64,
+    /// `keepalive_requests` learned from the backend's closes; 0 until learned.
+    learned_keepalive_requests: AtomicU64,
     queue_rejections: AtomicU64,
     connect_failures: AtomicU64,
 }
@@ -80,6 +84,8 @@ pub(super) struct PoolState {
     backend_values: Option<BackendValues>,
     /// The last connect failed: ask the backend's limits again once it is back.
     unreachable: bool,
+    /// (request count, closes in a row at that count) of idle connections the backend closed.
+    close_pattern: (u64, u32),
 }
 
 pub(super) struct IdleConnection {
@@ -124,11 +130,13 @@ impl Pool {
                 listen_queue_full: 0,
                 backend_values: None,
                 unreachable: false,
+                close_pattern: (0, 0),
             }),
             next_connection_id: AtomicU64::new(1),
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             queue_timeouts: AtomicU64::new(0),
+            learned_keepalive_requests: AtomicU64::new(0),
             queue_rejections: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
         });
@@ -267,6 +275,7 @@ impl Pool {
             overloaded: state.overloaded,
             listen_queue_full: state.listen_queue_full,
             backend_values: state.backend_values.clone(),
+            keepalive_requests: shared.keepalive_requests(),
         }
     }
 
@@ -379,7 +388,13 @@ impl PoolShared {
     /// coming down, else to the oldest waiter, else on top of the idle stack.
     pub(super) fn put_back(&self, connection: Connection) {
         let mut state = self.lock();
-        if connection.is_closed() || state.open > state.capacity.cap() {
+        if connection.is_closed() {
+            // Closed by the backend right after its END_REQUEST.
+            self.free_slot(&mut state);
+            self.learn_close_pattern(&mut state, &connection);
+            return;
+        }
+        if state.open > state.capacity.cap() {
             connection.close();
             self.free_slot(&mut state);
             return;
@@ -454,9 +469,48 @@ impl PoolShared {
             .iter()
             .position(|idle| idle.connection.id() == id)
         {
-            state.idle.remove(position);
+            let closed = state.idle.remove(position).connection;
             self.free_slot(&mut state);
             tracing::debug!(backend = %self.address, connection = id, "idle connection closed by the backend; dropped from the pool");
+            self.learn_close_pattern(&mut state, &closed);
+        }
+    }
+
+    /// A backend that keeps closing pooled connections after exactly N requests (php-fpm's
+    /// `pm.max_requests`, php-cgi's `PHP_FCGI_MAX_REQUESTS`) is telling us when: from then on
+    /// connections are retired at N, their last request sent without KEEP_CONN, so none is
+    /// handed out in the instant between the backend's END_REQUEST and its close.
+    fn learn_close_pattern(&self, state: &mut PoolState, closed: &Connection) {
+        if !closed.closed_right_after_end() {
+            // An idle timeout or a restart, not a worker's last request: no pattern to learn.
+            return;
+        }
+        let requests = closed.requests_started();
+        if requests == 0 || requests >= self.keepalive_requests() {
+            state.close_pattern = (0, 0);
+            return;
+        }
+        if state.close_pattern.0 == requests {
+            state.close_pattern.1 += 1;
+        } else {
+            state.close_pattern = (requests, 1);
+        }
+        if state.close_pattern.1 >= CLOSE_PATTERN_EVIDENCE
+            && self
+                .learned_keepalive_requests
+                .swap(requests, Ordering::Relaxed)
+                != requests
+        {
+            tracing::info!(backend = %self.address, "the backend closes connections after {requests} requests (pm.max_requests?); retiring them at {requests}");
+        }
+    }
+
+    /// Requests per connection in force: the configured `keepalive_requests`, or fewer when
+    /// the backend showed it closes connections sooner.
+    pub(super) fn keepalive_requests(&self) -> u64 {
+        match self.learned_keepalive_requests.load(Ordering::Relaxed) {
+            0 => self.config.keepalive_requests,
+            learned => learned.min(self.config.keepalive_requests),
         }
     }
 

@@ -39,4 +39,6 @@ pub struct PoolStats {
     pub listen_queue_full: u64,
     /// What the backend announced through FCGI_GET_VALUES, if asked and answered.
     pub backend_values: Option<BackendValues>,
+    /// Requests per connection in force (configured, or learned from the backend's closes).
+    pub keepalive_requests: u64,
 }
