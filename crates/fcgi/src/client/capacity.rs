@@ -5,10 +5,12 @@
 //! else the backend's FCGI_MAX_CONNS, else a default. The effective cap drops below the ceiling
 //! when the backend shows it serves fewer connections than the pool holds — a new connection left
 //! unanswered in the listen backlog (saturation), FCGI_OVERLOADED, a full listen queue — and rises
-//! again by one after a streak of successful requests made while others were waiting. A raise
-//! is a probe: if the cap comes down again before the next raise, the probe failed and the
-//! streak needed for the next one doubles, so a backend at its true limit is probed less and
-//! less often; a probe that holds halves it again.
+//! again by one after a hold period, if requests keep succeeding while others wait. A raise is
+//! a probe: if the cap comes down again before the next raise, the probe failed and the hold
+//! doubles (1 s up to 5 min), so a backend at its true limit is probed less and less often; a
+//! probe that holds halves it again.
+
+use std::time::{Duration, Instant};
 
 /// Where the pool's ceiling came from; logged and shown in the pool's figures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,9 +45,13 @@ pub enum CapReduction {
     ListenQueueFull,
 }
 
-/// Successful requests under demand before a raise; doubles after a failed probe.
-const INITIAL_RAISE_STREAK: u64 = 64;
-const MAX_RAISE_STREAK: u64 = 16_384;
+/// Successful requests under demand, since the last change, before a raise is considered.
+const RAISE_STREAK: u64 = 64;
+/// How long the cap stays down after a reduction before a raise is tried; doubles after each
+/// failed probe, halves after one that held. In time, not requests: a fast backend must not be
+/// probed (and one request left in its backlog) many times a second.
+const INITIAL_HOLD: Duration = Duration::from_secs(1);
+const MAX_HOLD: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Capacity {
@@ -54,8 +60,9 @@ pub(crate) struct Capacity {
     cap: usize,
     reduced_by: Option<CapReduction>,
     streak: u64,
-    raise_after: u64,
-    /// The last change was a raise that has not yet held for a full streak.
+    hold: Duration,
+    raise_not_before: Option<Instant>,
+    /// The last change was a raise that has not yet held for a whole hold period.
     probing: bool,
 }
 
@@ -68,7 +75,8 @@ impl Capacity {
             cap: ceiling,
             reduced_by: None,
             streak: 0,
-            raise_after: INITIAL_RAISE_STREAK,
+            hold: INITIAL_HOLD,
+            raise_not_before: None,
             probing: false,
         }
     }
@@ -107,13 +115,14 @@ impl Capacity {
 
     /// The backend demonstrably serves at most `serving` connections. Returns true when the
     /// cap went down.
-    pub(crate) fn reduce(&mut self, serving: usize, reason: CapReduction) -> bool {
+    pub(crate) fn reduce(&mut self, serving: usize, reason: CapReduction, now: Instant) -> bool {
         let target = serving.clamp(1, self.ceiling);
         if self.probing {
-            self.raise_after = (self.raise_after * 2).min(MAX_RAISE_STREAK);
+            self.hold = (self.hold * 2).min(MAX_HOLD);
             self.probing = false;
         }
         self.streak = 0;
+        self.raise_not_before = Some(now + self.hold);
         if target >= self.cap {
             return false;
         }
@@ -124,20 +133,21 @@ impl Capacity {
 
     /// A request ended cleanly; `demand` says whether others were waiting for a connection.
     /// Returns true when the cap went up by one.
-    pub(crate) fn record_success(&mut self, demand: bool) -> bool {
+    pub(crate) fn record_success(&mut self, demand: bool, now: Instant) -> bool {
         if self.cap >= self.ceiling || !demand {
             return false;
         }
         self.streak += 1;
-        if self.streak < self.raise_after {
+        if self.streak < RAISE_STREAK || self.raise_not_before.is_some_and(|at| now < at) {
             return false;
         }
         self.streak = 0;
         if self.probing {
-            // The previous raise held for a whole streak.
-            self.raise_after = (self.raise_after / 2).max(INITIAL_RAISE_STREAK);
+            // The previous raise held for a whole hold period.
+            self.hold = (self.hold / 2).max(INITIAL_HOLD);
         }
         self.probing = true;
+        self.raise_not_before = Some(now + self.hold);
         self.cap += 1;
         if self.cap >= self.ceiling {
             self.reduced_by = None;
@@ -149,6 +159,15 @@ impl Capacity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(start: Instant, seconds: u64) -> Instant {
+        start + Duration::from_secs(seconds)
+    }
+
+    /// Successes under demand at instant `now` until a raise; the count, or None.
+    fn raise_at(capacity: &mut Capacity, now: Instant) -> Option<u64> {
+        (1..=RAISE_STREAK * 2).find(|_| capacity.record_success(true, now))
+    }
 
     #[test]
     fn a_learned_value_replaces_only_the_default() {
@@ -165,54 +184,50 @@ mod tests {
     }
 
     #[test]
-    fn reduction_never_goes_below_one_and_rises_back_under_demand() {
+    fn reduction_never_goes_below_one_and_rises_back_under_demand_after_the_hold() {
+        let start = Instant::now();
         let mut capacity = Capacity::new(4, CapSource::Default);
-        assert!(capacity.reduce(0, CapReduction::Saturation));
+        assert!(capacity.reduce(0, CapReduction::Saturation, start));
         assert_eq!(capacity.cap(), 1);
         assert_eq!(capacity.reduced_by(), Some(CapReduction::Saturation));
-        // Without demand nothing is probed.
-        for _ in 0..10_000 {
-            assert!(!capacity.record_success(false));
+        // Not within the hold, however many requests succeed, and never without demand.
+        assert_eq!(raise_at(&mut capacity, start), None);
+        for _ in 0..1_000 {
+            assert!(!capacity.record_success(false, at(start, 10)));
         }
-        let raises: usize = (0..1_000)
-            .map(|_| capacity.record_success(true))
-            .filter(|raised| *raised)
-            .count();
-        assert_eq!(capacity.cap(), 1 + raises);
-        assert_eq!(raises, 3, "back at the ceiling, and no further");
+        // Each held probe lets the next come after the (halving, floored) hold.
+        assert_eq!(raise_at(&mut capacity, at(start, 1)), Some(1));
+        assert_eq!(raise_at(&mut capacity, at(start, 2)), Some(RAISE_STREAK));
+        assert_eq!(raise_at(&mut capacity, at(start, 3)), Some(RAISE_STREAK));
+        assert_eq!(capacity.cap(), 4);
         assert_eq!(capacity.reduced_by(), None);
-    }
-
-    fn streak_to_raise(capacity: &mut Capacity) -> u64 {
-        (1..).find(|_| capacity.record_success(true)).unwrap_or(0)
+        assert_eq!(
+            raise_at(&mut capacity, at(start, 100)),
+            None,
+            "no further than the ceiling"
+        );
     }
 
     #[test]
-    fn a_failed_probe_doubles_the_streak_and_a_held_one_halves_it() {
+    fn each_failed_probe_doubles_the_hold_and_a_held_one_halves_it() {
+        let start = Instant::now();
         let mut capacity = Capacity::new(8, CapSource::Default);
-        capacity.reduce(2, CapReduction::Saturation);
-        let first = streak_to_raise(&mut capacity); // 2 -> 3: a probe
-        capacity.reduce(2, CapReduction::Saturation); // it failed
-        let after_failure = streak_to_raise(&mut capacity); // 2 -> 3 again, slower
-        assert_eq!(after_failure, first * 2);
-        // 3 holds for that whole streak: 3 -> 4, and the probe after it is quick again.
-        assert_eq!(streak_to_raise(&mut capacity), first * 2);
-        assert_eq!(streak_to_raise(&mut capacity), first);
-    }
-
-    #[test]
-    fn repeated_reductions_without_a_probe_do_not_slow_recovery() {
-        let mut capacity = Capacity::new(4, CapSource::Default);
-        for _ in 0..100 {
-            capacity.reduce(1, CapReduction::Overloaded);
-        }
-        assert_eq!(streak_to_raise(&mut capacity), INITIAL_RAISE_STREAK);
+        capacity.reduce(2, CapReduction::Saturation, start);
+        assert!(raise_at(&mut capacity, at(start, 1)).is_some()); // probe 2 -> 3 after 1 s
+        capacity.reduce(2, CapReduction::Saturation, at(start, 1)); // it failed: hold 2 s
+        assert_eq!(raise_at(&mut capacity, at(start, 2)), None);
+        assert!(raise_at(&mut capacity, at(start, 3)).is_some()); // probe again after 2 s
+        capacity.reduce(2, CapReduction::Saturation, at(start, 3)); // failed again: hold 4 s
+        assert_eq!(raise_at(&mut capacity, at(start, 6)), None);
+        assert!(raise_at(&mut capacity, at(start, 7)).is_some()); // 2 -> 3, and it holds:
+        assert!(raise_at(&mut capacity, at(start, 11)).is_some()); // 3 -> 4 after 4 s, hold now 2 s
+        assert!(raise_at(&mut capacity, at(start, 13)).is_some()); // 4 -> 5 after 2 s
     }
 
     #[test]
     fn a_reduction_to_the_current_cap_or_above_changes_nothing() {
         let mut capacity = Capacity::new(2, CapSource::Default);
-        assert!(!capacity.reduce(5, CapReduction::ListenQueueFull));
+        assert!(!capacity.reduce(5, CapReduction::ListenQueueFull, Instant::now()));
         assert_eq!(capacity.cap(), 2);
         assert_eq!(capacity.reduced_by(), None);
     }

@@ -425,7 +425,7 @@ impl PoolShared {
     pub(super) fn request_completed(&self, state: &mut PoolState) {
         state.completed += 1;
         let demand = !state.waiters.is_empty();
-        if state.capacity.record_success(demand) {
+        if state.capacity.record_success(demand, Instant::now()) {
             tracing::info!(backend = %self.address, cap = state.capacity.cap(), "requests succeed under demand; raising the connection cap");
             self.fill_from_queue(state);
         }
@@ -433,7 +433,7 @@ impl PoolShared {
 
     pub(super) fn reduce_cap(&self, state: &mut PoolState, serving: usize, reason: CapReduction) {
         let before = state.capacity.cap();
-        if state.capacity.reduce(serving, reason) {
+        if state.capacity.reduce(serving, reason, Instant::now()) {
             tracing::warn!(
                 backend = %self.address,
                 "{reason:?}: the backend serves fewer connections than the pool held; \
@@ -565,10 +565,16 @@ impl PoolShared {
         let answer = probe::get_values(&shared.address, timeout).await;
         if let Ok(values) = &answer {
             let mut state = shared.lock();
-            if let Some(max_conns) = values.max_conns {
-                if state.capacity.learned(max_conns) {
-                    tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
+            match values.max_conns {
+                Some(max_conns) => {
+                    if state.capacity.learned(max_conns) {
+                        tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
+                    }
                 }
+                None if state.capacity.source() == &CapSource::Default => {
+                    tracing::info!(backend = %shared.address, "the backend does not announce FCGI_MAX_CONNS (php-fpm never does): the cap stays {} and adapts; set max_conns or php_fpm_config to give the real figure", state.capacity.cap());
+                }
+                None => {}
             }
             state.backend_values = Some(values.clone());
         }
