@@ -401,3 +401,52 @@ async fn a_hanging_server_with_a_queue_does_not_delay_requests_to_the_other() {
     );
     assert_eq!(served as u64, healthy.requests());
 }
+
+#[tokio::test]
+async fn a_full_listen_queue_lowers_the_cap_and_ends_in_503_not_502() {
+    // A unix socket whose backlog is full: connect(2) fails with EAGAIN, the kernel's way of
+    // saying the backend is busy. Nothing ever accepts here.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&socket2::SockAddr::unix(&path).unwrap())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let address = socket2::SockAddr::unix(&path).unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        let filler =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        match filler.connect(&address) {
+            Ok(()) => fillers.push(filler),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) => panic!("{error}"),
+        }
+        assert!(fillers.len() < 64, "the backlog never filled");
+    }
+    let gateway = start_gateway(
+        "",
+        &Address::Unix(path.clone()),
+        "max_conns = 4\nqueue_timeout = \"500ms\"\nread_timeout = \"1s\"",
+    )
+    .await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    let response = client.get("/").await.unwrap();
+    assert_eq!(
+        response.status,
+        503,
+        "busy, not broken: {}",
+        response.text()
+    );
+    assert_eq!(response.header("retry-after"), Some("1"));
+    let stats = pool_stats(&gateway);
+    assert!(stats.listen_queue_full >= 1, "{stats:?}");
+    assert_eq!(
+        stats.cap_reduced_by.as_deref(),
+        Some("ListenQueueFull"),
+        "{stats:?}"
+    );
+    drop(fillers);
+}
