@@ -566,15 +566,13 @@ impl PoolShared {
         if let Ok(values) = &answer {
             let mut state = shared.lock();
             match values.max_conns {
-                Some(max_conns) => {
-                    if state.capacity.learned(max_conns) {
-                        tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
-                    }
+                Some(max_conns) if state.capacity.learned(max_conns) => {
+                    tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
                 }
                 None if state.capacity.source() == &CapSource::Default => {
                     tracing::info!(backend = %shared.address, "the backend does not announce FCGI_MAX_CONNS (php-fpm never does): the cap stays {} and adapts; set max_conns or php_fpm_config to give the real figure", state.capacity.cap());
                 }
-                None => {}
+                _ => {}
             }
             state.backend_values = Some(values.clone());
         }
