@@ -16,7 +16,9 @@ pub(crate) trait ResponseObserver: Send + Sync {
     fn first_response(&self, connection: ConnectionId, waited: Duration);
     /// A fresh connection's first request is still unanswered after its bound; `completed_before`
     /// is the pool's count of finished requests when it was sent.
-    fn still_unanswered(&self, connection: ConnectionId, completed_before: u64);
+    /// Returns true when it concluded the connection waits in the backlog; false when there
+    /// was no evidence yet (nobody else served either), and the watch should look again.
+    fn still_unanswered(&self, connection: ConnectionId, completed_before: u64) -> bool;
     /// The backend refused a request with FCGI_OVERLOADED.
     fn overloaded(&self, connection: ConnectionId);
 }
@@ -27,6 +29,8 @@ pub(crate) struct FirstResponseWatch {
     pub(crate) sent_at: tokio::time::Instant,
     pub(crate) bound: Duration,
     pub(crate) completed_before: u64,
+    /// Silent bounds so far: the next look comes one bound later.
+    pub(crate) looks: u32,
 }
 
 /// What the backend answers to one request, event by event; the pool-aware wrapper is
@@ -73,7 +77,7 @@ impl Events {
         let deadline = tokio::time::Instant::now() + self.read_timeout;
         let received = loop {
             let watch_deadline = match (&self.first_response, self.silence_reported) {
-                (Some(watch), false) => Some(watch.sent_at + watch.bound),
+                (Some(watch), false) => Some(watch.sent_at + watch.bound * (watch.looks + 1)),
                 _ => None,
             };
             match watch_deadline {
@@ -127,9 +131,16 @@ impl Events {
     }
 
     fn report_silence(&mut self) {
-        self.silence_reported = true;
-        if let (Some(observer), Some(watch)) = (&self.observer, &self.first_response) {
-            observer.still_unanswered(self.shared.id, watch.completed_before);
+        let (Some(observer), Some(watch)) = (&self.observer, &mut self.first_response) else {
+            self.silence_reported = true;
+            return;
+        };
+        // Without evidence now (a CPU-starved machine, a slow app), look again a bound later:
+        // a connection left in the backlog must not wait out read_timeout.
+        if observer.still_unanswered(self.shared.id, watch.completed_before) {
+            self.silence_reported = true;
+        } else {
+            watch.looks += 1;
         }
     }
 

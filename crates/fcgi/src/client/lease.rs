@@ -84,6 +84,7 @@ impl Lease {
                 bound: (state.first_response_average * SATURATION_FACTOR)
                     .clamp(MIN_SATURATION_BOUND, MAX_SATURATION_BOUND),
                 completed_before: state.completed,
+                looks: 0,
             }
         });
         events.observe(Arc::clone(&self.pool) as Arc<dyn ResponseObserver>, watch);
@@ -108,8 +109,7 @@ impl Lease {
         if self.keep_conn {
             self.pool.put_back(connection);
         } else {
-            connection.retire();
-            self.pool.free_slot(&mut self.pool.lock());
+            self.pool.retire(&connection);
         }
     }
 }

@@ -12,7 +12,7 @@
 //! # Races and how they are closed
 //!
 //! - *Idle connection closed by the backend.* Its driver marks it closed and then calls
-//!   [`PoolShared::forget_idle`]; a checkout that pops it first sees `is_closed()` and drops it.
+//!   [`PoolShared::forget_closed`]; a checkout that pops it first sees `is_closed()` and drops it.
 //!   Whichever comes first under the lock frees the slot; the other finds nothing to do.
 //! - *Waiter gives up (timeout, client gone) just as it is granted something.* Its guard takes
 //!   the lock: if the waiter is still queued it is removed; if not, the grant was already sent
@@ -86,6 +86,8 @@ pub(super) struct PoolState {
     unreachable: bool,
     /// (request count, closes in a row at that count) of idle connections the backend closed.
     close_pattern: (u64, u32),
+    /// Connections retired (sent without KEEP_CONN) whose sockets are not closed yet.
+    retiring: Vec<ConnectionId>,
 }
 
 pub(super) struct IdleConnection {
@@ -131,6 +133,7 @@ impl Pool {
                 backend_values: None,
                 unreachable: false,
                 close_pattern: (0, 0),
+                retiring: Vec::new(),
             }),
             next_connection_id: AtomicU64::new(1),
             opened: AtomicU64::new(0),
@@ -308,7 +311,7 @@ impl Pool {
         let weak = Arc::downgrade(shared);
         let on_closed = Box::new(move |id| {
             if let Some(shared) = weak.upgrade() {
-                shared.forget_idle(id);
+                shared.forget_closed(id);
             }
         });
         let config = &shared.config;
@@ -460,10 +463,30 @@ impl PoolShared {
         }
     }
 
-    /// Called by a connection's driver when it stops. Only an idle connection is the pool's
-    /// to forget; a leased one is released by its lease.
-    fn forget_idle(&self, id: ConnectionId) {
+    /// A connection whose last request went out without KEEP_CONN: the backend closes it. Its
+    /// slot stays taken until the socket is gone, so a worker still closing it is never counted
+    /// free — the backend never holds more connections than the cap.
+    pub(super) fn retire(&self, connection: &Connection) {
+        connection.retire();
         let mut state = self.lock();
+        // The driver marks itself closed before it reports in; checked under the lock, either
+        // this sees it closed or `forget_closed` will find the entry.
+        if connection.is_closed() {
+            self.free_slot(&mut state);
+        } else {
+            state.retiring.push(connection.id());
+        }
+    }
+
+    /// Called by a connection's driver when it stops. A retiring or idle connection is the
+    /// pool's to forget; a leased one is released by its lease.
+    fn forget_closed(&self, id: ConnectionId) {
+        let mut state = self.lock();
+        if let Some(position) = state.retiring.iter().position(|retiring| *retiring == id) {
+            state.retiring.swap_remove(position);
+            self.free_slot(&mut state);
+            return;
+        }
         if let Some(position) = state
             .idle
             .iter()

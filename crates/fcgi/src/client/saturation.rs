@@ -33,12 +33,12 @@ impl ResponseObserver for PoolShared {
         }
     }
 
-    fn still_unanswered(&self, connection: ConnectionId, completed_before: u64) {
+    fn still_unanswered(&self, connection: ConnectionId, completed_before: u64) -> bool {
         let mut state = self.lock();
         let others_served = state.completed > completed_before || !state.idle.is_empty();
         if !others_served {
             // Nobody is being served: the app is slow (or down), not short of workers.
-            return;
+            return false;
         }
         if !state.stuck.contains(&connection) {
             state.stuck.push(connection);
@@ -55,6 +55,7 @@ impl ResponseObserver for PoolShared {
             "a new connection got no answer while others were served: the backend has fewer \
              workers than the pool had connections"
         );
+        true
     }
 
     fn overloaded(&self, connection: ConnectionId) {
