@@ -113,9 +113,8 @@ async fn accept_loop(listener: Listener, backend: Address, counters: Arc<Counter
                     let open = OpenConnection::new(&counters);
                     let backend = backend.clone();
                     connections.spawn(async move {
-                        let _open = open;
                         if let Ok(server) = connect(&backend).await {
-                            relay(client, server).await;
+                            relay(client, server, open).await;
                         }
                     });
                 }
@@ -127,7 +126,9 @@ async fn accept_loop(listener: Listener, backend: Address, counters: Arc<Counter
     }
 }
 
-async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream) {
+/// Relays until one side is done. The count is released before the sockets close: otherwise the
+/// gateway, seeing the close, may connect again while this relay still counts the old one.
+async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream, open: OpenConnection) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let mut upstream = std::pin::pin!(pump(client_read, server_write));
@@ -143,6 +144,7 @@ async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream) {
         // The backend closed (or either side failed): everything goes.
         _ = &mut downstream => {}
     }
+    drop(open);
 }
 
 /// Copies until EOF or an error; hands the writer back so the caller can shut it down.
