@@ -104,7 +104,7 @@ write_report() {
   {
     echo "# fcgate side-by-side benchmark, $(date '+%Y-%m-%d %H:%M %Z')"
     echo
-    echo "Commit $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)," \
+    echo "fcgate at $measured_commit," \
       "$(nproc) cores, $(uname -sr), load average before the run: $load_before."
     echo "$LOADGEN (HTTP/1.1, $LOAD_THREADS threads) with $CONNECTIONS connections for $DURATION, $ROUNDS rounds, peers interleaved;" \
       "php-fpm pm=static, $PHP_CHILDREN children; every peer with $WORKERS workers/threads."
