@@ -84,6 +84,10 @@ pub struct SettingFlags {
     /// Response body kept in memory up to this, then spooled to a temp file [default: 256KiB]
     #[arg(long, value_name = "SIZE")]
     pub response_buffer_size: Option<ByteSize>,
+    /// Response bytes held for a client that reads slower than the backend writes (memory and
+    /// temp file); past it the request is aborted. 0 = no limit [default: 1GiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_response_buffer: Option<ByteSize>,
     /// Time allowed to receive the request headers [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub client_header_timeout: Option<Duration>,
@@ -129,6 +133,14 @@ pub struct SettingFlags {
     /// FCGI_ABORT_REQUEST and keep the connection; 0s closes it at once [default: 0s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub abort_drain_timeout: Option<Duration>,
+    /// Several requests per backend connection: auto (when the backend announces
+    /// FCGI_MPXS_CONNS=1), on (unless it announces 0), force, off [default: auto]
+    #[arg(long, value_name = "MODE")]
+    pub multiplex: Option<String>,
+    /// Most requests in flight on one multiplexed connection [default: 64, or fewer as the
+    /// backend's FCGI_MAX_REQS / FCGI_MAX_CONNS says]
+    #[arg(long, value_name = "N")]
+    pub max_reqs_per_conn: Option<usize>,
     /// TCP keepalive probes on backend sockets, to notice a vanished backend host [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub socket_keepalive: Option<bool>,

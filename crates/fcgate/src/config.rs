@@ -92,6 +92,9 @@ pub struct ClientLimits {
     pub client_body_buffer_size: usize,
     /// Response body bytes kept in memory before spooling to a temp file.
     pub response_buffer_size: usize,
+    /// Response bytes held for a slow client, memory and temp file together, before the
+    /// request is aborted; `u64::MAX` when configured as 0 (unlimited).
+    pub max_response_buffer: u64,
     /// Time allowed to receive the request headers.
     pub client_header_timeout: Duration,
 }

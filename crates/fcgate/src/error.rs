@@ -31,6 +31,12 @@ pub enum GatewayError {
         /// How many times it was tried.
         attempts: u32,
     },
+    /// The backend kept answering FCGI_CANT_MPX_CONN, even on a connection of the request's own.
+    #[error("the backend answered FCGI_CANT_MPX_CONN {attempts} times")]
+    CannotMultiplex {
+        /// How many times it was tried.
+        attempts: u32,
+    },
     /// The request body is larger than `client_max_body_size`.
     #[error("request body larger than client_max_body_size ({limit} bytes)")]
     BodyTooLarge {
@@ -65,6 +71,7 @@ impl GatewayError {
             GatewayError::Backend(_)
             | GatewayError::BadResponseHead(_)
             | GatewayError::MissingResponseHead
+            | GatewayError::CannotMultiplex { .. }
             | GatewayError::NoUpstream => StatusCode::BAD_GATEWAY,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest(_) | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,

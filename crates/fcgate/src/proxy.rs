@@ -26,7 +26,7 @@ use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
 use crate::request_body;
-use crate::response_spool::{log_backend_stderr, spool_response};
+use crate::response_spool::{log_backend_stderr, spool_response, SpoolLimits};
 use crate::route::{self, Route};
 use crate::upstream::Upstream;
 
@@ -55,6 +55,9 @@ enum Answer {
     Response(Response<ResponseBody>),
     /// END_REQUEST with FCGI_OVERLOADED before any output: not processed, may be retried.
     Overloaded,
+    /// END_REQUEST with FCGI_CANT_MPX_CONN: not processed; the pool stopped multiplexing, so
+    /// the request goes again on a connection of its own.
+    CannotMultiplex,
     /// The connection died before the backend sent anything.
     Lost(fcgi::client::ClientError),
 }
@@ -136,6 +139,7 @@ impl Gateway {
         // Servers ruled out for this request: a connect failed, or a fresh connection died.
         let mut ruled_out: Vec<usize> = Vec::new();
         let mut overloaded_answers = 0;
+        let mut cannot_multiplex_answers = 0;
         let mut retried_lost_connection = false;
         let mut refused_since: Option<tokio::time::Instant> = None;
         let mut refused_backoff = REFUSED_BACKOFF;
@@ -227,6 +231,19 @@ impl Gateway {
                     upstream.count_retry();
                     tokio::time::sleep(OVERLOADED_BACKOFF * overloaded_answers).await;
                 }
+                Answer::CannotMultiplex => {
+                    cannot_multiplex_answers += 1;
+                    if cannot_multiplex_answers >= OVERLOADED_ATTEMPTS {
+                        return Err(GatewayError::CannotMultiplex {
+                            attempts: cannot_multiplex_answers,
+                        });
+                    }
+                    upstream.count_retry();
+                    tracing::info!(
+                        request = request_id,
+                        "FCGI_CANT_MPX_CONN: sending again on a connection of its own"
+                    );
+                }
                 // The connection died before any answer. The app may or may not have read the
                 // request, so only requests that may be repeated go again (docs/architecture.md).
                 Answer::Lost(error) => {
@@ -235,7 +252,7 @@ impl Gateway {
                     if !repeatable {
                         return Err(error.into());
                     }
-                    if reused && !retried_lost_connection {
+                    if (reused || error.is_multiplexing_refused()) && !retried_lost_connection {
                         // Most likely closed by the backend while pooled (a recycled worker):
                         // once more, on a fresh connection to the same server.
                         retried_lost_connection = true;
@@ -295,6 +312,9 @@ impl Gateway {
                 ResponseEvent::End(end) if end.protocol_status == ProtocolStatus::Overloaded => {
                     return Ok(Answer::Overloaded);
                 }
+                ResponseEvent::End(end) if end.protocol_status == ProtocolStatus::CantMpxConn => {
+                    return Ok(Answer::CannotMultiplex);
+                }
                 ResponseEvent::End(_) => return Err(GatewayError::MissingResponseHead),
             }
         }
@@ -333,7 +353,11 @@ impl Gateway {
                 Some(Err(error)) => return Err(error.into()),
             }
         }
-        let body = spool_response(chunks, events, memory_limit, request_id);
+        let limits = SpoolLimits {
+            memory: memory_limit,
+            total: self.config.limits.max_response_buffer,
+        };
+        let body = spool_response(chunks, events, limits, request_id);
         Ok(build_response(head, body))
     }
 }

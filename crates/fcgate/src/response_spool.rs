@@ -5,7 +5,10 @@
 //! `response_buffer_size`, then appended to a nameless temp file, so a slow client holds
 //! neither a backend connection (and the app worker behind it) nor unbounded memory.
 //! If the client goes away first, the pump stops and drops the stream, which aborts the request
-//! (FCGI_ABORT_REQUEST, then close or drain per `abort_drain_timeout`).
+//! (FCGI_ABORT_REQUEST, then close or drain per `abort_drain_timeout`). The same happens when
+//! the client falls `max_response_buffer` bytes behind: the pump never waits for the client (on a
+//! multiplexed connection that would stall every other request), so this bound is what keeps a
+//! client that stopped reading from filling the disk; the client's body ends in an error.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
@@ -28,16 +31,28 @@ struct SpoolState {
     file: Option<Arc<std::fs::File>>,
     /// Bytes of the temp file fully written and readable.
     file_length: u64,
+    /// Bytes of the temp file the client has read.
+    file_read: u64,
     /// `Some(Ok)` after END_REQUEST, `Some(Err)` when the backend failed mid-response.
     end: Option<Result<(), String>>,
     reader_gone: bool,
+}
+
+/// How much of a response a spool holds for its client.
+#[derive(Clone, Copy, Debug)]
+pub struct SpoolLimits {
+    /// Kept in memory up to this (`response_buffer_size`), then in a temp file.
+    pub memory: usize,
+    /// Unread bytes, memory and file together, before the request is aborted
+    /// (`max_response_buffer`).
+    pub total: u64,
 }
 
 struct Spool {
     state: Mutex<SpoolState>,
     /// One reader, one writer: `notify_one` keeps a permit when the reader is not waiting.
     changed: Notify,
-    memory_limit: usize,
+    limits: SpoolLimits,
 }
 
 impl Spool {
@@ -50,7 +65,7 @@ impl Spool {
     async fn push(&self, data: Bytes) -> std::io::Result<()> {
         let (file, offset) = {
             let mut state = self.lock();
-            if state.file.is_none() && state.memory_bytes + data.len() <= self.memory_limit {
+            if state.file.is_none() && state.memory_bytes + data.len() <= self.limits.memory {
                 state.memory_bytes += data.len();
                 state.memory.push_back(data);
                 drop(state);
@@ -81,6 +96,12 @@ impl Spool {
 
     fn reader_gone(&self) -> bool {
         self.lock().reader_gone
+    }
+
+    /// Bytes written for the client and not read by it yet.
+    fn unread(&self) -> u64 {
+        let state = self.lock();
+        state.memory_bytes as u64 + (state.file_length - state.file_read)
     }
 }
 
@@ -127,6 +148,7 @@ impl SpoolReader {
                         Err(join_error) => return Some(Err(std::io::Error::other(join_error))),
                     };
                     self.file_offset += length;
+                    self.spool.lock().file_read = self.file_offset;
                     return Some(Ok(Bytes::from(chunk)));
                 }
                 None => self.spool.changed.notified().await,
@@ -146,7 +168,7 @@ impl Drop for SpoolReader {
 pub fn spool_response(
     already_read: Vec<Bytes>,
     events: ResponseStream,
-    memory_limit: usize,
+    limits: SpoolLimits,
     request_id: u64,
 ) -> ResponseBody {
     let state = SpoolState {
@@ -157,7 +179,7 @@ pub fn spool_response(
     let spool = Arc::new(Spool {
         state: Mutex::new(state),
         changed: Notify::new(),
-        memory_limit,
+        limits,
     });
     tokio::spawn(pump(events, Arc::clone(&spool), request_id));
     let reader = SpoolReader {
@@ -186,6 +208,16 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, request_id: u64) {
                     tracing::error!(request = request_id, "response spool failed: {error}");
                     spool.finish(Err(error.to_string()));
                     return;
+                }
+                if spool.unread() > spool.limits.total {
+                    tracing::warn!(
+                        request = request_id,
+                        limit = spool.limits.total,
+                        "the client reads slower than the backend writes and fell \
+                         max_response_buffer behind; aborting the request"
+                    );
+                    spool.finish(Err("response exceeded max_response_buffer".to_owned()));
+                    return; // dropping the stream aborts the request
                 }
             }
             Ok(ResponseEvent::Stderr(data)) => log_backend_stderr(request_id, &data),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fcgi::client::{ClientError, Pool, PoolConfig, RequestBody, ResponseEvent};
+use fcgi::client::{ClientError, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent};
 use fcgi::net::{Address, Listener};
 use fcgi::server::{
     serve_connection, Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig,
@@ -136,8 +136,13 @@ async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientE
         .unwrap())
 }
 
+/// A configured cap and no multiplexing: nothing to ask the backend, so no management
+/// connection shows up in the connection counts.
 fn config(max_conns: usize) -> PoolConfig {
-    PoolConfig::with_max_conns(max_conns)
+    PoolConfig {
+        multiplex: Multiplexing::Off,
+        ..PoolConfig::with_max_conns(max_conns)
+    }
 }
 
 #[tokio::test]

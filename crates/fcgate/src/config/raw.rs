@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub client_body_buffer_size: Option<ByteSize>,
     /// `response_buffer_size`
     pub response_buffer_size: Option<ByteSize>,
+    /// `max_response_buffer`
+    pub max_response_buffer: Option<ByteSize>,
     /// `client_header_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub client_header_timeout: Option<Duration>,
@@ -79,6 +81,10 @@ pub struct RawUpstream {
     pub retry_non_idempotent: Option<bool>,
     /// `upstream.socket_keepalive`
     pub socket_keepalive: Option<bool>,
+    /// `upstream.multiplex`
+    pub multiplex: Option<String>,
+    /// `upstream.max_reqs_per_conn`
+    pub max_reqs_per_conn: Option<usize>,
     /// `upstream.abort_drain_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub abort_drain_timeout: Option<Duration>,
@@ -139,6 +145,7 @@ impl RawConfig {
                 .client_body_buffer_size
                 .or(self.client_body_buffer_size),
             response_buffer_size: flags.response_buffer_size.or(self.response_buffer_size),
+            max_response_buffer: flags.max_response_buffer.or(self.max_response_buffer),
             client_header_timeout: flags.client_header_timeout.or(self.client_header_timeout),
             shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
@@ -157,6 +164,8 @@ impl RawConfig {
                 fail_timeout: flags.fail_timeout.or(self.upstream.fail_timeout),
                 health_interval: flags.health_interval.or(self.upstream.health_interval),
                 socket_keepalive: flags.socket_keepalive.or(self.upstream.socket_keepalive),
+                multiplex: flags.multiplex.clone().or(self.upstream.multiplex),
+                max_reqs_per_conn: flags.max_reqs_per_conn.or(self.upstream.max_reqs_per_conn),
                 abort_drain_timeout: flags
                     .abort_drain_timeout
                     .or(self.upstream.abort_drain_timeout),

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fcgi::client::{ConfiguredCap, PoolConfig};
+use fcgi::client::{ConfiguredCap, Multiplexing, PoolConfig};
 use fcgi::net::Address;
 
 use super::raw::{RawConfig, RawUpstream};
@@ -25,6 +25,8 @@ const DEFAULT_SCRIPT_EXTENSION: &str = "php";
 const DEFAULT_CLIENT_MAX_BODY_SIZE: u64 = 8 << 20;
 const DEFAULT_CLIENT_BODY_BUFFER_SIZE: u64 = 64 << 10;
 const DEFAULT_RESPONSE_BUFFER_SIZE: u64 = 256 << 10;
+/// nginx's `fastcgi_max_temp_file_size` default.
+const DEFAULT_MAX_RESPONSE_BUFFER: u64 = 1 << 30;
 const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -69,6 +71,11 @@ impl RawConfig {
                 self.response_buffer_size,
                 DEFAULT_RESPONSE_BUFFER_SIZE,
             )?,
+            max_response_buffer: match self.max_response_buffer {
+                Some(ByteSize(0)) => u64::MAX,
+                Some(ByteSize(bytes)) => bytes,
+                None => DEFAULT_MAX_RESPONSE_BUFFER,
+            },
             client_header_timeout: positive(
                 "client_header_timeout",
                 self.client_header_timeout,
@@ -279,6 +286,18 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         abort_drain_timeout: raw
             .abort_drain_timeout
             .unwrap_or(defaults.abort_drain_timeout),
+        multiplex: parse_multiplex(raw.multiplex.as_deref())?,
+        max_reqs_per_conn: match raw.max_reqs_per_conn {
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    "upstream.max_reqs_per_conn",
+                    "must be at least 1",
+                ))
+            }
+            Some(limit) => limit,
+            None => defaults.max_reqs_per_conn,
+        },
+        ..defaults
     };
     // An explicit max_conns wins over php-fpm's figure; pm.max_requests still applies.
     let limits = php_fpm_caps(raw, &servers)?;
@@ -348,6 +367,21 @@ fn php_fpm_caps(
 }
 
 /// `ADDR [weight=N] [backup]`, as in an nginx `upstream` block.
+fn parse_multiplex(raw: Option<&str>) -> Result<Multiplexing, ConfigError> {
+    Ok(match raw {
+        None | Some("auto") => Multiplexing::Auto,
+        Some("on") => Multiplexing::On,
+        Some("force") => Multiplexing::Force,
+        Some("off") => Multiplexing::Off,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "upstream.multiplex",
+                format!("\"{other}\" is not one of auto, on, force, off"),
+            ))
+        }
+    })
+}
+
 fn parse_server(text: &str) -> Result<UpstreamServer, String> {
     let mut words = text.split_whitespace();
     let address = Address::parse(words.next().unwrap_or_default()).map_err(|e| e.to_string())?;

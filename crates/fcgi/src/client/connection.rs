@@ -7,10 +7,11 @@
 //! something unexpected, and reports that through the `on_closed` callback the pool gave it: a
 //! dead connection is not handed out. Here: encoding a request (BEGIN_REQUEST, PARAMS, STDIN)
 //! into frames, request id allocation, abort and retirement. The pool decides which requests
-//! share a connection; this module only keeps the ids apart, so several requests in flight on
-//! one connection need no change here.
+//! share a connection; this module only keeps the ids apart. A body longer than one record goes
+//! to the driver record by record, so the requests sharing a connection take turns on the socket
+//! instead of one upload holding it for its whole length.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::driver::{Command, Driver, Outgoing};
+use super::driver::{Command, Driver, DriverSettings, Outgoing};
 use super::error::{ClientError, ConnectionFailure};
 use super::events::Events;
 use super::request_ids::RequestIds;
@@ -73,21 +74,22 @@ pub(super) struct Shared {
     pub(super) closed_right_after_end: AtomicBool,
 }
 
-/// A handle on one open connection. The pool owns it while idle, a lease while busy.
+/// A handle on one open connection. The pool owns it while idle, a lease while busy; the
+/// leases of a multiplexed connection hold clones.
+#[derive(Clone)]
 pub(crate) struct Connection {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
 }
 
 impl Connection {
-    /// Connects to `address` and starts the driver. `on_closed` runs once, from the driver,
-    /// when the connection is gone for any reason.
-    pub(crate) async fn open(
+    /// Connects to `address` and starts the driver. `settings.on_closed` runs once, from the
+    /// driver, when the connection is gone for any reason.
+    pub(super) async fn open(
         address: &Address,
         id: ConnectionId,
-        send_timeout: Duration,
         socket_keepalive: bool,
-        on_closed: Box<dyn FnOnce(ConnectionId) + Send>,
+        settings: DriverSettings,
     ) -> std::io::Result<Connection> {
         let stream = net::connect(address).await?;
         if socket_keepalive {
@@ -104,7 +106,7 @@ impl Connection {
             ids: Mutex::new(RequestIds::default()),
             closed_right_after_end: AtomicBool::new(false),
         });
-        let commands = Driver::spawn(Arc::clone(&shared), read, write, send_timeout, on_closed);
+        let commands = Driver::spawn(Arc::clone(&shared), read, write, settings);
         Ok(Connection { shared, commands })
     }
 
@@ -191,29 +193,48 @@ impl Connection {
             params.finish();
         }
         let mut payload = vec![Outgoing::Block(head.freeze())];
+        let mut later_records = Vec::new();
         let mut streamed_body = None;
         match body {
             RequestBody::Empty => {}
-            RequestBody::Memory(bytes) => payload.extend(
-                crate::protocol::stream_frames(RecordType::Stdin, request_id, bytes)
-                    .map(Outgoing::Frame),
-            ),
+            RequestBody::Memory(bytes) => {
+                let mut frames =
+                    crate::protocol::stream_frames(RecordType::Stdin, request_id, bytes)
+                        .map(Outgoing::Frame);
+                payload.extend(frames.next());
+                later_records.extend(frames);
+            }
             RequestBody::Reader { reader, length } => streamed_body = Some((reader, length)),
         }
         let end_of_stdin = Outgoing::Frame(Frame::end_of_stream(RecordType::Stdin, request_id));
         if streamed_body.is_none() {
-            payload.push(end_of_stdin);
+            if later_records.is_empty() {
+                payload.push(end_of_stdin);
+            } else {
+                later_records.push(end_of_stdin);
+            }
         }
 
         let (events, event_receiver) = mpsc::unbounded_channel();
+        let unread = Arc::new(AtomicUsize::new(0));
         self.command(Command::Begin {
             request_id,
             events,
+            unread: Arc::clone(&unread),
             payload,
         })
         .await?;
+        // One record per command: the channel interleaves them with other requests' records.
+        for record in later_records {
+            self.command(Command::Write(vec![record])).await?;
+        }
         if let Some((reader, length)) = streamed_body {
-            self.stream_body(request_id, reader, length).await?;
+            let streamed = self.stream_body(request_id, reader, length).await;
+            if let Err(error) = streamed {
+                // Half a request is on the wire; on a shared connection only it must go.
+                self.abort(request_id, false);
+                return Err(error);
+            }
             self.command(Command::Write(vec![Outgoing::Frame(Frame::end_of_stream(
                 RecordType::Stdin,
                 request_id,
@@ -224,6 +245,7 @@ impl Connection {
             request_id,
             Arc::clone(&self.shared),
             event_receiver,
+            unread,
             read_timeout,
         ))
     }

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +65,8 @@ pub(super) enum Command {
     Begin {
         request_id: RequestId,
         events: mpsc::UnboundedSender<EventResult>,
+        /// Response bytes sent to `events` and not yet taken out by the reader.
+        unread: Arc<AtomicUsize>,
         payload: Vec<Outgoing>,
     },
     Write(Vec<Outgoing>),
@@ -81,6 +83,26 @@ pub(super) enum Command {
 struct Route {
     request_id: RequestId,
     events: mpsc::UnboundedSender<EventResult>,
+    unread: Arc<AtomicUsize>,
+    /// Aborted for running too far ahead of its reader: its output is dropped, and the route
+    /// stays until END_REQUEST so the id is not reused before the backend lets go of it.
+    overflowed: bool,
+}
+
+/// What the pool learns when a driver stops.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClosedReport {
+    pub(crate) connection: ConnectionId,
+    /// It died of a protocol error with several requests in flight: the backend does not
+    /// multiplex.
+    pub(crate) multiplexing_refused: bool,
+}
+
+/// What the pool tells a new driver.
+pub(super) struct DriverSettings {
+    pub(super) send_timeout: Duration,
+    pub(super) max_request_buffer: usize,
+    pub(super) on_closed: Box<dyn FnOnce(ClosedReport) + Send>,
 }
 
 pub(super) struct Driver {
@@ -96,6 +118,7 @@ pub(super) struct Driver {
     /// Bytes of `outgoing.front()` already written.
     written: usize,
     send_timeout: Duration,
+    max_request_buffer: usize,
     write_deadline: Option<tokio::time::Instant>,
     retire_deadline: Option<tokio::time::Instant>,
     /// Close as soon as everything queued has been written (after an abort).
@@ -110,8 +133,7 @@ impl Driver {
         shared: Arc<Shared>,
         read: ReadHalf,
         write: WriteHalf,
-        send_timeout: Duration,
-        on_closed: Box<dyn FnOnce(ConnectionId) + Send>,
+        settings: DriverSettings,
     ) -> mpsc::Sender<Command> {
         let (commands, command_receiver) = mpsc::channel(MAX_QUEUED_COMMANDS);
         let driver = Driver {
@@ -124,22 +146,23 @@ impl Driver {
             routes: Vec::new(),
             outgoing: VecDeque::new(),
             written: 0,
-            send_timeout,
+            send_timeout: settings.send_timeout,
+            max_request_buffer: settings.max_request_buffer,
             write_deadline: None,
             retire_deadline: None,
             close_when_flushed: false,
             last_end: None,
         };
+        let on_closed = settings.on_closed;
         tokio::spawn(async move {
-            let id = driver.shared.id;
-            driver.run().await;
-            on_closed(id);
+            let report = driver.run().await;
+            on_closed(report);
         });
         commands
     }
 
-    async fn run(mut self) {
-        let failure = self.drive().await;
+    async fn run(mut self) -> ClosedReport {
+        let mut failure = self.drive().await;
         self.shared.closed.store(true, Ordering::Release);
         self.shared.close.cancel();
         if !matches!(failure, ConnectionFailure::ClosedByGateway) || !self.routes.is_empty() {
@@ -150,8 +173,20 @@ impl Driver {
                 "backend connection closed: {failure}"
             );
         }
+        let multiplexing_refused = self.routes.len() > 1
+            && matches!(
+                failure,
+                ConnectionFailure::Protocol(_) | ConnectionFailure::Unexpected { .. }
+            );
+        if multiplexing_refused {
+            failure = ConnectionFailure::MultiplexingRefused(failure.to_string());
+        }
         for route in self.routes.drain(..) {
             let _ = route.events.send(Err(failure.clone()));
+        }
+        ClosedReport {
+            connection: self.shared.id,
+            multiplexing_refused,
         }
     }
 
@@ -219,9 +254,15 @@ impl Driver {
             Command::Begin {
                 request_id,
                 events,
+                unread,
                 payload,
             } => {
-                self.routes.push(Route { request_id, events });
+                self.routes.push(Route {
+                    request_id,
+                    events,
+                    unread,
+                    overflowed: false,
+                });
                 self.outgoing.extend(payload);
             }
             Command::Write(payload) => self.outgoing.extend(payload),
@@ -229,12 +270,16 @@ impl Driver {
                 self.retire_deadline = Some(tokio::time::Instant::now() + RETIRE_GRACE);
             }
             Command::Abort { request_id, close } => {
-                let header = record_header(RecordType::AbortRequest, request_id, 0);
-                self.outgoing
-                    .push_back(Outgoing::Block(Bytes::copy_from_slice(&header)));
+                self.queue_abort(request_id);
                 self.close_when_flushed |= close;
             }
         }
+    }
+
+    fn queue_abort(&mut self, request_id: RequestId) {
+        let header = record_header(RecordType::AbortRequest, request_id, 0);
+        self.outgoing
+            .push_back(Outgoing::Block(Bytes::copy_from_slice(&header)));
     }
 
     fn advance(&mut self, mut count: usize) {
@@ -291,9 +336,31 @@ impl Driver {
             }
             _ => return Err(unexpected(&record)),
         };
-        // A receiver that is gone belongs to a request the gateway gave up on; its lease
-        // closes the connection, so the data has nowhere to go.
-        let _ = self.routes[position].events.send(Ok(event));
+        let route = &mut self.routes[position];
+        if route.overflowed {
+            return Ok(());
+        }
+        let length = match &event {
+            ResponseEvent::Stdout(data) | ResponseEvent::Stderr(data) => data.len(),
+            ResponseEvent::End(_) => 0,
+        };
+        let unread = route.unread.fetch_add(length, Ordering::AcqRel) + length;
+        if unread > self.max_request_buffer {
+            // Never stop reading a shared connection for one slow reader: give up on its
+            // request alone (FastCGI has no flow control to ask the backend to wait).
+            route.overflowed = true;
+            let _ = route
+                .events
+                .send(Err(ConnectionFailure::ResponseBufferExceeded {
+                    limit: self.max_request_buffer,
+                }));
+            let request_id = route.request_id;
+            self.queue_abort(request_id);
+            return Ok(());
+        }
+        // A receiver that is gone belongs to a request the gateway gave up on (aborted, the
+        // route kept until END_REQUEST): the data has nowhere to go.
+        let _ = route.events.send(Ok(event));
         Ok(())
     }
 }

@@ -42,6 +42,20 @@ pub enum ConnectionFailure {
     /// This side closed the connection (pool shutdown, a failed request, an abort).
     #[error("the connection was closed by the gateway")]
     ClosedByGateway,
+    /// The request's reader fell `limit` bytes behind the backend; the request alone was
+    /// aborted so the connection's other requests keep flowing.
+    #[error("the response ran {limit} bytes ahead of its reader; the request was aborted")]
+    ResponseBufferExceeded {
+        /// `max_request_buffer`.
+        limit: usize,
+    },
+    /// The backend broke the protocol while several requests shared the connection: it does
+    /// not multiplex, whatever it was thought to do. The request may go again on a connection
+    /// of its own.
+    #[error(
+        "the backend failed with several requests on one connection ({0}); it does not multiplex"
+    )]
+    MultiplexingRefused(String),
 }
 
 impl From<io::Error> for ConnectionFailure {
@@ -154,7 +168,21 @@ impl ClientError {
         matches!(
             self,
             ClientError::Connection {
-                failure: ConnectionFailure::ClosedByBackend | ConnectionFailure::Io { .. },
+                failure: ConnectionFailure::ClosedByBackend
+                    | ConnectionFailure::Io { .. }
+                    | ConnectionFailure::MultiplexingRefused(_),
+                ..
+            }
+        )
+    }
+
+    /// The connection failed because the backend does not multiplex: worth sending again on
+    /// a connection of its own even if this one was fresh.
+    pub fn is_multiplexing_refused(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connection {
+                failure: ConnectionFailure::MultiplexingRefused(_),
                 ..
             }
         )

@@ -1,6 +1,7 @@
 //! The receiving end of one request on a connection: events in order, `read_timeout` between
 //! them, and the first-response watch that feeds the pool's saturation detection.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub(crate) trait ResponseObserver: Send + Sync {
     fn still_unanswered(&self, connection: ConnectionId, completed_before: u64) -> bool;
     /// The backend refused a request with FCGI_OVERLOADED.
     fn overloaded(&self, connection: ConnectionId);
+    /// The backend refused a request with FCGI_CANT_MPX_CONN: it does not multiplex.
+    fn cannot_multiplex(&self, connection: ConnectionId);
 }
 
 /// Watches the first request on a fresh connection: an answer that does not start within
@@ -39,6 +42,8 @@ pub(crate) struct Events {
     pub(crate) request_id: RequestId,
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<EventResult>,
+    /// Response bytes the driver queued for this request and not taken out yet.
+    unread: Arc<AtomicUsize>,
     read_timeout: Duration,
     observer: Option<Arc<dyn ResponseObserver>>,
     first_response: Option<FirstResponseWatch>,
@@ -50,12 +55,14 @@ impl Events {
         request_id: RequestId,
         shared: Arc<Shared>,
         events: mpsc::UnboundedReceiver<EventResult>,
+        unread: Arc<AtomicUsize>,
         read_timeout: Duration,
     ) -> Events {
         Events {
             request_id,
             shared,
             events,
+            unread,
             read_timeout,
             observer: None,
             first_response: None,
@@ -145,6 +152,9 @@ impl Events {
     }
 
     fn noticed(&mut self, event: &ResponseEvent) {
+        if let ResponseEvent::Stdout(data) | ResponseEvent::Stderr(data) = event {
+            self.unread.fetch_sub(data.len(), Ordering::AcqRel);
+        }
         let Some(observer) = &self.observer else {
             return;
         };
@@ -152,8 +162,10 @@ impl Events {
             observer.first_response(self.shared.id, watch.sent_at.elapsed());
         }
         if let ResponseEvent::End(end) = event {
-            if end.protocol_status == ProtocolStatus::Overloaded {
-                observer.overloaded(self.shared.id);
+            match end.protocol_status {
+                ProtocolStatus::Overloaded => observer.overloaded(self.shared.id),
+                ProtocolStatus::CantMpxConn => observer.cannot_multiplex(self.shared.id),
+                _ => {}
             }
         }
     }

@@ -5,6 +5,11 @@
 //! FCGI_ABORT_REQUEST and then closes the connection, or, with `abort_drain_timeout`, waits that
 //! long for the backend's END_REQUEST and keeps the connection. Any other request that did not end
 //! cleanly (an error, a timeout) leaves the connection in an unknown state: it is closed.
+//!
+//! A lease on a multiplexed connection holds one request slot on it, never the connection
+//! itself: giving up on its request sends FCGI_ABORT_REQUEST and leaves the connection to the
+//! other requests. The request's id stays taken until the backend's END_REQUEST for it
+//! (`request_ids.rs`), and its slot until then too, within `read_timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +17,9 @@ use std::time::Duration;
 use super::connection::{Connection, ConnectionId, RequestBody, ResponseEvent};
 use super::error::{ClientError, ConnectionFailure};
 use super::events::{Events, FirstResponseWatch, ResponseObserver};
+use super::multiplex::RequestEnd;
 use super::pool::PoolShared;
+use crate::protocol::RequestId;
 
 /// The shortest wait before a fresh connection's silence counts as a sign of saturation.
 const MIN_SATURATION_BOUND: Duration = Duration::from_millis(250);
@@ -27,10 +34,19 @@ pub struct Lease {
     pool: Arc<PoolShared>,
     reused: bool,
     keep_conn: bool,
+    /// One request slot on a connection shared with other requests.
+    multiplexed: bool,
+    /// The request's id once sent: what to abort when it is given up.
+    request_id: Option<RequestId>,
 }
 
 impl Lease {
-    pub(super) fn new(connection: Connection, pool: Arc<PoolShared>, reused: bool) -> Lease {
+    pub(super) fn new(
+        connection: Connection,
+        pool: Arc<PoolShared>,
+        reused: bool,
+        multiplexed: bool,
+    ) -> Lease {
         // A connection that carried no request yet is as reusable as the config allows.
         let keep_conn = pool.config.keep_conn;
         Lease {
@@ -38,7 +54,14 @@ impl Lease {
             pool,
             reused,
             keep_conn,
+            multiplexed,
+            request_id: None,
         }
+    }
+
+    /// True when the connection is shared with other requests in flight.
+    pub fn is_multiplexed(&self) -> bool {
+        self.multiplexed
     }
 
     /// The connection's id, for logs.
@@ -72,10 +95,12 @@ impl Lease {
         let first_request = connection.requests_started() == 0;
         let last_request = connection.requests_started() + 1 >= self.pool.keepalive_requests()
             || connection.age() >= config.keepalive_time;
-        self.keep_conn = config.keep_conn && !last_request;
+        // A shared connection is never ended by one of its requests: the pool drains it.
+        self.keep_conn = self.multiplexed || (config.keep_conn && !last_request);
         let mut events = connection
             .send_request(self.keep_conn, write_params, body, config.read_timeout)
             .await?;
+        self.request_id = Some(events.request_id);
         // Only a fresh connection can be sitting in the backend's listen backlog.
         let watch = first_request.then(|| {
             let state = self.pool.lock();
@@ -101,6 +126,11 @@ impl Lease {
         let Some(connection) = self.connection.take() else {
             return;
         };
+        if self.multiplexed {
+            self.pool
+                .end_shared_request(&connection, RequestEnd::Completed);
+            return;
+        }
         {
             let mut state = self.pool.lock();
             state.stuck.retain(|id| *id != connection.id());
@@ -119,6 +149,17 @@ impl Lease {
     fn abandon(mut self, events: Events) {
         let drain = self.pool.config.abort_drain_timeout;
         let runtime = tokio::runtime::Handle::try_current();
+        if self.multiplexed {
+            if let Some(connection) = &self.connection {
+                connection.abort(events.request_id, false);
+            }
+            // The slot stays taken until the backend confirms, as the id does.
+            let within = drain.max(self.pool.config.read_timeout);
+            if let Ok(runtime) = runtime {
+                runtime.spawn(self.drain(events, within));
+            }
+            return;
+        }
         match (&self.connection, runtime) {
             (Some(connection), Ok(runtime)) if !drain.is_zero() => {
                 connection.abort(events.request_id, false);
@@ -148,10 +189,27 @@ impl Lease {
             }
         })
         .await;
-        if confirmed == Ok(true) {
+        if confirmed == Ok(true) && !self.multiplexed {
             self.release();
         }
-        // Otherwise dropping the lease closes the connection.
+        // Otherwise dropping the lease closes the connection, or gives back its shared slot.
+    }
+
+    /// The request failed: an exclusive connection is closed; on a shared one only this
+    /// request is given up.
+    fn fail(mut self, error: &ClientError) {
+        if !self.multiplexed {
+            return; // dropping closes it
+        }
+        if let (Some(connection), Some(request_id), ClientError::ReadTimeout { .. }) =
+            (&self.connection, self.request_id, error)
+        {
+            connection.abort(request_id, false);
+        }
+        if let Some(connection) = self.connection.take() {
+            self.pool
+                .end_shared_request(&connection, RequestEnd::Abandoned);
+        }
     }
 
     /// Frees the slot of a connection that is going away by itself.
@@ -209,10 +267,12 @@ impl ResponseStream {
                 }
             }
             Ok(_) => {}
-            Err(_) => {
+            Err(error) => {
                 // A request that failed leaves its connection in an unknown state.
                 self.done = true;
-                self.lease = None;
+                if let Some(lease) = self.lease.take() {
+                    lease.fail(error);
+                }
             }
         }
     }
@@ -231,9 +291,18 @@ impl Drop for ResponseStream {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            connection.close();
-            self.forget(Some(&connection));
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        if self.multiplexed {
+            if let Some(request_id) = self.request_id {
+                connection.abort(request_id, false);
+            }
+            self.pool
+                .end_shared_request(&connection, RequestEnd::Abandoned);
+            return;
         }
+        connection.close();
+        self.forget(Some(&connection));
     }
 }

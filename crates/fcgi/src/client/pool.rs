@@ -28,8 +28,10 @@ use tokio::sync::oneshot;
 
 use super::capacity::{CapReduction, CapSource, Capacity};
 use super::connection::{Connection, ConnectionId};
+use super::driver::{ClosedReport, DriverSettings};
 use super::error::ClientError;
 use super::lease::Lease;
+use super::multiplex::{MultiplexState, RequestEnd, SharedConnection};
 use super::probe::{self, BackendValues, ProbeError};
 use super::stats::PoolStats;
 use super::waiting::{Grant, SlotGuard, WaitGuard, Waiter};
@@ -88,6 +90,10 @@ pub(super) struct PoolState {
     close_pattern: (u64, u32),
     /// Connections retired (sent without KEEP_CONN) whose sockets are not closed yet.
     retiring: Vec<ConnectionId>,
+    /// Whether requests share connections, and how many per connection.
+    pub(super) multiplex: MultiplexState,
+    /// Open connections while multiplexing is on (`idle` stays empty then).
+    pub(super) shared: Vec<SharedConnection>,
 }
 
 pub(super) struct IdleConnection {
@@ -97,6 +103,7 @@ pub(super) struct IdleConnection {
 
 enum Step {
     Lease(Lease),
+    Shared(Connection),
     Connect,
     Wait(WaitGuard),
 }
@@ -109,8 +116,10 @@ impl Pool {
             Some(cap) => Capacity::new(cap.value, CapSource::Configured(cap.origin.clone())),
             None => Capacity::new(PoolConfig::DEFAULT_MAX_CONNS, CapSource::Default),
         };
-        let probe = config.max_conns.is_none();
-        if probe {
+        let multiplex =
+            MultiplexState::new(config.multiplex, config.keep_conn, config.max_reqs_per_conn);
+        let probe = config.max_conns.is_none() || multiplex.wants_backend_values();
+        if config.max_conns.is_none() {
             tracing::info!(backend = %address, "connection cap {} ({}) until the backend answers FCGI_GET_VALUES", capacity.cap(), capacity.source());
         } else {
             tracing::info!(backend = %address, "connection cap {} from {}", capacity.cap(), capacity.source());
@@ -134,6 +143,8 @@ impl Pool {
                 unreachable: false,
                 close_pattern: (0, 0),
                 retiring: Vec::new(),
+                multiplex,
+                shared: Vec::new(),
             }),
             next_connection_id: AtomicU64::new(1),
             opened: AtomicU64::new(0),
@@ -180,6 +191,7 @@ impl Pool {
         loop {
             let grant = match self.step(fresh)? {
                 Step::Lease(lease) => return Ok(lease),
+                Step::Shared(connection) => return Ok(self.shared_lease(connection, true)),
                 Step::Connect => Grant::OpenSlot,
                 Step::Wait(waiter) => waiter.wait(deadline).await?,
             };
@@ -193,6 +205,7 @@ impl Pool {
                     }
                 }
                 Grant::Connection(connection) => return Ok(self.lease(connection, true)),
+                Grant::Request(connection) => return Ok(self.shared_lease(connection, true)),
                 Grant::OpenSlot => match self.connect().await {
                     Ok(lease) => return Ok(lease),
                     Err(error) => error,
@@ -210,6 +223,15 @@ impl Pool {
     fn step(&self, fresh: bool) -> Result<Step, ClientError> {
         let shared = &self.shared;
         let mut state = shared.lock();
+        if state.multiplex.enabled() {
+            // A fresh connection if a slot is free (a retry), else the least-loaded one.
+            let free_slot = state.open < state.capacity.cap() && state.waiters.is_empty();
+            if !(fresh && free_slot) {
+                if let Some(connection) = shared.take_request_slot(&mut state) {
+                    return Ok(Step::Shared(connection));
+                }
+            }
+        }
         if fresh && !state.idle.is_empty() {
             // The least recently used is the likeliest to be dead; its slot is ours.
             state.idle.remove(0).connection.close();
@@ -266,9 +288,12 @@ impl Pool {
                 .reduced_by()
                 .map(|reason| format!("{reason:?}")),
             open: state.open,
-            idle: state.idle.len(),
-            busy: state.open - state.idle.len(),
+            idle: idle_count(&state),
+            busy: state.open - idle_count(&state),
             waiting: state.waiters.len(),
+            multiplexing: state.multiplex.enabled(),
+            max_reqs_per_conn: state.multiplex.per_connection(),
+            multiplexed_in_flight: PoolShared::shared_in_flight(&state),
             opened: shared.opened.load(Ordering::Relaxed),
             reused: shared.reused.load(Ordering::Relaxed),
             queue_timeouts: shared.queue_timeouts.load(Ordering::Relaxed),
@@ -286,7 +311,8 @@ impl Pool {
     /// sends a new request to the server with the fewest.
     pub fn outstanding(&self) -> usize {
         let state = self.shared.lock();
-        state.open - state.idle.len() + state.waiters.len()
+        let exclusive_busy = state.open - state.idle.len() - state.shared.len();
+        exclusive_busy + PoolShared::shared_in_flight(&state) + state.waiters.len()
     }
 
     /// Closes every idle connection (shutdown). Busy ones finish their request first.
@@ -299,7 +325,15 @@ impl Pool {
         if reused {
             self.shared.reused.fetch_add(1, Ordering::Relaxed);
         }
-        Lease::new(connection, Arc::clone(&self.shared), reused)
+        Lease::new(connection, Arc::clone(&self.shared), reused, false)
+    }
+
+    /// A lease on a request slot already counted in the shared connection's `in_flight`.
+    fn shared_lease(&self, connection: Connection, reused: bool) -> Lease {
+        if reused {
+            self.shared.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        Lease::new(connection, Arc::clone(&self.shared), reused, true)
     }
 
     async fn connect(&self) -> Result<Lease, ClientError> {
@@ -309,21 +343,19 @@ impl Pool {
         };
         let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let weak = Arc::downgrade(shared);
-        let on_closed = Box::new(move |id| {
-            if let Some(shared) = weak.upgrade() {
-                shared.forget_closed(id);
-            }
-        });
         let config = &shared.config;
+        let settings = DriverSettings {
+            send_timeout: config.send_timeout,
+            max_request_buffer: config.max_request_buffer,
+            on_closed: Box::new(move |report| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.forget_closed(report);
+                }
+            }),
+        };
         let opened = tokio::time::timeout(
             config.connect_timeout,
-            Connection::open(
-                &shared.address,
-                id,
-                config.send_timeout,
-                config.socket_keepalive,
-                on_closed,
-            ),
+            Connection::open(&shared.address, id, config.socket_keepalive, settings),
         )
         .await;
         let error = match opened {
@@ -331,9 +363,16 @@ impl Pool {
                 slot.keep();
                 shared.opened.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(backend = %shared.address, connection = id, "connected");
-                if std::mem::take(&mut shared.lock().unreachable) && config.max_conns.is_none() {
+                let mut state = shared.lock();
+                if std::mem::take(&mut state.unreachable) && shared.wants_probe(&state) {
                     PoolShared::start_probe(shared);
                 }
+                if state.multiplex.enabled() {
+                    shared.add_shared(&mut state, connection.clone(), 1);
+                    drop(state);
+                    return Ok(self.shared_lease(connection, false));
+                }
+                drop(state);
                 return Ok(self.lease(connection, false));
             }
             // connect(2) on a unix socket whose listen queue is full fails with EAGAIN.
@@ -388,7 +427,8 @@ impl PoolShared {
     }
 
     /// A connection that finished its request cleanly comes back: closed when the cap is
-    /// coming down, else to the oldest waiter, else on top of the idle stack.
+    /// coming down, else to the oldest waiter, else on top of the idle stack — or, while
+    /// multiplexing is on, into the shared list.
     pub(super) fn put_back(&self, connection: Connection) {
         let mut state = self.lock();
         if connection.is_closed() {
@@ -400,6 +440,10 @@ impl PoolShared {
         if state.open > state.capacity.cap() {
             connection.close();
             self.free_slot(&mut state);
+            return;
+        }
+        if state.multiplex.enabled() {
+            self.add_shared(&mut state, connection, 0);
             return;
         }
         let mut grant = Grant::Connection(connection);
@@ -448,7 +492,7 @@ impl PoolShared {
 
     pub(super) fn close_all_idle(&self, state: &mut PoolState) -> usize {
         let idle = std::mem::take(&mut state.idle);
-        let count = idle.len();
+        let count = idle.len() + self.reap_shared(state, true);
         for parked in idle {
             parked.connection.close();
             self.free_slot(state);
@@ -459,6 +503,9 @@ impl PoolShared {
     pub(super) fn give_back(&self, grant: Grant) {
         match grant {
             Grant::Connection(connection) => self.put_back(connection),
+            Grant::Request(connection) => {
+                self.end_shared_request(&connection, RequestEnd::Abandoned)
+            }
             Grant::OpenSlot => self.free_slot(&mut self.lock()),
         }
     }
@@ -478,10 +525,20 @@ impl PoolShared {
         }
     }
 
-    /// Called by a connection's driver when it stops. A retiring or idle connection is the
-    /// pool's to forget; a leased one is released by its lease.
-    fn forget_closed(&self, id: ConnectionId) {
+    /// Called by a connection's driver when it stops. A retiring, idle or shared connection is
+    /// the pool's to forget; a leased one is released by its lease.
+    fn forget_closed(&self, report: ClosedReport) {
+        let id = report.connection;
         let mut state = self.lock();
+        if report.multiplexing_refused {
+            self.stop_multiplexing(
+                &mut state,
+                "a protocol error with several requests in flight",
+            );
+        }
+        if self.forget_shared(&mut state, id) {
+            return;
+        }
         if let Some(position) = state.retiring.iter().position(|retiring| *retiring == id) {
             state.retiring.swap_remove(position);
             self.free_slot(&mut state);
@@ -539,6 +596,10 @@ impl PoolShared {
 
     fn reap(&self) {
         let mut state = self.lock();
+        let shared_closed = self.reap_shared(&mut state, false);
+        if shared_closed > 0 {
+            tracing::debug!(backend = %self.address, closed = shared_closed, "closed idle multiplexed connections");
+        }
         let config = &self.config;
         let mut expired = 0;
         state.idle.retain(|idle| {
@@ -557,6 +618,57 @@ impl PoolShared {
         if expired > 0 {
             tracing::debug!(backend = %self.address, closed = expired, "closed idle connections past keepalive_timeout or keepalive_time");
         }
+    }
+
+    /// Whether the backend's FCGI_GET_VALUES answer would change anything: the cap when none is
+    /// configured, multiplexing when its mode asks.
+    fn wants_probe(&self, state: &PoolState) -> bool {
+        self.config.max_conns.is_none() || state.multiplex.wants_backend_values()
+    }
+
+    fn learn_multiplexing(&self, state: &mut PoolState, values: &BackendValues) {
+        let was = state.multiplex.enabled();
+        if state
+            .multiplex
+            .learned(values, self.config.max_reqs_per_conn)
+        {
+            tracing::info!(backend = %self.address, per_connection = state.multiplex.per_connection(), "the backend multiplexes (FCGI_MPXS_CONNS=1): requests share connections");
+            self.share_idle_connections(state);
+        } else if was && !state.multiplex.enabled() {
+            self.stop_multiplexing(state, "FCGI_MPXS_CONNS=0");
+        } else if !state.multiplex.enabled() && self.config.multiplex == super::Multiplexing::On {
+            tracing::warn!(backend = %self.address, "multiplex = on, but the backend announces FCGI_MPXS_CONNS=0: one request per connection");
+        }
+    }
+
+    /// The backend does not multiplex: no more shared connections, for good.
+    pub(super) fn stop_multiplexing(&self, state: &mut PoolState, why: &str) {
+        if !state.multiplex.refuse() {
+            return;
+        }
+        tracing::warn!(backend = %self.address, "the backend does not multiplex ({why}); one request per connection from now on");
+        for connection in self.unshare_connections(state) {
+            state.idle.push(IdleConnection {
+                connection,
+                since: Instant::now(),
+            });
+        }
+        // Each waiter now needs a connection of its own.
+        while let Some(parked) = state.idle.pop() {
+            let Some(waiter) = state.waiters.pop_front() else {
+                state.idle.push(parked);
+                break;
+            };
+            if let Err(Grant::Connection(connection)) =
+                waiter.grant.send(Grant::Connection(parked.connection))
+            {
+                state.idle.push(IdleConnection {
+                    connection,
+                    since: Instant::now(),
+                });
+            }
+        }
+        self.fill_from_queue(state);
     }
 
     /// Asks the backend for FCGI_MAX_CONNS & co. in the background. Requests do not wait for it.
@@ -586,13 +698,25 @@ impl PoolShared {
             shared: Some(Arc::clone(shared)),
         };
         let answer = probe::get_values(&shared.address, timeout).await;
+        if let Err(ProbeError::Timeout(_) | ProbeError::Io(_)) = &answer {
+            let mut state = shared.lock();
+            if state.multiplex.no_backend_values() {
+                tracing::info!(backend = %shared.address, "no FCGI_GET_VALUES answer; multiplexing as configured (multiplex = on)");
+                shared.share_idle_connections(&mut state);
+            }
+        }
         if let Ok(values) = &answer {
             let mut state = shared.lock();
+            shared.learn_multiplexing(&mut state, values);
             match values.max_conns {
-                Some(max_conns) if state.capacity.learned(max_conns) => {
+                Some(max_conns)
+                    if shared.config.max_conns.is_none() && state.capacity.learned(max_conns) =>
+                {
                     tracing::info!(backend = %shared.address, "connection cap {max_conns} from FCGI_MAX_CONNS");
                 }
-                None if state.capacity.source() == &CapSource::Default => {
+                None if shared.config.max_conns.is_none()
+                    && state.capacity.source() == &CapSource::Default =>
+                {
                     tracing::info!(backend = %shared.address, "the backend does not announce FCGI_MAX_CONNS (php-fpm never does): the cap stays {} and adapts; set max_conns or php_fpm_config to give the real figure", state.capacity.cap());
                 }
                 _ => {}
@@ -602,6 +726,10 @@ impl PoolShared {
         drop(slot);
         Some(answer)
     }
+}
+
+pub(super) fn idle_count(state: &PoolState) -> usize {
+    state.idle.len() + state.shared.iter().filter(|e| e.in_flight == 0).count()
 }
 
 async fn reap_idle_connections(pool: Weak<PoolShared>) {

@@ -24,6 +24,24 @@ impl ConfiguredCap {
     }
 }
 
+/// Whether requests may share a connection (FastCGI 1.0 §3.3 request ids; FCGI_MPXS_CONNS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Multiplexing {
+    /// One request per connection at a time, whatever the backend says.
+    Off,
+    /// Multiplex when the backend announces FCGI_MPXS_CONNS=1 through FCGI_GET_VALUES.
+    #[default]
+    Auto,
+    /// Multiplex unless the backend announces FCGI_MPXS_CONNS=0: also for backends that do not
+    /// answer FCGI_GET_VALUES. Requests wait for the answer, so none is sent concurrently to a
+    /// backend that says no.
+    On,
+    /// Multiplex from the first request without asking. A backend that turns out not to
+    /// multiplex (FCGI_CANT_MPX_CONN, or a protocol error with several requests in flight)
+    /// switches it off for good, and the refused requests go again on their own connection.
+    Force,
+}
+
 /// How one backend's pool opens, reuses, caps and retires connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -57,12 +75,26 @@ pub struct PoolConfig {
     /// After FCGI_ABORT_REQUEST for a request whose client went away, wait this long for the
     /// backend's END_REQUEST and keep the connection; zero closes it at once.
     pub abort_drain_timeout: Duration,
+    /// Whether several requests may share one connection.
+    pub multiplex: Multiplexing,
+    /// Most requests in flight on one multiplexed connection. The backend's own figure
+    /// (FCGI_MAX_REQS / FCGI_MAX_CONNS) lowers it.
+    pub max_reqs_per_conn: usize,
+    /// Response bytes the backend may send for one request ahead of its reader. Past it the
+    /// request alone is aborted (FCGI_ABORT_REQUEST) and its reader gets an error: the reader
+    /// of a shared connection never stops reading, so this is the flow control FastCGI lacks.
+    pub max_request_buffer: usize,
 }
 
 impl PoolConfig {
     /// The cap when nothing is configured or learned: below Debian's stock php-fpm pool
     /// (`pm.max_children = 5`), so a stock pool never hangs and keeps a worker for others.
     pub const DEFAULT_MAX_CONNS: usize = 4;
+    /// Requests per multiplexed connection unless the backend or the operator says fewer.
+    pub const DEFAULT_MAX_REQS_PER_CONN: usize = 64;
+    /// Unread response bytes per request before it is aborted: far above what a reader that
+    /// keeps up (the gateway's spool) ever leaves behind.
+    pub const DEFAULT_MAX_REQUEST_BUFFER: usize = 8 << 20;
 
     /// A configuration with an explicit cap (tests and embedders).
     pub fn with_max_conns(max_conns: usize) -> PoolConfig {
@@ -89,6 +121,9 @@ impl Default for PoolConfig {
             keep_conn: true,
             socket_keepalive: false,
             abort_drain_timeout: Duration::ZERO,
+            multiplex: Multiplexing::Auto,
+            max_reqs_per_conn: PoolConfig::DEFAULT_MAX_REQS_PER_CONN,
+            max_request_buffer: PoolConfig::DEFAULT_MAX_REQUEST_BUFFER,
         }
     }
 }

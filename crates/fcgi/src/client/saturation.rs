@@ -35,7 +35,8 @@ impl ResponseObserver for PoolShared {
 
     fn still_unanswered(&self, connection: ConnectionId, completed_before: u64) -> bool {
         let mut state = self.lock();
-        let others_served = state.completed > completed_before || !state.idle.is_empty();
+        let others_served =
+            state.completed > completed_before || super::pool::idle_count(&state) > 0;
         if !others_served {
             // Nobody is being served: the app is slow (or down), not short of workers.
             return false;
@@ -61,8 +62,29 @@ impl ResponseObserver for PoolShared {
     fn overloaded(&self, connection: ConnectionId) {
         let mut state = self.lock();
         state.overloaded += 1;
+        if state.multiplex.enabled() {
+            // A multiplexing backend counts requests, not connections: take fewer per connection.
+            let in_flight = state
+                .shared
+                .iter()
+                .find(|entry| entry.connection.id() == connection)
+                .map_or(1, |entry| entry.in_flight);
+            if state
+                .multiplex
+                .overloaded(in_flight, std::time::Instant::now())
+            {
+                tracing::warn!(backend = %self.address, connection, per_connection = state.multiplex.per_connection(), "FCGI_OVERLOADED: fewer requests per connection");
+            }
+            return;
+        }
         let others = state.open.saturating_sub(1);
         tracing::debug!(backend = %self.address, connection, "FCGI_OVERLOADED");
         self.reduce_cap(&mut state, others, CapReduction::Overloaded);
+    }
+
+    fn cannot_multiplex(&self, connection: ConnectionId) {
+        let mut state = self.lock();
+        tracing::debug!(backend = %self.address, connection, "FCGI_CANT_MPX_CONN");
+        self.stop_multiplexing(&mut state, "FCGI_CANT_MPX_CONN");
     }
 }

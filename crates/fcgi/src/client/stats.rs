@@ -21,6 +21,12 @@ pub struct PoolStats {
     pub busy: usize,
     /// Requests waiting in the queue for a connection.
     pub waiting: usize,
+    /// Requests share connections now.
+    pub multiplexing: bool,
+    /// Requests per shared connection in force.
+    pub max_reqs_per_conn: usize,
+    /// Requests in flight on shared connections.
+    pub multiplexed_in_flight: usize,
     /// Connections established so far.
     pub opened: u64,
     /// Checkouts served by an already open connection.

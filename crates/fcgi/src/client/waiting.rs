@@ -15,9 +15,12 @@ pub(super) struct Waiter {
     pub(super) grant: oneshot::Sender<Grant>,
 }
 
-/// What a waiter is handed: a connection, or the right to open one.
+/// What a waiter is handed: a connection, a request slot on a shared one, or the right to open
+/// one.
 pub(super) enum Grant {
     Connection(Connection),
+    /// The slot is already counted in the connection's `in_flight`.
+    Request(Connection),
     OpenSlot,
 }
 
