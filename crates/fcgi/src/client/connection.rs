@@ -72,6 +72,13 @@ pub(super) struct Shared {
     pub(super) ids: Mutex<RequestIds>,
     /// The backend closed the connection right after an END_REQUEST (see `driver.rs`).
     pub(super) closed_right_after_end: AtomicBool,
+    /// Requests share this connection: a reader that falls behind costs its request, since
+    /// pausing the socket would stall the others. Alone on it, a request pauses the socket.
+    pub(super) multiplexed: AtomicBool,
+    /// Unread response bytes one request may have before that.
+    pub(super) max_request_buffer: usize,
+    /// A reader took its request's unread bytes back under the bound: resume reading.
+    pub(super) reader_caught_up: tokio::sync::Notify,
 }
 
 /// A handle on one open connection. The pool owns it while idle, a lease while busy; the
@@ -105,6 +112,9 @@ impl Connection {
             close: CancellationToken::new(),
             ids: Mutex::new(RequestIds::default()),
             closed_right_after_end: AtomicBool::new(false),
+            multiplexed: AtomicBool::new(false),
+            max_request_buffer: settings.max_request_buffer,
+            reader_caught_up: tokio::sync::Notify::new(),
         });
         let commands = Driver::spawn(Arc::clone(&shared), read, write, settings);
         Ok(Connection { shared, commands })
@@ -124,6 +134,14 @@ impl Connection {
     /// after its last request does.
     pub(crate) fn closed_right_after_end(&self) -> bool {
         self.shared.closed_right_after_end.load(Ordering::Acquire)
+    }
+
+    /// Whether requests share this connection; the pool says so when it puts the connection in
+    /// its shared list or takes it out.
+    pub(crate) fn set_multiplexed(&self, multiplexed: bool) {
+        self.shared
+            .multiplexed
+            .store(multiplexed, Ordering::Release);
     }
 
     /// Requests started on this connection so far.

@@ -118,7 +118,6 @@ pub(super) struct Driver {
     /// Bytes of `outgoing.front()` already written.
     written: usize,
     send_timeout: Duration,
-    max_request_buffer: usize,
     write_deadline: Option<tokio::time::Instant>,
     retire_deadline: Option<tokio::time::Instant>,
     /// Close as soon as everything queued has been written (after an abort).
@@ -147,7 +146,6 @@ impl Driver {
             outgoing: VecDeque::new(),
             written: 0,
             send_timeout: settings.send_timeout,
-            max_request_buffer: settings.max_request_buffer,
             write_deadline: None,
             retire_deadline: None,
             close_when_flushed: false,
@@ -204,6 +202,7 @@ impl Driver {
             if self.read_buffer.capacity() - self.read_buffer.len() < READ_CHUNK / 4 {
                 self.read_buffer.reserve(READ_CHUNK);
             }
+            let read_paused = self.reader_far_behind();
             let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 biased;
@@ -215,7 +214,8 @@ impl Driver {
                         Err(error) => return error.into(),
                     }
                 }
-                result = self.read.read_buf(&mut self.read_buffer) => match result {
+                () = self.shared.reader_caught_up.notified(), if read_paused => {}
+                result = self.read.read_buf(&mut self.read_buffer), if !read_paused => match result {
                     Ok(0) => {
                         if self.routes.is_empty()
                             && self
@@ -274,6 +274,17 @@ impl Driver {
                 self.close_when_flushed |= close;
             }
         }
+    }
+
+    /// A request alone on this connection whose reader fell `max_request_buffer` behind: stop
+    /// reading until it catches up, so the backend waits (TCP flow control) instead of memory
+    /// filling up. A shared connection never pauses; see `route`.
+    fn reader_far_behind(&self) -> bool {
+        !self.shared.multiplexed.load(Ordering::Acquire)
+            && self
+                .routes
+                .iter()
+                .any(|route| route.unread.load(Ordering::Acquire) > self.shared.max_request_buffer)
     }
 
     fn queue_abort(&mut self, request_id: RequestId) {
@@ -345,15 +356,14 @@ impl Driver {
             ResponseEvent::End(_) => 0,
         };
         let unread = route.unread.fetch_add(length, Ordering::AcqRel) + length;
-        if unread > self.max_request_buffer {
+        let limit = self.shared.max_request_buffer;
+        if unread > limit && self.shared.multiplexed.load(Ordering::Acquire) {
             // Never stop reading a shared connection for one slow reader: give up on its
             // request alone (FastCGI has no flow control to ask the backend to wait).
             route.overflowed = true;
             let _ = route
                 .events
-                .send(Err(ConnectionFailure::ResponseBufferExceeded {
-                    limit: self.max_request_buffer,
-                }));
+                .send(Err(ConnectionFailure::ResponseBufferExceeded { limit }));
             let request_id = route.request_id;
             self.queue_abort(request_id);
             return Ok(());

@@ -153,7 +153,11 @@ impl Events {
 
     fn noticed(&mut self, event: &ResponseEvent) {
         if let ResponseEvent::Stdout(data) | ResponseEvent::Stderr(data) = event {
-            self.unread.fetch_sub(data.len(), Ordering::AcqRel);
+            let before = self.unread.fetch_sub(data.len(), Ordering::AcqRel);
+            let limit = self.shared.max_request_buffer;
+            if before > limit && before - data.len() <= limit {
+                self.shared.reader_caught_up.notify_one();
+            }
         }
         let Some(observer) = &self.observer else {
             return;

@@ -178,6 +178,7 @@ impl PoolShared {
         connection: Connection,
         in_flight: usize,
     ) {
+        connection.set_multiplexed(true);
         state.shared.push(SharedConnection {
             connection,
             in_flight,
@@ -254,6 +255,7 @@ impl PoolShared {
             self.free_slot(&mut state);
         } else if !enabled {
             let entry = state.shared.swap_remove(position);
+            entry.connection.set_multiplexed(false);
             drop(state);
             self.put_back(entry.connection);
         } else {
@@ -265,6 +267,7 @@ impl PoolShared {
     pub(super) fn share_idle_connections(&self, state: &mut PoolState) {
         let idle = std::mem::take(&mut state.idle);
         for parked in idle {
+            parked.connection.set_multiplexed(true);
             state.shared.push(SharedConnection {
                 connection: parked.connection,
                 in_flight: 0,
@@ -281,6 +284,7 @@ impl PoolShared {
         let mut freed = Vec::new();
         state.shared.retain(|entry| {
             if entry.in_flight == 0 {
+                entry.connection.set_multiplexed(false);
                 freed.push(entry.connection.clone());
                 false
             } else {

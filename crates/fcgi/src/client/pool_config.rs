@@ -80,9 +80,10 @@ pub struct PoolConfig {
     /// Most requests in flight on one multiplexed connection. The backend's own figure
     /// (FCGI_MAX_REQS / FCGI_MAX_CONNS) lowers it.
     pub max_reqs_per_conn: usize,
-    /// Response bytes the backend may send for one request ahead of its reader. Past it the
-    /// request alone is aborted (FCGI_ABORT_REQUEST) and its reader gets an error: the reader
-    /// of a shared connection never stops reading, so this is the flow control FastCGI lacks.
+    /// Response bytes the backend may send for one request ahead of its reader. Past it, on a
+    /// multiplexed connection, the request alone is aborted (FCGI_ABORT_REQUEST) and its reader
+    /// gets an error — the connection is never paused for one reader, so this is the flow
+    /// control FastCGI lacks; on a connection of its own the request pauses the socket instead.
     pub max_request_buffer: usize,
 }
 
