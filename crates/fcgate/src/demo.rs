@@ -33,11 +33,15 @@ impl Handler for DemoApp {
     }
 }
 
-/// The limits the demo app announces through FCGI_GET_VALUES and enforces.
+/// The limits the demo app announces through FCGI_GET_VALUES and enforces. It multiplexes:
+/// up to 64 requests on each of 256 connections, 16384 in all, so FCGI_MAX_REQS /
+/// FCGI_MAX_CONNS is exactly the per-connection bound a client may derive from them.
 pub fn server_config() -> ServerConfig {
     ServerConfig {
         max_conns: 256,
-        max_reqs: 256,
+        max_reqs: 256 * 64,
+        max_reqs_per_conn: 64,
+        mpxs_conns: true,
         ..ServerConfig::default()
     }
 }

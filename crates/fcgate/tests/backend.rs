@@ -1,6 +1,10 @@
 //! The gateway end to end against the project's instrumented FastCGI backend: connection reuse and
 //! the cap under load, keepalive limits, a backend that closes idle connections, hangs or sends
 //! garbage, the queue timeout, body limits, slow clients and HTTP/2.
+//!
+//! Tests that count the backend's connections exactly set `multiplex = "off"`: with a cap
+//! configured there is then nothing to ask the backend, and no FCGI_GET_VALUES management
+//! connection joins the count.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,7 +30,7 @@ fn get(path: &str) -> Request<Full<Bytes>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_requests_sequential_then_64_concurrent_open_at_most_max_conns() {
     let backend = backend().await;
-    let gateway = start_gateway("", &backend.address(), "max_conns = 4").await;
+    let gateway = start_gateway("", &backend.address(), "multiplex = \"off\"\nmax_conns = 4").await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     for i in 0..10_000 {
         let response = client.get(&format!("/seq?token=s{i}")).await.unwrap();
@@ -72,7 +76,7 @@ async fn keepalive_requests_100_makes_one_connection_per_hundred_requests() {
     let gateway = start_gateway(
         "",
         &backend.address(),
-        "max_conns = 4\nkeepalive_requests = 100",
+        "multiplex = \"off\"\nmax_conns = 4\nkeepalive_requests = 100",
     )
     .await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
@@ -132,7 +136,7 @@ async fn a_backend_that_never_answers_gets_504_and_its_connection_is_not_reused(
     let gateway = start_gateway(
         "",
         &backend.address(),
-        "max_conns = 4\nread_timeout = \"300ms\"",
+        "multiplex = \"off\"\nmax_conns = 4\nread_timeout = \"300ms\"",
     )
     .await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
@@ -187,7 +191,7 @@ async fn a_full_pool_queues_and_a_wait_past_queue_timeout_is_503_with_retry_afte
     let gateway = start_gateway(
         "",
         &backend.address(),
-        "max_conns = 1\nqueue_timeout = \"200ms\"",
+        "multiplex = \"off\"\nmax_conns = 1\nqueue_timeout = \"200ms\"",
     )
     .await;
     let address = gateway.local_addr;
@@ -270,7 +274,7 @@ async fn a_slow_client_does_not_hold_the_backend_connection() {
     let gateway = start_gateway(
         "response_buffer_size = \"64KiB\"",
         &backend.address(),
-        "max_conns = 1",
+        "multiplex = \"off\"\nmax_conns = 1",
     )
     .await;
     // Ask for 10 MiB and read only the status line: the rest must go to the spool and the
@@ -332,7 +336,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[tokio::test]
 async fn http2_prior_knowledge_works_end_to_end() {
     let backend = backend().await;
-    let gateway = start_gateway("", &backend.address(), "max_conns = 4").await;
+    let gateway = start_gateway("", &backend.address(), "multiplex = \"off\"\nmax_conns = 4").await;
     let mut client = HttpClient::http2(gateway.local_addr).await;
     for i in 0..20 {
         let response = client.get(&format!("/h2?token=t{i}")).await.unwrap();

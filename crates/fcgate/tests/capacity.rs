@@ -185,7 +185,7 @@ async fn a_backend_announcing_max_conns_3_gets_at_most_3_connections() {
 }
 
 #[tokio::test]
-async fn an_explicit_max_conns_overrides_the_backend_s_answer_and_skips_the_probe() {
+async fn an_explicit_max_conns_overrides_the_backend_s_answer() {
     let backend = TestBackend::start(BackendOptions {
         server: ServerConfig {
             max_conns: 3,
@@ -194,12 +194,25 @@ async fn an_explicit_max_conns_overrides_the_backend_s_answer_and_skips_the_prob
         ..BackendOptions::default()
     })
     .await;
+    // Asked anyway (multiplex = "auto" wants FCGI_MPXS_CONNS); the answer's 3 does not count.
     let gateway = start_gateway("", &backend.address(), "max_conns = 5").await;
+    wait_until("the backend's FCGI_GET_VALUES answer is in", || {
+        pool_stats(&gateway).backend_values.is_some()
+    })
+    .await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     assert_eq!(client.get("/").await.unwrap().status, 200);
     let stats = pool_stats(&gateway);
     assert_eq!((stats.cap, stats.cap_source.as_str()), (5, "max_conns"));
-    assert_eq!(stats.backend_values, None);
+}
+
+#[tokio::test]
+async fn with_max_conns_set_and_multiplexing_off_nothing_is_asked() {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let gateway = start_gateway("", &backend.address(), "max_conns = 5\nmultiplex = \"off\"").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+    assert_eq!(pool_stats(&gateway).backend_values, None);
     assert_eq!(
         backend.connections_accepted(),
         1,

@@ -497,7 +497,8 @@ async fn two_thousand_requests_through_php_fpm_open_at_most_max_conns() {
         max_children: 5,
         ..PhpFpmOptions::default()
     };
-    let Some(site) = relayed_site(options, "max_conns = 4").await else {
+    // Counting connections exactly: no FCGI_GET_VALUES management connection.
+    let Some(site) = relayed_site(options, "max_conns = 4\nmultiplex = \"off\"").await else {
         return;
     };
     let report = run_load(

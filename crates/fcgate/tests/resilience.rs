@@ -519,7 +519,7 @@ impl Drop for ScriptedBackend {
 /// A gateway with a single connection to `backend`, already used once and parked, so the
 /// next request must reuse it.
 async fn gateway_with_one_used_connection(backend: &ScriptedBackend) -> RunningGateway {
-    let gateway = start_gateway("", &backend.address, "max_conns = 1").await;
+    let gateway = start_gateway("", &backend.address, "multiplex = \"off\"\nmax_conns = 1").await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     let first = client.get("/first").await.unwrap();
     assert_eq!(
@@ -618,7 +618,7 @@ async fn a_connection_cut_after_the_response_began_is_not_retried_and_the_client
 #[tokio::test]
 async fn a_test_backend_crash_after_its_header_block_is_never_retried() {
     let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway("", &backend.address(), "max_conns = 1").await;
+    let gateway = start_gateway("", &backend.address(), "multiplex = \"off\"\nmax_conns = 1").await;
     let mut client = HttpClient::http1(gateway.local_addr).await;
     assert_eq!(client.get("/?token=first").await.unwrap().status, 200);
     wait_until("the connection is parked", || {

@@ -2,8 +2,10 @@
 //!
 //! - [`php`]: a real php-fpm or php-cgi, started in a tempdir and killed (whole process group) on drop.
 //! - [`backend`]: the project's instrumented FastCGI backend, driven per request by its query string.
-//! - [`relay`]: a TCP/unix relay that counts the connections a gateway opens to a backend.
-//! - [`http`]: a small HTTP/1.1 and HTTP/2 client, a bounded load runner and a raw byte exchange.
+//! - [`relay`]: a TCP/unix relay that counts the connections a gateway opens to a backend and
+//!   watches the FastCGI requests on each (multiplexing, id reuse, aborts).
+//! - [`http`]: a small HTTP/1.1 and HTTP/2 client, a bounded load runner, a raw byte exchange
+//!   and a slow reader.
 //! - [`pattern_bytes`]: the deterministic body both backends send for `size=N`.
 //!
 //! Everything here panics with a readable message when the environment is broken (a backend that

@@ -1,9 +1,14 @@
 //! A relay between a gateway and its backend that counts connections, so a test can prove how
-//! many backend connections the gateway opened and how many it holds at once.
+//! many backend connections the gateway opened and how many it holds at once, and watches the
+//! FastCGI records going by (`watch.rs`), so it can prove how the gateway used them: requests
+//! in flight on one connection, request ids reused too early, aborts.
 //!
 //! Each accepted connection gets its own connection to the backend and bytes are copied both
-//! ways. When the backend closes, the relay closes the gateway's side after the last byte; when
-//! the gateway half-closes, the backend's write side is shut down and its reply still flows back.
+//! ways, unchanged. When the backend closes, the relay closes the gateway's side after the last
+//! byte; when the gateway half-closes, the backend's write side is shut down and its reply still
+//! flows back.
+
+mod watch;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +16,13 @@ use std::sync::Arc;
 
 use fcgi::net::{connect, Address, Listener};
 use tempfile::TempDir;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::{JoinHandle, JoinSet};
+
+use watch::{ConnectionRequests, HeaderScanner, RequestCounters};
+
+/// Bytes copied per read: large, so watching records costs little per byte.
+const COPY_BUFFER: usize = 64 * 1024;
 
 /// A running relay; dropping it stops accepting and cuts every relayed connection.
 pub struct CountingRelay {
@@ -27,6 +37,7 @@ struct Counters {
     opened: AtomicU64,
     open: AtomicU64,
     max_open: AtomicU64,
+    requests: Arc<RequestCounters>,
 }
 
 /// Holds one count in `open` for as long as a relayed connection lives.
@@ -95,6 +106,35 @@ impl CountingRelay {
     pub fn max_open(&self) -> u64 {
         self.counters.max_open.load(Ordering::SeqCst)
     }
+
+    /// BEGIN_REQUEST records the gateway sent, over all connections.
+    pub fn requests_begun(&self) -> u64 {
+        self.counters.requests.begun.load(Ordering::SeqCst)
+    }
+
+    /// The most requests ever in flight at once on a single connection: from the gateway's
+    /// BEGIN_REQUEST to the backend's END_REQUEST (or the connection's end). Above 1 only when
+    /// the gateway multiplexed.
+    pub fn max_concurrent_requests_on_one_connection(&self) -> u64 {
+        self.counters
+            .requests
+            .max_in_flight_on_one_connection
+            .load(Ordering::SeqCst)
+    }
+
+    /// BEGIN_REQUEST records for an id still in flight on that connection, its END_REQUEST not
+    /// yet sent by the backend (aborted or not). A correct gateway keeps this at 0.
+    pub fn id_reused_while_active(&self) -> u64 {
+        self.counters
+            .requests
+            .id_reused_while_active
+            .load(Ordering::SeqCst)
+    }
+
+    /// ABORT_REQUEST records the gateway sent.
+    pub fn abort_requests_seen(&self) -> u64 {
+        self.counters.requests.aborts.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for CountingRelay {
@@ -129,10 +169,17 @@ async fn accept_loop(listener: Listener, backend: Address, counters: Arc<Counter
 /// Relays until one side is done. The count is released before the sockets close: otherwise the
 /// gateway, seeing the close, may connect again while this relay still counts the old one.
 async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream, open: OpenConnection) {
+    let requests = ConnectionRequests::new(Arc::clone(&open.0.requests));
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let mut upstream = std::pin::pin!(pump(client_read, server_write));
-    let mut downstream = std::pin::pin!(pump(server_read, client_write));
+    let mut gateway_records = HeaderScanner::default();
+    let mut backend_records = HeaderScanner::default();
+    let mut upstream = std::pin::pin!(pump(client_read, server_write, |bytes| {
+        gateway_records.scan(bytes, |header| requests.sent_by_gateway(header));
+    }));
+    let mut downstream = std::pin::pin!(pump(server_read, client_write, |bytes| {
+        backend_records.scan(bytes, |header| requests.sent_by_backend(header));
+    }));
     tokio::select! {
         (result, mut server_write) = &mut upstream => {
             if result.is_ok() {
@@ -147,12 +194,28 @@ async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream, open: OpenC
     drop(open);
 }
 
-/// Copies until EOF or an error; hands the writer back so the caller can shut it down.
-async fn pump<R, W>(mut reader: R, mut writer: W) -> (io::Result<u64>, W)
+/// Copies until EOF or an error, showing `watch` each read before it is written on; hands the
+/// writer back so the caller can shut it down.
+async fn pump<R, W>(
+    mut reader: R,
+    mut writer: W,
+    mut watch: impl FnMut(&[u8]),
+) -> (io::Result<()>, W)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let result = tokio::io::copy(&mut reader, &mut writer).await;
+    let mut buffer = vec![0u8; COPY_BUFFER];
+    let result = loop {
+        let read = match reader.read(&mut buffer).await {
+            Ok(0) => break Ok(()),
+            Ok(read) => read,
+            Err(error) => break Err(error),
+        };
+        watch(&buffer[..read]);
+        if let Err(error) = writer.write_all(&buffer[..read]).await {
+            break Err(error);
+        }
+    };
     (result, writer)
 }

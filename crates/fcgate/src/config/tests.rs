@@ -40,6 +40,7 @@ fn defaults_without_file_or_flags() {
             client_max_body_size: 8 << 20,
             client_body_buffer_size: 64 << 10,
             response_buffer_size: 256 << 10,
+            max_response_buffer: 1 << 30,
             client_header_timeout: Duration::from_secs(30),
         }
     );
@@ -163,6 +164,14 @@ fn bad_values_name_the_key() {
         (
             "[upstream]\nkeepalive_requests = 0",
             "upstream.keepalive_requests:",
+        ),
+        (
+            "[upstream]\nmultiplex = \"yes\"",
+            "upstream.multiplex: \"yes\" is not one of auto, on, force, off",
+        ),
+        (
+            "[upstream]\nmax_reqs_per_conn = 0",
+            "upstream.max_reqs_per_conn: must be at least 1",
         ),
         (
             "[upstream]\nkeepalive_timeout = \"0s\"",
@@ -479,4 +488,34 @@ fn php_fpm_max_requests_becomes_keepalive_requests_unless_set() {
         (pool.max_conns.map(|cap| cap.value), pool.keepalive_requests),
         (Some(2), 500)
     );
+}
+
+#[test]
+fn multiplexing_settings_reach_the_pool() {
+    use fcgi::client::Multiplexing;
+    for (text, mode) in [
+        ("auto", Multiplexing::Auto),
+        ("on", Multiplexing::On),
+        ("force", Multiplexing::Force),
+        ("off", Multiplexing::Off),
+    ] {
+        let config = validate_text(&format!(
+            "max_response_buffer = \"4MiB\"\n[upstream]\nmultiplex = \"{text}\"\nmax_reqs_per_conn = 7"
+        ))
+        .unwrap();
+        assert_eq!(config.upstream.pool.multiplex, mode);
+        assert_eq!(config.upstream.pool.max_reqs_per_conn, 7);
+        assert_eq!(config.limits.max_response_buffer, 4 << 20);
+    }
+    let unlimited = validate_text("max_response_buffer = 0").unwrap();
+    assert_eq!(unlimited.limits.max_response_buffer, u64::MAX);
+    let flags = load(&parse_args(&[
+        "--multiplex",
+        "force",
+        "--max-reqs-per-conn",
+        "3",
+    ]))
+    .unwrap();
+    assert_eq!(flags.upstream.pool.multiplex, Multiplexing::Force);
+    assert_eq!(flags.upstream.pool.max_reqs_per_conn, 3);
 }

@@ -53,6 +53,24 @@ pub async fn get_values(address: &Address, timeout: Duration) -> Result<BackendV
         .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
+/// How long the probe waits for the backend to close its side after the answer.
+const CLOSE_WAIT: Duration = Duration::from_millis(250);
+
+/// Half-closes and waits for the backend's close: a process-per-connection backend frees the
+/// worker that served the probe only then, and the pool must not count that worker free (and
+/// open another connection) before it is.
+async fn let_the_backend_close(mut stream: net::Stream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 512];
+    while let Ok(read) = stream.read(&mut sink).await {
+        if read == 0 {
+            return;
+        }
+    }
+}
+
 async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
     let mut stream = net::connect(address).await.map_err(ProbeError::Connect)?;
     let mut request = BytesMut::new();
@@ -69,7 +87,9 @@ async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
             // the answer; keep reading until the answer or the deadline.
             if let RecordBody::GetValuesResult(content) = record.body {
                 let pairs = decode_pairs(&content).map_err(ProbeError::Protocol)?;
-                return Ok(parse_values(&pairs));
+                let values = parse_values(&pairs);
+                let _ = tokio::time::timeout(CLOSE_WAIT, let_the_backend_close(stream)).await;
+                return Ok(values);
             }
         }
         if stream.read_buf(&mut buffer).await.map_err(ProbeError::Io)? == 0 {

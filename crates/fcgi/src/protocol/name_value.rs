@@ -93,14 +93,30 @@ impl<'a> ParamsWriter<'a> {
     /// Adds one pair, starting a new record if it does not fit in the open one.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let pair_len = encoded_pair_len(name, value);
-        if pair_len <= MAX_RECORD_CONTENT && self.open_content_len() + pair_len > MAX_RECORD_CONTENT
-        {
+        if pair_len > MAX_RECORD_CONTENT {
+            let (prefix, prefix_len) = pair_prefix(name, value);
+            self.append(&prefix[..prefix_len]);
+            self.append(name);
+            self.append(value);
+            return;
+        }
+        // The common case, a pair that fits in one record: one capacity check, three copies.
+        if self.open_content_len() + pair_len > MAX_RECORD_CONTENT {
             self.close_record();
         }
+        if self.open_header_at.is_none() {
+            self.open_record();
+        }
+        self.buf.reserve(pair_len);
         let (prefix, prefix_len) = pair_prefix(name, value);
-        self.append(&prefix[..prefix_len]);
-        self.append(name);
-        self.append(value);
+        if prefix_len == 2 {
+            // Both lengths short, the usual case: a constant-size copy compiles to one store.
+            self.buf.extend_from_slice(&prefix[..2]);
+        } else {
+            self.buf.extend_from_slice(&prefix[..prefix_len]);
+        }
+        self.buf.extend_from_slice(name);
+        self.buf.extend_from_slice(value);
     }
 
     /// Closes the open record; for PARAMS also ends the stream with an empty record. A

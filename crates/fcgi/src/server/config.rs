@@ -1,5 +1,6 @@
 //! What an application-side server promises its clients: the limits it advertises through
-//! GET_VALUES (FastCGI 1.0 §4.1) and the ones it enforces per request and per connection.
+//! GET_VALUES (FastCGI 1.0 §4.1) and the ones it enforces per request, per connection and for
+//! the whole server.
 
 /// Limits of an application-side FastCGI server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -7,12 +8,20 @@ pub struct ServerConfig {
     /// Connections served at once (`FCGI_MAX_CONNS`); further ones wait in the listen backlog.
     /// 0 is treated as 1.
     pub max_conns: u32,
-    /// Requests accepted at once on one connection when multiplexing (`FCGI_MAX_REQS`); more
-    /// are refused with OVERLOADED.
+    /// Requests in progress at once in the whole server, over all its connections
+    /// (`FCGI_MAX_REQS`, FastCGI 1.0 §4.1); beyond it a request is refused with OVERLOADED.
+    /// Enforced by [`serve`](super::serve), not by a lone
+    /// [`serve_connection`](super::serve_connection). 0 is treated as 1.
     pub max_reqs: u32,
+    /// Requests in progress at once on one multiplexed connection; beyond it a request is
+    /// refused with OVERLOADED. Without multiplexing the bound is 1. 0 is treated as 1.
+    pub max_reqs_per_conn: u32,
     /// Run several requests of one connection concurrently (`FCGI_MPXS_CONNS`). When false a
     /// second BEGIN_REQUEST during a request is refused with CANT_MPX_CONN.
     pub mpxs_conns: bool,
+    /// What GET_VALUES says for `FCGI_MPXS_CONNS` when it should differ from `mpxs_conns`:
+    /// `None` tells the truth. A lying application, for testing how clients fall back.
+    pub announced_mpxs_conns: Option<bool>,
     /// Largest PARAMS stream of one request, in encoded bytes; over it the connection is dropped.
     pub max_params_bytes: usize,
     /// Largest STDIN stream of one request; over it the connection is dropped.
@@ -25,12 +34,27 @@ pub struct ServerConfig {
     pub answer_management_records: bool,
 }
 
+impl ServerConfig {
+    /// The bound on requests in progress on one connection, as enforced.
+    pub fn requests_per_connection(&self) -> usize {
+        if self.mpxs_conns {
+            self.max_reqs_per_conn.max(1) as usize
+        } else {
+            1
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_conns: 64,
-            max_reqs: 64,
+            // FCGI_MAX_REQS / FCGI_MAX_CONNS is what a client may derive as its per-connection
+            // share; keeping it equal to `max_reqs_per_conn` makes that derivation exact.
+            max_reqs: 64 * 64,
+            max_reqs_per_conn: 64,
             mpxs_conns: false,
+            announced_mpxs_conns: None,
             max_params_bytes: 1 << 20,
             max_stdin_bytes: 64 << 20,
             max_requests_per_conn: None,

@@ -1,6 +1,9 @@
 //! One task per connection: reads records into the [`ConnectionState`], runs handlers as their
 //! own tasks, and is the only writer of the socket. Handler output reaches it through one
-//! channel, so a request's output always precedes its END_REQUEST.
+//! bounded channel, so a request's output always precedes its END_REQUEST, and the output of
+//! concurrent handlers is interleaved message by message: each message is at most one 32 KiB
+//! record (`response.rs`), and handlers waiting for room in the channel are served in turn,
+//! so a handler streaming megabytes delays a small response by a few records, not to its end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use tokio::task::{AbortHandle, Id as TaskId, JoinSet};
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::RequestBudget;
 use super::config::ServerConfig;
 use super::error::ServerError;
 use super::reader::RecordReader;
@@ -22,30 +26,49 @@ use crate::net::{Stream, WriteHalf};
 use crate::protocol::RecordEncoder;
 
 /// Handler messages buffered before handlers wait for the socket: bounds memory per connection
-/// to about this many 32 KiB batches.
+/// to about this many 32 KiB records, and how far a new response can queue behind others.
 const OUTGOING_CAPACITY: usize = 16;
 
+/// Handler output already waiting in the channel is gathered into one write up to this size:
+/// many small responses share a syscall, and the bound keeps the reader from waiting long.
+const WRITE_COALESCE: usize = 64 * 1024;
+
 /// Serve one accepted connection until the peer closes, KEEP_CONN=0 ends it, or an error.
+/// Only the per-connection bound applies: there is no server around it to share `max_reqs`.
 pub async fn serve_connection<H: Handler>(
     stream: Stream,
     handler: Arc<H>,
     config: Arc<ServerConfig>,
 ) -> Result<(), ServerError> {
-    drive_connection(stream, handler, config, CancellationToken::new()).await
+    let budget = Arc::new(RequestBudget::unlimited());
+    drive_connection(stream, handler, config, budget, CancellationToken::new()).await
 }
 
-/// [`serve_connection`] that also stops taking requests when `shutdown` fires, closing the
-/// connection once its active requests have ended.
+/// [`serve_connection`] for a server with its own accept loop: requests of this connection
+/// also draw on `budget`, shared by all the server's connections (FastCGI 1.0 §4.1
+/// `FCGI_MAX_REQS`), and are refused with OVERLOADED when it is spent.
+pub async fn serve_connection_within<H: Handler>(
+    stream: Stream,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+    budget: Arc<RequestBudget>,
+) -> Result<(), ServerError> {
+    drive_connection(stream, handler, config, budget, CancellationToken::new()).await
+}
+
+/// [`serve_connection_within`] that also stops taking requests when `shutdown` fires, closing
+/// the connection once its active requests have ended.
 pub(crate) async fn drive_connection<H: Handler>(
     stream: Stream,
     handler: Arc<H>,
     config: Arc<ServerConfig>,
+    budget: Arc<RequestBudget>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let (read_half, write_half) = stream.into_split();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
     let mut driver = Driver {
-        state: ConnectionState::new(config),
+        state: ConnectionState::new(config, budget),
         handler,
         writer: write_half,
         outgoing_tx,
@@ -87,17 +110,15 @@ impl<H: Handler> Driver<H> {
                     draining = true;
                     self.state.begin_drain(&mut actions);
                 }
-                Some(message) = outgoing_rx.recv() => match message {
-                    Outgoing::Output { slot, records } => {
-                        if self.state.is_current(slot) {
-                            self.writer.write_all(&records).await?;
-                        }
+                Some(message) = outgoing_rx.recv() => {
+                    self.on_outgoing(message, &mut actions);
+                    while self.write_buffer.len() < WRITE_COALESCE {
+                        let Ok(message) = outgoing_rx.try_recv() else {
+                            break;
+                        };
+                        self.on_outgoing(message, &mut actions);
                     }
-                    Outgoing::Finished { slot, outcome } => {
-                        self.running.remove(&slot);
-                        self.state.on_handler_finished(slot, outcome, &mut actions);
-                    }
-                },
+                }
                 Some(joined) = self.handlers.join_next_with_id() => {
                     let task_id = match &joined {
                         Ok((task_id, ())) => *task_id,
@@ -124,7 +145,22 @@ impl<H: Handler> Driver<H> {
         }
     }
 
-    /// Carries out `actions`; true once the connection is closed.
+    /// Stages a handler's output for the next write, in channel order, or ends its request.
+    fn on_outgoing(&mut self, message: Outgoing, actions: &mut Vec<Action>) {
+        match message {
+            Outgoing::Output { slot, records } => {
+                if self.state.is_current(slot) {
+                    self.write_buffer.extend_from_slice(&records);
+                }
+            }
+            Outgoing::Finished { slot, outcome } => {
+                self.running.remove(&slot);
+                self.state.on_handler_finished(slot, outcome, actions);
+            }
+        }
+    }
+
+    /// Carries out `actions`, then writes everything staged; true once the connection is closed.
     async fn apply(&mut self, actions: &mut Vec<Action>) -> Result<bool, ServerError> {
         let mut close = false;
         for action in actions.drain(..) {

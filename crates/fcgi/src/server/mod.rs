@@ -5,7 +5,9 @@
 //! Per connection, `state.rs` is the pure protocol state (which request ids are active and
 //! what each waits for), `connection.rs` the one task that drives it and owns the socket,
 //! `response.rs` the handler's writer, and `reader.rs` the cancel-safe record reader.
+//! `budget.rs` is the one count all connections of a server share: FCGI_MAX_REQS.
 
+mod budget;
 mod config;
 mod connection;
 mod error;
@@ -22,8 +24,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use budget::RequestBudget;
 pub use config::ServerConfig;
-pub use connection::serve_connection;
+pub use connection::{serve_connection, serve_connection_within};
 pub use error::ServerError;
 pub use request::{Handler, HandlerOutcome, Request};
 pub use response::ResponseWriter;
@@ -36,8 +39,10 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accept loop; stops accepting when `shutdown` fires, then waits (bounded by the caller) for
 /// connections. At most `max_conns` connections are served at once; later ones wait in the
-/// listen backlog, as with a busy php-fpm pool. On shutdown each connection finishes its active
-/// requests, refuses new ones with OVERLOADED and closes.
+/// listen backlog, as with a busy php-fpm pool. At most `max_reqs` requests are in progress
+/// over all connections, `max_reqs_per_conn` on one; beyond either a request is refused with
+/// OVERLOADED. On shutdown each connection finishes its active requests, refuses new ones with
+/// OVERLOADED and closes.
 pub async fn serve<H: Handler>(
     listener: Listener,
     handler: Arc<H>,
@@ -45,6 +50,7 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let connection_slots = Arc::new(Semaphore::new(config.max_conns.max(1) as usize));
+    let budget = Arc::new(RequestBudget::new(config.max_reqs as usize));
     let config = Arc::new(config);
     let mut connections = JoinSet::new();
     loop {
@@ -63,10 +69,13 @@ pub async fn serve<H: Handler>(
             Ok((stream, peer)) => {
                 let handler = Arc::clone(&handler);
                 let config = Arc::clone(&config);
+                let budget = Arc::clone(&budget);
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    match connection::drive_connection(stream, handler, config, shutdown).await {
+                    let served =
+                        connection::drive_connection(stream, handler, config, budget, shutdown);
+                    match served.await {
                         Ok(()) => tracing::debug!(%peer, "FastCGI connection closed"),
                         Err(error) => tracing::debug!(%peer, %error, "FastCGI connection dropped"),
                     }

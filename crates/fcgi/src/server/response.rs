@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use super::request::HandlerOutcome;
 use crate::protocol::{encode_stream_record, RecordType, RequestId};
 
-/// Output is sent to the connection once this much is buffered: large enough for few records
-/// and channel messages, small enough that a streaming handler's output leaves promptly.
+/// Output is sent to the connection once this much is buffered, and no message carries more:
+/// large enough for few records and channel messages, small enough that a streaming handler's
+/// output leaves promptly and that concurrent responses interleave finely on the wire.
 const SEND_THRESHOLD: usize = 32 * 1024;
 
 /// One run of a handler. Request ids are reused by clients (FastCGI 1.0 §3.3); the generation
@@ -32,8 +33,9 @@ pub(crate) enum Outgoing {
 }
 
 /// Writes STDOUT and STDERR records for one request. Output is buffered up to 32 KiB, then
-/// sent in records of at most `MAX_RECORD_CONTENT` bytes; switching stream sends what the other
-/// stream had buffered, so the peer sees the streams in the order written.
+/// sent as one record of at most 32 KiB, however large the write: the connection interleaves
+/// concurrent requests at that grain. Switching stream sends what the other stream had
+/// buffered, so the peer sees the streams in the order written.
 #[derive(Debug)]
 pub struct ResponseWriter {
     slot: Slot,
@@ -75,18 +77,12 @@ impl ResponseWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut records = BytesMut::new();
-        encode_stream_record(
-            &mut records,
-            self.pending_type,
-            self.slot.request_id,
-            &self.pending,
-        );
+        let record = self.encode(&self.pending);
         self.pending.clear();
-        self.send_records(records.freeze()).await
+        self.send_records(record).await
     }
 
-    async fn write(&mut self, record_type: RecordType, data: &[u8]) -> io::Result<()> {
+    async fn write(&mut self, record_type: RecordType, mut data: &[u8]) -> io::Result<()> {
         // An empty record would end the stream (FastCGI 1.0 §3.3); the server does that itself.
         if data.is_empty() {
             return Ok(());
@@ -95,11 +91,35 @@ impl ResponseWriter {
             self.flush().await?;
             self.pending_type = record_type;
         }
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= SEND_THRESHOLD {
-            self.flush().await?;
+        while !data.is_empty() {
+            if self.pending.is_empty() && data.len() >= SEND_THRESHOLD {
+                // A whole record straight from the caller's bytes, without buffering them.
+                let (content, rest) = data.split_at(SEND_THRESHOLD);
+                self.send_records(self.encode(content)).await?;
+                data = rest;
+                continue;
+            }
+            let room = SEND_THRESHOLD - self.pending.len();
+            let (content, rest) = data.split_at(room.min(data.len()));
+            self.pending.extend_from_slice(content);
+            data = rest;
+            if self.pending.len() >= SEND_THRESHOLD {
+                self.flush().await?;
+            }
         }
         Ok(())
+    }
+
+    /// One record of the pending stream type around `content` (at most `SEND_THRESHOLD`).
+    fn encode(&self, content: &[u8]) -> Bytes {
+        let mut record = BytesMut::new();
+        encode_stream_record(
+            &mut record,
+            self.pending_type,
+            self.slot.request_id,
+            content,
+        );
+        record.freeze()
     }
 
     /// Sends the rest of the output, ends the streams on a normal outcome, then reports the

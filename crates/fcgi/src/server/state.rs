@@ -1,12 +1,15 @@
 //! The per-connection protocol state of the application side, without I/O: records in,
 //! [`Action`]s out. It tracks every active request id (FastCGI 1.0 §3.3), so running several at
-//! once (multiplexing) is a matter of configuration, not structure. `connection.rs` drives it.
+//! once (multiplexing) is a matter of configuration, not structure. Each active request holds
+//! one unit of the server-wide [`RequestBudget`] until it leaves the state, however it leaves.
+//! `connection.rs` drives it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::budget::RequestBudget;
 use super::config::ServerConfig;
 use super::error::ServerError;
 use super::request::{HandlerOutcome, Request};
@@ -59,6 +62,7 @@ struct ActiveRequest {
 #[derive(Debug)]
 pub(crate) struct ConnectionState {
     config: Arc<ServerConfig>,
+    budget: Arc<RequestBudget>,
     active: HashMap<RequestId, ActiveRequest>,
     next_generation: u64,
     accepted_requests: u64,
@@ -68,9 +72,10 @@ pub(crate) struct ConnectionState {
 }
 
 impl ConnectionState {
-    pub(crate) fn new(config: Arc<ServerConfig>) -> Self {
+    pub(crate) fn new(config: Arc<ServerConfig>, budget: Arc<RequestBudget>) -> Self {
         ConnectionState {
             config,
+            budget,
             active: HashMap::new(),
             next_generation: 0,
             accepted_requests: 0,
@@ -123,7 +128,7 @@ impl ConnectionState {
         if !self.is_current(slot) {
             return;
         }
-        let Some(request) = self.active.remove(&slot.request_id) else {
+        let Some(request) = self.retire(slot.request_id) else {
             return;
         };
         match outcome {
@@ -148,8 +153,10 @@ impl ConnectionState {
     /// The peer closed its side: requests still receiving can never start; running ones may
     /// still answer if the peer only half-closed.
     pub(crate) fn on_end_of_input(&mut self, actions: &mut Vec<Action>) {
+        let before = self.active.len();
         self.active
             .retain(|_, request| matches!(request.phase, Phase::Running { .. }));
+        self.budget.give_back(before - self.active.len());
         self.close_when_idle(actions);
     }
 
@@ -187,10 +194,16 @@ impl ConnectionState {
         let mut content = BytesMut::new();
         for (name, _) in decode_pairs(query)? {
             let value = match name.as_ref() {
-                name if name == FCGI_MAX_CONNS.as_bytes() => self.config.max_conns.to_string(),
-                name if name == FCGI_MAX_REQS.as_bytes() => self.config.max_reqs.to_string(),
+                name if name == FCGI_MAX_CONNS.as_bytes() => {
+                    self.config.max_conns.max(1).to_string()
+                }
+                name if name == FCGI_MAX_REQS.as_bytes() => self.config.max_reqs.max(1).to_string(),
                 name if name == FCGI_MPXS_CONNS.as_bytes() => {
-                    u8::from(self.config.mpxs_conns).to_string()
+                    let announced = self
+                        .config
+                        .announced_mpxs_conns
+                        .unwrap_or(self.config.mpxs_conns);
+                    u8::from(announced).to_string()
                 }
                 _ => continue,
             };
@@ -214,7 +227,10 @@ impl ConnectionState {
             Some(ProtocolStatus::Overloaded)
         } else if !self.config.mpxs_conns && !self.active.is_empty() {
             Some(ProtocolStatus::CantMpxConn)
-        } else if self.config.mpxs_conns && self.active.len() >= self.config.max_reqs as usize {
+        } else if self.active.len() >= self.config.requests_per_connection() {
+            Some(ProtocolStatus::Overloaded)
+        } else if !self.budget.try_take() {
+            // §4.1: FCGI_MAX_REQS bounds the whole application; the request never runs.
             Some(ProtocolStatus::Overloaded)
         } else {
             None
@@ -249,7 +265,7 @@ impl ConnectionState {
     }
 
     fn on_abort(&mut self, id: RequestId, actions: &mut Vec<Action>) {
-        let Some(request) = self.active.remove(&id) else {
+        let Some(request) = self.retire(id) else {
             return;
         };
         if let Phase::Running { generation } = request.phase {
@@ -318,6 +334,13 @@ impl ConnectionState {
         }
         receiving.stdin.extend_from_slice(content);
         Ok(())
+    }
+
+    /// Takes `id` out of the active requests, returning its share of the server's budget.
+    fn retire(&mut self, id: RequestId) -> Option<ActiveRequest> {
+        let request = self.active.remove(&id)?;
+        self.budget.give_back(1);
+        Some(request)
     }
 
     fn receiving(&mut self, id: RequestId) -> Option<&mut Receiving> {
@@ -402,6 +425,14 @@ impl ConnectionState {
             self.closed = true;
             actions.push(Action::Close);
         }
+    }
+}
+
+impl Drop for ConnectionState {
+    /// A connection that ends with requests still active (peer gone, crash, error) frees
+    /// their share of the server's budget with it.
+    fn drop(&mut self) {
+        self.budget.give_back(self.active.len());
     }
 }
 

@@ -7,6 +7,11 @@
 //! record boundaries. That is how the backend knows, exactly, whether a request is in progress
 //! on a connection, and can divert a request before the server sees it. Per-request behaviour
 //! (token, sleep, size, status, crash, stderr) lives in `behaviour.rs`.
+//!
+//! With `server.mpxs_conns` a connection carries several requests at once: the pump counts
+//! every BEGIN_REQUEST in and every END_REQUEST out, so it knows how many are in flight on each
+//! connection, and all connections share one FCGI_MAX_REQS budget, as `fcgi::server::serve`'s
+//! do.
 
 mod behaviour;
 mod pump;
@@ -17,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fcgi::net::{Address, Listener};
-use fcgi::server::ServerConfig;
+use fcgi::server::{RequestBudget, ServerConfig};
 use tempfile::TempDir;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -34,6 +39,9 @@ pub struct BackendOptions {
     /// workers. `None`: no limit.
     pub workers: Option<usize>,
     /// The FastCGI server's own limits and capabilities (multiplexing, max requests…).
+    /// `max_reqs` bounds requests over all connections. To test a client's fallback, set
+    /// `announced_mpxs_conns: Some(true)` with `mpxs_conns: false`: GET_VALUES then claims
+    /// FCGI_MPXS_CONNS=1 while a second request on a connection gets FCGI_CANT_MPX_CONN.
     pub server: ServerConfig,
 }
 
@@ -65,6 +73,7 @@ struct Shared {
     open: AtomicU64,
     max_open: AtomicU64,
     requests: AtomicU64,
+    max_in_flight_on_one_connection: AtomicU64,
     connections: Mutex<HashMap<u64, TrackedConnection>>,
 }
 
@@ -90,6 +99,8 @@ impl Shared {
     fn requests_started(&self, connection: u64, count: u64) {
         if let Some(tracked) = self.connections().get_mut(&connection) {
             tracked.requests_in_progress += count;
+            self.max_in_flight_on_one_connection
+                .fetch_max(tracked.requests_in_progress, Ordering::SeqCst);
         }
     }
 
@@ -130,6 +141,7 @@ impl TestBackend {
             open: AtomicU64::new(0),
             max_open: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            max_in_flight_on_one_connection: AtomicU64::new(0),
             connections: Mutex::new(HashMap::new()),
         });
         let accept_loop = tokio::spawn(accept_loop(
@@ -191,6 +203,14 @@ impl TestBackend {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
+    /// The most requests ever in flight at once on a single connection, from BEGIN_REQUEST in
+    /// to END_REQUEST out (refused ones included: the client did send them concurrently).
+    pub fn max_concurrent_requests_on_one_connection(&self) -> u64 {
+        self.shared
+            .max_in_flight_on_one_connection
+            .load(Ordering::SeqCst)
+    }
+
     /// Closes every connection that has no request in progress (as a recycled php-fpm worker
     /// does). The close is done when this returns: the client's next read sees EOF.
     pub fn close_idle_connections(&self) {
@@ -223,6 +243,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
 ) {
     let worker_slots = workers.map(|workers| Arc::new(Semaphore::new(workers)));
+    let budget = Arc::new(RequestBudget::new(config.max_reqs as usize));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -247,9 +268,10 @@ async fn accept_loop(
             continue;
         };
         let config = Arc::clone(&config);
+        let budget = Arc::clone(&budget);
         connections.spawn(async move {
             let _permit = permit;
-            connection.serve(config).await;
+            connection.serve(config, budget).await;
         });
     }
 }

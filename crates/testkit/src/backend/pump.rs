@@ -1,13 +1,13 @@
-//! One accepted connection: `fcgi::server::serve_connection` on one end of a socket pair, and a
-//! pump between the other end and the client that tracks requests in progress and diverts them
-//! in the Hang and Garbage modes.
+//! One accepted connection: `fcgi::server::serve_connection_within` on one end of a socket pair,
+//! and a pump between the other end and the client that tracks requests in progress (several at
+//! once on a multiplexed connection) and diverts them in the Hang and Garbage modes.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fcgi::net::Stream;
-use fcgi::server::{serve_connection, ServerConfig};
+use fcgi::server::{serve_connection_within, RequestBudget, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -52,8 +52,8 @@ impl Connection {
         })
     }
 
-    /// Serves until either side closes.
-    pub(super) async fn serve(mut self, config: Arc<ServerConfig>) {
+    /// Serves until either side closes; requests draw on the backend-wide `budget`.
+    pub(super) async fn serve(mut self, config: Arc<ServerConfig>, budget: Arc<RequestBudget>) {
         let Some(client) = self.client.take() else {
             return;
         };
@@ -64,7 +64,7 @@ impl Connection {
             self.number,
             Arc::clone(&self.shared.overload),
         ));
-        let server = serve_connection(Stream::Unix(server_end), handler, config);
+        let server = serve_connection_within(Stream::Unix(server_end), handler, config, budget);
         // When the pump returns it drops its end, so the server sees EOF and returns too; when
         // the server returns (a crash, KEEP_CONN=0) the pump sees EOF on its end.
         let _ = tokio::join!(server, self.pump(client, pump_end));

@@ -1,15 +1,18 @@
 //! The HTTP side of a test: a keep-alive client ([`HttpClient`]), a bounded load runner
-//! ([`run_load`]) and a raw byte exchange for malformed-input tests ([`raw_exchange`]).
+//! ([`run_load`]), a raw byte exchange for malformed-input tests ([`raw_exchange`]) and a
+//! client that reads its response slowly or vanishes halfway ([`slow_get`]).
 
 mod client;
 mod load;
 mod raw;
+mod slow;
 
 use bytes::Bytes;
 
 pub use client::HttpClient;
 pub use load::{run_load, LoadReport};
 pub use raw::raw_exchange;
+pub use slow::{slow_get, SlowRead, SlowResponse};
 
 /// A fully read response.
 #[derive(Clone, Debug)]

@@ -5,8 +5,10 @@
 mod backend;
 mod fastcgi;
 mod http;
+mod multiplexing;
 mod php;
 mod relay;
+mod slow_http;
 
 use std::time::Duration;
 

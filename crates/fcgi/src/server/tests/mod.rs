@@ -1,9 +1,11 @@
 //! Socket tests of the application-side server: a real listener (unix socket in a fresh
 //! directory, or 127.0.0.1:0) and a raw-record client built from the codec, so every byte the
 //! server writes is checked as a peer would see it. This file is the harness; the tests are in
-//! `requests.rs` (what one request sees) and `lifecycle.rs` (aborts, limits, closing).
+//! `requests.rs` (what one request sees), `lifecycle.rs` (aborts, limits, closing) and
+//! `multiplexing.rs` (concurrent requests: bounds and fair output).
 
 mod lifecycle;
+mod multiplexing;
 mod requests;
 
 use std::path::PathBuf;
@@ -52,8 +54,10 @@ impl Handler for TestApp {
         match request.param_str("MODE").unwrap_or("echo") {
             "big" => {
                 let size: usize = request.param_str("SIZE").unwrap().parse().unwrap();
-                let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-                for piece in body.chunks(10_000) {
+                let piece: usize = request
+                    .param_str("PIECE")
+                    .map_or(10_000, |piece| piece.parse().unwrap());
+                for piece in big_body(size).chunks(piece) {
                     response.stdout(piece).await.unwrap();
                 }
             }
@@ -85,6 +89,11 @@ impl Handler for TestApp {
         }
         HandlerOutcome::Complete { app_status }
     }
+}
+
+/// What the `big` mode sends: `size` bytes that reveal a lost or reordered record.
+fn big_body(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
 }
 
 struct TestServer {

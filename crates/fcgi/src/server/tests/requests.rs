@@ -27,6 +27,7 @@ async fn get_values_answers_only_the_names_asked_for() {
     let config = ServerConfig {
         max_conns: 12,
         max_reqs: 34,
+        max_reqs_per_conn: 5,
         mpxs_conns: true,
         ..ServerConfig::default()
     };
@@ -132,7 +133,7 @@ async fn large_stdout_arrives_whole_in_records_php_fpm_would_accept() {
         )
         .await;
     let response = client.response(1).await;
-    let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let expected = big_body(size);
     assert_eq!(response.stdout.len(), size);
     assert!(response.stdout == expected, "stdout content differs");
     assert!(response.stdout_ended);

@@ -1,0 +1,329 @@
+//! Multiplexing through the gateway, against real backends: a thousand concurrent requests on
+//! two backend connections, each answer matched to its request; a slow client that does not
+//! slow down the 500 requests sharing its connection, served from the spool or cut off at
+//! `max_response_buffer`; FCGI_CANT_MPX_CONN from a backend that claimed to multiplex; and
+//! php-fpm, which says it does not multiplex, never getting two requests on one connection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fcgate::server::RunningGateway;
+use fcgi::server::ServerConfig;
+use fcgi_testkit::backend::{BackendOptions, TestBackend};
+use fcgi_testkit::http::{run_load, slow_get, HttpClient, SlowRead};
+use fcgi_testkit::php::{PhpFpm, PhpFpmOptions, ProcessManager};
+use fcgi_testkit::php_fixture_docroot;
+use fcgi_testkit::relay::CountingRelay;
+use http::Request;
+use http_body_util::Full;
+use support::{pool_stats, start_gateway, wait_until};
+
+const TWENTY_MIB: u64 = 20 << 20;
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::new(Bytes::new())).unwrap()
+}
+
+/// The test backend as a multiplexing application: FCGI_MPXS_CONNS=1, room for everything.
+async fn multiplexing_backend() -> TestBackend {
+    TestBackend::start(BackendOptions {
+        server: ServerConfig {
+            mpxs_conns: true,
+            max_conns: 16,
+            max_reqs: 16 * 1024,
+            max_reqs_per_conn: 1024,
+            ..ServerConfig::default()
+        },
+        ..BackendOptions::default()
+    })
+    .await
+}
+
+/// A gateway in front of `relay` that has learned the backend multiplexes.
+async fn multiplexing_gateway(
+    relay: &CountingRelay,
+    settings: &str,
+    upstream: &str,
+) -> RunningGateway {
+    let gateway = start_gateway(settings, &relay.address(), upstream).await;
+    wait_until("the gateway learns the backend multiplexes", || {
+        pool_stats(&gateway).multiplexing
+    })
+    .await;
+    gateway
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_share_two_backend_connections() {
+    let backend = multiplexing_backend().await;
+    let relay = CountingRelay::start(backend.address()).await;
+    let gateway = multiplexing_gateway(
+        &relay,
+        "",
+        "max_conns = 2\nmax_reqs_per_conn = 1000\nqueue_timeout = \"30s\"",
+    )
+    .await;
+    // The GET_VALUES management connection came and went before the load.
+    wait_until("the management connection closes", || {
+        relay.connections_open() == 0
+    })
+    .await;
+    let opened_before = relay.connections_opened();
+
+    let report = run_load(
+        gateway.local_addr,
+        1_000,
+        1_000,
+        Duration::from_secs(60),
+        |i| get(&format!("/?token=mpx-{i}&sleep_ms=50")),
+        |i, response| {
+            response.status == 200 && response.text().contains(&format!("token: mpx-{i}\n"))
+        },
+    )
+    .await;
+    assert_eq!(report.count(200), 1_000, "{report:?}");
+    assert_eq!(
+        report.bodies_ok, 1_000,
+        "an answer reached the wrong request"
+    );
+    let opened = relay.connections_opened() - opened_before;
+    assert!(
+        opened <= 2,
+        "{opened} backend connections for max_conns = 2"
+    );
+    assert!(relay.max_open() <= 2, "{} at once", relay.max_open());
+    let most_on_one = relay.max_concurrent_requests_on_one_connection();
+    assert!(
+        most_on_one > 1,
+        "never more than {most_on_one} request per connection"
+    );
+    assert_eq!(relay.id_reused_while_active(), 0);
+}
+
+/// Latency of each of `count` requests, each on its own client connection, all at once.
+async fn latencies(gateway: &RunningGateway, count: usize, tag: &str) -> Vec<Duration> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..count {
+        let addr = gateway.local_addr;
+        let tag = tag.to_owned();
+        let path = format!("/?token={tag}-{index}&sleep_ms=20");
+        tasks.spawn(async move {
+            let mut client = HttpClient::http1(addr).await;
+            let started = tokio::time::Instant::now();
+            let response = client.get(&path).await.unwrap();
+            assert_eq!(response.status, 200);
+            assert!(response.text().contains(&format!("token: {tag}-{index}\n")));
+            started.elapsed()
+        });
+    }
+    let mut times = Vec::new();
+    while let Some(time) = tasks.join_next().await {
+        times.push(time.unwrap());
+    }
+    times.sort();
+    times
+}
+
+fn median(times: &[Duration]) -> Duration {
+    times[times.len() / 2]
+}
+
+/// A client reading 20 MiB at 100 KiB/s while 500 others share its backend connection: the
+/// others take no longer than without it (medians side by side; the bound is generous, the
+/// machines are noisy), and the gateway's spool, not the connection, holds the slow response.
+async fn slow_client_among_five_hundred(gateway: &RunningGateway) -> Duration {
+    let addr = gateway.local_addr;
+    let slow = tokio::spawn(async move {
+        let path = format!("/?size={TWENTY_MIB}");
+        let read = SlowRead {
+            bytes_per_second: 100 * 1024,
+            give_up_after: None,
+            deadline: Duration::from_secs(4),
+        };
+        slow_get(addr, &path, read).await
+    });
+    let with_slow = latencies(gateway, 500, "with-slow").await;
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.status, 200);
+    assert!(slow.body_is_pattern, "the slow client got corrupted bytes");
+    median(&with_slow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_delay_the_requests_sharing_its_connection() {
+    let backend = multiplexing_backend().await;
+    let relay = CountingRelay::start(backend.address()).await;
+    // One backend connection: the slow response and the 500 others all share it.
+    let gateway = multiplexing_gateway(&relay, "", "max_conns = 1\nmax_reqs_per_conn = 1000").await;
+    let without_slow = median(&latencies(&gateway, 500, "alone").await);
+    let with_slow = slow_client_among_five_hundred(&gateway).await;
+    assert!(
+        with_slow <= without_slow * 3 + Duration::from_millis(250),
+        "median {with_slow:?} with the slow client against {without_slow:?} without"
+    );
+    // The 20 MiB left the backend long before the client read 400 KiB of it: the request is
+    // over on the backend side, its connection free, the rest waits in the spool.
+    assert_eq!(pool_stats(&gateway).multiplexed_in_flight, 0);
+    assert_eq!(relay.abort_requests_seen(), 0);
+    assert_eq!(relay.id_reused_while_active(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_past_max_response_buffer_is_cut_off_alone() {
+    let backend = multiplexing_backend().await;
+    let relay = CountingRelay::start(backend.address()).await;
+    let gateway = multiplexing_gateway(
+        &relay,
+        "max_response_buffer = \"2MiB\"",
+        "max_conns = 1\nmax_reqs_per_conn = 1000",
+    )
+    .await;
+    let path = format!("/?size={TWENTY_MIB}");
+    let slow = slow_get(
+        gateway.local_addr,
+        &path,
+        SlowRead {
+            bytes_per_second: 100 * 1024,
+            give_up_after: None,
+            deadline: Duration::from_secs(20),
+        },
+    );
+    let others = latencies(&gateway, 200, "beside-cut");
+    let (slow, others) = tokio::join!(slow, others);
+    let slow = slow.unwrap();
+    assert_eq!(slow.status, 200);
+    assert!(!slow.complete, "20 MiB arrived despite a 2 MiB bound");
+    assert!(slow.body_is_pattern);
+    assert!(
+        slow.body_len < TWENTY_MIB / 2,
+        "{} bytes reached the client",
+        slow.body_len
+    );
+    assert_eq!(others.len(), 200);
+    assert_eq!(relay.id_reused_while_active(), 0);
+    // The gateway still serves, on the same backend connection.
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/?token=after").await.unwrap().status, 200);
+    assert_eq!(
+        relay.connections_opened(),
+        2,
+        "the management connection and one more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_claims_to_multiplex_but_answers_cant_mpx_conn_is_served_one_by_one() {
+    let backend = TestBackend::start(BackendOptions {
+        server: ServerConfig {
+            mpxs_conns: false,
+            announced_mpxs_conns: Some(true),
+            ..ServerConfig::default()
+        },
+        ..BackendOptions::default()
+    })
+    .await;
+    let relay = CountingRelay::start(backend.address()).await;
+    let gateway = multiplexing_gateway(&relay, "", "max_conns = 4").await;
+    let load = || {
+        run_load(
+            gateway.local_addr,
+            400,
+            40,
+            Duration::from_secs(60),
+            |i| get(&format!("/?token=cant-{i}&sleep_ms=10")),
+            |i, response| response.text().contains(&format!("token: cant-{i}\n")),
+        )
+    };
+    let report = load().await;
+    // Every request refused with CANT_MPX_CONN went again on a connection of its own.
+    assert_eq!(report.count(200), 400, "{report:?}");
+    assert_eq!(report.bodies_ok, 400);
+    assert!(!pool_stats(&gateway).multiplexing);
+    assert!(
+        gateway.gateway.upstream().retries() > 0,
+        "nothing was refused"
+    );
+    // Off for good: the next load goes one request per connection, nothing refused.
+    let retries_before = gateway.gateway.upstream().retries();
+    let report = load().await;
+    assert_eq!(report.bodies_ok, 400, "{report:?}");
+    assert_eq!(gateway.gateway.upstream().retries(), retries_before);
+}
+
+async fn php_fpm() -> Option<PhpFpm> {
+    PhpFpm::start(PhpFpmOptions {
+        pm: ProcessManager::Static,
+        max_children: 4,
+        ..PhpFpmOptions::default()
+    })
+    .await
+}
+
+fn php_site() -> String {
+    format!("root = {:?}", php_fixture_docroot().display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_never_gets_two_requests_on_one_connection_even_with_multiplex_on() {
+    let Some(fpm) = php_fpm().await else {
+        return;
+    };
+    let relay = CountingRelay::start(fpm.address()).await;
+    let gateway = start_gateway(
+        &php_site(),
+        &relay.address(),
+        "max_conns = 4\nmultiplex = \"on\"",
+    )
+    .await;
+    let report = run_load(
+        gateway.local_addr,
+        400,
+        40,
+        Duration::from_secs(60),
+        |_| get("/sleep.php?ms=5"),
+        |_, response| response.text() == "slept 5 ms\n",
+    )
+    .await;
+    assert_eq!(report.count(200), 400, "{report:?}");
+    assert_eq!(report.bodies_ok, 400);
+    let stats = pool_stats(&gateway);
+    assert!(!stats.multiplexing);
+    assert_eq!(
+        stats.backend_values.and_then(|values| values.mpxs_conns),
+        Some(false)
+    );
+    assert_eq!(relay.max_concurrent_requests_on_one_connection(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_forced_to_multiplex_answers_every_request_correctly() {
+    // php-fpm never answers FCGI_CANT_MPX_CONN: it reads the requests on a connection one after
+    // the other. Forced, the answers must still reach the right clients.
+    let Some(fpm) = php_fpm().await else {
+        return;
+    };
+    let relay = CountingRelay::start(fpm.address()).await;
+    let gateway = start_gateway(
+        &php_site(),
+        &relay.address(),
+        "max_conns = 2\nmultiplex = \"force\"",
+    )
+    .await;
+    let report = run_load(
+        gateway.local_addr,
+        200,
+        20,
+        Duration::from_secs(60),
+        |i| get(&format!("/sleep.php?ms={}", i % 7)),
+        |i, response| response.text() == format!("slept {} ms\n", i % 7),
+    )
+    .await;
+    assert_eq!(report.count(200), 200, "{report:?}");
+    assert_eq!(report.bodies_ok, 200);
+    assert!(relay.max_concurrent_requests_on_one_connection() > 1);
+    assert_eq!(relay.id_reused_while_active(), 0);
+}
