@@ -33,6 +33,14 @@ use crate::protocol::{
 /// Identifies a connection within its pool, for logs and the pool's bookkeeping.
 pub type ConnectionId = u64;
 
+/// One request on one connection: its id, and which use of that id it is. An id is reused once
+/// its request has ended; an abort issued late must not hit the request that reused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RequestKey {
+    pub(crate) id: RequestId,
+    pub(crate) sequence: u64,
+}
+
 /// Something the backend sent for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseEvent {
@@ -67,6 +75,7 @@ pub(super) struct Shared {
     pub(super) address: Address,
     pub(super) opened_at: Instant,
     pub(super) closed: AtomicBool,
+    /// Requests started so far; also each request's [`RequestKey::sequence`].
     pub(super) requests_started: AtomicU64,
     pub(super) close: CancellationToken,
     pub(super) ids: Mutex<RequestIds>,
@@ -162,20 +171,32 @@ impl Connection {
     /// Stops taking requests and lets the backend close first (bounded), which leaves the
     /// TIME_WAIT entry on the backend's side. Used after a request sent without KEEP_CONN.
     pub(crate) fn retire(&self) {
-        if self.commands.try_send(Command::Retire).is_err() {
-            self.close();
-        }
+        self.control(Command::Retire);
     }
 
-    /// Sends FCGI_ABORT_REQUEST for `request_id`; with `close`, the connection closes once it is
-    /// written. Falls back to closing at once when the driver's queue is full.
-    pub(crate) fn abort(&self, request_id: RequestId, close: bool) {
-        if self
-            .commands
-            .try_send(Command::Abort { request_id, close })
-            .is_err()
-        {
-            self.close();
+    /// Sends FCGI_ABORT_REQUEST for `request_id`, after whatever this connection's requests
+    /// queued before; with `close`, the connection closes once it is written.
+    pub(crate) fn abort(&self, request: RequestKey, close: bool) {
+        self.control(Command::Abort { request, close });
+    }
+
+    /// Queues a command that must not wait (it is issued from `Drop`). A full queue — many
+    /// requests given up at once, on a shared connection — hands it to a task that waits its
+    /// turn; closing the connection instead would cut every other request on it.
+    fn control(&self, command: Command) {
+        match self.commands.try_send(command) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let commands = self.commands.clone();
+                        runtime.spawn(async move {
+                            let _ = commands.send(command).await;
+                        });
+                    }
+                    Err(_) => self.close(),
+                }
+            }
         }
     }
 
@@ -196,9 +217,13 @@ impl Connection {
             .lock_ids()
             .allocate()
             .ok_or_else(|| self.failed(ConnectionFailure::ClosedByGateway))?;
-        self.shared.requests_started.fetch_add(1, Ordering::Relaxed);
+        let request = RequestKey {
+            id: request_id,
+            sequence: self.shared.requests_started.fetch_add(1, Ordering::Relaxed),
+        };
 
-        let mut head = BytesMut::with_capacity(1024);
+        // A browser request's params run to about 1.1 KiB: room for them without a regrowth.
+        let mut head = BytesMut::with_capacity(2048);
         let begin = BeginRequest {
             role: Role::Responder,
             keep_conn,
@@ -210,7 +235,9 @@ impl Connection {
             write_params(&mut |name, value| params.push(name, value));
             params.finish();
         }
-        let mut payload = vec![Outgoing::Block(head.freeze())];
+        // Head, the first body record and the end of STDIN.
+        let mut payload = Vec::with_capacity(3);
+        payload.push(Outgoing::Block(head.freeze()));
         let mut later_records = Vec::new();
         let mut streamed_body = None;
         match body {
@@ -236,7 +263,7 @@ impl Connection {
         let (events, event_receiver) = mpsc::unbounded_channel();
         let unread = Arc::new(AtomicUsize::new(0));
         self.command(Command::Begin {
-            request_id,
+            request,
             events,
             unread: Arc::clone(&unread),
             payload,
@@ -250,7 +277,7 @@ impl Connection {
             let streamed = self.stream_body(request_id, reader, length).await;
             if let Err(error) = streamed {
                 // Half a request is on the wire; on a shared connection only it must go.
-                self.abort(request_id, false);
+                self.abort(request, false);
                 return Err(error);
             }
             self.command(Command::Write(vec![Outgoing::Frame(Frame::end_of_stream(
@@ -260,7 +287,7 @@ impl Connection {
             .await?;
         }
         Ok(Events::new(
-            request_id,
+            request,
             Arc::clone(&self.shared),
             event_receiver,
             unread,

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
 use super::connection::{
-    lock_ids, record_header, ConnectionId, EventResult, ResponseEvent, Shared,
+    lock_ids, record_header, ConnectionId, EventResult, RequestKey, ResponseEvent, Shared,
 };
 use super::error::ConnectionFailure;
 use crate::net::{ReadHalf, WriteHalf};
@@ -63,7 +63,7 @@ impl Outgoing {
 
 pub(super) enum Command {
     Begin {
-        request_id: RequestId,
+        request: RequestKey,
         events: mpsc::UnboundedSender<EventResult>,
         /// Response bytes sent to `events` and not yet taken out by the reader.
         unread: Arc<AtomicUsize>,
@@ -75,13 +75,14 @@ pub(super) enum Command {
     /// The caller gave up on a request: send FCGI_ABORT_REQUEST (FastCGI 1.0 §5.4), and with
     /// `close` drop the connection once that record is out.
     Abort {
-        request_id: RequestId,
+        request: RequestKey,
         close: bool,
     },
 }
 
 struct Route {
     request_id: RequestId,
+    sequence: u64,
     events: mpsc::UnboundedSender<EventResult>,
     unread: Arc<AtomicUsize>,
     /// Aborted for running too far ahead of its reader: its output is dropped, and the route
@@ -252,13 +253,14 @@ impl Driver {
     fn accept(&mut self, command: Command) {
         match command {
             Command::Begin {
-                request_id,
+                request,
                 events,
                 unread,
                 payload,
             } => {
                 self.routes.push(Route {
-                    request_id,
+                    request_id: request.id,
+                    sequence: request.sequence,
                     events,
                     unread,
                     overflowed: false,
@@ -269,8 +271,15 @@ impl Driver {
             Command::Retire => {
                 self.retire_deadline = Some(tokio::time::Instant::now() + RETIRE_GRACE);
             }
-            Command::Abort { request_id, close } => {
-                self.queue_abort(request_id);
+            Command::Abort { request, close } => {
+                // Only while that very request is in flight: once it ended, its id may belong
+                // to a newer request already.
+                let in_flight = self.routes.iter().any(|route| {
+                    route.request_id == request.id && route.sequence == request.sequence
+                });
+                if in_flight {
+                    self.queue_abort(request.id);
+                }
                 self.close_when_flushed |= close;
             }
         }

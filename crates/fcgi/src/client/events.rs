@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::connection::{ConnectionId, EventResult, ResponseEvent, Shared};
+use super::connection::{ConnectionId, EventResult, RequestKey, ResponseEvent, Shared};
 use super::error::{ClientError, ConnectionFailure};
-use crate::protocol::{ProtocolStatus, RequestId};
+use crate::protocol::ProtocolStatus;
 
 /// Told what a request's response shows about the backend's capacity; the pool implements it.
 pub(crate) trait ResponseObserver: Send + Sync {
@@ -39,7 +39,7 @@ pub(crate) struct FirstResponseWatch {
 /// What the backend answers to one request, event by event; the pool-aware wrapper is
 /// [`super::ResponseStream`].
 pub(crate) struct Events {
-    pub(crate) request_id: RequestId,
+    pub(crate) request: RequestKey,
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<EventResult>,
     /// Response bytes the driver queued for this request and not taken out yet.
@@ -52,14 +52,14 @@ pub(crate) struct Events {
 
 impl Events {
     pub(super) fn new(
-        request_id: RequestId,
+        request: RequestKey,
         shared: Arc<Shared>,
         events: mpsc::UnboundedReceiver<EventResult>,
         unread: Arc<AtomicUsize>,
         read_timeout: Duration,
     ) -> Events {
         Events {
-            request_id,
+            request,
             shared,
             events,
             unread,

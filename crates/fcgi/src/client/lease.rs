@@ -14,12 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection::{Connection, ConnectionId, RequestBody, ResponseEvent};
+use super::connection::{Connection, ConnectionId, RequestBody, RequestKey, ResponseEvent};
 use super::error::{ClientError, ConnectionFailure};
 use super::events::{Events, FirstResponseWatch, ResponseObserver};
 use super::multiplex::RequestEnd;
 use super::pool::PoolShared;
-use crate::protocol::RequestId;
 
 /// The shortest wait before a fresh connection's silence counts as a sign of saturation.
 const MIN_SATURATION_BOUND: Duration = Duration::from_millis(250);
@@ -37,7 +36,7 @@ pub struct Lease {
     /// One request slot on a connection shared with other requests.
     multiplexed: bool,
     /// The request's id once sent: what to abort when it is given up.
-    request_id: Option<RequestId>,
+    request: Option<RequestKey>,
 }
 
 impl Lease {
@@ -55,7 +54,7 @@ impl Lease {
             reused,
             keep_conn,
             multiplexed,
-            request_id: None,
+            request: None,
         }
     }
 
@@ -100,7 +99,7 @@ impl Lease {
         let mut events = connection
             .send_request(self.keep_conn, write_params, body, config.read_timeout)
             .await?;
-        self.request_id = Some(events.request_id);
+        self.request = Some(events.request);
         // Only a fresh connection can be sitting in the backend's listen backlog.
         let watch = first_request.then(|| {
             let state = self.pool.lock();
@@ -151,7 +150,7 @@ impl Lease {
         let runtime = tokio::runtime::Handle::try_current();
         if self.multiplexed {
             if let Some(connection) = &self.connection {
-                connection.abort(events.request_id, false);
+                connection.abort(events.request, false);
             }
             // The slot stays taken until the backend confirms, as the id does.
             let within = drain.max(self.pool.config.read_timeout);
@@ -162,14 +161,14 @@ impl Lease {
         }
         match (&self.connection, runtime) {
             (Some(connection), Ok(runtime)) if !drain.is_zero() => {
-                connection.abort(events.request_id, false);
+                connection.abort(events.request, false);
                 runtime.spawn(self.drain(events, drain));
             }
             (Some(connection), _) => {
                 // The abort goes out first, then the connection closes: php-fpm ignores the
                 // record while the script runs, but a closed socket makes the script's next
                 // output fail, which is what frees the worker.
-                connection.abort(events.request_id, true);
+                connection.abort(events.request, true);
                 let connection = self.connection.take();
                 self.forget(connection.as_ref());
             }
@@ -201,10 +200,10 @@ impl Lease {
         if !self.multiplexed {
             return; // dropping closes it
         }
-        if let (Some(connection), Some(request_id), ClientError::ReadTimeout { .. }) =
-            (&self.connection, self.request_id, error)
+        if let (Some(connection), Some(request), ClientError::ReadTimeout { .. }) =
+            (&self.connection, self.request, error)
         {
-            connection.abort(request_id, false);
+            connection.abort(request, false);
         }
         if let Some(connection) = self.connection.take() {
             self.pool
@@ -295,8 +294,8 @@ impl Drop for Lease {
             return;
         };
         if self.multiplexed {
-            if let Some(request_id) = self.request_id {
-                connection.abort(request_id, false);
+            if let Some(request) = self.request {
+                connection.abort(request, false);
             }
             self.pool
                 .end_shared_request(&connection, RequestEnd::Abandoned);
