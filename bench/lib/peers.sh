@@ -19,7 +19,7 @@ peer_note() {
     h2o) echo "h2o fastcgi.connect, fastcgi.timeout.keepalive 20s (persistent connections)" ;;
     lighttpd) echo "lighttpd mod_fastcgi (defaults)" ;;
     apache) echo "Apache event MPM, mod_proxy_fcgi enablereuse=on max=$((PHP_CHILDREN / WORKERS)) per process x $WORKERS processes" ;;
-    fcgate) echo "fcgate --max-conns $PHP_CHILDREN (defaults otherwise)" ;;
+    fcgate) echo "fcgate, cap from the pool's pm.max_children (php_fpm_config; max_conns $PHP_CHILDREN for the demo app), defaults otherwise" ;;
   esac
 }
 
@@ -263,15 +263,21 @@ $handler
 EOF
 }
 
+# In front of php-fpm fcgate reads the pool's own config, as a deployment would, and takes its
+# cap from pm.max_children ($PHP_CHILDREN); the demo app announces FCGI_MAX_CONNS 256, so there
+# the cap is given as max_conns: the same $PHP_CHILDREN connections as every other peer.
 write_fcgate() {
-  local mode=$1 port=$2 dir=$3 root=""
-  [ "$mode" = php ] && root="root = \"$www\""
+  local mode=$1 port=$2 dir=$3 root="" cap="max_conns = $PHP_CHILDREN"
+  if [ "$mode" = php ]; then
+    root="root = \"$www\""
+    cap="php_fpm_config = \"$work/php-fpm.conf\""
+  fi
   cat >"$dir/fcgate.toml" <<EOF
 listen = "127.0.0.1:$port"
 $root
 
 [upstream]
 servers = ["$(backend_address prefixed)"]
-max_conns = $PHP_CHILDREN
+$cap
 EOF
 }

@@ -4,7 +4,10 @@
 //! (`SCRIPT_FILENAME`, `PATH_INFO`, `PATH_TRANSLATED`), then one `HTTP_*` per request header,
 //! then the operator's fixed params. Pure: the caller encodes the pairs into PARAMS records.
 
-use std::net::{IpAddr, SocketAddr};
+mod host;
+mod text;
+
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -13,16 +16,62 @@ use http::request::Parts;
 use http::Version;
 
 use crate::config::SiteConfig;
+use host::{request_host, ServerName};
+use text::{Decimal, IpText};
 
-/// The two ends of the client connection a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The two ends of the client connection a request arrived on. The params they give
+/// (REMOTE_ADDR, REMOTE_PORT, SERVER_ADDR, SERVER_PORT) are written as text once, when the
+/// connection is accepted, rather than for each of its requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionInfo {
+    remote_addr: SocketAddr,
+    local_addr: SocketAddr,
+    https: bool,
+    remote_ip: IpText,
+    remote_port: Decimal,
+    local_ip: IpText,
+    local_port: Decimal,
+}
+
+impl ConnectionInfo {
+    /// A client connection from `remote_addr` to the gateway's `local_addr`; `https` if TLS.
+    pub fn new(remote_addr: SocketAddr, local_addr: SocketAddr, https: bool) -> ConnectionInfo {
+        ConnectionInfo {
+            remote_addr,
+            local_addr,
+            https,
+            remote_ip: IpText::plain(remote_addr.ip()),
+            remote_port: Decimal::new(u64::from(remote_addr.port())),
+            local_ip: IpText::plain(local_addr.ip()),
+            local_port: Decimal::new(u64::from(local_addr.port())),
+        }
+    }
+
     /// The client's address.
-    pub remote_addr: SocketAddr,
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
     /// The gateway's address the client connected to.
-    pub local_addr: SocketAddr,
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
     /// Whether the client connection is TLS.
-    pub https: bool,
+    pub fn https(&self) -> bool {
+        self.https
+    }
+}
+
+impl std::fmt::Debug for ConnectionInfo {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ConnectionInfo")
+            .field("remote_addr", &self.remote_addr)
+            .field("local_addr", &self.local_addr)
+            .field("https", &self.https)
+            .finish()
+    }
 }
 
 /// What the request runs: in PHP mode a script file under the document root; in app mode the
@@ -44,9 +93,13 @@ impl ScriptTarget {
     /// the convention of WSGI/PSGI-style FastCGI servers. A path that does not decode to UTF-8
     /// is passed still encoded rather than altered.
     pub fn app(uri_path: &str) -> ScriptTarget {
-        let path_info = crate::route::percent_decode(uri_path)
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_else(|| uri_path.to_owned());
+        // Without a `%` the path is its own decoding.
+        let decoded = if uri_path.contains('%') {
+            crate::route::percent_decode(uri_path).and_then(|bytes| String::from_utf8(bytes).ok())
+        } else {
+            None
+        };
+        let path_info = decoded.unwrap_or_else(|| uri_path.to_owned());
         ScriptTarget {
             script_filename: PathBuf::new(),
             script_name: String::new(),
@@ -56,7 +109,10 @@ impl ScriptTarget {
     }
 }
 
-/// Calls `add(name, value)` for every param, in a stable order.
+/// Calls `add(name, value)` for every param, in a stable order. Builds the values in place:
+/// numbers and addresses on the stack, header names in a stack buffer, single-valued headers
+/// borrowed from the request; only a composed value (PHP mode's DOCUMENT_URI and
+/// PATH_TRANSLATED, a repeated header joined) needs a buffer, shared by all of them.
 pub fn for_each_param(
     parts: &Parts,
     conn: &ConnectionInfo,
@@ -75,6 +131,7 @@ pub fn for_each_param(
             add(name, value);
         }
     };
+    let mut composed = Vec::new();
     emit(b"QUERY_STRING", parts.uri.query().unwrap_or("").as_bytes());
     emit(b"REQUEST_METHOD", parts.method.as_str().as_bytes());
     let content_type = parts
@@ -88,15 +145,21 @@ pub fn for_each_param(
         || parts.headers.contains_key(CONTENT_LENGTH)
         || parts.headers.contains_key(TRANSFER_ENCODING);
     if has_body {
-        emit(b"CONTENT_LENGTH", content_length.to_string().as_bytes());
+        emit(b"CONTENT_LENGTH", Decimal::new(content_length).as_bytes());
     } else {
         emit(b"CONTENT_LENGTH", b"");
     }
     emit(b"SCRIPT_NAME", target.script_name.as_bytes());
     let request_uri = parts.uri.path_and_query().map_or("/", |path| path.as_str());
     emit(b"REQUEST_URI", request_uri.as_bytes());
-    let document_uri = [target.script_name.as_bytes(), target.path_info.as_bytes()].concat();
-    emit(b"DOCUMENT_URI", &document_uri);
+    emit(
+        b"DOCUMENT_URI",
+        joined(
+            &mut composed,
+            target.script_name.as_bytes(),
+            target.path_info.as_bytes(),
+        ),
+    );
     let document_root = target
         .document_root
         .as_deref()
@@ -115,20 +178,14 @@ pub fn for_each_param(
         b"SERVER_SOFTWARE",
         concat!("fcgate/", env!("CARGO_PKG_VERSION")).as_bytes(),
     );
-    emit(b"REMOTE_ADDR", plain_ip(conn.remote_addr).as_bytes());
-    emit(
-        b"REMOTE_PORT",
-        conn.remote_addr.port().to_string().as_bytes(),
-    );
-    emit(b"SERVER_ADDR", plain_ip(conn.local_addr).as_bytes());
-    emit(
-        b"SERVER_PORT",
-        conn.local_addr.port().to_string().as_bytes(),
-    );
+    emit(b"REMOTE_ADDR", conn.remote_ip.as_bytes());
+    emit(b"REMOTE_PORT", conn.remote_port.as_bytes());
+    emit(b"SERVER_ADDR", conn.local_ip.as_bytes());
+    emit(b"SERVER_PORT", conn.local_port.as_bytes());
     let host = request_host(parts);
     emit(
         b"SERVER_NAME",
-        server_name(host, conn.local_addr).as_bytes(),
+        ServerName::of(host, conn.local_addr).as_bytes(),
     );
     // php-cgi built with force-cgi-redirect refuses to run without it.
     emit(b"REDIRECT_STATUS", b"200");
@@ -140,13 +197,18 @@ pub fn for_each_param(
     }
     emit(b"PATH_INFO", target.path_info.as_bytes());
     if let (false, Some(root)) = (target.path_info.is_empty(), &target.document_root) {
-        let translated = [root.as_os_str().as_bytes(), target.path_info.as_bytes()].concat();
-        emit(b"PATH_TRANSLATED", &translated);
+        let translated = joined(
+            &mut composed,
+            root.as_os_str().as_bytes(),
+            target.path_info.as_bytes(),
+        );
+        emit(b"PATH_TRANSLATED", translated);
     }
 
-    for (name, value) in header_params(parts, host, site.underscores_in_headers) {
-        emit(&name, &value);
+    if let Some(host) = host {
+        emit(b"HTTP_HOST", host);
     }
+    header_params(parts, site.underscores_in_headers, &mut composed, &mut emit);
     for (name, value) in &site.extra_params {
         add(name.as_bytes(), value.as_bytes());
     }
@@ -162,86 +224,81 @@ fn protocol_name(version: Version) -> &'static [u8] {
     }
 }
 
-/// The address without port or brackets, v4-mapped v6 shown as v4 (what nginx and apps'
-/// IPv4 allow-lists expect).
-fn plain_ip(addr: SocketAddr) -> String {
-    addr.ip().to_canonical().to_string()
+/// `first` followed by `second`, borrowed when one of them is empty, else built in `buffer`.
+fn joined<'a>(buffer: &'a mut Vec<u8>, first: &'a [u8], second: &'a [u8]) -> &'a [u8] {
+    if first.is_empty() {
+        return second;
+    }
+    if second.is_empty() {
+        return first;
+    }
+    reuse(buffer);
+    buffer.extend_from_slice(first);
+    buffer.extend_from_slice(second);
+    buffer
 }
 
-/// The host the client asked for: HTTP/2's `:authority` (and an HTTP/1.1 absolute-form URI)
-/// takes precedence over a Host header (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
-fn request_host(parts: &Parts) -> Option<&[u8]> {
-    match parts.uri.authority() {
-        Some(authority) => {
-            let text = authority.as_str();
-            Some(
-                text.rsplit_once('@')
-                    .map_or(text, |(_, host)| host)
-                    .as_bytes(),
-            )
-        }
-        None => parts.headers.get(HOST).map(|value| value.as_bytes()),
-    }
-}
+/// What a composed value usually needs: a document root and a path, or a few cookies.
+const COMPOSED_VALUE_CAPACITY: usize = 512;
 
-/// The Host without its port, or the local address when the Host is missing or not a
-/// well-formed authority (apps build absolute URLs from it).
-fn server_name(host: Option<&[u8]>, local_addr: SocketAddr) -> String {
-    let valid_host = host
-        .filter(|host| !host.is_empty() && !host.contains(&b'@'))
-        .and_then(|host| http::uri::Authority::try_from(host).ok());
-    if let Some(authority) = valid_host {
-        let text = authority.as_str();
-        let without_port = match text.strip_prefix('[') {
-            Some(inner) => inner.split_once(']').map(|(v6, _)| &text[..v6.len() + 2]),
-            None => text.split(':').next(),
-        };
-        if let Some(name) = without_port.filter(|name| !name.is_empty()) {
-            return name.to_owned();
-        }
-    }
-    match local_addr.ip().to_canonical() {
-        IpAddr::V6(v6) => format!("[{v6}]"),
-        IpAddr::V4(v4) => v4.to_string(),
-    }
+/// Empties the buffer shared by composed values, giving it room for a typical one at once
+/// rather than growing it value by value.
+fn reuse(buffer: &mut Vec<u8>) {
+    buffer.clear();
+    buffer.reserve(COMPOSED_VALUE_CAPACITY);
 }
 
 /// One `HTTP_*` param per request header name, values of a repeated header joined.
 fn header_params(
     parts: &Parts,
-    host: Option<&[u8]>,
     underscores_in_headers: bool,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut params: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    if let Some(host) = host {
-        params.push((b"HTTP_HOST".to_vec(), host.to_vec()));
-    }
-    for name in parts.headers.keys() {
+    joined_values: &mut Vec<u8>,
+    emit: &mut dyn FnMut(&[u8], &[u8]),
+) {
+    let headers = &parts.headers;
+    let mut short_name = [0u8; SHORT_PARAM_NAME];
+    let mut long_name = Vec::new();
+    for (position, name) in headers.keys().enumerate() {
         if skipped_header(name, underscores_in_headers) {
             continue;
         }
-        let param_name = cgi_header_name(name);
+        // Only when underscores pass can two names make one param (`x_user`, `x-user`): the
+        // first of them carries the values of all, in header order.
+        let namesake = |other: &HeaderName| {
+            underscores_in_headers
+                && !skipped_header(other, underscores_in_headers)
+                && same_cgi_name(other, name)
+        };
+        if underscores_in_headers && headers.keys().take(position).any(namesake) {
+            continue;
+        }
+        let later_namesakes = underscores_in_headers
+            .then(|| headers.keys().skip(position + 1))
+            .into_iter()
+            .flatten()
+            .filter(|other| namesake(other))
+            .flat_map(|other| headers.get_all(other));
+        let mut values = headers.get_all(name).iter().chain(later_namesakes);
+        let Some(first) = values.next() else {
+            continue;
+        };
+        let param_name = cgi_header_name(name, &mut short_name, &mut long_name);
+        let Some(second) = values.next() else {
+            emit(param_name, first.as_bytes());
+            continue;
+        };
         // `;` is Cookie's own separator (RFC 6265 §5.4); every other list header uses `,`.
         let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
-        let existing = params
-            .iter()
-            .position(|(existing, _)| *existing == param_name);
-        let joined = match existing {
-            Some(position) => &mut params[position].1,
-            None => {
-                params.push((param_name, Vec::new()));
-                let last = params.len() - 1;
-                &mut params[last].1
+        reuse(joined_values);
+        for value in [first, second].into_iter().chain(values) {
+            // Leading empty values leave no separator behind.
+            if !joined_values.is_empty() {
+                joined_values.extend_from_slice(separator);
             }
-        };
-        for value in parts.headers.get_all(name) {
-            if !joined.is_empty() {
-                joined.extend_from_slice(separator);
-            }
-            joined.extend_from_slice(value.as_bytes());
+            joined_values.extend_from_slice(value.as_bytes());
         }
+        emit(param_name, joined_values);
     }
-    params
 }
 
 fn skipped_header(name: &HeaderName, underscores_in_headers: bool) -> bool {
@@ -256,14 +313,49 @@ fn skipped_header(name: &HeaderName, underscores_in_headers: bool) -> bool {
         || (!underscores_in_headers && name.as_str().contains('_'))
 }
 
-fn cgi_header_name(name: &HeaderName) -> Vec<u8> {
-    let mut param = b"HTTP_".to_vec();
-    param.extend(name.as_str().bytes().map(|byte| match byte {
-        b'-' => b'_',
-        other => other.to_ascii_uppercase(),
-    }));
+/// Room for `HTTP_` and a header name on the stack; longer names (rare) take a buffer.
+const SHORT_PARAM_NAME: usize = 64;
+const HEADER_PARAM_PREFIX: &[u8] = b"HTTP_";
+
+/// `HTTP_` and the name upper-cased with `-` as `_` (RFC 3875 §4.1.18).
+fn cgi_header_name<'a>(
+    name: &HeaderName,
+    short: &'a mut [u8; SHORT_PARAM_NAME],
+    long: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    let len = HEADER_PARAM_PREFIX.len() + name.as_str().len();
+    let param: &mut [u8] = match short.get_mut(..len) {
+        Some(param) => param,
+        None => {
+            long.resize(len, 0);
+            long
+        }
+    };
+    let (prefix, rest) = param.split_at_mut(HEADER_PARAM_PREFIX.len());
+    prefix.copy_from_slice(HEADER_PARAM_PREFIX);
+    for (slot, byte) in rest.iter_mut().zip(name.as_str().bytes()) {
+        *slot = cgi_name_byte(byte);
+    }
     param
 }
 
+fn cgi_name_byte(byte: u8) -> u8 {
+    match byte {
+        b'-' => b'_',
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+fn same_cgi_name(one: &HeaderName, other: &HeaderName) -> bool {
+    let (one, other) = (one.as_str().as_bytes(), other.as_str().as_bytes());
+    one.len() == other.len()
+        && one
+            .iter()
+            .zip(other)
+            .all(|(&a, &b)| cgi_name_byte(a) == cgi_name_byte(b))
+}
+
+#[cfg(test)]
+mod header_tests;
 #[cfg(test)]
 mod tests;

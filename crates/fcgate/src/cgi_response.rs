@@ -6,6 +6,7 @@
 //! Which headers are hop-by-hop, and what to do with the app's Content-Length, is the proxy's
 //! business, not this parser's.
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
 
@@ -78,10 +79,10 @@ fn excerpt(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT_LEN)]).into_owned()
 }
 
-/// Parses the header block at the start of `buf`.
-pub fn parse_head(buf: &[u8]) -> Result<HeadParse, CgiHeadError> {
+/// Parses the header block at the start of `buf`. Header values are slices of `buf`, not
+/// copies: a response head costs the header map and the names http does not know already.
+pub fn parse_head(buf: &Bytes) -> Result<HeadParse, CgiHeadError> {
     let window = &buf[..buf.len().min(MAX_HEAD_LEN)];
-    let mut lines = Vec::new();
     let mut line_start = 0;
     let body_start = loop {
         let Some(newline) = find_newline(&window[line_start..]) else {
@@ -91,36 +92,69 @@ pub fn parse_head(buf: &[u8]) -> Result<HeadParse, CgiHeadError> {
             return Ok(HeadParse::Incomplete);
         };
         let line_end = line_start + newline;
-        let line = window[line_start..line_end]
-            .strip_suffix(b"\r")
-            .unwrap_or(&window[line_start..line_end]);
-        if line.is_empty() {
+        if matches!(&window[line_start..line_end], b"" | b"\r") {
             break line_end + 1;
         }
-        lines.push(line);
         line_start = line_end + 1;
     };
-    let head = parse_lines(&lines)?;
+    // The lines before the empty one, each ending with its `\n`.
+    let head = parse_lines(buf, line_start)?;
     Ok(HeadParse::Complete { head, body_start })
 }
 
 fn find_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&byte| byte == b'\n')
+    find_byte(bytes, b'\n')
 }
 
-fn parse_lines(lines: &[&[u8]]) -> Result<CgiHead, CgiHeadError> {
+/// `bytes.iter().position(..)` eight bytes at a time: heads are scanned twice per response,
+/// and a byte-wise loop was a fifth of the parser's cost.
+fn find_byte(bytes: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = ONES * u64::from(needle);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        // A zero byte in `word ^ pattern` is a match; the lowest flagged byte is exact (the
+        // classic has-zero-byte test only over-reports above a real zero).
+        let diff = u64::from_le_bytes(word) ^ pattern;
+        let zeros = diff.wrapping_sub(ONES) & !diff & HIGHS;
+        if zeros != 0 {
+            return Some(offset + zeros.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&byte| byte == needle)
+        .map(|at| offset + at)
+}
+
+fn parse_lines(buf: &Bytes, lines_end: usize) -> Result<CgiHead, CgiHeadError> {
     let mut headers = HeaderMap::new();
     let mut status = None;
-    for (index, line) in lines.iter().enumerate() {
-        let line_number = index + 1;
+    let mut line_start = 0;
+    let mut line_number = 0;
+    while line_start < lines_end {
+        line_number += 1;
+        let newline =
+            find_newline(&buf[line_start..lines_end]).map_or(lines_end, |at| line_start + at);
+        let line_end = if newline > line_start && buf[newline - 1] == b'\r' {
+            newline - 1
+        } else {
+            newline
+        };
+        let line = &buf[line_start..line_end];
+        line_start = newline + 1;
         let malformed = || CgiHeadError::MalformedLine {
             line: line_number,
             text: excerpt(line),
         };
-        let colon = line
-            .iter()
-            .position(|&byte| byte == b':')
-            .ok_or_else(malformed)?;
+        let colon = find_byte(line, b':').ok_or_else(malformed)?;
         let (raw_name, raw_value) = (&line[..colon], &line[colon + 1..]);
         if raw_name
             .first()
@@ -128,19 +162,25 @@ fn parse_lines(lines: &[&[u8]]) -> Result<CgiHead, CgiHeadError> {
         {
             return Err(malformed());
         }
+        let trimmed = raw_value.trim_ascii();
+        // Checked before building a HeaderName: http has no constant for it, so that would
+        // allocate for a header that is dropped anyway.
+        if raw_name.eq_ignore_ascii_case(b"status") {
+            status = Some(parse_status(trimmed)?);
+            continue;
+        }
         let name = HeaderName::from_bytes(raw_name).map_err(|_| CgiHeadError::InvalidName {
             line: line_number,
             name: excerpt(raw_name),
         })?;
-        let trimmed = raw_value.trim_ascii();
-        if name.as_str() == "status" {
-            status = Some(parse_status(trimmed)?);
-            continue;
-        }
-        let value = HeaderValue::from_bytes(trimmed).map_err(|_| CgiHeadError::InvalidValue {
-            line: line_number,
-            name: name.as_str().to_owned(),
-        })?;
+        let value_start =
+            line_end - raw_value.len() + (raw_value.len() - raw_value.trim_ascii_start().len());
+        let value = buf.slice(value_start..value_start + trimmed.len());
+        let value =
+            HeaderValue::from_maybe_shared(value).map_err(|_| CgiHeadError::InvalidValue {
+                line: line_number,
+                name: name.as_str().to_owned(),
+            })?;
         headers.append(name, value);
     }
     let status = match status {

@@ -74,11 +74,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = Arc::new(ConnectionInfo {
-            remote_addr,
-            local_addr,
-            https: false,
-        });
+        let connection = Arc::new(ConnectionInfo::new(remote_addr, local_addr, false));
         let gateway = Arc::clone(&gateway);
         let service = service_fn(move |request| {
             let gateway = Arc::clone(&gateway);

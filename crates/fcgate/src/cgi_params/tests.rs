@@ -15,11 +15,11 @@ fn app_site() -> SiteConfig {
 }
 
 fn connection() -> ConnectionInfo {
-    ConnectionInfo {
-        remote_addr: "192.0.2.7:51000".parse().unwrap(),
-        local_addr: "127.0.0.1:8080".parse().unwrap(),
-        https: false,
-    }
+    ConnectionInfo::new(
+        "192.0.2.7:51000".parse().unwrap(),
+        "127.0.0.1:8080".parse().unwrap(),
+        false,
+    )
 }
 
 fn php_target() -> ScriptTarget {
@@ -180,10 +180,7 @@ fn content_length_is_the_real_byte_count() {
 
 #[test]
 fn https_only_when_the_client_connection_is_tls() {
-    let tls = ConnectionInfo {
-        https: true,
-        ..connection()
-    };
+    let tls = ConnectionInfo::new(connection().remote_addr(), connection().local_addr(), true);
     let params = Params::of(
         Request::get("/").body(()).unwrap(),
         &tls,
@@ -239,10 +236,11 @@ fn server_name_falls_back_to_the_local_address() {
         Some("127.0.0.1")
     );
 
-    let v6_local = ConnectionInfo {
-        local_addr: "[2001:db8::1]:8080".parse().unwrap(),
-        ..connection()
-    };
+    let v6_local = ConnectionInfo::new(
+        connection().remote_addr(),
+        "[2001:db8::1]:8080".parse().unwrap(),
+        false,
+    );
     let params = Params::of(
         Request::get("/").body(()).unwrap(),
         &v6_local,
@@ -265,11 +263,11 @@ fn ipv6_host_keeps_its_brackets() {
 
 #[test]
 fn v4_mapped_addresses_are_shown_as_v4() {
-    let dual_stack = ConnectionInfo {
-        remote_addr: "[::ffff:198.51.100.4]:4000".parse().unwrap(),
-        local_addr: "[::ffff:127.0.0.1]:80".parse().unwrap(),
-        https: false,
-    };
+    let dual_stack = ConnectionInfo::new(
+        "[::ffff:198.51.100.4]:4000".parse().unwrap(),
+        "[::ffff:127.0.0.1]:80".parse().unwrap(),
+        false,
+    );
     let params = Params::of(
         Request::get("/").body(()).unwrap(),
         &dual_stack,
@@ -301,6 +299,43 @@ fn headers_become_http_params_and_repeats_are_joined() {
     assert_eq!(params.get("HTTP_X_FORWARDED_FOR"), Some("203.0.113.1"));
     assert_eq!(params.get("HTTP_COOKIE"), Some("a=1; b=2"));
     assert_eq!(params.get("HTTP_AUTHORIZATION"), Some("Bearer t"));
+}
+
+#[test]
+fn empty_values_of_a_repeated_header() {
+    let request = Request::get("/")
+        .header("x-list", "")
+        .header("x-list", "")
+        .header("x-list", "a")
+        .header("x-list", "")
+        .header("x-list", "b")
+        .header("x-empty", "")
+        .header("x-empty", "")
+        .body(())
+        .unwrap();
+    let params = Params::simple(request);
+    assert_eq!(params.get("HTTP_X_LIST"), Some("a, , b"));
+    assert_eq!(params.get("HTTP_X_EMPTY"), Some(""));
+}
+
+#[test]
+fn names_meeting_in_one_param_keep_header_order() {
+    let mut site = app_site();
+    site.underscores_in_headers = true;
+    let request = Request::get("/")
+        .header("x-user", "1")
+        .header("accept", "a")
+        .header("x_user", "2")
+        .header("x-user", "3")
+        .header("x_USER", "4")
+        .body(())
+        .unwrap();
+    let params = Params::of(request, &connection(), &php_target(), 0, &site);
+    assert_eq!(params.get("HTTP_X_USER"), Some("1, 3, 2, 4"));
+    let names = params.names();
+    let user = names.iter().position(|name| *name == "HTTP_X_USER");
+    let accept = names.iter().position(|name| *name == "HTTP_ACCEPT");
+    assert!(user < accept, "{names:?}");
 }
 
 #[test]

@@ -1,13 +1,18 @@
 //! Tests of the CGI header block parser, including property tests over arbitrary bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, SET_COOKIE};
 use proptest::prelude::*;
 
 use super::*;
 
+fn parse(buf: &[u8]) -> Result<HeadParse, CgiHeadError> {
+    parse_head(&Bytes::copy_from_slice(buf))
+}
+
 fn complete(buf: &[u8]) -> (CgiHead, usize) {
-    match parse_head(buf) {
+    match parse(buf) {
         Ok(HeadParse::Complete { head, body_start }) => (head, body_start),
         other => panic!("{:?} -> {other:?}", String::from_utf8_lossy(buf)),
     }
@@ -85,11 +90,7 @@ fn incomplete_until_the_empty_line() {
         b"Content-Type: text/html\r\n",
         b"A: 1\r\n\r",
     ] {
-        assert_eq!(
-            parse_head(partial),
-            Ok(HeadParse::Incomplete),
-            "{partial:?}"
-        );
+        assert_eq!(parse(partial), Ok(HeadParse::Incomplete), "{partial:?}");
     }
 }
 
@@ -126,7 +127,7 @@ fn malformed_heads_are_errors() {
         }),
     ];
     for (buf, expected) in cases {
-        let error = parse_head(buf).expect_err("must be refused");
+        let error = parse(buf).expect_err("must be refused");
         assert!(
             expected(&error),
             "{:?} -> {error:?}",
@@ -141,7 +142,7 @@ fn malformed_heads_are_errors() {
     ] {
         assert!(
             matches!(
-                parse_head(status.as_bytes()),
+                parse(status.as_bytes()),
                 Err(CgiHeadError::InvalidStatus(_))
             ),
             "{status:?}"
@@ -155,12 +156,12 @@ fn a_head_without_end_is_refused_at_the_limit() {
     while buf.len() < MAX_HEAD_LEN - 100 {
         buf.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
     }
-    assert_eq!(parse_head(&buf), Ok(HeadParse::Incomplete));
+    assert_eq!(parse(&buf), Ok(HeadParse::Incomplete));
     buf.resize(MAX_HEAD_LEN, b'a');
-    assert_eq!(parse_head(&buf), Err(CgiHeadError::TooLong));
+    assert_eq!(parse(&buf), Err(CgiHeadError::TooLong));
     let mut at_limit = vec![b'a'; MAX_HEAD_LEN];
     at_limit.extend_from_slice(b"\r\n\r\n");
-    assert_eq!(parse_head(&at_limit), Err(CgiHeadError::TooLong));
+    assert_eq!(parse(&at_limit), Err(CgiHeadError::TooLong));
 }
 
 #[test]
@@ -194,14 +195,14 @@ fn header_line() -> impl Strategy<Value = String> {
 proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = parse_head(&buf);
+        let _ = parse(&buf);
     }
 
     #[test]
     fn arbitrary_header_lines_never_panic(
         lines in prop::collection::vec("[ -~\t\r\n\u{80}-\u{ff}]{0,40}", 0..10)
     ) {
-        let _ = parse_head(lines.concat().as_bytes());
+        let _ = parse(lines.concat().as_bytes());
     }
 
     #[test]
@@ -213,11 +214,11 @@ proptest! {
         let mut buf = head_text.clone().into_bytes();
         buf.extend_from_slice(&body);
         for end in 0..head_text.len() {
-            prop_assert_eq!(parse_head(&buf[..end]), Ok(HeadParse::Incomplete));
+            prop_assert_eq!(parse(&buf[..end]), Ok(HeadParse::Incomplete));
         }
-        let whole = parse_head(&buf);
+        let whole = parse(&buf);
         for end in head_text.len()..=buf.len() {
-            prop_assert_eq!(&parse_head(&buf[..end]), &whole);
+            prop_assert_eq!(&parse(&buf[..end]), &whole);
         }
         let Ok(HeadParse::Complete { head, body_start }) = whole else {
             return Err(TestCaseError::fail(format!("not complete: {whole:?}")));
@@ -225,5 +226,101 @@ proptest! {
         prop_assert_eq!(body_start, head_text.len());
         prop_assert_eq!(head.status, StatusCode::OK);
         prop_assert_eq!(head.headers.len(), lines.len());
+    }
+}
+
+/// The parser as first written (every line collected, then parsed; values copied): the
+/// zero-copy one must give the same answer for any input.
+fn reference_parse(buf: &[u8]) -> Result<HeadParse, CgiHeadError> {
+    let window = &buf[..buf.len().min(MAX_HEAD_LEN)];
+    let mut lines = Vec::new();
+    let mut line_start = 0;
+    let body_start = loop {
+        let Some(newline) = window[line_start..].iter().position(|&byte| byte == b'\n') else {
+            if buf.len() >= MAX_HEAD_LEN {
+                return Err(CgiHeadError::TooLong);
+            }
+            return Ok(HeadParse::Incomplete);
+        };
+        let line_end = line_start + newline;
+        let line = window[line_start..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&window[line_start..line_end]);
+        if line.is_empty() {
+            break line_end + 1;
+        }
+        lines.push(line);
+        line_start = line_end + 1;
+    };
+    let mut headers = HeaderMap::new();
+    let mut status = None;
+    for (index, line) in lines.iter().enumerate() {
+        let line_number = index + 1;
+        let malformed = || CgiHeadError::MalformedLine {
+            line: line_number,
+            text: excerpt(line),
+        };
+        let colon = line
+            .iter()
+            .position(|&byte| byte == b':')
+            .ok_or_else(malformed)?;
+        let (raw_name, raw_value) = (&line[..colon], &line[colon + 1..]);
+        if raw_name
+            .first()
+            .is_none_or(|byte| byte.is_ascii_whitespace())
+        {
+            return Err(malformed());
+        }
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| CgiHeadError::InvalidName {
+            line: line_number,
+            name: excerpt(raw_name),
+        })?;
+        let trimmed = raw_value.trim_ascii();
+        if name.as_str() == "status" {
+            status = Some(parse_status(trimmed)?);
+            continue;
+        }
+        let value = HeaderValue::from_bytes(trimmed).map_err(|_| CgiHeadError::InvalidValue {
+            line: line_number,
+            name: name.as_str().to_owned(),
+        })?;
+        headers.append(name, value);
+    }
+    let status = match status {
+        Some(status) => status,
+        None if headers.contains_key(LOCATION) => StatusCode::FOUND,
+        None => StatusCode::OK,
+    };
+    Ok(HeadParse::Complete {
+        head: CgiHead { status, headers },
+        body_start,
+    })
+}
+
+fn head_like_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        header_line(),
+        "(Status|status): ?[0-9]{3}([ \t][A-Za-z ]{0,6})?\r?\n",
+        "(Status|status|STATUS|Location|X-A|x-a|Set-Cookie)[ :\t]{0,3}[ -~\t\r\u{80}-\u{ff}]{0,12}(\r\n|\n|\r\r\n)",
+        "[ -~\t\r\u{80}-\u{ff}]{0,20}(\r\n|\n)",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn find_byte_is_position(
+        bytes in prop::collection::vec(prop::sample::select(b"\n:a\r\x80\xff".to_vec()), 0..40),
+        needle in prop::sample::select(b"\n:\x80\xff".to_vec()),
+    ) {
+        prop_assert_eq!(find_byte(&bytes, needle), bytes.iter().position(|&byte| byte == needle));
+    }
+
+    #[test]
+    fn same_answer_as_the_reference_parser(
+        lines in prop::collection::vec(head_like_line(), 0..8),
+        end in prop::sample::select(vec!["", "\r\n", "\n", "\r\nbody", "\nbody"]),
+    ) {
+        let buf = format!("{}{end}", lines.concat()).into_bytes();
+        prop_assert_eq!(parse(&buf), reference_parse(&buf));
     }
 }
