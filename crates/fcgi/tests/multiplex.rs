@@ -418,6 +418,8 @@ struct ScriptedConnection {
     buffer: BytesMut,
     /// PARAMS read so far, per request still sending them.
     params: HashMap<RequestId, BytesMut>,
+    /// FCGI_ABORT_REQUEST records `read_request` passed over.
+    aborts: Vec<RequestId>,
 }
 
 impl ScriptedConnection {
@@ -458,6 +460,7 @@ impl ScriptedConnection {
                         .unwrap_or_default();
                     return Some((record.request_id, token));
                 }
+                RecordBody::AbortRequest => self.aborts.push(record.request_id),
                 _ => {}
             }
         }
@@ -505,6 +508,7 @@ async fn accept(listener: &Listener) -> ScriptedConnection {
         stream,
         buffer: BytesMut::new(),
         params: HashMap::new(),
+        aborts: Vec::new(),
     }
 }
 
@@ -566,6 +570,42 @@ async fn an_aborted_requests_id_is_not_reused_before_its_end_request() {
     }
     connection.send(&records).await;
     client.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_for_a_request_that_already_ended_is_never_sent() {
+    let (address, listener, _dir) = scripted_backend().await;
+    let pool = Pool::new(address, pool_config(1, Multiplexing::Force));
+    let ended = send(&pool, &[("TOKEN", "ended")]).await.unwrap();
+    let mut connection = accept(&listener).await;
+    let (first_id, _) = connection.read_request().await.unwrap();
+    connection
+        .send(&[stdout(first_id, b"\r\n\r\nended"), end_request(first_id)])
+        .await;
+    // Time for END_REQUEST to be routed; unread, the stream is then given up after its end.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(ended);
+    // The next request reuses the id; the backend must see its BEGIN and no abort at all.
+    let next = tokio::spawn({
+        let pool = pool.clone();
+        async move { read_all(send(&pool, &[("TOKEN", "next")]).await.unwrap()).await }
+    });
+    let (next_id, token) = connection.read_request().await.unwrap();
+    assert_eq!((next_id, token.as_str()), (first_id, "next"));
+    connection
+        .send(&[stdout(next_id, b"\r\n\r\nnext"), end_request(next_id)])
+        .await;
+    let (body, _) = next.await.unwrap().unwrap();
+    assert_eq!(body, b"next");
+    drop(pool);
+    assert_eq!(connection.aborts, []);
+    while let Some(record) = connection.next_record().await {
+        assert!(
+            !matches!(record.body, RecordBody::AbortRequest),
+            "an abort went out for request {:?} after its END_REQUEST",
+            record.request_id
+        );
+    }
 }
 
 /// A schedule for the interleaving test: per request, its output cut into record-sized pieces,

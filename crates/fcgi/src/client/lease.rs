@@ -177,7 +177,7 @@ impl Lease {
     }
 
     /// Waits (bounded) for the backend to confirm the abort, then keeps the connection.
-    async fn drain(self, mut events: Events, within: Duration) {
+    async fn drain(mut self, mut events: Events, within: Duration) {
         let confirmed = tokio::time::timeout(within, async {
             loop {
                 match events.next_event().await {
@@ -190,8 +190,11 @@ impl Lease {
         .await;
         if confirmed == Ok(true) && !self.multiplexed {
             self.release();
+            return;
         }
-        // Otherwise dropping the lease closes the connection, or gives back its shared slot.
+        // The abort went out already; dropping the lease closes the connection, or gives back
+        // its shared slot.
+        self.request = None;
     }
 
     /// The request failed: an exclusive connection is closed; on a shared one only this
