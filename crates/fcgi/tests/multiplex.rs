@@ -608,6 +608,47 @@ async fn an_abort_for_a_request_that_already_ended_is_never_sent() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_error_with_two_requests_in_flight_turns_multiplexing_off() {
+    let (address, listener, _dir) = scripted_backend().await;
+    let pool = Pool::new(address, pool_config(2, Multiplexing::Force));
+    let first = send(&pool, &[("TOKEN", "first")]).await.unwrap();
+    let second = send(&pool, &[("TOKEN", "second")]).await.unwrap();
+    let mut connection = accept(&listener).await;
+    connection.read_request().await.unwrap();
+    connection.read_request().await.unwrap();
+    // What a backend that does not multiplex may do with a second request: break the protocol
+    // (here a record of FastCGI version 0).
+    connection
+        .stream
+        .write_all(&[0, 6, 0, 1, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    for events in [first, second] {
+        let error = read_all(events).await.unwrap_err();
+        assert!(error.is_multiplexing_refused(), "{error}");
+        assert!(
+            error.is_connection_lost(),
+            "{error}: must be retried like a lost connection"
+        );
+    }
+    assert!(!pool.stats().multiplexing);
+    // From now on one request per connection.
+    let third = send(&pool, &[("TOKEN", "third")]).await.unwrap();
+    let fourth = send(&pool, &[("TOKEN", "fourth")]).await.unwrap();
+    let mut first_connection = accept(&listener).await;
+    let mut second_connection = accept(&listener).await;
+    for connection in [&mut first_connection, &mut second_connection] {
+        let (id, token) = connection.read_request().await.unwrap();
+        let body = format!("\r\n\r\n{token}");
+        connection
+            .send(&[stdout(id, body.as_bytes()), end_request(id)])
+            .await;
+    }
+    assert_eq!(read_all(third).await.unwrap().0, b"third");
+    assert_eq!(read_all(fourth).await.unwrap().0, b"fourth");
+}
+
 /// A schedule for the interleaving test: per request, its output cut into record-sized pieces,
 /// and the order in which the pieces of all requests go out.
 #[derive(Debug, Clone)]

@@ -153,14 +153,13 @@ impl Driver {
             last_end: None,
         };
         let on_closed = settings.on_closed;
-        tokio::spawn(async move {
-            let report = driver.run().await;
-            on_closed(report);
-        });
+        tokio::spawn(driver.run(on_closed));
         commands
     }
 
-    async fn run(mut self) -> ClosedReport {
+    /// Drives the socket until it ends, then tells the pool (`on_closed`) before the requests in
+    /// flight learn why: a request that retries finds the pool already knowing.
+    async fn run(mut self, on_closed: Box<dyn FnOnce(ClosedReport) + Send>) {
         let mut failure = self.drive().await;
         self.shared.closed.store(true, Ordering::Release);
         self.shared.close.cancel();
@@ -180,12 +179,12 @@ impl Driver {
         if multiplexing_refused {
             failure = ConnectionFailure::MultiplexingRefused(failure.to_string());
         }
-        for route in self.routes.drain(..) {
-            let _ = route.events.send(Err(failure.clone()));
-        }
-        ClosedReport {
+        on_closed(ClosedReport {
             connection: self.shared.id,
             multiplexing_refused,
+        });
+        for route in self.routes.drain(..) {
+            let _ = route.events.send(Err(failure.clone()));
         }
     }
 
