@@ -3,8 +3,9 @@
 //!
 //! The rules are nginx's `try_files $uri $uri/ /index.php?$query_string` with
 //! `fastcgi_split_path_info ^(.+?\.php)(/.*)$`, made safe by construction: the path is decoded
-//! once, `.`/`..` resolved lexically (never above the root), every file found is canonicalized
-//! and must stay inside the canonical root, a script runs only if it really is a regular file
+//! once, `.`/`..` resolved lexically (never above the root), every file found is resolved through
+//! its symlinks (one `lstat` per segment; in full only when one is a link) and must stay inside
+//! the canonical root, a script runs only if it really is a regular file
 //! with a script extension, and a script is never served as text. Dotfiles (`.env`, `.git/`)
 //! are not served; `/.well-known/` is. Filesystem reads are synchronous: call from
 //! `spawn_blocking`.
@@ -210,19 +211,53 @@ enum Entry {
     Unusable,
 }
 
+/// The root is canonical and the segments are normalised (no `.`, `..` or empty ones), so the
+/// path can leave the root only through a symlink below it. One `lstat` per segment finds out;
+/// only a path with a link in it is resolved in full. (`realpath` would cost a `readlink` for
+/// every component of the whole absolute path, root included, on every request.)
 fn lookup(root: &Path, segments: &[String]) -> Entry {
-    let lexical = root.join(segments.join("/"));
-    let Ok(real) = fs::canonicalize(&lexical) else {
+    let mut path = root.to_path_buf();
+    let mut metadata = None;
+    for segment in segments {
+        path.push(segment);
+        match fs::symlink_metadata(&path) {
+            Ok(found) if found.file_type().is_symlink() => {
+                return lookup_through_links(root, &root.join(segments.join("/")));
+            }
+            Ok(found) => metadata = Some(found),
+            Err(_) => return Entry::Missing,
+        }
+    }
+    let metadata = match metadata {
+        Some(metadata) => metadata,
+        None => match fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(_) => return Entry::Missing,
+        },
+    };
+    classify(&metadata, path)
+}
+
+fn lookup_through_links(root: &Path, lexical: &Path) -> Entry {
+    let Ok(real) = fs::canonicalize(lexical) else {
         return Entry::Missing;
     };
     if !real.starts_with(root) {
         return Entry::Unusable;
     }
     match fs::metadata(&real) {
-        Ok(metadata) if metadata.is_file() => Entry::File(real),
-        Ok(metadata) if metadata.is_dir() => Entry::Directory,
-        Ok(_) => Entry::Unusable,
+        Ok(metadata) => classify(&metadata, real),
         Err(_) => Entry::Missing,
+    }
+}
+
+fn classify(metadata: &fs::Metadata, real: PathBuf) -> Entry {
+    if metadata.is_file() {
+        Entry::File(real)
+    } else if metadata.is_dir() {
+        Entry::Directory
+    } else {
+        Entry::Unusable
     }
 }
 
