@@ -7,9 +7,10 @@ Driven by bench/queue-memory.sh, stdlib only. Two subcommands:
                       whatever arrives and never answers: every request fcgate sends it stays
                       in flight, so with --max-conns 1 everything after the first one queues.
   measure ...         for each N: one fresh fcgate with N idle client connections (connected,
-                      nothing sent), then another fresh fcgate with N connections that each
-                      sent one GET; fcgate's VmRSS before and under load; a markdown table on
-                      stdout, progress on stderr.
+                      nothing sent), another with N connections that each sent one GET (queued),
+                      and one in front of the demo app with N keep-alive connections that each
+                      got one answer and stay open; fcgate's VmRSS before and under load; a
+                      markdown table on stdout, progress on stderr.
 
 Child processes stay in this process's process group, so the calling script ends them all
 with one signal to the group; they are also ended here on the way out.
@@ -115,8 +116,9 @@ def accepts(port):
 class Gateway:
     """One fcgate process (and its silent backend) for one measurement, ended on exit."""
 
-    def __init__(self, args, label):
+    def __init__(self, args, label, answering=False):
         self.args = args
+        self.answering = answering
         self.socket_path = os.path.join(args.work, f"backend-{label}.sock")
         self.port = free_port()
         self.log_path = os.path.join(args.work, f"fcgate-{label}.log")
@@ -124,11 +126,12 @@ class Gateway:
         self.fcgate = None
 
     def __enter__(self):
-        self.backend = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "backend", self.socket_path],
-            stdin=subprocess.DEVNULL,
-        )
-        wait_until(lambda: os.path.exists(self.socket_path), 10, "the silent backend's socket")
+        if self.answering:
+            backend = [self.args.fcgate, "demo-app", "--listen", f"unix:{self.socket_path}"]
+        else:
+            backend = [sys.executable, os.path.abspath(__file__), "backend", self.socket_path]
+        self.backend = subprocess.Popen(backend, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        wait_until(lambda: os.path.exists(self.socket_path), 10, "the backend's socket")
         command = [
             self.args.fcgate,
             "--listen", f"127.0.0.1:{self.port}",
@@ -167,7 +170,8 @@ class Gateway:
 
 
 class Clients:
-    """N client connections to fcgate; with send=True each writes one GET and waits."""
+    """N client connections to fcgate. send: "" connects only, "queue" writes one GET and
+    waits, "keepalive" writes one GET, reads the whole answer and keeps the connection open."""
 
     def __init__(self, port, count, send):
         self.port = port
@@ -190,6 +194,8 @@ class Clients:
                 if self.send:
                     writer.write(REQUEST)
                     await asyncio.wait_for(writer.drain(), CONNECT_TIMEOUT_S)
+                if self.send == "keepalive":
+                    await asyncio.wait_for(self.read_answer(reader), CONNECT_TIMEOUT_S)
                 self.writers.append(writer)
                 self.watchers.append(asyncio.create_task(self.watch(reader)))
 
@@ -198,6 +204,15 @@ class Clients:
         self.failed = len(errors)
         if errors:
             log(f"{len(errors)} connections failed, first: {errors[0]!r}")
+
+    async def read_answer(self, reader):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        await reader.readexactly(length)
 
     async def watch(self, reader):
         try:
@@ -231,9 +246,12 @@ async def measure_under_load(gateway, count, send):
         await clients.close_all()
 
 
+KINDS = {"": "idle connections", "queue": "queued requests", "keepalive": "keep-alive connections"}
+
+
 def measure_once(args, count, send):
-    label = f"{'queued' if send else 'idle'}-{count}"
-    with Gateway(args, label) as gateway:
+    label = f"{send or 'idle'}-{count}"
+    with Gateway(args, label, answering=send == "keepalive") as gateway:
         time.sleep(0.5)  # past startup work (GET_VALUES probe, runtime threads)
         before = settled_rss_kib(gateway.fcgate.pid)
         log(f"{label}: fcgate pid {gateway.fcgate.pid} on port {gateway.port}, RSS before {before} KiB")
@@ -244,7 +262,7 @@ def measure_once(args, count, send):
         log(f"{label}: opened in {time.monotonic() - started:.1f} s, RSS {loaded} KiB, "
             f"failed {clients.failed}, answered {clients.answered}, closed {clients.closed}")
         return {
-            "label": label, "kind": "queued requests" if send else "idle connections", "n": count,
+            "label": label, "kind": KINDS[send], "n": count,
             "before": before, "loaded": loaded, "failed": clients.failed,
             "answered": clients.answered, "closed": clients.closed,
         }
@@ -264,7 +282,7 @@ def print_table(rows):
               f" {row['loaded'] - row['before']} | {per_item_bytes(row):,.0f} |"
               f" {row['failed']} / {row['answered']} / {row['closed']} |")
     marginal_lines = []
-    for kind in ("idle connections", "queued requests"):
+    for kind in KINDS.values():
         same = sorted((row for row in rows if row["kind"] == kind), key=lambda row: row["n"])
         if len(same) >= 2 and same[-1]["n"] > same[0]["n"]:
             low, high = same[0], same[-1]
@@ -283,7 +301,7 @@ def run_measure(args):
     counts = [int(value) for value in args.counts.split(",") if value]
     rows = []
     for count in counts:
-        for send in (False, True):
+        for send in KINDS:
             rows.append(measure_once(args, count, send))
     print_table(rows)
 

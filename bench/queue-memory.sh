@@ -6,7 +6,8 @@
 # fcgate in app mode with --max-conns 1 --queue-timeout 120s --max-queue 20000, so the first
 # request occupies the only backend connection and every later one waits in fcgate's queue.
 # For each N: a fresh fcgate with N idle client connections (connected, nothing sent), then a
-# fresh fcgate with N connections that each sent one GET. Reported: fcgate's VmRSS before and
+# fresh fcgate with N connections that each sent one GET, then a fresh fcgate in front of the demo
+# app with N keep-alive connections that each got one answer and stay open. Reported: fcgate's VmRSS before and
 # under load, and (RSS_loaded - RSS_before) / N as bytes per idle connection / queued request.
 # Kernel socket buffers are not in a process's RSS and are not counted.
 #
