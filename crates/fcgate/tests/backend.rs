@@ -414,7 +414,7 @@ async fn a_backend_closing_after_every_request_causes_no_errors_for_get() {
     // pooled connection may be handed out before its EOF has been read.
     let backend = TestBackend::start(BackendOptions {
         server: fcgi::server::ServerConfig {
-            max_requests_per_conn: Some(1),
+            close_after_requests: Some(1),
             ..fcgi::server::ServerConfig::default()
         },
         ..BackendOptions::default()
@@ -441,7 +441,7 @@ async fn post_to_a_backend_recycling_every_10_requests_fails_none_once_the_patte
     // retires them at 10 itself, and no POST meets a dead connection.
     let backend = TestBackend::start(BackendOptions {
         server: fcgi::server::ServerConfig {
-            max_requests_per_conn: Some(10),
+            close_after_requests: Some(10),
             ..fcgi::server::ServerConfig::default()
         },
         ..BackendOptions::default()

@@ -254,42 +254,43 @@ async fn a_backend_that_claims_to_multiplex_but_answers_cant_mpx_conn_is_served_
     assert_eq!(gateway.gateway.upstream().retries(), retries_before);
 }
 
-async fn php_fpm() -> Option<PhpFpm> {
-    PhpFpm::start(PhpFpmOptions {
+/// php-fpm (4 workers) behind a counting relay, and a gateway with `upstream` settings.
+async fn php_fpm_site(upstream: &str) -> Option<(PhpFpm, CountingRelay, RunningGateway)> {
+    let fpm = PhpFpm::start(PhpFpmOptions {
         pm: ProcessManager::Static,
         max_children: 4,
         ..PhpFpmOptions::default()
     })
-    .await
-}
-
-fn php_site() -> String {
-    format!("root = {:?}", php_fixture_docroot().display().to_string())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_fpm_never_gets_two_requests_on_one_connection_even_with_multiplex_on() {
-    let Some(fpm) = php_fpm().await else {
-        return;
-    };
+    .await?;
     let relay = CountingRelay::start(fpm.address()).await;
-    let gateway = start_gateway(
-        &php_site(),
-        &relay.address(),
-        "max_conns = 4\nmultiplex = \"on\"",
-    )
-    .await;
+    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
+    let gateway = start_gateway(&site, &relay.address(), upstream).await;
+    Some((fpm, relay, gateway))
+}
+
+/// 400 requests from 40 clients to sleep.php, each sleeping its own few milliseconds: every
+/// answer must name the sleep its own request asked for.
+async fn sleepy_load(gateway: &RunningGateway) {
     let report = run_load(
         gateway.local_addr,
         400,
         40,
         Duration::from_secs(60),
-        |_| get("/sleep.php?ms=5"),
-        |_, response| response.text() == "slept 5 ms\n",
+        |i| get(&format!("/sleep.php?ms={}", i % 7)),
+        |i, response| response.text() == format!("slept {} ms\n", i % 7),
     )
     .await;
     assert_eq!(report.count(200), 400, "{report:?}");
-    assert_eq!(report.bodies_ok, 400);
+    assert_eq!(report.bodies_ok, 400, "an answer reached the wrong request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_never_gets_two_requests_on_one_connection_even_with_multiplex_on() {
+    let Some((_fpm, relay, gateway)) = php_fpm_site("max_conns = 4\nmultiplex = \"on\"").await
+    else {
+        return;
+    };
+    sleepy_load(&gateway).await;
     let stats = pool_stats(&gateway);
     assert!(!stats.multiplexing);
     assert_eq!(
@@ -303,27 +304,11 @@ async fn php_fpm_never_gets_two_requests_on_one_connection_even_with_multiplex_o
 async fn php_fpm_forced_to_multiplex_answers_every_request_correctly() {
     // php-fpm never answers FCGI_CANT_MPX_CONN: it reads the requests on a connection one after
     // the other. Forced, the answers must still reach the right clients.
-    let Some(fpm) = php_fpm().await else {
+    let Some((_fpm, relay, gateway)) = php_fpm_site("max_conns = 2\nmultiplex = \"force\"").await
+    else {
         return;
     };
-    let relay = CountingRelay::start(fpm.address()).await;
-    let gateway = start_gateway(
-        &php_site(),
-        &relay.address(),
-        "max_conns = 2\nmultiplex = \"force\"",
-    )
-    .await;
-    let report = run_load(
-        gateway.local_addr,
-        200,
-        20,
-        Duration::from_secs(60),
-        |i| get(&format!("/sleep.php?ms={}", i % 7)),
-        |i, response| response.text() == format!("slept {} ms\n", i % 7),
-    )
-    .await;
-    assert_eq!(report.count(200), 200, "{report:?}");
-    assert_eq!(report.bodies_ok, 200);
+    sleepy_load(&gateway).await;
     assert!(relay.max_concurrent_requests_on_one_connection() > 1);
     assert_eq!(relay.id_reused_while_active(), 0);
 }

@@ -9,12 +9,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::{wait_until, Backend, Counts, HandlerWatch};
 use fcgi::client::{
     ClientError, ConnectionFailure, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent,
     ResponseStream,
@@ -24,56 +27,18 @@ use fcgi::protocol::{
     decode_pairs, encode_stream_record, EndRequest, ProtocolStatus, Record, RecordBody,
     RecordDecoder, RecordEncoder, RecordType, RequestId,
 };
-use fcgi::server::{
-    serve_connection, Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig,
-};
+use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
-
-#[derive(Default)]
-struct Counts {
-    accepted: AtomicU64,
-    open: AtomicU64,
-    max_open: AtomicU64,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
-    /// Handlers dropped before their end: the server cancelled them after an abort.
-    cancelled: AtomicU64,
-}
 
 /// Echoes `TOKEN` after `SLEEP_MS`; `BYTES` asks for that much output instead.
 struct EchoHandler {
     counts: Arc<Counts>,
 }
 
-struct InFlight {
-    counts: Arc<Counts>,
-    finished: bool,
-}
-
-impl InFlight {
-    fn enter(counts: &Arc<Counts>) -> InFlight {
-        let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        counts.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight {
-            counts: Arc::clone(counts),
-            finished: false,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !self.finished {
-            self.counts.cancelled.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
 impl Handler for EchoHandler {
     async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
-        let mut in_flight = InFlight::enter(&self.counts);
+        let mut watch = HandlerWatch::enter(&self.counts);
         if let Some(ms) = request.param_str("SLEEP_MS") {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
         }
@@ -100,45 +65,13 @@ impl Handler for EchoHandler {
                 return HandlerOutcome::CloseConnection;
             }
         }
-        in_flight.finished = true;
+        watch.finish();
         HandlerOutcome::Complete { app_status: 0 }
     }
 }
 
-struct Backend {
-    address: Address,
-    counts: Arc<Counts>,
-    _dir: tempfile::TempDir,
-}
-
 async fn start_backend(server: ServerConfig) -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let address = Address::Unix(dir.path().join("backend.sock"));
-    let listener = Listener::bind(&address).await.unwrap();
-    let counts = Arc::new(Counts::default());
-    let server = Arc::new(server);
-    let task_counts = Arc::clone(&counts);
-    tokio::spawn(async move {
-        let handler = Arc::new(EchoHandler {
-            counts: Arc::clone(&task_counts),
-        });
-        while let Ok((stream, _)) = listener.accept().await {
-            let counts = Arc::clone(&task_counts);
-            counts.accepted.fetch_add(1, Ordering::SeqCst);
-            let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
-            counts.max_open.fetch_max(open, Ordering::SeqCst);
-            let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
-            tokio::spawn(async move {
-                let _ = serve_connection(stream, handler, server).await;
-                counts.open.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    Backend {
-        address,
-        counts,
-        _dir: dir,
-    }
+    common::start_backend(server, |counts| EchoHandler { counts }).await
 }
 
 fn multiplexing_server() -> ServerConfig {
@@ -190,16 +123,6 @@ async fn read_all(mut events: ResponseStream) -> Result<(Vec<u8>, ProtocolStatus
             }
         }
     }
-}
-
-async fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("not reached within 10 s: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,39 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{Backend, Counts, HandlerWatch};
 use fcgi::client::{ClientError, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent};
 use fcgi::net::{Address, Listener};
-use fcgi::server::{
-    serve_connection, Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig,
-};
-
-#[derive(Default)]
-struct Counts {
-    accepted: AtomicU64,
-    open: AtomicU64,
-    max_open: AtomicU64,
-    /// Handlers dropped before they finished: the server cancelled them (an abort).
-    cancelled: AtomicU64,
-}
-
-/// Counts a handler as cancelled unless it reaches its end.
-struct CancelWatch {
-    counts: Arc<Counts>,
-    finished: bool,
-}
-
-impl Drop for CancelWatch {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.counts.cancelled.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
+use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig};
 
 /// Echoes `TOKEN`; sleeps `SLEEP_MS`; never answers when `HANG` is set.
 struct EchoHandler {
@@ -45,10 +23,7 @@ struct EchoHandler {
 
 impl Handler for EchoHandler {
     async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
-        let mut watch = CancelWatch {
-            counts: Arc::clone(&self.counts),
-            finished: false,
-        };
+        let mut watch = HandlerWatch::enter(&self.counts);
         if request.param("HANG").is_some() {
             std::future::pending::<()>().await;
         }
@@ -65,45 +40,13 @@ impl Handler for EchoHandler {
         let token = request.param_str("TOKEN").unwrap_or("").to_owned();
         let body = format!("Content-Type: text/plain\r\n\r\n{token}");
         response.stdout(body.as_bytes()).await.unwrap();
-        watch.finished = true;
+        watch.finish();
         HandlerOutcome::Complete { app_status: 0 }
     }
 }
 
-struct Backend {
-    address: Address,
-    counts: Arc<Counts>,
-    _dir: tempfile::TempDir,
-}
-
 async fn start_backend(server: ServerConfig) -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let address = Address::Unix(dir.path().join("backend.sock"));
-    let listener = Listener::bind(&address).await.unwrap();
-    let counts = Arc::new(Counts::default());
-    let server = Arc::new(server);
-    let task_counts = Arc::clone(&counts);
-    tokio::spawn(async move {
-        let handler = Arc::new(EchoHandler {
-            counts: Arc::clone(&task_counts),
-        });
-        while let Ok((stream, _)) = listener.accept().await {
-            let counts = Arc::clone(&task_counts);
-            counts.accepted.fetch_add(1, Ordering::SeqCst);
-            let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
-            counts.max_open.fetch_max(open, Ordering::SeqCst);
-            let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
-            tokio::spawn(async move {
-                let _ = serve_connection(stream, handler, server).await;
-                counts.open.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    Backend {
-        address,
-        counts,
-        _dir: dir,
-    }
+    common::start_backend(server, |counts| EchoHandler { counts }).await
 }
 
 /// One request through the pool; returns the stdout bytes after the header block.
@@ -292,7 +235,7 @@ async fn a_client_that_gives_up_leaves_the_queue_and_takes_no_slot() {
 #[tokio::test]
 async fn an_idle_connection_the_backend_closed_is_dropped_not_handed_out() {
     let backend = start_backend(ServerConfig {
-        max_requests_per_conn: Some(1),
+        close_after_requests: Some(1),
         ..ServerConfig::default()
     })
     .await;
@@ -520,7 +463,7 @@ async fn with_abort_drain_timeout_the_connection_survives_a_confirmed_abort() {
 #[tokio::test]
 async fn a_backend_closing_after_n_requests_teaches_the_pool_to_retire_at_n() {
     let backend = start_backend(ServerConfig {
-        max_requests_per_conn: Some(5),
+        close_after_requests: Some(5),
         ..ServerConfig::default()
     })
     .await;

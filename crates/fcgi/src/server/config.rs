@@ -28,7 +28,7 @@ pub struct ServerConfig {
     pub max_stdin_bytes: usize,
     /// Close the connection after this many requests on it (like php-fpm `pm.max_requests`);
     /// `None` = never.
-    pub max_requests_per_conn: Option<u64>,
+    pub close_after_requests: Option<u64>,
     /// Answer GET_VALUES and other management records (§4). `false` ignores them silently, as
     /// applications that never implemented them do — for testing clients against such apps.
     pub answer_management_records: bool,
@@ -57,7 +57,7 @@ impl Default for ServerConfig {
             announced_mpxs_conns: None,
             max_params_bytes: 1 << 20,
             max_stdin_bytes: 64 << 20,
-            max_requests_per_conn: None,
+            close_after_requests: None,
             answer_management_records: true,
         }
     }

@@ -256,7 +256,7 @@ impl ConnectionState {
         self.accepted_requests += 1;
         if self
             .config
-            .max_requests_per_conn
+            .close_after_requests
             .is_some_and(|limit| self.accepted_requests >= limit)
         {
             self.closing = true;

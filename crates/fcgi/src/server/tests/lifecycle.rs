@@ -12,9 +12,9 @@ async fn without_keep_conn_the_server_closes_after_end_request() {
 }
 
 #[tokio::test]
-async fn max_requests_per_conn_closes_after_the_last_one() {
+async fn close_after_requests_closes_after_the_last_one() {
     let config = ServerConfig {
-        max_requests_per_conn: Some(2),
+        close_after_requests: Some(2),
         ..ServerConfig::default()
     };
     let server = start_tcp(config).await;

@@ -1,0 +1,104 @@
+//! The backend the pool tests talk to: the library's own application server on a unix socket
+//! in a tempdir, behind an accept loop that counts connections (accepted, open, the most open
+//! at once) and, through [`HandlerWatch`], the handlers running and the ones cancelled.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fcgi::net::{Address, Listener};
+use fcgi::server::{serve_connection, Handler, ServerConfig};
+
+/// What the backend saw.
+#[derive(Default)]
+pub struct Counts {
+    pub accepted: AtomicU64,
+    pub open: AtomicU64,
+    pub max_open: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+    /// Handlers dropped before their end: the server cancelled them (an abort).
+    pub cancelled: AtomicU64,
+}
+
+/// Held by a handler while it runs: counts it in flight, and as cancelled unless
+/// [`HandlerWatch::finish`] is called before it is dropped.
+pub struct HandlerWatch {
+    counts: Arc<Counts>,
+    finished: bool,
+}
+
+impl HandlerWatch {
+    pub fn enter(counts: &Arc<Counts>) -> HandlerWatch {
+        let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        HandlerWatch {
+            counts: Arc::clone(counts),
+            finished: false,
+        }
+    }
+
+    pub fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for HandlerWatch {
+    fn drop(&mut self) {
+        self.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !self.finished {
+            self.counts.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+pub struct Backend {
+    pub address: Address,
+    pub counts: Arc<Counts>,
+    _dir: tempfile::TempDir,
+}
+
+/// Serves `make_handler(counts)` with `server`'s limits until the test ends.
+pub async fn start_backend<H: Handler>(
+    server: ServerConfig,
+    make_handler: impl FnOnce(Arc<Counts>) -> H,
+) -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let address = Address::Unix(dir.path().join("backend.sock"));
+    let listener = Listener::bind(&address).await.unwrap();
+    let counts = Arc::new(Counts::default());
+    let handler = Arc::new(make_handler(Arc::clone(&counts)));
+    let server = Arc::new(server);
+    let task_counts = Arc::clone(&counts);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counts = Arc::clone(&task_counts);
+            counts.accepted.fetch_add(1, Ordering::SeqCst);
+            let open = counts.open.fetch_add(1, Ordering::SeqCst) + 1;
+            counts.max_open.fetch_max(open, Ordering::SeqCst);
+            let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
+            tokio::spawn(async move {
+                let _ = serve_connection(stream, handler, server).await;
+                counts.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Backend {
+        address,
+        counts,
+        _dir: dir,
+    }
+}
+
+/// Polls `condition` every few milliseconds for at most ten seconds.
+pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("not reached within 10 s: {what}");
+}
