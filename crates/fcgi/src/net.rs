@@ -113,6 +113,20 @@ pub enum ReadHalf {
     Unix(unix::OwnedReadHalf),
 }
 
+impl ReadHalf {
+    /// Acknowledges what was read at once instead of after the delayed-ACK timer (Linux
+    /// TCP_QUICKACK; the kernel falls back to delaying, so it is asked again after every read).
+    /// A backend with Nagle's algorithm on (php-fpm) holds the last, partial segment of a
+    /// response until the previous one is acknowledged: without this, every response longer
+    /// than a few segments waited out the 40 ms timer. Unix sockets have neither.
+    pub fn acknowledge_now(&self) {
+        if let ReadHalf::Tcp(half) = self {
+            // Best effort: a socket that refuses only keeps the kernel's default behaviour.
+            let _ = socket2::SockRef::from(half.as_ref()).set_tcp_quickack(true);
+        }
+    }
+}
+
 /// The writing half of a [`Stream`].
 #[derive(Debug)]
 pub enum WriteHalf {
@@ -325,6 +339,29 @@ mod tests {
         ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[tokio::test]
+    async fn acknowledge_now_asks_tcp_for_an_immediate_ack_and_leaves_unix_sockets_alone() {
+        let listener = Listener::bind(&Address::Tcp("127.0.0.1:0".into()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let address = listener.local_address().unwrap_or_else(|e| panic!("{e}"));
+        let stream = connect(&address).await.unwrap_or_else(|e| panic!("{e}"));
+        let (read, _write) = stream.into_split();
+        let ReadHalf::Tcp(half) = &read else {
+            panic!("a TCP address gave a unix stream")
+        };
+        let socket = socket2::SockRef::from(half.as_ref());
+        socket
+            .set_tcp_quickack(false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        read.acknowledge_now();
+        assert!(socket.tcp_quickack().unwrap_or(false));
+
+        let (unix, _) = tokio::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        let (read, _write) = Stream::Unix(unix).into_split();
+        read.acknowledge_now();
     }
 
     #[tokio::test]

@@ -232,6 +232,10 @@ impl Driver {
                         if let Err(failure) = self.route_records() {
                             return failure;
                         }
+                        if !self.routes.is_empty() {
+                            // More is coming: do not let the backend wait for our ACK.
+                            self.read.acknowledge_now();
+                        }
                     }
                     Err(error) => return error.into(),
                 },
