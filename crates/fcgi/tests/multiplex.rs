@@ -209,6 +209,13 @@ async fn a_reader_that_falls_behind_loses_only_its_own_request() {
     while let Some(result) = tasks.join_next().await {
         result.unwrap().unwrap();
     }
+    // The backend takes turns between responses, so the others can be done before the stalled
+    // response passed the bound: wait for its handler to end, cancelled by the abort the
+    // driver sends once the unread bytes pass it.
+    wait_until("the stalled request's handler ends", || {
+        backend.counts.in_flight.load(Ordering::SeqCst) == 0
+    })
+    .await;
     // Now the stalled reader looks: whatever was buffered, then the abort.
     let mut buffered = 0;
     let failure = loop {

@@ -152,6 +152,8 @@ impl Lease {
             if let Some(connection) = &self.connection {
                 connection.abort(events.request, false);
             }
+            // Sent: neither the drain nor a drop sends it again.
+            self.request = None;
             // The slot stays taken until the backend confirms, as the id does.
             let within = drain.max(self.pool.config.read_timeout);
             if let Ok(runtime) = runtime {

@@ -289,7 +289,7 @@ impl Pool {
                 .map(|reason| format!("{reason:?}")),
             open: state.open,
             idle: idle_count(&state),
-            busy: state.open - idle_count(&state),
+            busy: state.open.saturating_sub(idle_count(&state)),
             waiting: state.waiters.len(),
             multiplexing: state.multiplex.enabled(),
             max_reqs_per_conn: state.multiplex.per_connection(),
@@ -311,7 +311,9 @@ impl Pool {
     /// sends a new request to the server with the fewest.
     pub fn outstanding(&self) -> usize {
         let state = self.shared.lock();
-        let exclusive_busy = state.open - state.idle.len() - state.shared.len();
+        let exclusive_busy = state
+            .open
+            .saturating_sub(state.idle.len() + state.shared.len());
         exclusive_busy + PoolShared::shared_in_flight(&state) + state.waiters.len()
     }
 
