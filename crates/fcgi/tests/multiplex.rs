@@ -13,11 +13,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{wait_until, Backend, Counts, HandlerWatch};
+use common::{start_echo_backend, wait_until};
 use fcgi::client::{
     ClientError, ConnectionFailure, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent,
     ResponseStream,
@@ -27,52 +26,9 @@ use fcgi::protocol::{
     decode_pairs, encode_stream_record, EndRequest, ProtocolStatus, Record, RecordBody,
     RecordDecoder, RecordEncoder, RecordType, RequestId,
 };
-use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig};
+use fcgi::server::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
-
-/// Echoes `TOKEN` after `SLEEP_MS`; `BYTES` asks for that much output instead.
-struct EchoHandler {
-    counts: Arc<Counts>,
-}
-
-impl Handler for EchoHandler {
-    async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
-        let mut watch = HandlerWatch::enter(&self.counts);
-        if let Some(ms) = request.param_str("SLEEP_MS") {
-            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
-        }
-        if response
-            .stdout(b"Content-Type: text/plain\r\n\r\n")
-            .await
-            .is_err()
-        {
-            return HandlerOutcome::CloseConnection;
-        }
-        if let Some(bytes) = request.param_str("BYTES") {
-            let chunk = vec![b'x'; 32 * 1024];
-            let mut left: usize = bytes.parse().unwrap();
-            while left > 0 {
-                let take = left.min(chunk.len());
-                if response.stdout(&chunk[..take]).await.is_err() {
-                    return HandlerOutcome::CloseConnection;
-                }
-                left -= take;
-            }
-        } else {
-            let token = request.param_str("TOKEN").unwrap_or("").to_owned();
-            if response.stdout(token.as_bytes()).await.is_err() {
-                return HandlerOutcome::CloseConnection;
-            }
-        }
-        watch.finish();
-        HandlerOutcome::Complete { app_status: 0 }
-    }
-}
-
-async fn start_backend(server: ServerConfig) -> Backend {
-    common::start_backend(server, |counts| EchoHandler { counts }).await
-}
 
 fn multiplexing_server() -> ServerConfig {
     ServerConfig {
@@ -127,7 +83,7 @@ async fn read_all(mut events: ResponseStream) -> Result<(Vec<u8>, ProtocolStatus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_share_two_connections_and_get_their_own_answers() {
-    let backend = start_backend(multiplexing_server()).await;
+    let backend = start_echo_backend(multiplexing_server()).await;
     // `auto`: the backend's FCGI_GET_VALUES answer (FCGI_MPXS_CONNS=1) turns it on.
     let pool = Pool::new(backend.address.clone(), pool_config(2, Multiplexing::Auto));
     wait_until("the backend's FCGI_MPXS_CONNS=1 is learned", || {
@@ -163,7 +119,7 @@ async fn a_thousand_concurrent_requests_share_two_connections_and_get_their_own_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_requests_go_to_the_least_loaded_connection_before_a_new_one_opens() {
-    let backend = start_backend(multiplexing_server()).await;
+    let backend = start_echo_backend(multiplexing_server()).await;
     let pool = Pool::new(backend.address.clone(), pool_config(4, Multiplexing::Force));
     // Ten requests one after another, each still in flight while the next is sent.
     let mut streams = Vec::new();
@@ -186,7 +142,7 @@ async fn new_requests_go_to_the_least_loaded_connection_before_a_new_one_opens()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_loses_only_its_own_request() {
-    let backend = start_backend(multiplexing_server()).await;
+    let backend = start_echo_backend(multiplexing_server()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -251,7 +207,7 @@ async fn a_reader_that_falls_behind_loses_only_its_own_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_alone_on_its_connection_pauses_the_socket_instead_of_losing_its_request() {
-    let backend = start_backend(multiplexing_server()).await;
+    let backend = start_echo_backend(multiplexing_server()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -271,7 +227,7 @@ async fn a_reader_alone_on_its_connection_pauses_the_socket_instead_of_losing_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cant_mpx_conn_turns_multiplexing_off_for_good() {
     // A server that does not multiplex, with the pool told to anyway.
-    let backend = start_backend(ServerConfig {
+    let backend = start_echo_backend(ServerConfig {
         mpxs_conns: false,
         ..ServerConfig::default()
     })
@@ -312,7 +268,7 @@ async fn cant_mpx_conn_turns_multiplexing_off_for_good() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_never_shares_a_connection_with_a_backend_that_says_no() {
-    let backend = start_backend(ServerConfig {
+    let backend = start_echo_backend(ServerConfig {
         mpxs_conns: false,
         ..ServerConfig::default()
     })

@@ -11,43 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Backend, Counts, HandlerWatch};
+use common::start_echo_backend;
 use fcgi::client::{ClientError, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent};
 use fcgi::net::{Address, Listener};
 use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig};
-
-/// Echoes `TOKEN`; sleeps `SLEEP_MS`; never answers when `HANG` is set.
-struct EchoHandler {
-    counts: Arc<Counts>,
-}
-
-impl Handler for EchoHandler {
-    async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
-        let mut watch = HandlerWatch::enter(&self.counts);
-        if request.param("HANG").is_some() {
-            std::future::pending::<()>().await;
-        }
-        if request.param("EARLY_OUTPUT").is_some() {
-            response
-                .stdout(b"Content-Type: text/plain\r\n\r\n")
-                .await
-                .unwrap();
-            response.flush().await.unwrap();
-        }
-        if let Some(ms) = request.param_str("SLEEP_MS") {
-            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
-        }
-        let token = request.param_str("TOKEN").unwrap_or("").to_owned();
-        let body = format!("Content-Type: text/plain\r\n\r\n{token}");
-        response.stdout(body.as_bytes()).await.unwrap();
-        watch.finish();
-        HandlerOutcome::Complete { app_status: 0 }
-    }
-}
-
-async fn start_backend(server: ServerConfig) -> Backend {
-    common::start_backend(server, |counts| EchoHandler { counts }).await
-}
 
 /// One request through the pool; returns the stdout bytes after the header block.
 async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientError> {
@@ -90,7 +57,7 @@ fn config(max_conns: usize) -> PoolConfig {
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_connection() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(backend.address.clone(), config(4));
     for i in 0..500 {
         let token = i.to_string();
@@ -103,7 +70,7 @@ async fn sequential_requests_reuse_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_never_exceed_max_conns() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(backend.address.clone(), config(4));
     let mut tasks = Vec::new();
     for client in 0..64 {
@@ -130,7 +97,7 @@ async fn concurrent_requests_never_exceed_max_conns() {
 
 #[tokio::test]
 async fn keepalive_requests_retires_each_connection_after_its_quota() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -147,7 +114,7 @@ async fn keepalive_requests_retires_each_connection_after_its_quota() {
 
 #[tokio::test]
 async fn keep_conn_off_opens_a_connection_per_request_and_the_backend_closes_it() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -166,7 +133,7 @@ async fn keep_conn_off_opens_a_connection_per_request_and_the_backend_closes_it(
 
 #[tokio::test]
 async fn a_request_waits_for_a_busy_connection_and_times_out_in_the_queue() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -191,7 +158,7 @@ async fn a_request_waits_for_a_busy_connection_and_times_out_in_the_queue() {
 
 #[tokio::test]
 async fn waiters_are_served_in_arrival_order() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(backend.address.clone(), config(1));
     let holder = pool.checkout().await.unwrap();
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -216,7 +183,7 @@ async fn waiters_are_served_in_arrival_order() {
 
 #[tokio::test]
 async fn a_client_that_gives_up_leaves_the_queue_and_takes_no_slot() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(backend.address.clone(), config(1));
     let holder = pool.checkout().await.unwrap();
     let abandoned = {
@@ -234,7 +201,7 @@ async fn a_client_that_gives_up_leaves_the_queue_and_takes_no_slot() {
 
 #[tokio::test]
 async fn an_idle_connection_the_backend_closed_is_dropped_not_handed_out() {
-    let backend = start_backend(ServerConfig {
+    let backend = start_echo_backend(ServerConfig {
         close_after_requests: Some(1),
         ..ServerConfig::default()
     })
@@ -251,7 +218,7 @@ async fn an_idle_connection_the_backend_closed_is_dropped_not_handed_out() {
 
 #[tokio::test]
 async fn a_silent_backend_hits_read_timeout_and_its_connection_is_not_reused() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -268,7 +235,7 @@ async fn a_silent_backend_hits_read_timeout_and_its_connection_is_not_reused() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_keepalive_timeout() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -284,7 +251,7 @@ async fn idle_connections_are_closed_after_keepalive_timeout() {
 
 #[tokio::test]
 async fn max_idle_closes_the_least_recently_used_surplus() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -373,7 +340,7 @@ async fn wait_until(condition: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn checkout_fresh_never_hands_out_a_pooled_connection() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(backend.address.clone(), config(2));
     request(&pool, &[]).await.unwrap();
     request(&pool, &[]).await.unwrap();
@@ -429,7 +396,7 @@ async fn abandon_a_slow_request(pool: &Pool) {
 
 #[tokio::test]
 async fn a_request_given_up_is_aborted_and_its_connection_closed_by_default() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(backend.address.clone(), config(1));
     abandon_a_slow_request(&pool).await;
     // FCGI_ABORT_REQUEST reached the app, which stopped the request at once...
@@ -443,7 +410,7 @@ async fn a_request_given_up_is_aborted_and_its_connection_closed_by_default() {
 
 #[tokio::test]
 async fn with_abort_drain_timeout_the_connection_survives_a_confirmed_abort() {
-    let backend = start_backend(ServerConfig::default()).await;
+    let backend = start_echo_backend(ServerConfig::default()).await;
     let pool = Pool::new(
         backend.address.clone(),
         PoolConfig {
@@ -462,7 +429,7 @@ async fn with_abort_drain_timeout_the_connection_survives_a_confirmed_abort() {
 
 #[tokio::test]
 async fn a_backend_closing_after_n_requests_teaches_the_pool_to_retire_at_n() {
-    let backend = start_backend(ServerConfig {
+    let backend = start_echo_backend(ServerConfig {
         close_after_requests: Some(5),
         ..ServerConfig::default()
     })

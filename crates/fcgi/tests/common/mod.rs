@@ -1,6 +1,7 @@
 //! The backend the pool tests talk to: the library's own application server on a unix socket
 //! in a tempdir, behind an accept loop that counts connections (accepted, open, the most open
-//! at once) and, through [`HandlerWatch`], the handlers running and the ones cancelled.
+//! at once) and, through [`HandlerWatch`], the handlers running and the ones cancelled. Its
+//! handler, [`EchoHandler`], is driven per request by params.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fcgi::net::{Address, Listener};
-use fcgi::server::{serve_connection, Handler, ServerConfig};
+use fcgi::server::{
+    serve_connection, Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig,
+};
 
 /// What the backend saw.
 #[derive(Default)]
@@ -52,6 +55,58 @@ impl Drop for HandlerWatch {
             self.counts.cancelled.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Params it obeys: `HANG` never answers; `EARLY_OUTPUT` sends the header block at once;
+/// `SLEEP_MS` waits; then `BYTES=N` sends N bytes, else the body is `TOKEN`'s value.
+pub struct EchoHandler {
+    pub counts: Arc<Counts>,
+}
+
+const HEADER_BLOCK: &[u8] = b"Content-Type: text/plain\r\n\r\n";
+
+impl Handler for EchoHandler {
+    async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
+        let mut watch = HandlerWatch::enter(&self.counts);
+        if request.param("HANG").is_some() {
+            std::future::pending::<()>().await;
+        }
+        let early = request.param("EARLY_OUTPUT").is_some();
+        if early
+            && (response.stdout(HEADER_BLOCK).await.is_err() || response.flush().await.is_err())
+        {
+            return HandlerOutcome::CloseConnection;
+        }
+        if let Some(ms) = request.param_str("SLEEP_MS") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        }
+        if !early && response.stdout(HEADER_BLOCK).await.is_err() {
+            return HandlerOutcome::CloseConnection;
+        }
+        if let Some(bytes) = request.param_str("BYTES") {
+            let chunk = vec![b'x'; 32 * 1024];
+            let mut left: usize = bytes.parse().unwrap();
+            while left > 0 {
+                let take = left.min(chunk.len());
+                if response.stdout(&chunk[..take]).await.is_err() {
+                    return HandlerOutcome::CloseConnection;
+                }
+                left -= take;
+            }
+        } else {
+            let token = request.param_str("TOKEN").unwrap_or("");
+            if response.stdout(token.as_bytes()).await.is_err() {
+                return HandlerOutcome::CloseConnection;
+            }
+        }
+        watch.finish();
+        HandlerOutcome::Complete { app_status: 0 }
+    }
+}
+
+/// The [`EchoHandler`] backend with `server`'s limits.
+pub async fn start_echo_backend(server: ServerConfig) -> Backend {
+    start_backend(server, |counts| EchoHandler { counts }).await
 }
 
 pub struct Backend {
