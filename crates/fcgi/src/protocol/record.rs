@@ -71,7 +71,7 @@ impl RecordType {
     }
 
     /// The wire byte of this type.
-    pub fn as_u8(self) -> u8 {
+    pub const fn as_u8(self) -> u8 {
         match self {
             RecordType::BeginRequest => 1,
             RecordType::AbortRequest => 2,

@@ -2,10 +2,11 @@
 //! the backend's connection pump to see where requests begin and end, and to swallow requests
 //! in the misbehaving modes. The real decoding is `fcgi::server`'s job.
 
-const HEADER_LEN: usize = 8;
-const BEGIN_REQUEST: u8 = 1;
-const END_REQUEST: u8 = 3;
-const STDIN: u8 = 5;
+use fcgi::protocol::{RecordType, HEADER_LEN};
+
+const BEGIN_REQUEST: u8 = RecordType::BeginRequest.as_u8();
+const END_REQUEST: u8 = RecordType::EndRequest.as_u8();
+const STDIN: u8 = RecordType::Stdin.as_u8();
 
 /// What to do with a request when its BEGIN_REQUEST arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

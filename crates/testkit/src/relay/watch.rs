@@ -9,10 +9,11 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-const HEADER_LEN: usize = 8;
-const BEGIN_REQUEST: u8 = 1;
-const ABORT_REQUEST: u8 = 2;
-const END_REQUEST: u8 = 3;
+use fcgi::protocol::{RecordType, HEADER_LEN};
+
+const BEGIN_REQUEST: u8 = RecordType::BeginRequest.as_u8();
+const ABORT_REQUEST: u8 = RecordType::AbortRequest.as_u8();
+const END_REQUEST: u8 = RecordType::EndRequest.as_u8();
 
 /// The fields of a record header the relay cares about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
