@@ -16,10 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{start_echo_backend, wait_until};
+use common::{send, start_echo_backend, wait_until};
 use fcgi::client::{
-    ClientError, ConnectionFailure, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent,
-    ResponseStream,
+    ClientError, ConnectionFailure, Multiplexing, Pool, PoolConfig, ResponseEvent, ResponseStream,
 };
 use fcgi::net::{Address, Listener, Stream};
 use fcgi::protocol::{
@@ -46,21 +45,6 @@ fn pool_config(max_conns: usize, multiplex: Multiplexing) -> PoolConfig {
         max_reqs_per_conn: 1000,
         ..PoolConfig::with_max_conns(max_conns)
     }
-}
-
-async fn send(pool: &Pool, params: &[(&str, &str)]) -> Result<ResponseStream, ClientError> {
-    let lease = pool.checkout().await?;
-    lease
-        .send_request(
-            |add| {
-                add(b"REQUEST_METHOD", b"GET");
-                for (name, value) in params {
-                    add(name.as_bytes(), value.as_bytes());
-                }
-            },
-            RequestBody::Empty,
-        )
-        .await
 }
 
 /// Reads a response to its END_REQUEST: the body after the header block, and the status.

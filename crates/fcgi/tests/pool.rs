@@ -18,18 +18,7 @@ use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfi
 
 /// One request through the pool; returns the stdout bytes after the header block.
 async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientError> {
-    let lease = pool.checkout().await?;
-    let mut events = lease
-        .send_request(
-            |add| {
-                add(b"REQUEST_METHOD", b"GET");
-                for (name, value) in params {
-                    add(name.as_bytes(), value.as_bytes());
-                }
-            },
-            RequestBody::Empty,
-        )
-        .await?;
+    let mut events = common::send(pool, params).await?;
     let mut stdout = Vec::new();
     loop {
         match events.next_event().await? {

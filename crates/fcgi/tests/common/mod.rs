@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fcgi::client::{ClientError, Pool, RequestBody, ResponseStream};
 use fcgi::net::{Address, Listener};
 use fcgi::server::{
     serve_connection, Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig,
@@ -145,6 +146,22 @@ pub async fn start_backend<H: Handler>(
         counts,
         _dir: dir,
     }
+}
+
+/// Checks out a connection and sends a GET with `params`.
+pub async fn send(pool: &Pool, params: &[(&str, &str)]) -> Result<ResponseStream, ClientError> {
+    let lease = pool.checkout().await?;
+    lease
+        .send_request(
+            |add| {
+                add(b"REQUEST_METHOD", b"GET");
+                for (name, value) in params {
+                    add(name.as_bytes(), value.as_bytes());
+                }
+            },
+            RequestBody::Empty,
+        )
+        .await
 }
 
 /// Polls `condition` every few milliseconds for at most ten seconds.
