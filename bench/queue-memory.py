@@ -32,6 +32,9 @@ OPEN_PHASE_TIMEOUT_S = 180.0
 STABLE_DELTA_KIB = 64
 STABLE_POLL_S = 0.5
 STABLE_POLL_LIMIT_S = 15.0
+# fcgate parks an idle HTTP/1.1 connection (drops hyper's buffers) 100 ms after its last response
+# (client_connection::PARK_AFTER); keep-alive connections are measured well after that.
+PARK_SETTLE_S = 2.5
 
 
 def log(message):
@@ -68,12 +71,16 @@ def run_backend(path):
 # fcgate and its memory
 
 
-def vm_rss_kib(pid):
+def status_kib(pid, field):
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def vm_rss_kib(pid):
+    return status_kib(pid, "VmRSS")
 
 
 def settled_rss_kib(pid):
@@ -236,9 +243,9 @@ async def measure_under_load(gateway, count, send):
     clients = Clients(gateway.port, count, send)
     try:
         await asyncio.wait_for(clients.open_all(), OPEN_PHASE_TIMEOUT_S)
-        # All connected and written; give fcgate a second to read and queue the requests,
-        # then wait (bounded) for its RSS to stop growing.
-        await asyncio.sleep(1.0)
+        # All connected and written; give fcgate a second to read and queue the requests (or,
+        # for keep-alive connections, to park them), then wait (bounded) for its RSS to settle.
+        await asyncio.sleep(PARK_SETTLE_S if send == "keepalive" else 1.0)
         loaded = await asyncio.get_running_loop().run_in_executor(None, settled_rss_kib, gateway.fcgate.pid)
         await asyncio.sleep(0)  # let watchers that already have data record it
         return loaded, clients
@@ -259,11 +266,12 @@ def measure_once(args, count, send):
         loaded, clients = asyncio.run(measure_under_load(gateway, count, send))
         if gateway.fcgate.poll() is not None:
             raise RuntimeError(f"fcgate died during {label}; see {gateway.log_path}")
+        peak = status_kib(gateway.fcgate.pid, "VmHWM")
         log(f"{label}: opened in {time.monotonic() - started:.1f} s, RSS {loaded} KiB, "
             f"failed {clients.failed}, answered {clients.answered}, closed {clients.closed}")
         return {
             "label": label, "kind": KINDS[send], "n": count,
-            "before": before, "loaded": loaded, "failed": clients.failed,
+            "before": before, "loaded": loaded, "peak": peak, "failed": clients.failed,
             "answered": clients.answered, "closed": clients.closed,
         }
 
@@ -275,11 +283,11 @@ def per_item_bytes(row):
 
 def print_table(rows):
     print("| N | load | fcgate RSS before, KiB | RSS under load, KiB | delta, KiB | bytes each |"
-          " failed / answered / closed early |")
-    print("|--:|---|--:|--:|--:|--:|---|")
+          " peak RSS, KiB | failed / answered / closed early |")
+    print("|--:|---|--:|--:|--:|--:|--:|---|")
     for row in rows:
         print(f"| {row['n']} | {row['kind']} | {row['before']} | {row['loaded']} |"
-              f" {row['loaded'] - row['before']} | {per_item_bytes(row):,.0f} |"
+              f" {row['loaded'] - row['before']} | {per_item_bytes(row):,.0f} | {row['peak']} |"
               f" {row['failed']} / {row['answered']} / {row['closed']} |")
     marginal_lines = []
     for kind in KINDS.values():
@@ -300,8 +308,12 @@ def print_table(rows):
 def run_measure(args):
     counts = [int(value) for value in args.counts.split(",") if value]
     rows = []
+    kinds = [kind for kind in args.kinds.split(",") if kind]
+    unknown = set(kinds) - {"idle", "queue", "keepalive"}
+    if unknown:
+        raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from idle, queue, keepalive")
     for count in counts:
-        for send in KINDS:
+        for send in (send for send in KINDS if (send or "idle") in kinds):
             rows.append(measure_once(args, count, send))
     print_table(rows)
 
@@ -315,6 +327,7 @@ def main():
     measure.add_argument("--fcgate", required=True)
     measure.add_argument("--work", required=True)
     measure.add_argument("--counts", default="1000,10000")
+    measure.add_argument("--kinds", default="idle,queue,keepalive")
     args = parser.parse_args()
     # SIGTERM from the calling script's trap: unwind so the Gateway context ends its children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

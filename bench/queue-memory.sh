@@ -13,7 +13,7 @@
 #
 # Prints a markdown table and writes it to bench/results/<date>-queue-memory.md.
 #
-#   bench/queue-memory.sh [--counts 1000,10000] [--no-build]
+#   bench/queue-memory.sh [--counts 1000,10000] [--kinds idle,queue,keepalive] [--no-build]
 #
 # Environment: LOAD_MAX (1.5) and LOAD_WAIT (300 s): wait, bounded, for the 1-minute load
 # average to drop below LOAD_MAX before measuring.
@@ -22,6 +22,7 @@ set -euo pipefail
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
 counts=1000,10000
+kinds=idle,queue,keepalive
 build=1
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-300}
@@ -34,6 +35,8 @@ while [ $# -gt 0 ]; do
   case $1 in
     --counts) [ $# -ge 2 ] || die "--counts needs a value"; counts=$2; shift ;;
     --counts=*) counts=${1#*=} ;;
+    --kinds) [ $# -ge 2 ] || die "--kinds needs a value"; kinds=$2; shift ;;
+    --kinds=*) kinds=${1#*=} ;;
     --no-build) build="" ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
@@ -95,7 +98,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # setsid: the driver, fcgate and the backend form one process group the trap can end at once.
 setsid timeout -k 10 1200 python3 "$bench_dir/queue-memory.py" measure \
-  --fcgate "$work/fcgate" --work "$work" --counts "$counts" >"$work/table.md" 9>&- &
+  --fcgate "$work/fcgate" --work "$work" --counts "$counts" --kinds "$kinds" >"$work/table.md" 9>&- &
 driver_pid=$!
 status=0
 wait "$driver_pid" || status=$?

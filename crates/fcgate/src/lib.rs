@@ -8,6 +8,7 @@ pub mod body;
 pub mod cgi_params;
 pub mod cgi_response;
 pub mod cli;
+pub mod client_connection;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -1,20 +1,18 @@
-//! The HTTP front: accepts TCP connections and serves HTTP/1.1 with keep-alive and HTTP/2 with
-//! prior knowledge on the same port (hyper-util's auto builder), and shuts down gracefully:
-//! stop accepting, let requests in flight finish within `shutdown_timeout`, then return.
+//! The HTTP front's listener: accepts TCP connections, hands each to its own task
+//! (`client_connection.rs` serves HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on
+//! the same port), and shuts down gracefully: stop accepting, let requests in flight finish
+//! within `shutdown_timeout`, then return.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cgi_params::ConnectionInfo;
+use crate::client_connection::{ClientConnections, HttpFront};
 use crate::config::Config;
 use crate::proxy::Gateway;
 
@@ -24,6 +22,8 @@ pub struct RunningGateway {
     pub local_addr: SocketAddr,
     /// The request handler and its pools (tests read the pool stats).
     pub gateway: Arc<Gateway>,
+    /// How many client connections are open, and how many of those are parked.
+    pub connections: Arc<ClientConnections>,
     /// Cancel to shut down gracefully.
     pub shutdown: CancellationToken,
     /// Finishes when the shutdown is complete.
@@ -44,19 +44,35 @@ pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
     let local_addr = listener.local_addr()?;
     let gateway = Gateway::new(config);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, Arc::clone(&gateway), shutdown.clone()));
+    let connections = Arc::new(ClientConnections::default());
+    let task = tokio::spawn(serve(
+        listener,
+        Arc::clone(&gateway),
+        shutdown.clone(),
+        Arc::clone(&connections),
+    ));
     Ok(RunningGateway {
         local_addr,
         gateway,
+        connections,
         shutdown,
         task,
     })
 }
 
 /// Accepts until `shutdown` fires, then drains connections for at most `shutdown_timeout`.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
-    let builder = http_builder(gateway.config());
-    let graceful = GracefulShutdown::new();
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    connections: Arc<ClientConnections>,
+) {
+    let front = Arc::new(HttpFront::new(
+        Arc::clone(&gateway),
+        shutdown.clone(),
+        connections,
+    ));
+    let tasks = TaskTracker::new();
     loop {
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -74,57 +90,17 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = Arc::new(ConnectionInfo::new(remote_addr, local_addr, false));
-        let gateway = Arc::clone(&gateway);
-        let service = service_fn(move |request| {
-            let gateway = Arc::clone(&gateway);
-            let connection = Arc::clone(&connection);
-            async move { Ok::<_, Infallible>(gateway.handle(request, &connection).await) }
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                log_connection_error(remote_addr, &*error);
-            }
-        });
+        let info = ConnectionInfo::new(remote_addr, local_addr, false);
+        tasks.spawn(Arc::clone(&front).serve(stream, info));
     }
     drop(listener);
+    tasks.close();
     let timeout = gateway.config().shutdown_timeout;
     tracing::info!("shutting down: waiting up to {timeout:?} for requests in flight");
-    if tokio::time::timeout(timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
         tracing::warn!("shutdown_timeout passed with requests still in flight; closing them");
     }
     for pool in gateway.upstream().pools() {
         pool.close_idle();
     }
-}
-
-/// hyper answers malformed requests itself (400, 431 for oversized heads) and closes; that is
-/// worth a line an operator can find. Clients that simply hang up are not.
-fn log_connection_error(client: SocketAddr, error: &(dyn std::error::Error + 'static)) {
-    match error.downcast_ref::<hyper::Error>() {
-        Some(error) if error.is_parse() || error.is_parse_too_large() => {
-            tracing::info!(%client, "rejected a malformed request: {error}");
-        }
-        Some(error) if error.is_timeout() => {
-            tracing::info!(%client, "client too slow sending request headers: {error}");
-        }
-        _ => tracing::debug!(%client, "client connection ended: {error}"),
-    }
-}
-
-fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.limits.client_header_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    builder
 }

@@ -1,0 +1,523 @@
+//! One client connection, from accept to close: which HTTP version it speaks, serving it with
+//! hyper, and *parking* HTTP/1.1 keep-alive connections while they are idle.
+//!
+//! hyper's HTTP/1.1 connection keeps an 8 KiB read buffer, a write buffer and a cached header
+//! map for as long as it lives: about 20 KiB per idle keep-alive connection, 200 MiB for
+//! 10,000 idle browsers. hyper has no setting to release them, so fcgate does it the way nginx
+//! frees a keep-alive connection's buffers: once a connection has had no request in flight for
+//! [`PARK_AFTER`], hyper is asked to finish gracefully, the socket is taken back together with
+//! any bytes hyper had read ahead, hyper's state is dropped, and the task waits for the socket
+//! to become readable holding no buffer at all. The next request starts a fresh hyper connection
+//! on the same socket. A parked connection costs its task and its socket registration (about
+//! 2 KiB). Connections that keep sending never park, so a busy client pays nothing for this.
+//!
+//! # Race windows
+//!
+//! - hyper must not have decided the connection's keep-alive fate differently from us. The
+//!   graceful shutdown is only requested when no response is in flight: every response body
+//!   fcgate returned has been dropped by hyper, which happens only after its head was encoded
+//!   (so its `Connection` header is already on the wire). A connection hyper meant to close
+//!   (`Connection: close`, HTTP/1.0) completes on its own in the same poll that flushes the
+//!   last response, before we ever look at it.
+//! - hyper flushes its write buffer before it shuts a finished connection down; the stream's
+//!   shutdown is what parking turns into a no-op, so nothing hyper buffered is lost.
+//! - A client may have pipelined part of its next request: hyper returns those bytes with the
+//!   socket, and the next hyper connection reads them first.
+//! - A hyper connection that has not yet received a request head is never parked: hyper only
+//!   stops at a message boundary, and its header timer already bounds a client that trickles
+//!   a head. So a client that pipelined half a head and stalled cannot cycle through parks
+//!   (each would start a fresh timer); it gets hyper's timer once.
+//! - An idle keep-alive connection is closed `client_header_timeout` after it went idle, as
+//!   before parking existed (hyper's header timer starts as soon as it waits for a head); the
+//!   head that then arrives has `client_header_timeout` again, like nginx's `keepalive_timeout`
+//!   followed by its `client_header_timeout`.
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::ResponseBody;
+use crate::cgi_params::ConnectionInfo;
+use crate::config::Config;
+use crate::proxy::Gateway;
+
+/// How long an HTTP/1.1 connection must have had no request in flight before it is parked.
+/// Long enough that a client sending request after request never pays for a new hyper
+/// connection; short enough that a burst of new clients going idle never holds many hyper
+/// states at once. Parking and the next request's new hyper connection cost about a
+/// microsecond, nothing next to a 100 ms pause.
+pub const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// The HTTP/2 connection preface (RFC 9113, §3.4); a client that opens with it speaks HTTP/2
+/// with prior knowledge.
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Counts of the client connections being served, for tests and operators.
+#[derive(Debug, Default)]
+pub struct ClientConnections {
+    open: AtomicUsize,
+    parked: AtomicUsize,
+}
+
+impl ClientConnections {
+    /// Client connections accepted and not yet closed.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Open HTTP/1.1 connections parked between requests, holding no hyper state.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements one of [`ClientConnections`]' counters when dropped, whichever way a task ends.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Counted<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What every client connection shares: the hyper builders, the handler and the shutdown signal.
+pub struct HttpFront {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    header_timeout: Duration,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    connections: Arc<ClientConnections>,
+}
+
+impl HttpFront {
+    /// The front for `gateway`, configured from its config.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        shutdown: CancellationToken,
+        connections: Arc<ClientConnections>,
+    ) -> HttpFront {
+        let config: &Config = gateway.config();
+        let header_timeout = config.limits.client_header_timeout;
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new());
+        HttpFront {
+            http1,
+            http2,
+            header_timeout,
+            gateway,
+            shutdown,
+            connections,
+        }
+    }
+
+    /// Serves one accepted connection until it closes or shutdown has drained it.
+    pub async fn serve(self: Arc<Self>, stream: TcpStream, info: ConnectionInfo) {
+        let _open = Counted::new(&self.connections.open);
+        let client = info.remote_addr();
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let gateway = Arc::clone(&self.gateway);
+            let info = Arc::new(info);
+            let activity = Arc::clone(&activity);
+            service_fn(move |request: Request<Incoming>| {
+                let gateway = Arc::clone(&gateway);
+                let info = Arc::clone(&info);
+                let in_flight = InFlight::start(&activity);
+                async move {
+                    let response = gateway.handle(request, &info).await;
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            })
+        };
+        let deadline = Instant::now() + self.header_timeout;
+        let result = match self.read_preface(&stream, deadline).await {
+            Ok(Some((Protocol::Http2, read_ahead))) => {
+                self.serve_http2(stream, read_ahead, service, activity)
+                    .await
+            }
+            Ok(Some((Protocol::Http1, read_ahead))) => {
+                self.serve_http1(stream, read_ahead, service, activity)
+                    .await
+            }
+            Ok(None) => Ok(()),
+            Err(error) => {
+                tracing::debug!(%client, "client connection failed before its first request: {error}");
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            log_connection_error(client, &error);
+        }
+    }
+
+    /// Reads until the first bytes tell HTTP/2's preface from an HTTP/1.1 request line, holding
+    /// no buffer while the client is silent. `None` when the client sent nothing in time, closed,
+    /// or shutdown began.
+    async fn read_preface(
+        &self,
+        stream: &TcpStream,
+        deadline: Instant,
+    ) -> io::Result<Option<(Protocol, Bytes)>> {
+        let mut preface = [0u8; HTTP2_PREFACE.len()];
+        let mut filled = 0;
+        loop {
+            if !self.wait_readable(stream, deadline).await? {
+                return Ok(None);
+            }
+            match stream.try_read(&mut preface[filled..]) {
+                Ok(0) => return Ok(None),
+                Ok(read) => filled += read,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error),
+            }
+            let protocol = if preface[..filled] != HTTP2_PREFACE[..filled] {
+                Protocol::Http1
+            } else if filled == HTTP2_PREFACE.len() {
+                Protocol::Http2
+            } else {
+                continue;
+            };
+            return Ok(Some((protocol, Bytes::copy_from_slice(&preface[..filled]))));
+        }
+    }
+
+    /// Waits until `stream` is readable (data, end of stream or an error to report). `false`
+    /// when `deadline` passed or shutdown began first.
+    async fn wait_readable(&self, stream: &TcpStream, deadline: Instant) -> io::Result<bool> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Ok(false),
+            readable = tokio::time::timeout_at(deadline, stream.readable()) => match readable {
+                Ok(result) => result.map(|()| true),
+                Err(_elapsed) => Ok(false),
+            },
+        }
+    }
+
+    async fn serve_http2<S>(
+        &self,
+        stream: TcpStream,
+        read_ahead: Bytes,
+        service: S,
+        activity: Arc<Activity>,
+    ) -> hyper::Result<()>
+    where
+        S: HttpService<Incoming, ResBody = TrackedBody> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let io = TokioIo::new(ClientStream::new(stream, read_ahead, activity));
+        let mut connection = pin!(self.http2.serve_connection(io, service));
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = self.shutdown.cancelled() => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        connection.await
+    }
+
+    /// Serves HTTP/1.1 requests on `stream`, parking it whenever it idles (see the module doc).
+    async fn serve_http1<S>(
+        &self,
+        mut stream: TcpStream,
+        mut read_ahead: Bytes,
+        mut service: S,
+        activity: Arc<Activity>,
+    ) -> hyper::Result<()>
+    where
+        S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
+    {
+        loop {
+            activity.parking.store(false, Ordering::Relaxed);
+            let io = TokioIo::new(ClientStream::new(stream, read_ahead, Arc::clone(&activity)));
+            let mut connection = self.http1.serve_connection(io, service);
+            let idle_since = match self.drive_http1(&mut connection, &activity).await? {
+                Http1End::Closed => return Ok(()),
+                Http1End::Parked { idle_since } => idle_since,
+            };
+            let parts = connection.into_parts();
+            service = parts.service;
+            let (socket, unread) = parts.io.into_inner().into_parts();
+            stream = socket;
+            read_ahead = join(&unread, &parts.read_buf);
+            // Now, not at the end of the loop body: it holds hyper's read buffer.
+            drop(parts.read_buf);
+            if read_ahead.is_empty() {
+                let _parked = Counted::new(&self.connections.parked);
+                let keepalive_deadline = idle_since + self.header_timeout;
+                match self.wait_readable(&stream, keepalive_deadline).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(error) => {
+                        tracing::debug!("parked client connection failed: {error}");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls one hyper HTTP/1.1 connection until it ends by itself or, after serving a request and
+    /// then idling for [`PARK_AFTER`], is asked to finish so the socket can be parked. Shutdown
+    /// asks it to finish for good.
+    async fn drive_http1<S>(
+        &self,
+        connection: &mut http1::Connection<TokioIo<ClientStream>, S>,
+        activity: &Activity,
+    ) -> hyper::Result<Http1End>
+    where
+        S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
+    {
+        let requests_before = activity.requests_started.load(Ordering::Relaxed);
+        let mut shutdown = pin!(self.shutdown.cancelled());
+        let mut park_timer = pin!(tokio::time::sleep(PARK_AFTER));
+        // The request count when the connection last went idle, and when that was.
+        let mut idle_after_request = requests_before;
+        let mut idle_since = Instant::now();
+        let mut finishing = Finishing::No;
+        poll_fn(|cx| loop {
+            if let Poll::Ready(result) = Pin::new(&mut *connection).poll(cx) {
+                return Poll::Ready(result.map(|()| match finishing {
+                    Finishing::ToPark { idle_since } => Http1End::Parked { idle_since },
+                    Finishing::No | Finishing::ForShutdown => Http1End::Closed,
+                }));
+            }
+            if finishing != Finishing::No {
+                return Poll::Pending;
+            }
+            if shutdown.as_mut().poll(cx).is_ready() {
+                finishing = Finishing::ForShutdown;
+                Pin::new(&mut *connection).graceful_shutdown();
+                continue;
+            }
+            if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                return Poll::Pending;
+            }
+            let started = activity.requests_started.load(Ordering::Relaxed);
+            if started == requests_before {
+                // No request yet on this hyper connection: it is reading a head (hyper's
+                // header timer bounds that), and hyper would not stop before the head is in.
+                return Poll::Pending;
+            }
+            if idle_after_request != started {
+                // Idle again after a request. Moving a registered timer later is a single
+                // atomic update in tokio, cheap enough to do after every request.
+                idle_after_request = started;
+                idle_since = Instant::now();
+                park_timer.as_mut().reset(idle_since + PARK_AFTER);
+            }
+            if park_timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            finishing = Finishing::ToPark { idle_since };
+            activity.parking.store(true, Ordering::Relaxed);
+            Pin::new(&mut *connection).graceful_shutdown();
+        })
+        .await
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finishing {
+    No,
+    ToPark { idle_since: Instant },
+    ForShutdown,
+}
+
+enum Http1End {
+    /// hyper finished and shut the stream down: the client closed, asked to close, or shutdown.
+    Closed,
+    /// hyper finished at our request; the stream is open and idle since `idle_since`.
+    Parked { idle_since: Instant },
+}
+
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// `first` then `second` in a buffer of their own: what hyper read ahead is a slice of its
+/// 8 KiB read buffer, which would otherwise stay allocated for as long as the connection is
+/// parked. Usually both are empty.
+fn join(first: &[u8], second: &[u8]) -> Bytes {
+    if first.is_empty() && second.is_empty() {
+        return Bytes::new();
+    }
+    let mut joined = BytesMut::with_capacity(first.len() + second.len());
+    joined.extend_from_slice(first);
+    joined.extend_from_slice(second);
+    joined.freeze()
+}
+
+/// What the connection task needs to know about the requests hyper is serving: shared with the
+/// service (which counts requests in and out) and the stream (which must not shut down a socket
+/// that is being parked). Everything happens on the connection's own task, inside hyper's poll.
+#[derive(Default)]
+struct Activity {
+    requests_started: AtomicU64,
+    in_flight: AtomicUsize,
+    parking: AtomicBool,
+}
+
+/// One request from the moment hyper hands it over until hyper drops its response body, which is
+/// after the response head was encoded.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.requests_started.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper drops it.
+struct TrackedBody {
+    body: ResponseBody,
+    /// Held for its `Drop`.
+    _in_flight: InFlight,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client socket as hyper sees it: bytes read ahead (the protocol sniff, or what a previous
+/// hyper connection had buffered) come first, and shutdown does nothing while parking.
+struct ClientStream {
+    stream: TcpStream,
+    read_ahead: Bytes,
+    activity: Arc<Activity>,
+}
+
+impl ClientStream {
+    fn new(stream: TcpStream, read_ahead: Bytes, activity: Arc<Activity>) -> ClientStream {
+        ClientStream {
+            stream,
+            read_ahead,
+            activity,
+        }
+    }
+
+    /// The socket and whatever read-ahead hyper never asked for.
+    fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.read_ahead)
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read_ahead.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let take = this.read_ahead.len().min(buf.remaining());
+        buf.put_slice(&this.read_ahead[..take]);
+        this.read_ahead.advance(take);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+/// hyper answers malformed requests itself (400, 431 for oversized heads) and closes; that is
+/// worth a line an operator can find. Clients that simply hang up are not.
+fn log_connection_error(client: SocketAddr, error: &hyper::Error) {
+    if error.is_parse() || error.is_parse_too_large() {
+        tracing::info!(%client, "rejected a malformed request: {error}");
+    } else if error.is_timeout() {
+        tracing::info!(%client, "client too slow sending request headers: {error}");
+    } else {
+        tracing::debug!(%client, "client connection ended: {error}");
+    }
+}
