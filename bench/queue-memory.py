@@ -213,13 +213,22 @@ class Clients:
             log(f"{len(errors)} connections failed, first: {errors[0]!r}")
 
     async def read_answer(self, reader):
+        # fcgate sends Content-Length when the whole answer was in before the head went out,
+        # chunked otherwise (the demo app's answer can arrive in two reads under load).
         head = await reader.readuntil(b"\r\n\r\n")
         length = 0
+        chunked = False
         for line in head.split(b"\r\n"):
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value.strip())
-        await reader.readexactly(length)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            await reader.readuntil(b"0\r\n\r\n")
+        else:
+            await reader.readexactly(length)
 
     async def watch(self, reader):
         try:
