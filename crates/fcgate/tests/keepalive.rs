@@ -141,6 +141,34 @@ async fn a_parked_connection_is_closed_after_client_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_is_closed_after_client_header_timeout() {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let gateway = start_gateway(
+        "client_header_timeout = \"1s\"",
+        &backend.address(),
+        UPSTREAM,
+    )
+    .await;
+    let mut silent = TcpStream::connect(gateway.local_addr).await.unwrap();
+    assert_closed_by_server(&mut silent).await;
+    // Half a request line is not enough either: hyper's header timer answers 408 and closes.
+    let mut trickling = TcpStream::connect(gateway.local_addr).await.unwrap();
+    trickling.write_all(b"GET /slo").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), trickling.read_to_end(&mut answer))
+        .await
+        .expect("the server kept the connection open")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(backend.requests(), 0);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_parked_connections_at_once() {
     let backend = TestBackend::start(BackendOptions::default()).await;
     let gateway = start_gateway("shutdown_timeout = \"60s\"", &backend.address(), UPSTREAM).await;
