@@ -41,8 +41,9 @@ WRK_THREADS=2
 WORKERS=2
 build=1
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source-path=SCRIPTDIR
+source "$bench_dir/lib/process.sh"  # log, die, wait_port, port_free
+source "$bench_dir/lib/measure.sh"  # count_syns_to, syns, remove_syn_counter, to_ms
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
@@ -76,7 +77,6 @@ for p in $PEERS; do [[ $p == nginx-keepalive || $p == fcgate ]] || die "unknown 
 
 php_port=$((PORT_BASE + 90))
 declare -A peer_port=([nginx-keepalive]=$((PORT_BASE + 1)) [fcgate]=$((PORT_BASE + 2)))
-nft_table=fcgate_seed000
 
 # ------------------------------------------------------------------------------------------
 # Tools
@@ -136,15 +136,6 @@ stop_group() {
   wait "$pid" 2>/dev/null || true
 }
 
-wait_port() {  # wait_port PORT: true once something accepts on 127.0.0.1:PORT (within 10 s)
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-port_free() { [ -z "$(ss -tlnH "( sport = :$1 )" 2>/dev/null)" ]; }
 
 # ------------------------------------------------------------------------------------------
 # Backends and peers
@@ -174,7 +165,7 @@ EOF
       ;;
   esac
   backend_pid=$started_pid
-  wait_port "$php_port" || die "$1 is not listening on 127.0.0.1:$php_port (see $work/$1.out)"
+  wait_port 127.0.0.1 "$php_port" 100 || die "$1 is not listening on 127.0.0.1:$php_port (see $work/$1.out)"
 }
 
 stop_backend() {
@@ -231,7 +222,7 @@ EOF
       ;;
   esac
   peer_pid=$started_pid
-  wait_port "$port" || die "$1 is not listening on 127.0.0.1:$port (see $dir/out.log)"
+  wait_port 127.0.0.1 "$port" 100 || die "$1 is not listening on 127.0.0.1:$port (see $dir/out.log)"
 }
 
 stop_peer() {
@@ -241,17 +232,6 @@ stop_peer() {
 
 # ------------------------------------------------------------------------------------------
 # Measurements
-
-count_syns_to_backend() {
-  nft delete table inet "$nft_table" 2>/dev/null || true
-  nft add table inet "$nft_table"
-  nft add chain inet "$nft_table" out '{ type filter hook output priority 0; policy accept; }'
-  nft add rule inet "$nft_table" out tcp dport "$php_port" tcp flags '&' '(syn|ack)' == syn counter
-}
-
-syns() {
-  nft list chain inet "$nft_table" out | sed -n 's/.*packets \([0-9]*\).*/\1/p' | awk '{n += $1} END {print n + 0}'
-}
 
 # client_bytes PORT: "local-address bytes-received" for every wrk connection to the peer.
 client_bytes() {
@@ -272,15 +252,6 @@ backend_connections() {
   open=$(ss -tnH state established "( sport = :$php_port )" | wc -l)
   queued=$(ss -tlnH "( sport = :$php_port )" | awk '{n += $2} END {print n + 0}')
   echo "$open $queued"
-}
-
-to_ms() {
-  awk '{v = $1
-        if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
-        else if (v ~ /ms$/) { sub(/ms$/, "", v) }
-        else if (v ~ /m$/) { sub(/m$/, "", v); v *= 60000 }
-        else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
-        printf "%.2f", v}'
 }
 
 # run_one BACKEND PEER: appends one row to $work/rows.tsv.
@@ -405,7 +376,7 @@ cleanup() {
   set +e
   stop_group "$peer_pid"
   stop_group "$backend_pid"
-  nft delete table inet "$nft_table" 2>/dev/null
+  remove_syn_counter
   if [ -n "${KEEP_WORK:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -418,7 +389,7 @@ mkdir -p "$work/www"
 printf '%s\n' '<?php echo "Hello, world!\n";' >"$work/www/hello.php"
 : >"$work/rows.tsv"
 : >"$work/notes.md"
-count_syns_to_backend
+count_syns_to "$php_port"
 
 load_wait_start=$SECONDS
 while ! awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$LOAD_MAX" 'BEGIN {exit !(l < m)}'; do
