@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fcgate::server::RunningGateway;
 use fcgi_testkit::backend::{BackendOptions, TestBackend};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use support::{start_gateway, wait_until};
@@ -62,6 +63,26 @@ fn status(head: &str) -> &str {
     head.split(' ').nth(1).unwrap()
 }
 
+/// The test backend and a gateway in front of it with the extra top-level `settings`.
+async fn start(settings: &str) -> (TestBackend, RunningGateway) {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let gateway = start_gateway(settings, &backend.address(), UPSTREAM).await;
+    (backend, gateway)
+}
+
+/// A client connection that got one answer and has been parked since.
+async fn parked_client(gateway: &RunningGateway) -> TcpStream {
+    let mut client = TcpStream::connect(gateway.local_addr).await.unwrap();
+    client.write_all(get("/").as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut client).await.expect("an answer");
+    assert_eq!(status(&head), "200", "{head}");
+    wait_until("the connection is parked", || {
+        gateway.connections.parked() == 1
+    })
+    .await;
+    client
+}
+
 /// Waits for the server to close `stream`; panics if it sends anything or stays open 10 s.
 async fn assert_closed_by_server(stream: &mut TcpStream) {
     let mut byte = [0u8];
@@ -74,8 +95,7 @@ async fn assert_closed_by_server(stream: &mut TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_serves_its_next_request_and_parks_again() {
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway("", &backend.address(), UPSTREAM).await;
+    let (backend, gateway) = start("").await;
     let mut client = TcpStream::connect(gateway.local_addr).await.unwrap();
     for round in 1..=3 {
         client
@@ -96,8 +116,7 @@ async fn a_parked_connection_serves_its_next_request_and_parks_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_a_pipelined_request_read_before_the_park_is_completed_after_it() {
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway("", &backend.address(), UPSTREAM).await;
+    let (backend, gateway) = start("").await;
     let mut client = TcpStream::connect(gateway.local_addr).await.unwrap();
     let second = get("/?second");
     let (second_start, second_rest) = second.split_at(9);
@@ -121,20 +140,8 @@ async fn half_a_pipelined_request_read_before_the_park_is_completed_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_is_closed_after_client_header_timeout() {
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway(
-        "client_header_timeout = \"3s\"",
-        &backend.address(),
-        UPSTREAM,
-    )
-    .await;
-    let mut client = TcpStream::connect(gateway.local_addr).await.unwrap();
-    client.write_all(get("/").as_bytes()).await.unwrap();
-    read_response(&mut client).await.expect("an answer");
-    wait_until("the connection is parked", || {
-        gateway.connections.parked() == 1
-    })
-    .await;
+    let (_backend, gateway) = start("client_header_timeout = \"3s\"").await;
+    let mut client = parked_client(&gateway).await;
     assert_closed_by_server(&mut client).await;
     wait_until("the connection is gone", || gateway.connections.open() == 0).await;
     gateway.stop().await;
@@ -142,13 +149,7 @@ async fn a_parked_connection_is_closed_after_client_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_sends_is_closed_after_client_header_timeout() {
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway(
-        "client_header_timeout = \"1s\"",
-        &backend.address(),
-        UPSTREAM,
-    )
-    .await;
+    let (backend, gateway) = start("client_header_timeout = \"1s\"").await;
     let mut silent = TcpStream::connect(gateway.local_addr).await.unwrap();
     assert_closed_by_server(&mut silent).await;
     // Half a request line is not enough either: hyper's header timer answers 408 and closes.
@@ -170,15 +171,8 @@ async fn a_connection_that_never_sends_is_closed_after_client_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_parked_connections_at_once() {
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway("shutdown_timeout = \"60s\"", &backend.address(), UPSTREAM).await;
-    let mut client = TcpStream::connect(gateway.local_addr).await.unwrap();
-    client.write_all(get("/").as_bytes()).await.unwrap();
-    read_response(&mut client).await.expect("an answer");
-    wait_until("the connection is parked", || {
-        gateway.connections.parked() == 1
-    })
-    .await;
+    let (_backend, gateway) = start("shutdown_timeout = \"60s\"").await;
+    let mut client = parked_client(&gateway).await;
     // Were the parked connection left to shutdown_timeout, this would take 60 s.
     tokio::time::timeout(Duration::from_secs(10), gateway.stop())
         .await
@@ -188,8 +182,7 @@ async fn shutdown_closes_parked_connections_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_the_client_asks_to_close_are_closed_not_parked() {
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway("", &backend.address(), UPSTREAM).await;
+    let (backend, gateway) = start("").await;
     let requests = [
         "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
         "GET / HTTP/1.0\r\nHost: test\r\n\r\n",
@@ -205,6 +198,8 @@ async fn connections_the_client_asks_to_close_are_closed_not_parked() {
         gateway.connections.open() == 0
     })
     .await;
+    assert_eq!(gateway.connections.parked(), 0);
+    assert_eq!(backend.requests(), 2);
     gateway.stop().await;
 }
 
@@ -235,8 +230,7 @@ fn blocking_request(addr: SocketAddr) -> std::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_holds_a_few_kib_of_heap() {
     const CLIENTS: usize = 200;
-    let backend = TestBackend::start(BackendOptions::default()).await;
-    let gateway = start_gateway("", &backend.address(), UPSTREAM).await;
+    let (backend, gateway) = start("").await;
     let addr = gateway.local_addr;
     // The backend connection and the pool's state are set up before counting.
     drop(tokio::task::spawn_blocking(move || blocking_request(addr)).await);
