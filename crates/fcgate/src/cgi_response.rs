@@ -67,7 +67,7 @@ pub enum CgiHeadError {
         /// The header name.
         name: String,
     },
-    /// `Status:` is not a 3-digit final status (200-999) with an optional reason.
+    /// `Status:` is not a 3-digit final status (200-599), or 103, with an optional reason.
     #[error("invalid CGI Status header {0:?}")]
     InvalidStatus(String),
 }
@@ -204,8 +204,12 @@ fn parse_status(value: &[u8]) -> Result<StatusCode, CgiHeadError> {
         return Err(invalid());
     }
     let status = StatusCode::from_bytes(code).map_err(|_| invalid())?;
-    // An informational status cannot end a response; the app's real one would be lost.
-    if status.is_informational() {
+    // HTTP has no status outside 100-599 (RFC 9110 §15). An informational status cannot end a
+    // response, so the app's real one would be lost; 103 Early Hints is the exception, because
+    // a final head follows it (the proxy skips it).
+    let final_or_early_hints =
+        (200..600).contains(&status.as_u16()) || status == StatusCode::EARLY_HINTS;
+    if !final_or_early_hints {
         return Err(invalid());
     }
     Ok(status)

@@ -5,10 +5,19 @@
 //! `response_buffer_size`, then appended to a nameless temp file, so a slow client holds
 //! neither a backend connection (and the app worker behind it) nor unbounded memory.
 //! If the client goes away first, the pump stops and drops the stream, which aborts the request
-//! (FCGI_ABORT_REQUEST, then close or drain per `abort_drain_timeout`). The same happens when
+//! (FCGI_ABORT_REQUEST, then close or drain per `abort_drain_timeout`); the reader's drop wakes
+//! the pump, so a silent backend does not keep the request until its next record. The same
+//! happens when
 //! the client falls `max_response_buffer` bytes behind: the pump never waits for the client (on a
 //! multiplexed connection that would stall every other request), so this bound is what keeps a
 //! client that stopped reading from filling the disk; the client's body ends in an error.
+//!
+//! When the app declared a `Content-Length`, the reader hands out exactly that many bytes
+//! (`response_framing.rs`): more are dropped, fewer end the body in an error. A client that has
+//! been given every declared byte has *not* gone away when hyper drops the body (it does so as
+//! soon as the length is written, often before the app's END_REQUEST): the pump then reads on
+//! to END_REQUEST, discarding any excess, so the connection goes back to the pool and the app
+//! never sees an abort for a response that was delivered.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
@@ -20,6 +29,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::Notify;
 
 use crate::body::ResponseBody;
+use crate::response_framing::{BodyFit, ClientFraming};
 
 /// Largest piece read back from the temp file at once.
 const FILE_READ_CHUNK: usize = 64 * 1024;
@@ -35,7 +45,19 @@ struct SpoolState {
     file_read: u64,
     /// `Some(Ok)` after END_REQUEST, `Some(Err)` when the backend failed mid-response.
     end: Option<Result<(), String>>,
-    reader_gone: bool,
+    reader: ReaderState,
+}
+
+/// Where the client's side of the spool is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum ReaderState {
+    /// Still taking the body.
+    #[default]
+    Reading,
+    /// Given every byte the app declared: what the backend still sends is not for it.
+    HasEverything,
+    /// Dropped before the end: the client went away.
+    Gone,
 }
 
 /// How much of a response a spool holds for its client.
@@ -52,7 +74,11 @@ struct Spool {
     state: Mutex<SpoolState>,
     /// One reader, one writer: `notify_one` keeps a permit when the reader is not waiting.
     changed: Notify,
+    /// The reader's end (gone, or has everything): wakes a pump waiting on a silent backend.
+    reader_done: Notify,
     limits: SpoolLimits,
+    /// The app's `Content-Length`, if it sent one.
+    declared: Option<u64>,
 }
 
 impl Spool {
@@ -94,8 +120,22 @@ impl Spool {
         self.changed.notify_one();
     }
 
-    fn reader_gone(&self) -> bool {
-        self.lock().reader_gone
+    fn reader(&self) -> ReaderState {
+        self.lock().reader
+    }
+
+    /// The reader ends in `state`; buffered output nobody will read is freed at once.
+    fn reader_done(&self, state: ReaderState) {
+        {
+            let mut spool = self.lock();
+            spool.reader = state;
+            spool.memory.clear();
+            spool.memory_bytes = 0;
+            spool.file = None;
+            spool.file_length = 0;
+            spool.file_read = 0;
+        }
+        self.reader_done.notify_one();
     }
 
     /// Bytes written for the client and not read by it yet.
@@ -109,10 +149,43 @@ impl Spool {
 struct SpoolReader {
     spool: Arc<Spool>,
     file_offset: u64,
+    /// Declared bytes not handed out yet; `None` when the app declared no length.
+    remaining: Option<u64>,
 }
 
 impl SpoolReader {
+    /// The next piece of the body, cut to the declared length.
     async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        if self.remaining == Some(0) {
+            return None;
+        }
+        let chunk = self.next_spooled_chunk().await;
+        let Some(remaining) = self.remaining.as_mut() else {
+            return chunk;
+        };
+        match chunk {
+            Some(Ok(mut data)) => {
+                if data.len() as u64 >= *remaining {
+                    // Fits in usize: it is shorter than `data`.
+                    data.truncate(*remaining as usize);
+                    *remaining = 0;
+                    self.spool.reader_done(ReaderState::HasEverything);
+                } else {
+                    *remaining -= data.len() as u64;
+                }
+                Some(Ok(data))
+            }
+            None => {
+                let short = std::io::Error::other(format!(
+                    "the backend sent less data than declared ({remaining} bytes missing)"
+                ));
+                Some(Err(crate::body::after_flush(short).await))
+            }
+            failed => failed,
+        }
+    }
+
+    async fn next_spooled_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
         loop {
             let file_read = {
                 let mut state = self.spool.lock();
@@ -159,32 +232,58 @@ impl SpoolReader {
 
 impl Drop for SpoolReader {
     fn drop(&mut self) {
-        self.spool.lock().reader_gone = true;
+        if self.spool.reader() == ReaderState::Reading {
+            self.spool.reader_done(ReaderState::Gone);
+        }
     }
 }
 
 /// Starts the pump for a response whose head has been parsed: `already_read` is the body data
-/// that came with the head. Returns the body the client reads.
+/// that came with the head, `framing` what the client is to get of the body. Returns the body the
+/// client reads.
 pub fn spool_response(
     already_read: Vec<Bytes>,
     events: ResponseStream,
     limits: SpoolLimits,
+    framing: ClientFraming,
     request_id: u64,
 ) -> ResponseBody {
-    let state = SpoolState {
-        memory_bytes: already_read.iter().map(Bytes::len).sum(),
-        memory: already_read.into(),
-        ..SpoolState::default()
+    let already_received = already_read.iter().map(|chunk| chunk.len() as u64).sum();
+    let remaining = match framing {
+        ClientFraming::Undeclared => None,
+        ClientFraming::Declared(length) => Some(length),
+        ClientFraming::Bodiless => Some(0),
+    };
+    let state = if remaining == Some(0) {
+        // Nothing of it is for the client: the pump only reads on to END_REQUEST.
+        SpoolState {
+            reader: ReaderState::HasEverything,
+            ..SpoolState::default()
+        }
+    } else {
+        SpoolState {
+            memory_bytes: already_read.iter().map(Bytes::len).sum(),
+            memory: already_read.into(),
+            ..SpoolState::default()
+        }
     };
     let spool = Arc::new(Spool {
         state: Mutex::new(state),
         changed: Notify::new(),
+        reader_done: Notify::new(),
         limits,
+        declared: framing.declared(),
     });
-    tokio::spawn(pump(events, Arc::clone(&spool), request_id));
+    tokio::spawn(pump(
+        events,
+        Arc::clone(&spool),
+        already_received,
+        request_id,
+    ));
     let reader = SpoolReader {
         spool,
         file_offset: 0,
+        remaining,
     };
     let chunks = futures_util::stream::unfold(reader, |mut reader| async move {
         let chunk = reader.next_chunk().await?;
@@ -193,17 +292,27 @@ pub fn spool_response(
     StreamBody::new(chunks).boxed_unsync()
 }
 
-async fn pump(mut events: ResponseStream, spool: Arc<Spool>, request_id: u64) {
+/// Reads the backend to END_REQUEST into the spool; `received` counts the body bytes so far.
+async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64, request_id: u64) {
     loop {
-        if spool.reader_gone() {
+        if spool.reader() == ReaderState::Gone {
             tracing::debug!(
                 request = request_id,
                 "client went away mid-response; aborting the request"
             );
             return; // dropping the stream aborts the request
         }
-        match events.next_event().await {
+        let event = tokio::select! {
+            event = events.next_event() => event,
+            // Waiting for the next record is cancel-safe; the reader's state is looked at above.
+            () = spool.reader_done.notified() => continue,
+        };
+        match event {
             Ok(ResponseEvent::Stdout(data)) => {
+                received += data.len() as u64;
+                if spool.reader() == ReaderState::HasEverything {
+                    continue; // excess over the declared length: reported at the end
+                }
                 if let Err(error) = spool.push(data).await {
                     tracing::error!(request = request_id, "response spool failed: {error}");
                     spool.finish(Err(error.to_string()));
@@ -223,6 +332,7 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, request_id: u64) {
             Ok(ResponseEvent::Stderr(data)) => log_backend_stderr(request_id, &data),
             // The connection went back to the pool with the END_REQUEST.
             Ok(ResponseEvent::End(_)) => {
+                log_length_mismatch(request_id, BodyFit::of(spool.declared, received));
                 spool.finish(Ok(()));
                 return;
             }
@@ -235,6 +345,26 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, request_id: u64) {
                 return;
             }
         }
+    }
+}
+
+/// One line for a body that does not match its `Content-Length`: the app has a bug worth
+/// fixing, and the client got less than the app meant (cut, or an error).
+pub fn log_length_mismatch(request_id: u64, fit: BodyFit) {
+    match fit {
+        BodyFit::Matches => {}
+        BodyFit::Longer { declared, sent } => tracing::warn!(
+            request = request_id,
+            declared,
+            sent,
+            "backend sent more data than declared; the body was cut at its Content-Length"
+        ),
+        BodyFit::Shorter { declared, sent } => tracing::warn!(
+            request = request_id,
+            declared,
+            sent,
+            "backend sent less data than declared; the client's response ends in an error"
+        ),
     }
 }
 

@@ -50,6 +50,14 @@ fn status_header_sets_the_status_and_is_removed() {
 }
 
 #[test]
+fn early_hints_is_the_one_informational_status_accepted() {
+    let buf = b"Status: 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nStatus: 200\r\n\r\n";
+    let (head, body_start) = complete(buf);
+    assert_eq!(head.status, StatusCode::EARLY_HINTS);
+    assert_eq!(&buf[body_start..], b"Status: 200\r\n\r\n");
+}
+
+#[test]
 fn location_without_status_is_a_302() {
     let (head, _) = complete(b"Location: /login\r\n\r\n");
     assert_eq!(head.status, StatusCode::FOUND);
@@ -135,6 +143,10 @@ fn malformed_heads_are_errors() {
         );
     }
     for status in [
+        "Status: 600\n\n",
+        "Status: 999 Beyond\n\n",
+        "Status: 101 Switching Protocols\n\n",
+        "Status: 102\n\n",
         "Status: 99\n\n",
         "Status:\n\n",
         "Status: 20\n\n",

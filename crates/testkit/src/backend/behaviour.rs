@@ -1,5 +1,8 @@
 //! What the test backend answers, decided per request by QUERY_STRING so a test can drive it
-//! through the gateway: `token`, `sleep_ms`, `size`, `status`, `crash`, `stderr`.
+//! through the gateway: `token`, `sleep_ms`, `size`, `status`, `crash`, `stderr`, and for
+//! apps that get their own framing wrong `content_length` (sent verbatim), `body` (the whole
+//! body), `header` (an extra `Name: value` line, repeatable) and `end_delay_ms` (END_REQUEST
+//! that long after the body, as Go and flup apps do).
 //! `size=N` answers N pattern bytes with `Content-Length: N`; every other answer is a text
 //! describing the request and the connection that carried it.
 
@@ -79,6 +82,10 @@ pub(super) struct Instructions {
     pub(super) status: Option<u16>,
     pub(super) crash: bool,
     pub(super) stderr: Option<String>,
+    pub(super) content_length: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) headers: Vec<String>,
+    pub(super) end_delay: Option<Duration>,
 }
 
 impl Instructions {
@@ -97,6 +104,12 @@ impl Instructions {
                 "status" => instructions.status = value.parse().ok(),
                 "crash" => instructions.crash = value == "1",
                 "stderr" => instructions.stderr = Some(value),
+                "content_length" => instructions.content_length = Some(value),
+                "body" => instructions.body = Some(value),
+                "header" => instructions.headers.push(value),
+                "end_delay_ms" => {
+                    instructions.end_delay = value.parse().ok().map(Duration::from_millis);
+                }
                 _ => {}
             }
         }
@@ -142,14 +155,20 @@ impl Handler for ConnectionHandler {
                 }
             }
             None => {
-                let body = describe(
-                    &request,
-                    &instructions,
-                    self.connection,
-                    index_on_connection,
-                );
+                let body = instructions.body.clone().unwrap_or_else(|| {
+                    describe(
+                        &request,
+                        &instructions,
+                        self.connection,
+                        index_on_connection,
+                    )
+                });
                 let _ = response.stdout(body.as_bytes()).await;
             }
+        }
+        if let Some(delay) = instructions.end_delay {
+            let _ = response.flush().await;
+            tokio::time::sleep(delay).await;
         }
         HandlerOutcome::Complete { app_status: 0 }
     }
@@ -171,8 +190,17 @@ fn header_block(instructions: &Instructions) -> String {
     };
     let _ = write!(head, "Content-Type: {content_type}\r\n");
     // A known-length download, as most apps send one; download.php covers the unframed case.
-    if let Some(size) = instructions.size {
-        let _ = write!(head, "Content-Length: {size}\r\n");
+    match (&instructions.content_length, instructions.size) {
+        (Some(declared), _) => {
+            let _ = write!(head, "Content-Length: {declared}\r\n");
+        }
+        (None, Some(size)) => {
+            let _ = write!(head, "Content-Length: {size}\r\n");
+        }
+        (None, None) => {}
+    }
+    for line in &instructions.headers {
+        let _ = write!(head, "{line}\r\n");
     }
     if let Some(token) = &instructions.token {
         let _ = write!(head, "X-Token: {token}\r\n");
@@ -244,8 +272,16 @@ mod tests {
                 status: Some(503),
                 crash: true,
                 stderr: Some("oh!".into()),
+                ..Instructions::default()
             }
         );
+        let framing = Instructions::from_query(
+            "content_length=5&body=hello%20world&header=X-A%3A%201&header=X-B%3A%202&end_delay_ms=5",
+        );
+        assert_eq!(framing.content_length.as_deref(), Some("5"));
+        assert_eq!(framing.body.as_deref(), Some("hello world"));
+        assert_eq!(framing.headers, ["X-A: 1", "X-B: 2"]);
+        assert_eq!(framing.end_delay, Some(Duration::from_millis(5)));
         assert_eq!(Instructions::from_query(""), Instructions::default());
         assert_eq!(Instructions::from_query("size=big&crash=0").size, None);
         assert_eq!(percent_decode("100%"), "100%");
