@@ -74,6 +74,12 @@ impl std::fmt::Debug for ConnectionInfo {
     }
 }
 
+/// Whether a Host header value is `name[:port]` (a URI authority without userinfo): what may be
+/// passed to the app as HTTP_HOST and SERVER_NAME.
+pub fn is_valid_host(host: &[u8]) -> bool {
+    host::is_authority_without_userinfo(host)
+}
+
 /// What the request runs: in PHP mode a script file under the document root; in app mode the
 /// whole application (`script_filename` empty, `script_name` "").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +214,14 @@ pub fn for_each_param(
     if let Some(host) = host {
         emit(b"HTTP_HOST", host);
     }
-    header_params(parts, site.underscores_in_headers, &mut composed, &mut emit);
+    let body_length = Decimal::new(content_length);
+    header_params(
+        parts,
+        site.underscores_in_headers,
+        body_length.as_bytes(),
+        &mut composed,
+        &mut emit,
+    );
     for (name, value) in &site.extra_params {
         add(name.as_bytes(), value.as_bytes());
     }
@@ -249,9 +262,11 @@ fn reuse(buffer: &mut Vec<u8>) {
 }
 
 /// One `HTTP_*` param per request header name, values of a repeated header joined.
+/// HTTP_CONTENT_LENGTH is `body_length`, the bytes actually sent on STDIN, like CONTENT_LENGTH.
 fn header_params(
     parts: &Parts,
     underscores_in_headers: bool,
+    body_length: &[u8],
     joined_values: &mut Vec<u8>,
     emit: &mut dyn FnMut(&[u8], &[u8]),
 ) {
@@ -260,6 +275,9 @@ fn header_params(
     let mut long_name = Vec::new();
     for (position, name) in headers.keys().enumerate() {
         if skipped_header(name, underscores_in_headers) {
+            if !is_cgi_safe_name(name, underscores_in_headers) {
+                tracing::debug!(header = name.as_str(), "dropped a request header: its name holds characters other than letters, digits and `-`");
+            }
             continue;
         }
         // Only when underscores pass can two names make one param (`x_user`, `x-user`): the
@@ -283,6 +301,10 @@ fn header_params(
             continue;
         };
         let param_name = cgi_header_name(name, &mut short_name, &mut long_name);
+        if name == CONTENT_LENGTH {
+            emit(param_name, body_length);
+            continue;
+        }
         let Some(second) = values.next() else {
             emit(param_name, first.as_bytes());
             continue;
@@ -302,15 +324,27 @@ fn header_params(
 }
 
 fn skipped_header(name: &HeaderName, underscores_in_headers: bool) -> bool {
-    // Host was handled by request_host; Content-Type/Length have their own params; the body
-    // arrives de-chunked, so a Transfer-Encoding would describe framing the app never sees;
-    // `Proxy` would become HTTP_PROXY, which CGI libraries read as their proxy (httpoxy).
+    // Host was handled by request_host; the body arrives de-chunked, so a Transfer-Encoding
+    // would describe framing the app never sees; `Proxy` would become HTTP_PROXY, which CGI
+    // libraries read as their proxy (httpoxy). Content-Type and Content-Length also go as
+    // HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH, as nginx passes them: some libraries (PyPI's
+    // `fastcgi`) read the body length from there.
     name == HOST
-        || name == CONTENT_TYPE
-        || name == CONTENT_LENGTH
         || name == TRANSFER_ENCODING
         || name.as_str() == "proxy"
-        || (!underscores_in_headers && name.as_str().contains('_'))
+        || !is_cgi_safe_name(name, underscores_in_headers)
+}
+
+/// Letters, digits and `-` only (and `_` when allowed), like nginx's `ignore_invalid_headers`:
+/// PHP turns `.` (and other bytes) into `_` in `$_SERVER`, so `X.Forwarded-For` would land
+/// on HTTP_X_FORWARDED_FOR; and `X_User` would forge `X-User`. http keeps names lowercase.
+fn is_cgi_safe_name(name: &HeaderName, underscores_in_headers: bool) -> bool {
+    name.as_str().bytes().all(|byte| {
+        byte.is_ascii_lowercase()
+            || byte.is_ascii_digit()
+            || byte == b'-'
+            || (underscores_in_headers && byte == b'_')
+    })
 }
 
 /// Room for `HTTP_` and a header name on the stack; longer names (rare) take a buffer.

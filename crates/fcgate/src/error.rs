@@ -12,6 +12,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, ResponseBody};
 use crate::cgi_response::CgiHeadError;
+use crate::request_guard::Refusal;
+use crate::response_framing::ContentLengthError;
 
 /// Why the gateway answered with an error instead of the application's response.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,9 @@ pub enum GatewayError {
     /// The backend's response did not start with a valid CGI header block.
     #[error("the backend sent an invalid CGI header block: {0}")]
     BadResponseHead(#[from] CgiHeadError),
+    /// The backend's `Content-Length` is not a number, or its copies disagree.
+    #[error(transparent)]
+    BadResponseLength(#[from] ContentLengthError),
     /// The backend ended the request before sending a complete header block.
     #[error("the backend ended the request without a CGI header block")]
     MissingResponseHead,
@@ -43,12 +48,23 @@ pub enum GatewayError {
         /// The configured limit.
         limit: u64,
     },
+    /// The request head breaks a rule every request must keep (`request_guard.rs`).
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
     /// The request cannot be served as written (bad path, bad encoding).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     /// The client stopped sending the body or sent a malformed one.
     #[error("reading the request body from the client failed: {0}")]
     ClientBody(String),
+    /// The client sent no body bytes for `client_body_timeout`.
+    #[error("the client sent no request body bytes for {timeout:?} ({received} bytes received)")]
+    ClientBodyTimeout {
+        /// The configured timeout.
+        timeout: std::time::Duration,
+        /// Body bytes received before it stalled.
+        received: u64,
+    },
     /// A temp file for spooling could not be written or read.
     #[error("spooling to a temp file failed: {0}")]
     Spool(io::Error),
@@ -70,13 +86,39 @@ impl GatewayError {
             GatewayError::Backend(ClientError::RequestBody(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Backend(_)
             | GatewayError::BadResponseHead(_)
+            | GatewayError::BadResponseLength(_)
             | GatewayError::MissingResponseHead
             | GatewayError::CannotMultiplex { .. }
             | GatewayError::NoUpstream => StatusCode::BAD_GATEWAY,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Refused(refusal) => match refusal {
+                Refusal::Trace => StatusCode::METHOD_NOT_ALLOWED,
+                Refusal::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+                Refusal::TargetTooLong { .. } => StatusCode::URI_TOO_LONG,
+                Refusal::HeaderLineTooLong { .. } | Refusal::HeadTooLarge { .. } => {
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                }
+                Refusal::MissingHost
+                | Refusal::RepeatedHost
+                | Refusal::InvalidHost
+                | Refusal::ControlCharactersInPath => StatusCode::BAD_REQUEST,
+            },
         }
+    }
+
+    /// Whether the answer comes before the request body was read in full.
+    fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BadRequest(_)
+                | GatewayError::ClientBody(_)
+                | GatewayError::BodyTooLarge { .. }
+                | GatewayError::ClientBodyTimeout { .. }
+                | GatewayError::Refused(_)
+        )
     }
 
     /// The response for this error, logging it once at a level that says who must act.
@@ -93,7 +135,9 @@ impl GatewayError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if status == StatusCode::BAD_REQUEST || status == StatusCode::PAYLOAD_TOO_LARGE {
+        // Refused before the body was read: its unread rest would be taken for the next
+        // request, so the connection ends with this answer (HTTP/2 ignores the header).
+        if self.leaves_body_unread() {
             // The unread rest of the body would be taken for the next request.
             response
                 .headers_mut()

@@ -15,6 +15,8 @@ pub mod error;
 pub mod php_fpm_config;
 pub mod proxy;
 pub mod request_body;
+pub mod request_guard;
+pub mod response_framing;
 pub mod response_spool;
 pub mod route;
 pub mod server;

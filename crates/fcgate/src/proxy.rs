@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use fcgi::client::{ResponseEvent, ResponseStream};
 use fcgi::protocol::ProtocolStatus;
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceExt;
@@ -26,19 +26,10 @@ use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
 use crate::request_body;
-use crate::response_spool::{log_backend_stderr, spool_response, SpoolLimits};
+use crate::response_framing::{self, BodyFit, ClientFraming};
+use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
 use crate::route::{self, Route};
 use crate::upstream::Upstream;
-
-/// Response headers that describe one HTTP/1.1 hop; the app's idea of them does not apply to
-/// the client's connection, and HTTP/2 forbids them outright.
-const HOP_BY_HOP: [header::HeaderName; 5] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TE,
-    header::HeaderName::from_static("keep-alive"),
-];
 
 /// Tries for a request the backend refuses with FCGI_OVERLOADED, and the pause before the
 /// n-th retry (n times this): bounded, so overload turns into a prompt 503.
@@ -115,6 +106,7 @@ impl Gateway {
         request_id: u64,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
+        crate::request_guard::check(&parts, &self.config.limits.head)?;
         let target = match &self.config.site.mode {
             SiteMode::App => ScriptTarget::app(parts.uri.path()),
             // A few stat calls on the local docroot: done inline, as nginx's try_files does,
@@ -136,6 +128,11 @@ impl Gateway {
 
         let site = &self.config.site;
         let upstream = &self.upstream;
+        let exchange = Exchange {
+            request_id,
+            is_head: parts.method == http::Method::HEAD,
+            version: parts.version,
+        };
         // Servers ruled out for this request: a connect failed, or a fresh connection died.
         let mut ruled_out: Vec<usize> = Vec::new();
         let mut overloaded_answers = 0;
@@ -201,7 +198,7 @@ impl Gateway {
                 )
                 .await;
             let answer = match sent {
-                Ok(events) => self.read_response(events, request_id).await,
+                Ok(events) => self.read_response(events, &exchange).await,
                 Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
                 Err(error) => Err(error.into()),
             };
@@ -275,8 +272,9 @@ impl Gateway {
     async fn read_response(
         &self,
         mut events: ResponseStream,
-        request_id: u64,
+        exchange: &Exchange,
     ) -> Result<Answer, GatewayError> {
+        let request_id = exchange.request_id;
         let mut partial_head = BytesMut::new();
         let mut heard_back = false;
         loop {
@@ -297,13 +295,27 @@ impl Gateway {
                         partial_head.extend_from_slice(&data);
                         std::mem::take(&mut partial_head).freeze()
                     };
-                    match cgi_response::parse_head(&buffered)? {
-                        HeadParse::Incomplete => partial_head = BytesMut::from(&buffered[..]),
-                        HeadParse::Complete { head, body_start } => {
-                            let rest = buffered.slice(body_start..);
-                            return self
-                                .respond(head, rest, events, request_id)
-                                .map(Answer::Response);
+                    let mut buffered = buffered;
+                    loop {
+                        match cgi_response::parse_head(&buffered)? {
+                            HeadParse::Incomplete => {
+                                partial_head = BytesMut::from(&buffered[..]);
+                                break;
+                            }
+                            // 103 Early Hints comes before the real head (PHP 8.4's
+                            // headers_send(103)); hyper cannot send an interim response, so
+                            // it is dropped and the head after it is the response's.
+                            HeadParse::Complete { head, body_start }
+                                if head.status == StatusCode::EARLY_HINTS =>
+                            {
+                                buffered = buffered.slice(body_start..);
+                            }
+                            HeadParse::Complete { head, body_start } => {
+                                let rest = buffered.slice(body_start..);
+                                return self
+                                    .respond(head, rest, events, exchange)
+                                    .map(Answer::Response);
+                            }
                         }
                     }
                 }
@@ -320,13 +332,27 @@ impl Gateway {
         }
     }
 
+    /// Builds the client's response from the app's head and the body so far: from memory when
+    /// the app has already finished, else through a spool. The framing is fcgate's own
+    /// (`response_framing.rs`): the app's `Content-Length` is checked against what it sends.
     fn respond(
         &self,
-        head: CgiHead,
+        mut head: CgiHead,
         first_body_bytes: Bytes,
         mut events: ResponseStream,
-        request_id: u64,
+        exchange: &Exchange,
     ) -> Result<Response<ResponseBody>, GatewayError> {
+        let request_id = exchange.request_id;
+        response_framing::strip_hop_by_hop(&mut head.headers);
+        let declared = response_framing::declared_length(&mut head.headers)?;
+        let framing = ClientFraming::new(exchange.is_head, head.status, declared);
+        if let (ClientFraming::Bodiless, Some(length)) = (framing, declared) {
+            // The length of what a GET would have got; hyper sends no body for HEAD.
+            if exchange.is_head {
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        }
         let memory_limit = self.config.limits.response_buffer_size;
         let mut chunks = Vec::new();
         let mut buffered = first_body_bytes.len();
@@ -348,28 +374,74 @@ impl Gateway {
                         1 => chunks.swap_remove(0),
                         _ => chunks.concat().into(),
                     };
-                    return Ok(build_response(head, body::full(body)));
+                    return Ok(complete_response(head, body, framing, exchange));
                 }
                 Some(Err(error)) => return Err(error.into()),
             }
+        }
+        if let ClientFraming::Declared(length) = framing {
+            head.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
         let limits = SpoolLimits {
             memory: memory_limit,
             total: self.config.limits.max_response_buffer,
         };
-        let body = spool_response(chunks, events, limits, request_id);
+        let body = spool_response(chunks, events, limits, framing, request_id);
         Ok(build_response(head, body))
+    }
+}
+
+/// What the response side needs to know about the request it answers.
+struct Exchange {
+    request_id: u64,
+    /// HEAD gets no body, whatever the app sends.
+    is_head: bool,
+    /// The client's HTTP version: `Connection: close` exists only before HTTP/2.
+    version: Version,
+}
+
+/// The response to a request whose app output is all in: `body` is every byte the app sent
+/// after its head, fitted to what it declared.
+fn complete_response(
+    mut head: CgiHead,
+    mut body: Bytes,
+    framing: ClientFraming,
+    exchange: &Exchange,
+) -> Response<ResponseBody> {
+    if framing == ClientFraming::Bodiless {
+        return build_response(head, body::full(Bytes::new()));
+    }
+    let fit = BodyFit::of(framing.declared(), body.len() as u64);
+    log_length_mismatch(exchange.request_id, fit);
+    match fit {
+        BodyFit::Matches => build_response(head, body::full(body)),
+        BodyFit::Longer { declared, .. } => {
+            // Shorter than `body`, so it fits in usize.
+            body.truncate(declared as usize);
+            // The app is confused about its own output: start the client afresh rather
+            // than trust anything more on this connection.
+            if exchange.version < Version::HTTP_2 {
+                head.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            build_response(head, body::full(body))
+        }
+        BodyFit::Shorter { declared, sent } => {
+            head.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(declared));
+            let missing = std::io::Error::other(format!(
+                "the backend sent {sent} of the {declared} bytes it declared"
+            ));
+            build_response(head, body::then_error(body, missing))
+        }
     }
 }
 
 fn build_response(head: CgiHead, body: ResponseBody) -> Response<ResponseBody> {
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
-    let mut headers = head.headers;
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    *response.headers_mut() = headers;
+    *response.headers_mut() = head.headers;
     response
 }
 

@@ -35,7 +35,7 @@ pub enum Route {
     },
     /// 404.
     NotFound,
-    /// 400: undecodable, NUL bytes, or `..` above the root.
+    /// 400: undecodable, control characters (NUL, CR, LF…), or `..` above the root.
     BadRequest,
 }
 
@@ -78,7 +78,8 @@ impl RequestPath {
             return None;
         }
         let decoded = percent_decode(uri_path)?;
-        if decoded.contains(&0) {
+        // NUL ends a C path early; CR/LF would reach PATH_INFO and PHP_SELF, and logs.
+        if decoded.iter().any(u8::is_ascii_control) {
             return None;
         }
         let decoded = String::from_utf8(decoded).ok()?;
@@ -222,7 +223,7 @@ fn lookup(root: &Path, segments: &[String]) -> Entry {
         path.push(segment);
         match fs::symlink_metadata(&path) {
             Ok(found) if found.file_type().is_symlink() => {
-                return lookup_through_links(root, &root.join(segments.join("/")));
+                return lookup_through_links(root, segments);
             }
             Ok(found) => metadata = Some(found),
             Err(_) => return Entry::Missing,
@@ -238,12 +239,24 @@ fn lookup(root: &Path, segments: &[String]) -> Entry {
     classify(&metadata, path)
 }
 
-fn lookup_through_links(root: &Path, lexical: &Path) -> Entry {
-    let Ok(real) = fs::canonicalize(lexical) else {
-        return Entry::Missing;
-    };
-    if !real.starts_with(root) {
-        return Entry::Unusable;
+/// Resolves `segments` one at a time, each symlink in full as it is met. A link that leads out
+/// of the root makes the whole path unusable, whatever follows it: whether `outlink/secret.txt`
+/// exists outside the root must not change the answer (resolving the whole path at once would
+/// say "missing" for `outlink/nope.txt` and "unusable" for `outlink/secret.txt`).
+fn lookup_through_links(root: &Path, segments: &[String]) -> Entry {
+    let mut real = root.to_path_buf();
+    for segment in segments {
+        real.push(segment);
+        match fs::symlink_metadata(&real) {
+            Ok(found) if found.file_type().is_symlink() => match fs::canonicalize(&real) {
+                Ok(target) if target.starts_with(root) => real = target,
+                Ok(_) => return Entry::Unusable,
+                // A dangling link: its target does not exist, wherever it points.
+                Err(_) => return Entry::Missing,
+            },
+            Ok(_) => {}
+            Err(_) => return Entry::Missing,
+        }
     }
     match fs::metadata(&real) {
         Ok(metadata) => classify(&metadata, real),
@@ -283,6 +296,13 @@ pub(crate) fn percent_decode(raw: &str) -> Option<Vec<u8>> {
         }
     }
     Some(decoded)
+}
+
+/// Whether the path, once decoded, holds a control character (`%0d%0a`, `%00`): such a path is
+/// a 400 in app mode as in PHP mode, before it reaches PATH_INFO or a log line.
+pub(crate) fn decodes_to_control_characters(uri_path: &str) -> bool {
+    uri_path.contains('%')
+        && percent_decode(uri_path).is_some_and(|decoded| decoded.iter().any(u8::is_ascii_control))
 }
 
 /// Escapes everything but RFC 3986 `pchar`s and `/`; `\` included, so a directory named

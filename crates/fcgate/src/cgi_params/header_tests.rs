@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::config::SiteMode;
 
-/// Every header param as the first version built it: a Vec of owned pairs.
+/// Every header param as the first version built it: a Vec of owned pairs. The body is empty
+/// here, so HTTP_CONTENT_LENGTH (the real byte count) is `0`.
 fn collected_header_params(parts: &Parts, underscores_in_headers: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut params: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     if let Some(host) = request_host(parts) {
@@ -21,6 +22,10 @@ fn collected_header_params(parts: &Parts, underscores_in_headers: bool) -> Vec<(
         }
         let mut param_name = b"HTTP_".to_vec();
         param_name.extend(name.as_str().bytes().map(cgi_name_byte));
+        if name == CONTENT_LENGTH {
+            params.push((param_name, b"0".to_vec()));
+            continue;
+        }
         let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
         let position = params
             .iter()

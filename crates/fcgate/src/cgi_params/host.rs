@@ -69,7 +69,7 @@ fn host_without_port(host: &[u8]) -> Option<&[u8]> {
 /// Whether `http::uri::Authority` accepts `host` and it has no `user@` part: URI characters
 /// only, at most one port colon, `[...]` at most once and balanced, `%` only inside brackets.
 /// Equality with http's parser over `@`-free input is property-tested below.
-fn is_authority_without_userinfo(host: &[u8]) -> bool {
+pub(super) fn is_authority_without_userinfo(host: &[u8]) -> bool {
     // http allows 8 colons before a `]` resets the count: `[a:b:c:d:e:f:g:h]:80`.
     const MAX_COLONS: u32 = 8;
     if host.is_empty() {

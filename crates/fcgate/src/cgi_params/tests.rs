@@ -154,6 +154,9 @@ fn content_length_is_the_real_byte_count() {
     assert_eq!(params.get("CONTENT_LENGTH"), Some("11"));
     assert_eq!(params.get("CONTENT_TYPE"), Some("text/plain"));
     assert_eq!(params.get("HTTP_TRANSFER_ENCODING"), None);
+    // As nginx: the headers also go as HTTP_*, which PyPI's `fastcgi` reads the body by.
+    assert_eq!(params.get("HTTP_CONTENT_TYPE"), Some("text/plain"));
+    assert_eq!(params.get("HTTP_CONTENT_LENGTH"), None);
 
     let lying = Request::post("/")
         .header("content-length", "999")
@@ -161,7 +164,11 @@ fn content_length_is_the_real_byte_count() {
         .unwrap();
     let params = Params::of(lying, &connection(), &php_target(), 5, &app_site());
     assert_eq!(params.get("CONTENT_LENGTH"), Some("5"));
-    assert_eq!(params.get("HTTP_CONTENT_LENGTH"), None);
+    assert_eq!(
+        params.get("HTTP_CONTENT_LENGTH"),
+        Some("5"),
+        "the real count"
+    );
     assert_eq!(params.get("HTTP_CONTENT_TYPE"), None);
 
     let empty_post = Request::post("/")
@@ -366,6 +373,27 @@ fn underscore_headers_are_dropped_unless_allowed() {
     site.underscores_in_headers = true;
     let params = Params::of(request(), &connection(), &php_target(), 0, &site);
     assert_eq!(params.get("HTTP_X_USER"), Some("forged, real"));
+}
+
+#[test]
+fn header_names_with_dots_or_other_characters_are_dropped() {
+    // PHP turns `.` into `_`: X.Forwarded-For would become HTTP_X_FORWARDED_FOR.
+    let request = Request::get("/")
+        .header("x.forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "1.1.1.1")
+        .header("x~y", "1")
+        .header("x!y", "1")
+        .body(())
+        .unwrap();
+    let params = Params::simple(request);
+    assert_eq!(params.get("HTTP_X_FORWARDED_FOR"), Some("1.1.1.1"));
+    let names = params.names();
+    assert!(
+        names.iter().all(|name| name
+            .bytes()
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')),
+        "{names:?}"
+    );
 }
 
 #[test]

@@ -252,6 +252,10 @@ fn undecodable_paths_are_bad_requests() {
     for path in [
         "/info%00.php",
         "/%00",
+        "/info.php/x%0d%0aSet-Cookie:%20a=1",
+        "/a%0ab",
+        "/tab%09.css",
+        "/del%7f",
         "/%ff.css",
         "/%zz",
         "/%4",
@@ -268,6 +272,10 @@ fn undecodable_paths_are_bad_requests() {
 fn symlinks_out_of_the_root_are_refused() {
     let tree = Tree::new();
     assert_eq!(tree.resolve("/link-out/secret.txt"), Route::NotFound);
+    // The same answer whether or not the target exists outside the root.
+    assert_eq!(tree.resolve("/link-out/nope.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/link-out/nope.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/link-out/sub/deeper"), Route::NotFound);
     assert_eq!(tree.resolve("/link-out/evil.php"), Route::NotFound);
     assert_eq!(tree.resolve("/link-out/"), Route::NotFound);
     assert_eq!(tree.resolve("/secret-link.txt"), Route::NotFound);
@@ -291,6 +299,15 @@ fn special_files_are_refused() {
     let socket_path = tree.site.root.join("app.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
     assert_eq!(tree.resolve("/app.sock"), Route::NotFound);
+}
+
+#[test]
+fn control_characters_are_found_after_decoding() {
+    assert!(decodes_to_control_characters("/x%0d%0a"));
+    assert!(decodes_to_control_characters("/%00"));
+    assert!(!decodes_to_control_characters("/a%20b"));
+    assert!(!decodes_to_control_characters("/plain"));
+    assert!(!decodes_to_control_characters("/bad%zz"));
 }
 
 #[test]
