@@ -27,6 +27,12 @@
 //!   stops at a message boundary, and its header timer already bounds a client that trickles
 //!   a head. So a client that pipelined half a head and stalled cannot cycle through parks
 //!   (each would start a fresh timer); it gets hyper's timer once.
+//! - An idle HTTP/2 connection (no stream in flight: right after the preface, after its last
+//!   response, or holding only a HEADERS block that never ended) is closed the same
+//!   `client_header_timeout` after it went idle, with a GOAWAY; a client that does not answer
+//!   it loses the connection [`GOAWAY_GRACE`] later. hyper has no idle timeout for HTTP/2, so
+//!   without this every idle h2 connection was held for ever. While streams are in flight,
+//!   HTTP/2 PINGs every `client_header_timeout` find a peer that vanished.
 //! - An idle keep-alive connection is closed `client_header_timeout` after it went idle, as
 //!   before parking existed (hyper's header timer starts as soon as it waits for a head); the
 //!   head that then arrives has `client_header_timeout` again, like nginx's `keepalive_timeout`
@@ -64,6 +70,10 @@ use crate::proxy::Gateway;
 /// states at once. Parking and the next request's new hyper connection cost about a
 /// microsecond, nothing next to a 100 ms pause.
 pub const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// How long an idle HTTP/2 connection is kept after fcgate sent GOAWAY, for the client to answer
+/// it; nothing is in flight on it, so a second is plenty.
+pub const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// The HTTP/2 connection preface (RFC 9113, §3.4); a client that opens with it speaks HTTP/2
 /// with prior knowledge.
@@ -109,6 +119,7 @@ pub struct HttpFront {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_timeout: Duration,
+    send_timeout: Duration,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
     connections: Arc<ClientConnections>,
@@ -129,11 +140,18 @@ impl HttpFront {
             .header_read_timeout(header_timeout)
             .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2.timer(TokioTimer::new());
+        // hyper's 16 KiB default would refuse heads `max_request_head` allows; HPACK counts 32
+        // bytes more per field, so twice the limit lets `request_guard` answer the 431 itself.
+        let header_list = config.limits.head.max_request_head.saturating_mul(2);
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(header_timeout));
         HttpFront {
             http1,
             http2,
             header_timeout,
+            send_timeout: config.limits.send_timeout,
             gateway,
             shutdown,
             connections,
@@ -144,7 +162,7 @@ impl HttpFront {
     pub async fn serve(self: Arc<Self>, stream: TcpStream, info: ConnectionInfo) {
         let _open = Counted::new(&self.connections.open);
         let client = info.remote_addr();
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         let service = {
             let gateway = Arc::clone(&self.gateway);
             let info = Arc::new(info);
@@ -238,14 +256,39 @@ impl HttpFront {
         S: HttpService<Incoming, ResBody = TrackedBody> + Send + 'static,
         S::Future: Send + 'static,
     {
-        let io = TokioIo::new(ClientStream::new(stream, read_ahead, activity));
+        let io = TokioIo::new(ClientStream::new(
+            stream,
+            read_ahead,
+            Arc::clone(&activity),
+            self.send_timeout,
+        ));
         let mut connection = pin!(self.http2.serve_connection(io, service));
-        tokio::select! {
-            result = connection.as_mut() => return result,
-            _ = self.shutdown.cancelled() => {}
-        }
+        let idle_timeout = self.header_timeout;
+        let mut idle_check = pin!(tokio::time::sleep(idle_timeout));
+        let grace = loop {
+            tokio::select! {
+                result = connection.as_mut() => return result,
+                // Shutdown lets streams in flight finish; `shutdown_timeout` bounds that.
+                _ = self.shutdown.cancelled() => break None,
+                () = idle_check.as_mut() => match activity.idle_since() {
+                    Some(since) if since.elapsed() >= idle_timeout => {
+                        tracing::debug!("HTTP/2 connection idle for {idle_timeout:?}; closing it");
+                        break Some(GOAWAY_GRACE);
+                    }
+                    Some(since) => idle_check.as_mut().reset(since + idle_timeout),
+                    None => idle_check.as_mut().reset(Instant::now() + idle_timeout),
+                },
+            }
+        };
+        // GOAWAY, and a PING whose answer lets hyper finish cleanly; a client that never
+        // answers is dropped when the grace is over.
         connection.as_mut().graceful_shutdown();
-        connection.await
+        match grace {
+            None => connection.await,
+            Some(grace) => tokio::time::timeout(grace, connection)
+                .await
+                .unwrap_or(Ok(())),
+        }
     }
 
     /// Serves HTTP/1.1 requests on `stream`, parking it whenever it idles (see the module doc).
@@ -261,7 +304,12 @@ impl HttpFront {
     {
         loop {
             activity.parking.store(false, Ordering::Relaxed);
-            let io = TokioIo::new(ClientStream::new(stream, read_ahead, Arc::clone(&activity)));
+            let io = TokioIo::new(ClientStream::new(
+                stream,
+                read_ahead,
+                Arc::clone(&activity),
+                self.send_timeout,
+            ));
             let mut connection = self.http1.serve_connection(io, service);
             let idle_since = match self.drive_http1(&mut connection, &activity).await? {
                 Http1End::Closed => return Ok(()),
@@ -384,11 +432,35 @@ fn join(first: &[u8], second: &[u8]) -> Bytes {
 /// What the connection task needs to know about the requests hyper is serving: shared with the
 /// service (which counts requests in and out) and the stream (which must not shut down a socket
 /// that is being parked). Everything happens on the connection's own task, inside hyper's poll.
-#[derive(Default)]
 struct Activity {
     requests_started: AtomicU64,
     in_flight: AtomicUsize,
     parking: AtomicBool,
+    /// When the connection started: the origin of `idle_since_ms`.
+    opened: Instant,
+    /// Milliseconds after `opened` when the last request in flight ended (0: none yet).
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            requests_started: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            parking: AtomicBool::new(false),
+            opened: Instant::now(),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// When the connection last went idle; `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let millis = self.idle_since_ms.load(Ordering::Acquire);
+        Some(self.opened + Duration::from_millis(millis))
+    }
 }
 
 /// One request from the moment hyper hands it over until hyper drops its response body, which is
@@ -405,7 +477,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let activity = &self.0;
+        // Stamped before the count drops, so an idle check never sees zero with an old stamp.
+        let millis = u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.idle_since_ms.store(millis, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -437,19 +513,58 @@ impl Body for TrackedBody {
 }
 
 /// The client socket as hyper sees it: bytes read ahead (the protocol sniff, or what a previous
-/// hyper connection had buffered) come first, and shutdown does nothing while parking.
+/// hyper connection had buffered) come first, shutdown does nothing while parking, and a write
+/// that cannot make progress for `send_timeout` fails (nginx's `send_timeout`): a client that
+/// stops reading loses its connection, and the response spool it held is freed with it.
 struct ClientStream {
     stream: TcpStream,
     read_ahead: Bytes,
     activity: Arc<Activity>,
+    send_timeout: Duration,
+    /// Armed while a write waits for the client to read.
+    write_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ClientStream {
-    fn new(stream: TcpStream, read_ahead: Bytes, activity: Arc<Activity>) -> ClientStream {
+    fn new(
+        stream: TcpStream,
+        read_ahead: Bytes,
+        activity: Arc<Activity>,
+        send_timeout: Duration,
+    ) -> ClientStream {
         ClientStream {
             stream,
             read_ahead,
             activity,
+            send_timeout,
+            write_deadline: None,
+        }
+    }
+
+    /// Passes a write's outcome on; a write still pending `send_timeout` after the last one
+    /// that made progress becomes an error.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.write_deadline = None;
+            return written;
+        }
+        let send_timeout = self.send_timeout;
+        let deadline = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(send_timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.write_deadline = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client read nothing for {send_timeout:?} (send_timeout)"),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -482,7 +597,9 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.bounded(cx, written)
     }
 
     fn poll_write_vectored(
@@ -490,7 +607,9 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.bounded(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -14,6 +14,7 @@ use fcgi::client::{ConfiguredCap, PoolConfig};
 use fcgi::net::Address;
 
 use crate::cli::Cli;
+use crate::request_guard::HeadLimits;
 
 mod raw;
 mod validate;
@@ -33,6 +34,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub shutdown_timeout: Duration,
+    /// Client connections open at once; more wait in the listen backlog.
+    pub max_client_connections: usize,
 }
 
 /// PHP mode serves files from a document root; app mode sends every request to FastCGI.
@@ -97,6 +100,12 @@ pub struct ClientLimits {
     pub max_response_buffer: u64,
     /// Time allowed to receive the request headers.
     pub client_header_timeout: Duration,
+    /// Longest pause between two reads of the request body before a 408.
+    pub client_body_timeout: Duration,
+    /// Longest time a write to the client may make no progress before the connection is closed.
+    pub send_timeout: Duration,
+    /// How long the request target and header fields may be.
+    pub head: HeadLimits,
 }
 
 /// The FastCGI backends.

@@ -4,7 +4,9 @@
 //! beyond that; more than `client_max_body_size` is refused with 413. Chunked bodies arrive
 //! de-chunked from hyper, so the exact length is known before the request goes out: php-fpm
 //! hangs a worker on a CONTENT_LENGTH that does not match the bytes sent, and an app worker must
-//! never wait on a slow uploader.
+//! never wait on a slow uploader. A client that stops sending for `client_body_timeout` gets a
+//! 408 (nginx's `client_body_timeout`): a body announced and never finished must not hold its
+//! connection, memory and temp file for ever.
 
 use std::io::SeekFrom;
 
@@ -79,7 +81,16 @@ pub async fn read_body(
     let mut memory = BytesMut::new();
     let mut file: Option<tokio::fs::File> = None;
     let mut total: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = tokio::time::timeout(limits.client_body_timeout, body.frame())
+            .await
+            .map_err(|_elapsed| GatewayError::ClientBodyTimeout {
+                timeout: limits.client_body_timeout,
+                received: total,
+            })?;
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(|error| GatewayError::ClientBody(error.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry nothing FastCGI can pass on

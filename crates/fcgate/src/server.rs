@@ -2,11 +2,18 @@
 //! (`client_connection.rs` serves HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on
 //! the same port), and shuts down gracefully: stop accepting, let requests in flight finish
 //! within `shutdown_timeout`, then return.
+//!
+//! At most `max_client_connections` are open at once: at the limit the loop stops accepting and
+//! the kernel's backlog holds newcomers until a connection closes, instead of running out of
+//! file descriptors. If descriptors run out anyway (spool files, backend connections, another
+//! process), accepting pauses until a connection closes, or a second passes, with one log line
+//! per pause rather than one every few milliseconds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +22,11 @@ use crate::cgi_params::ConnectionInfo;
 use crate::client_connection::{ClientConnections, HttpFront};
 use crate::config::Config;
 use crate::proxy::Gateway;
+
+/// The longest pause of accepting after it failed (out of file descriptors).
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a paused accept looks whether a connection has closed.
+const ACCEPT_RETRY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A gateway serving on a bound port; tests start one on `127.0.0.1:0`.
 pub struct RunningGateway {
@@ -73,25 +85,63 @@ pub async fn serve(
         connections,
     ));
     let tasks = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(gateway.config().max_client_connections));
+    let mut at_limit_logged = false;
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !at_limit_logged {
+                    tracing::warn!(
+                        limit = gateway.config().max_client_connections,
+                        "max_client_connections reached: new connections wait in the backlog"
+                    );
+                    at_limit_logged = true;
+                }
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_closed) => break,
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tracing::error!("accept failed: {error}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of file descriptors or similar: wait for a connection to close (or
+                    // a second) instead of spinning and logging every few milliseconds.
+                    tracing::error!("accept failed: {error}; pausing accept until a connection closes");
+                    drop(slot);
+                    let wait_for_close = async {
+                        let available = slots.available_permits();
+                        while slots.available_permits() <= available {
+                            tokio::time::sleep(ACCEPT_RETRY_POLL).await;
+                        }
+                    };
+                    tokio::select! {
+                        () = wait_for_close => {}
+                        () = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
                     continue;
                 }
             },
             _ = shutdown.cancelled() => break,
         };
+        at_limit_logged = false;
         let Ok(local_addr) = stream.local_addr() else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo::new(remote_addr, local_addr, false);
-        tasks.spawn(Arc::clone(&front).serve(stream, info));
+        let front = Arc::clone(&front);
+        tasks.spawn(async move {
+            front.serve(stream, info).await;
+            drop(slot);
+        });
     }
     drop(listener);
     tasks.close();

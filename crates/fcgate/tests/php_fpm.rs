@@ -436,6 +436,52 @@ async fn hostile_paths_never_run_an_upload_nor_leave_the_root() {
 }
 
 #[tokio::test]
+async fn a_php_body_longer_than_its_content_length_cannot_split_the_response() {
+    let Some(site) = default_site().await else {
+        return;
+    };
+    // header('Content-Length: 5'); echo "hello" . $_GET['x'];
+    let smuggled = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nPWNED";
+    let encoded: String = smuggled
+        .bytes()
+        .map(|byte| format!("%{byte:02X}"))
+        .collect();
+    let request = format!(
+        "GET /split.php?x={encoded} HTTP/1.1\r\nHost: t\r\n\r\n\
+         GET /static/hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+    );
+    let raw = raw_exchange(site.gateway.local_addr, request.as_bytes()).await;
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(!raw.contains("PWNED"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\nhello"), "{raw}");
+    assert_eq!(raw.matches("HTTP/1.1 ").count(), 1, "{raw}");
+    site.check_no_php_errors();
+}
+
+#[tokio::test]
+async fn header_names_php_would_rewrite_never_reach_it() {
+    let Some(site) = default_site().await else {
+        return;
+    };
+    let request = "GET /server.php HTTP/1.1\r\nHost: t\r\nX.Forwarded-For: 6.6.6.6\r\n\
+                   X-Forwarded-For: 1.1.1.1\r\nConnection: close\r\n\r\n";
+    let raw = raw_exchange(site.gateway.local_addr, request.as_bytes()).await;
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.contains("\nHTTP_X_FORWARDED_FOR: 1.1.1.1\n"), "{raw}");
+    // And Content-Length reaches PHP as nginx passes it, as HTTP_CONTENT_LENGTH too.
+    let post = Request::post("/server.php")
+        .body(Full::new(Bytes::from_static(b"twelve bytes")))
+        .unwrap();
+    let response = site.send(post).await;
+    assert!(
+        response.text().contains("HTTP_CONTENT_LENGTH: 12\n"),
+        "{}",
+        response.text()
+    );
+    site.check_no_php_errors();
+}
+
+#[tokio::test]
 async fn a_script_is_never_served_as_source() {
     let Some(site) = default_site().await else {
         return;

@@ -38,9 +38,23 @@ pub struct RawConfig {
     pub response_buffer_size: Option<ByteSize>,
     /// `max_response_buffer`
     pub max_response_buffer: Option<ByteSize>,
+    /// `client_body_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub client_body_timeout: Option<Duration>,
+    /// `send_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub send_timeout: Option<Duration>,
+    /// `max_request_target`
+    pub max_request_target: Option<ByteSize>,
+    /// `max_header_line`
+    pub max_header_line: Option<ByteSize>,
+    /// `max_request_head`
+    pub max_request_head: Option<ByteSize>,
     /// `client_header_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub client_header_timeout: Option<Duration>,
+    /// `max_client_connections`
+    pub max_client_connections: Option<usize>,
     /// `shutdown_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub shutdown_timeout: Option<Duration>,
@@ -147,7 +161,14 @@ impl RawConfig {
             response_buffer_size: flags.response_buffer_size.or(self.response_buffer_size),
             max_response_buffer: flags.max_response_buffer.or(self.max_response_buffer),
             client_header_timeout: flags.client_header_timeout.or(self.client_header_timeout),
+            // File-only: the request-head limits are rarely changed from the command line.
+            client_body_timeout: self.client_body_timeout,
+            send_timeout: self.send_timeout,
+            max_request_target: self.max_request_target,
+            max_header_line: self.max_header_line,
+            max_request_head: self.max_request_head,
             shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
+            max_client_connections: self.max_client_connections,
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
             params,
             upstream: RawUpstream {

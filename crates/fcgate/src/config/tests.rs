@@ -42,11 +42,19 @@ fn defaults_without_file_or_flags() {
             response_buffer_size: 256 << 10,
             max_response_buffer: 1 << 30,
             client_header_timeout: Duration::from_secs(30),
+            client_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            head: crate::request_guard::HeadLimits {
+                max_request_target: 8 << 10,
+                max_header_line: 8 << 10,
+                max_request_head: 32 << 10,
+            },
         }
     );
     assert!(config.upstream.servers.is_empty());
     assert_eq!(config.upstream.pool, PoolConfig::default());
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+    assert!(config.max_client_connections >= 16);
     let refused = config.require_servers().unwrap_err().to_string();
     assert!(refused.starts_with("upstream.servers:"), "{refused}");
 }

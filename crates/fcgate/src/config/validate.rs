@@ -16,6 +16,7 @@ use super::{
     UpstreamServer,
 };
 use crate::php_fpm_config::FpmLimits;
+use crate::request_guard::HeadLimits;
 use crate::size::ByteSize;
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -27,7 +28,15 @@ const DEFAULT_CLIENT_BODY_BUFFER_SIZE: u64 = 64 << 10;
 const DEFAULT_RESPONSE_BUFFER_SIZE: u64 = 256 << 10;
 /// nginx's `fastcgi_max_temp_file_size` default.
 const DEFAULT_MAX_RESPONSE_BUFFER: u64 = 1 << 30;
+/// nginx's `large_client_header_buffers 4 8k`: a request line or one header field longer than a
+/// buffer gets 414 or 431, and the head may fill four of them.
+const DEFAULT_MAX_REQUEST_TARGET: u64 = 8 << 10;
+const DEFAULT_MAX_HEADER_LINE: u64 = 8 << 10;
+const DEFAULT_MAX_REQUEST_HEAD: u64 = 32 << 10;
 const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's defaults.
+const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl RawConfig {
@@ -81,6 +90,17 @@ impl RawConfig {
                 self.client_header_timeout,
                 DEFAULT_CLIENT_HEADER_TIMEOUT,
             )?,
+            client_body_timeout: positive(
+                "client_body_timeout",
+                self.client_body_timeout,
+                DEFAULT_CLIENT_BODY_TIMEOUT,
+            )?,
+            send_timeout: positive("send_timeout", self.send_timeout, DEFAULT_SEND_TIMEOUT)?,
+            head: validate_head_limits(
+                self.max_request_target,
+                self.max_header_line,
+                self.max_request_head,
+            )?,
         };
         Ok(Config {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
@@ -88,6 +108,16 @@ impl RawConfig {
             limits,
             upstream: validate_upstream(&self.upstream)?,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            max_client_connections: match self.max_client_connections {
+                Some(0) => {
+                    return Err(ConfigError::invalid(
+                        "max_client_connections",
+                        "must be at least 1",
+                    ))
+                }
+                Some(limit) => limit,
+                None => default_max_client_connections(open_files_limit()),
+            },
         })
     }
 }
@@ -189,6 +219,96 @@ fn memory_size(key: &str, raw: Option<ByteSize>, default: u64) -> Result<usize, 
         )
     })
 }
+
+/// Half the descriptors the process may open, less a reserve: each client connection can come
+/// with a request-body and a response spool file, and backend connections and logs need some
+/// too. So the limit is reached before the descriptors run out.
+fn default_max_client_connections(open_files: Option<u64>) -> usize {
+    const RESERVED_FILES: u64 = 64;
+    const FALLBACK: usize = 1024;
+    match open_files {
+        Some(limit) => usize::try_from(limit.saturating_sub(RESERVED_FILES) / 2)
+            .unwrap_or(usize::MAX)
+            .max(16),
+        None => FALLBACK,
+    }
+}
+
+/// The soft limit on open files (`ulimit -n`), from /proc/self/limits; `None` when unknown or
+/// unlimited.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn validate_head_limits(
+    max_request_target: Option<ByteSize>,
+    max_header_line: Option<ByteSize>,
+    max_request_head: Option<ByteSize>,
+) -> Result<HeadLimits, ConfigError> {
+    // Each at least a kilobyte: below that ordinary browsers' cookies and URLs fail.
+    let at_least_1k = |key: &str, raw: Option<ByteSize>, default: u64| {
+        let bytes = memory_size(key, raw, default)?;
+        if bytes < 1024 {
+            return Err(ConfigError::invalid(key, "must be at least 1KiB"));
+        }
+        Ok(bytes)
+    };
+    let limits = HeadLimits {
+        max_request_target: at_least_1k(
+            "max_request_target",
+            max_request_target,
+            DEFAULT_MAX_REQUEST_TARGET,
+        )?,
+        max_header_line: at_least_1k("max_header_line", max_header_line, DEFAULT_MAX_HEADER_LINE)?,
+        max_request_head: at_least_1k(
+            "max_request_head",
+            max_request_head,
+            DEFAULT_MAX_REQUEST_HEAD,
+        )?,
+    };
+    // A FastCGI name-value pair must fit in one PARAMS record (65,535 bytes, FastCGI 1.0 §3.3):
+    // php-fpm cannot parse a pair split across records. The longest pairs are a header's values
+    // joined (at most the head) and PATH_TRANSLATED (the root, at most PATH_MAX, and a path
+    // from the target): with these bounds every pair fits in one record.
+    for (key, value, most) in [
+        (
+            "max_request_target",
+            limits.max_request_target,
+            MAX_REQUEST_TARGET,
+        ),
+        ("max_header_line", limits.max_header_line, MAX_REQUEST_HEAD),
+        (
+            "max_request_head",
+            limits.max_request_head,
+            MAX_REQUEST_HEAD,
+        ),
+    ] {
+        if value > most {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "must be at most {}KiB: every param must fit in one FastCGI record",
+                    most >> 10
+                ),
+            ));
+        }
+    }
+    Ok(limits)
+}
+
+/// The largest `max_request_head` (and header line): one FastCGI record's content, less room
+/// for a param name.
+const MAX_REQUEST_HEAD: usize = 60 << 10;
+/// The largest `max_request_target`: with a root of PATH_MAX (4 KiB), PATH_TRANSLATED fits.
+const MAX_REQUEST_TARGET: usize = 32 << 10;
 
 fn positive(key: &str, raw: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
     match raw {
@@ -406,4 +526,18 @@ fn parse_server(text: &str) -> Result<UpstreamServer, String> {
         }
     }
     Ok(server)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_connection_limit_leaves_room_for_spool_files() {
+        assert_eq!(default_max_client_connections(Some(1024)), 480);
+        assert_eq!(default_max_client_connections(Some(65_536)), 32_736);
+        assert_eq!(default_max_client_connections(Some(50)), 16);
+        assert_eq!(default_max_client_connections(None), 1024);
+        assert!(open_files_limit().is_some_and(|limit| limit > 0));
+    }
 }

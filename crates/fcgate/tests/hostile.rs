@@ -1,0 +1,520 @@
+//! Hostile and broken input, one test per case: what an attacker sends the gateway, and what a
+//! buggy (or compromised) app sends back. Each answer must be precise, and the gateway must
+//! keep serving. Uses the project's raw-socket client and instrumented test backend.
+//!
+//! The app's side is driven through the test backend's query instructions (`content_length`,
+//! `body`, `header`, `status`, `end_delay_ms`): `docs/security.md` lists what each case
+//! defends against.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fcgi_testkit::backend::{BackendOptions, TestBackend};
+use fcgi_testkit::http::{raw_exchange, HttpClient};
+use fcgi_testkit::relay::CountingRelay;
+use support::start_gateway;
+
+async fn backend() -> TestBackend {
+    TestBackend::start(BackendOptions::default()).await
+}
+
+/// Percent-encodes everything but unreserved characters, for query values.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// How many HTTP/1.1 responses a raw exchange holds.
+fn status_lines(received: &[u8]) -> usize {
+    String::from_utf8_lossy(received)
+        .matches("HTTP/1.1 ")
+        .count()
+}
+
+#[tokio::test]
+async fn a_body_longer_than_its_content_length_cannot_smuggle_a_second_response() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    // header('Content-Length: 5'); echo "hello" . $_GET['x']; with x carrying a response.
+    let smuggled = "helloHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nPWNED";
+    let request = format!(
+        "GET /app?content_length=5&body={} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /static.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        encode(smuggled)
+    );
+    let started = Instant::now();
+    let received = raw_exchange(gateway.local_addr, request.as_bytes()).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("PWNED"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\n"),
+        "the first response is the app's: {text}"
+    );
+    assert!(text.contains("content-length: 5\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "cut at 5 bytes: {text}");
+    // The connection is closed after it: the pipelined request is never answered on it.
+    assert_eq!(status_lines(&received), 1, "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed, not timed out"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_closes_the_connection() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let request = "GET /app?content_length=100&body=short HTTP/1.1\r\nHost: x\r\n\r\n\
+                   GET /app?token=second HTTP/1.1\r\nHost: x\r\n\r\n";
+    let started = Instant::now();
+    let received = raw_exchange(gateway.local_addr, request.as_bytes()).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.contains("content-length: 100\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nshort"), "{text}");
+    assert_eq!(status_lines(&received), 1, "never reused: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed, not timed out"
+    );
+    // The HTTP client sees an incomplete body, not a short success.
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    let result = client.get("/app?content_length=100&body=short").await;
+    assert!(result.is_err(), "{result:?}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn over_http2_the_body_is_cut_or_fails_the_same_way() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let mut client = HttpClient::http2(gateway.local_addr).await;
+    let longer = client
+        .get(&format!(
+            "/app?content_length=5&body={}",
+            encode("helloPWNED")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(longer.status, 200);
+    assert_eq!(&longer.body[..], b"hello");
+    assert_eq!(longer.header("content-length"), Some("5"));
+    assert!(client
+        .get("/app?content_length=100&body=short")
+        .await
+        .is_err());
+    // The connection survives a failed stream; the next request on it is fine.
+    let after = client.get("/app?token=after").await.unwrap();
+    assert_eq!(after.status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_backend_content_length_is_a_502() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for declared in ["abc", "-1", "5, 6", "1e3", ""] {
+        let response = client
+            .get(&format!(
+                "/app?content_length={}&body=hello",
+                encode(declared)
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 502, "Content-Length: {declared:?}");
+    }
+    let same_twice = client
+        .get("/app?content_length=5&header=Content-Length%3A%205&body=hello")
+        .await
+        .unwrap();
+    assert_eq!(same_twice.status, 200);
+    assert_eq!(&same_twice.body[..], b"hello");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_from_the_backend_are_stripped() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let headers = [
+        "Connection: X-Secret",
+        "X-Secret: 1",
+        "Keep-Alive: timeout=1",
+        "Proxy-Connection: close",
+        "Trailer: X-Checksum",
+        "Upgrade: h2c",
+        "Transfer-Encoding: chunked",
+        "X-Kept: yes",
+    ];
+    let query: Vec<String> = headers
+        .iter()
+        .map(|line| format!("header={}", encode(line)))
+        .collect();
+    let path = format!("/app?body=hi&{}", query.join("&"));
+    for mut client in [
+        HttpClient::http1(gateway.local_addr).await,
+        HttpClient::http2(gateway.local_addr).await,
+    ] {
+        let response = client.get(&path).await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(&response.body[..], b"hi");
+        assert_eq!(response.header("x-kept"), Some("yes"));
+        for gone in [
+            "x-secret",
+            "keep-alive",
+            "proxy-connection",
+            "trailer",
+            "upgrade",
+            "transfer-encoding",
+        ] {
+            assert!(response.header(gone).is_none(), "{gone}: {response:?}");
+        }
+        // And the keep-alive connection is still usable: the app's Connection did not apply.
+        assert_eq!(client.get("/app").await.unwrap().status, 200);
+        assert_eq!(client.connections_opened(), 1);
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_status_outside_100_to_599_or_an_interim_one_is_a_502() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for status in [600, 999, 100, 101, 102] {
+        let response = client.get(&format!("/app?status={status}")).await.unwrap();
+        assert_eq!(response.status, 502, "Status: {status}");
+    }
+    // 103 Early Hints is followed by the real head: that one is the response.
+    let final_head = "Status: 201 Created\r\nX-Final: 1\r\n\r\nmade";
+    let response = client
+        .get(&format!("/app?status=103&body={}", encode(final_head)))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 201);
+    assert_eq!(response.header("x-final"), Some("1"));
+    assert_eq!(&response.body[..], b"made");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_request_keeps_the_declared_length_and_the_connection() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "multiplex = \"off\"\nmax_conns = 1").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for _ in 0..3 {
+        let request = http::Request::head("/app?size=1000")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let response = client.send(request).await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("content-length"), Some("1000"));
+        assert!(response.body.is_empty());
+    }
+    assert_eq!(client.connections_opened(), 1);
+    assert_eq!(
+        backend.connections_accepted(),
+        1,
+        "read to END_REQUEST, kept"
+    );
+    gateway.stop().await;
+}
+
+/// Interop: an app that sends END_REQUEST a moment after a body with Content-Length (Go's
+/// net/http/fcgi and flup do) keeps its pooled connection, and never sees an abort for a
+/// response the client read in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_request_after_a_framed_body_keeps_the_connection_and_aborts_nothing() {
+    let backend = backend().await;
+    let relay = CountingRelay::start(backend.address()).await;
+    let gateway = start_gateway("", &relay.address(), "multiplex = \"off\"\nmax_conns = 4").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for i in 0..300 {
+        let response = client
+            .get(&format!(
+                "/app?content_length=7&body=body{:03}&end_delay_ms=3",
+                i % 1000
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, format!("body{:03}", i % 1000));
+    }
+    assert_eq!(relay.abort_requests_seen(), 0);
+    // The next request may come before the last END_REQUEST, and then takes another
+    // connection: at most the cap, never one per request.
+    assert!(
+        relay.connections_opened() <= 4,
+        "{} backend connections for 300 sequential requests",
+        relay.connections_opened()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_request_after_a_framed_body_sends_no_abort_when_multiplexing() {
+    let backend = TestBackend::start(BackendOptions {
+        server: fcgi::server::ServerConfig {
+            mpxs_conns: true,
+            max_conns: 16,
+            max_reqs: 1024,
+            max_reqs_per_conn: 1024,
+            ..fcgi::server::ServerConfig::default()
+        },
+        ..BackendOptions::default()
+    })
+    .await;
+    let relay = CountingRelay::start(backend.address()).await;
+    let gateway = start_gateway("", &relay.address(), "multiplex = \"on\"\nmax_conns = 1").await;
+    support::wait_until("the gateway learns the backend multiplexes", || {
+        support::pool_stats(&gateway).multiplexing
+    })
+    .await;
+    // HTTP/1.1: hyper drops a body as soon as its Content-Length is written.
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for i in 0..100 {
+        let response = client
+            .get(&format!(
+                "/app?content_length=6&body=mux{i:03}&end_delay_ms=3"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.body, format!("mux{i:03}"));
+    }
+    assert_eq!(relay.abort_requests_seen(), 0);
+    gateway.stop().await;
+}
+
+/// Sends `head` (request line and headers, without the final CRLF) with `Connection: close` and
+/// returns the status line's code.
+async fn status_of(gateway: &fcgate::server::RunningGateway, head: &str) -> u16 {
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    let received = raw_exchange(gateway.local_addr, request.as_bytes()).await;
+    let text = String::from_utf8_lossy(&received);
+    text.strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status for {head:?}: {text}"))
+}
+
+#[tokio::test]
+async fn host_must_be_present_once_and_valid() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    for head in [
+        "GET /app HTTP/1.1",
+        "GET /app HTTP/1.1\r\nHost: a\r\nHost: b",
+        "GET /app HTTP/1.1\r\nHost: a b",
+        "GET /app HTTP/1.1\r\nHost: evil/x?y#z",
+        "GET /app HTTP/1.1\r\nHost: \"><script>alert(1)</script>",
+        "GET /app HTTP/1.1\r\nHost: a@evil",
+    ] {
+        assert_eq!(status_of(&gateway, head).await, 400, "{head:?}");
+    }
+    assert_eq!(
+        status_of(&gateway, "GET /app HTTP/1.1\r\nHost: example.com:8080").await,
+        200
+    );
+    assert_eq!(status_of(&gateway, "GET /app HTTP/1.0").await, 200);
+    assert_eq!(
+        backend.requests(),
+        2,
+        "no refused request reached the backend"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn trace_foreign_codings_and_control_characters_are_refused() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    assert_eq!(
+        status_of(&gateway, "TRACE /app HTTP/1.1\r\nHost: x").await,
+        405
+    );
+    let gzip = "POST /app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked";
+    assert_eq!(status_of(&gateway, gzip).await, 501);
+    let crlf = "GET /app/x%0d%0aSet-Cookie:%20a=1 HTTP/1.1\r\nHost: x";
+    assert_eq!(status_of(&gateway, crlf).await, 400);
+    assert_eq!(backend.requests(), 0);
+    // Still serving.
+    assert_eq!(
+        status_of(&gateway, "GET /app HTTP/1.1\r\nHost: x").await,
+        200
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn long_targets_and_headers_are_refused_before_the_backend() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: x", "a".repeat(9 << 10));
+    assert_eq!(status_of(&gateway, &long_target).await, 414);
+    // One value of 65,515 bytes would be a pair split across PARAMS records.
+    let huge_header = format!(
+        "GET /app HTTP/1.1\r\nHost: x\r\nX-Big: {}",
+        "v".repeat(65_515)
+    );
+    assert_eq!(status_of(&gateway, &huge_header).await, 431);
+    let line = format!("Cookie: {}", "c".repeat((8 << 10) - 16));
+    let nine_cookies = format!(
+        "GET /app HTTP/1.1\r\nHost: x{}",
+        format!("\r\n{line}").repeat(9)
+    );
+    assert_eq!(status_of(&gateway, &nine_cookies).await, 431);
+    assert_eq!(
+        backend.requests(),
+        0,
+        "refused before any backend was touched"
+    );
+    assert_eq!(
+        status_of(&gateway, "GET /app HTTP/1.1\r\nHost: x").await,
+        200
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_limits_hold_over_http2() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let mut client = HttpClient::http2(gateway.local_addr).await;
+    let long = client
+        .get(&format!("/{}", "a".repeat(9 << 10)))
+        .await
+        .unwrap();
+    assert_eq!(long.status, 414);
+    let big = http::Request::get("/app")
+        .header("x-big", "v".repeat(20 << 10))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(client.send(big).await.unwrap().status, 431);
+    assert_eq!(client.get("/app").await.unwrap().status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_announced_and_never_finished_gets_a_408() {
+    let backend = backend().await;
+    let gateway = start_gateway("client_body_timeout = \"300ms\"", &backend.address(), "").await;
+    let started = Instant::now();
+    let stalled = "POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly this";
+    let received = raw_exchange(gateway.local_addr, stalled.as_bytes()).await;
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Over HTTP/2 the stream gets the 408; the connection serves on.
+    let mut client = HttpClient::http2(gateway.local_addr).await;
+    assert_eq!(client.get("/app").await.unwrap().status, 200);
+    assert_eq!(
+        backend.requests(),
+        1,
+        "the stalled body never reached the backend"
+    );
+    gateway.stop().await;
+}
+
+/// The HTTP/2 client preface and an empty SETTINGS frame.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let backend = backend().await;
+    let gateway = start_gateway("client_header_timeout = \"300ms\"", &backend.address(), "").await;
+    // Idle right after the preface.
+    let started = Instant::now();
+    raw_exchange(gateway.local_addr, H2_PREFACE_AND_SETTINGS).await;
+    let idle_after_preface = started.elapsed();
+    // HEADERS without END_HEADERS (`:method GET`, flags 0), never continued.
+    let mut unfinished = H2_PREFACE_AND_SETTINGS.to_vec();
+    unfinished.extend_from_slice(b"\x00\x00\x01\x01\x00\x00\x00\x00\x01\x82");
+    let started = Instant::now();
+    raw_exchange(gateway.local_addr, &unfinished).await;
+    let unfinished_headers = started.elapsed();
+    for (case, elapsed) in [
+        ("idle after the preface", idle_after_preface),
+        ("HEADERS without END_HEADERS", unfinished_headers),
+    ] {
+        assert!(
+            elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(4),
+            "{case}: closed after {elapsed:?}"
+        );
+    }
+    // A connection in use is not idle: a request slower than the timeout completes.
+    let mut client = HttpClient::http2(gateway.local_addr).await;
+    assert_eq!(client.get("/app?sleep_ms=600").await.unwrap().status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn beyond_max_client_connections_newcomers_wait_in_the_backlog() {
+    let backend = backend().await;
+    let gateway = start_gateway("max_client_connections = 2", &backend.address(), "").await;
+    let mut first = HttpClient::http1(gateway.local_addr).await;
+    let mut second = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(first.get("/app").await.unwrap().status, 200);
+    assert_eq!(second.get("/app").await.unwrap().status, 200);
+    let third = tokio::spawn({
+        let addr = gateway.local_addr;
+        async move { HttpClient::http1(addr).await.get("/app").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was served");
+    assert_eq!(gateway.connections.open(), 2);
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.status, 200);
+    assert_eq!(second.get("/app").await.unwrap().status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection_after_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let backend = backend().await;
+    let gateway = start_gateway("send_timeout = \"500ms\"", &backend.address(), "").await;
+    let mut reader_that_never_reads = tokio::net::TcpStream::connect(gateway.local_addr)
+        .await
+        .unwrap();
+    reader_that_never_reads
+        .write_all(b"GET /app?size=50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    support::wait_until("the connection is opened", || {
+        gateway.connections.open() == 1
+    })
+    .await;
+    // The socket buffers fill, the write stalls, and 500 ms later the connection is closed,
+    // its 50 MB spool with it: the client's socket is still open all along.
+    support::wait_until("the stalled connection is closed", || {
+        gateway.connections.open() == 0
+    })
+    .await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/app").await.unwrap().status, 200);
+    drop(reader_that_never_reads);
+    gateway.stop().await;
+}
