@@ -738,3 +738,64 @@ async fn two_php_fpm_servers_one_killed_traffic_moves_without_errors_and_comes_b
     );
     drop(restarted);
 }
+
+/// Hardening, item 3: clients that leave while their script runs. A slot is free only when
+/// php-fpm has finished with it, so abandoned scripts never queue up in php-fpm's listen
+/// backlog: at most the cap of them run at once, requests still queued in fcgate when their
+/// client leaves never run, and PHP answers a normal request right after the burst. Then
+/// POSTs on the pooled connections all succeed: a drained abort leaves no stale record behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_never_get_scripts_around_the_cap() {
+    const CLIENTS: u64 = 40;
+    const SCRIPT_MS: u64 = 200;
+    let directory = tempfile::tempdir().unwrap();
+    let execution_log = directory.path().join("executions.log");
+    std::fs::write(&execution_log, "").unwrap();
+    let options = PhpFpmOptions {
+        max_children: 2,
+        extra_pool_lines: vec![format!("env[EXECUTION_LOG] = {}", execution_log.display())],
+        ..static_pool(0)
+    };
+    let Some(site) = php_site(options, "max_conns = 2").await else {
+        return;
+    };
+    let addr = site.gateway.local_addr;
+    let started = Instant::now();
+    let mut leavers = JoinSet::new();
+    for token in 0..CLIENTS {
+        leavers.spawn(async move {
+            let mut client = HttpClient::http1(addr).await;
+            let path = format!("/abandon.php?token={token}&ms={SCRIPT_MS}");
+            // Gone after 30 ms, long before the script ends.
+            let _ = tokio::time::timeout(Duration::from_millis(30), client.get(&path)).await;
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while leavers.join_next().await.is_some() {}
+    let burst = started.elapsed();
+    let asked = Instant::now();
+    let response = HttpClient::http1(addr).await.get("/hello.php").await.unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(response.status, 200);
+    // The two abandoned scripts running when the burst ended finish within SCRIPT_MS.
+    assert!(
+        waited < Duration::from_millis(SCRIPT_MS * 4),
+        "a normal request waited {waited:?} after the burst"
+    );
+    let executions = std::fs::read_to_string(&execution_log).unwrap().lines().count() as u64;
+    // Two slots over the burst: at most two scripts per SCRIPT_MS, plus the two in flight.
+    let most = 2 * (burst.as_millis() as u64 / SCRIPT_MS + 2);
+    assert!(
+        executions <= most,
+        "{executions} of {CLIENTS} abandoned scripts ran in {burst:?} (at most {most})"
+    );
+    let mut client = HttpClient::http1(addr).await;
+    for i in 0..20 {
+        let response = client
+            .send(post(&format!("/echo.php?after={i}"), "field=value"))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "POST {i} after the burst");
+    }
+    assert!(site.gateway.gateway.upstream().servers()[0].pool().stats().open <= 2);
+}

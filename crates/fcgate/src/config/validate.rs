@@ -366,6 +366,11 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             "must be at least 1 (use keep_conn = false for a connection per request)",
         ));
     }
+    let read_timeout = positive(
+        "upstream.read_timeout",
+        raw.read_timeout,
+        defaults.read_timeout,
+    )?;
     let pool = PoolConfig {
         max_conns: raw.max_conns.map(ConfiguredCap::setting),
         max_idle: raw.max_idle,
@@ -386,11 +391,7 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             raw.connect_timeout,
             defaults.connect_timeout,
         )?,
-        read_timeout: positive(
-            "upstream.read_timeout",
-            raw.read_timeout,
-            defaults.read_timeout,
-        )?,
+        read_timeout,
         send_timeout: positive(
             "upstream.send_timeout",
             raw.send_timeout,
@@ -403,9 +404,10 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         )?,
         keep_conn: raw.keep_conn.unwrap_or(defaults.keep_conn),
         socket_keepalive: raw.socket_keepalive.unwrap_or(defaults.socket_keepalive),
-        abort_drain_timeout: raw
-            .abort_drain_timeout
-            .unwrap_or(defaults.abort_drain_timeout),
+        // A slot is free only when the backend has finished with it: php-fpm runs an abandoned
+        // script to its end whatever fcgate does, so closing at once would let the next request
+        // in while the worker is still busy, into php-fpm's listen queue.
+        abort_drain_timeout: raw.abort_drain_timeout.unwrap_or(read_timeout),
         multiplex: parse_multiplex(raw.multiplex.as_deref())?,
         max_reqs_per_conn: match raw.max_reqs_per_conn {
             Some(0) => {
