@@ -100,6 +100,9 @@ pub struct ClientLimits {
     pub max_response_buffer: u64,
     /// Time allowed to receive the request headers.
     pub client_header_timeout: Duration,
+    /// Request-body bytes held at once over all requests (memory and temp files) before new
+    /// bodies get a 503; `u64::MAX` when configured as 0 (unlimited).
+    pub max_request_body_buffer_total: u64,
     /// Longest pause between two reads of the request body before a 408.
     pub client_body_timeout: Duration,
     /// Longest time a write to the client may make no progress before the connection is closed.

@@ -65,6 +65,12 @@ pub enum GatewayError {
         /// Body bytes received before it stalled.
         received: u64,
     },
+    /// The request bodies held at once reached `max_request_body_buffer_total`.
+    #[error("request body buffers are full (max_request_body_buffer_total = {limit} bytes)")]
+    BodyBuffersFull {
+        /// The configured budget.
+        limit: u64,
+    },
     /// A temp file for spooling could not be written or read.
     #[error("spooling to a temp file failed: {0}")]
     Spool(io::Error),
@@ -81,7 +87,9 @@ impl GatewayError {
             GatewayError::Backend(error) if error.is_overloaded() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            GatewayError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Overloaded { .. } | GatewayError::BodyBuffersFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Backend(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Backend(ClientError::RequestBody(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Backend(_)
@@ -117,6 +125,7 @@ impl GatewayError {
                 | GatewayError::ClientBody(_)
                 | GatewayError::BodyTooLarge { .. }
                 | GatewayError::ClientBodyTimeout { .. }
+                | GatewayError::BodyBuffersFull { .. }
                 | GatewayError::Refused(_)
         )
     }

@@ -25,7 +25,7 @@ use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
-use crate::request_body;
+use crate::request_body::{self, BodyBudget};
 use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
 use crate::route::{self, Route};
@@ -58,22 +58,31 @@ pub struct Gateway {
     config: Config,
     upstream: Arc<Upstream>,
     next_request_id: AtomicU64,
+    /// Request bodies held at once, against `max_request_body_buffer_total`.
+    body_budget: Arc<BodyBudget>,
 }
 
 impl Gateway {
     /// Builds the pools; must run inside the tokio runtime.
     pub fn new(config: Config) -> Arc<Gateway> {
         let upstream = Upstream::new(&config.upstream);
+        let body_budget = BodyBudget::new(config.limits.max_request_body_buffer_total);
         Arc::new(Gateway {
             config,
             upstream,
             next_request_id: AtomicU64::new(1),
+            body_budget,
         })
     }
 
     /// The validated configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Request-body bytes held right now, memory and temp files together.
+    pub fn request_body_bytes_held(&self) -> u64 {
+        self.body_budget.held()
     }
 
     /// The upstream pools, for stats and shutdown.
@@ -123,7 +132,13 @@ impl Gateway {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-        let body = request_body::read_body(body, declared_length, &self.config.limits).await?;
+        let body = request_body::read_body(
+            body,
+            declared_length,
+            &self.config.limits,
+            &self.body_budget,
+        )
+        .await?;
         let content_length = body.len();
 
         let site = &self.config.site;

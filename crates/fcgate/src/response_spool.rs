@@ -369,12 +369,49 @@ pub fn log_length_mismatch(request_id: u64, fit: BodyFit) {
 }
 
 /// Writes the application's STDERR to the log, one line per line, tagged with the request.
+/// Control characters (a carriage return that would overwrite the line on a terminal, escape
+/// sequences) are escaped: the app's output must not forge or hide log lines.
 pub fn log_backend_stderr(request_id: u64, data: &[u8]) {
     for line in data.split(|&byte| byte == b'\n') {
-        let line = String::from_utf8_lossy(line);
+        // A CRLF line end is a line end, not a carriage return to show.
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line);
+        let line = escape_log_text(&text);
         let line = line.trim_end();
         if !line.is_empty() {
             tracing::warn!(request = request_id, "backend stderr: {line}");
         }
+    }
+}
+
+/// `text` with every control character but tab written as `\r`, `\x1b` and the like.
+fn escape_log_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => escaped.push(c),
+            '\r' => escaped.push_str("\\r"),
+            c if c.is_control() => escaped.extend(c.escape_default()),
+            c => escaped.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_log_text;
+
+    #[test]
+    fn control_characters_in_backend_stderr_are_escaped() {
+        assert_eq!(escape_log_text("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            escape_log_text("fake\r2026 INFO all good"),
+            "fake\\r2026 INFO all good"
+        );
+        assert_eq!(escape_log_text("\u{1b}[31mred"), "\\u{1b}[31mred");
     }
 }

@@ -518,3 +518,47 @@ async fn a_client_that_stops_reading_loses_its_connection_after_send_timeout() {
     drop(reader_that_never_reads);
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_held_at_once_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let backend = backend().await;
+    let gateway = start_gateway(
+        "max_request_body_buffer_total = \"100KiB\"",
+        &backend.address(),
+        "",
+    )
+    .await;
+    let post = |length: usize| {
+        http::Request::post("/app")
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+                b'x';
+                length
+            ])))
+            .unwrap()
+    };
+    // A body that holds 80 KiB of the budget: announced, then stalled.
+    let mut stalled = tokio::net::TcpStream::connect(gateway.local_addr)
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: 81920\r\n\r\nstart")
+        .await
+        .unwrap();
+    support::wait_until("the stalled body holds its share", || {
+        gateway.gateway.request_body_bytes_held() == 81_920
+    })
+    .await;
+    let mut client = HttpClient::http2(gateway.local_addr).await;
+    let refused = client.send(post(40 << 10)).await.unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(client.send(post(10 << 10)).await.unwrap().status, 200);
+    drop(stalled);
+    support::wait_until("the stalled body's share is given back", || {
+        gateway.gateway.request_body_bytes_held() == 0
+    })
+    .await;
+    assert_eq!(client.send(post(40 << 10)).await.unwrap().status, 200);
+    gateway.stop().await;
+}

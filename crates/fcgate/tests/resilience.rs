@@ -774,7 +774,11 @@ async fn clients_that_leave_never_get_scripts_around_the_cap() {
     while leavers.join_next().await.is_some() {}
     let burst = started.elapsed();
     let asked = Instant::now();
-    let response = HttpClient::http1(addr).await.get("/hello.php").await.unwrap();
+    let response = HttpClient::http1(addr)
+        .await
+        .get("/hello.php")
+        .await
+        .unwrap();
     let waited = asked.elapsed();
     assert_eq!(response.status, 200);
     // The two abandoned scripts running when the burst ended finish within SCRIPT_MS.
@@ -782,7 +786,10 @@ async fn clients_that_leave_never_get_scripts_around_the_cap() {
         waited < Duration::from_millis(SCRIPT_MS * 4),
         "a normal request waited {waited:?} after the burst"
     );
-    let executions = std::fs::read_to_string(&execution_log).unwrap().lines().count() as u64;
+    let executions = std::fs::read_to_string(&execution_log)
+        .unwrap()
+        .lines()
+        .count() as u64;
     // Two slots over the burst: at most two scripts per SCRIPT_MS, plus the two in flight.
     let most = 2 * (burst.as_millis() as u64 / SCRIPT_MS + 2);
     assert!(
@@ -797,5 +804,11 @@ async fn clients_that_leave_never_get_scripts_around_the_cap() {
             .unwrap();
         assert_eq!(response.status, 200, "POST {i} after the burst");
     }
-    assert!(site.gateway.gateway.upstream().servers()[0].pool().stats().open <= 2);
+    assert!(
+        site.gateway.gateway.upstream().servers()[0]
+            .pool()
+            .stats()
+            .open
+            <= 2
+    );
 }

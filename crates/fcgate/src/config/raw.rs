@@ -38,6 +38,8 @@ pub struct RawConfig {
     pub response_buffer_size: Option<ByteSize>,
     /// `max_response_buffer`
     pub max_response_buffer: Option<ByteSize>,
+    /// `max_request_body_buffer_total`
+    pub max_request_body_buffer_total: Option<ByteSize>,
     /// `client_body_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub client_body_timeout: Option<Duration>,
@@ -163,6 +165,7 @@ impl RawConfig {
             client_header_timeout: flags.client_header_timeout.or(self.client_header_timeout),
             // File-only: the request-head limits are rarely changed from the command line.
             client_body_timeout: self.client_body_timeout,
+            max_request_body_buffer_total: self.max_request_body_buffer_total,
             send_timeout: self.send_timeout,
             max_request_target: self.max_request_target,
             max_header_line: self.max_header_line,

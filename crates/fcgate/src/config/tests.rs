@@ -42,6 +42,7 @@ fn defaults_without_file_or_flags() {
             response_buffer_size: 256 << 10,
             max_response_buffer: 1 << 30,
             client_header_timeout: Duration::from_secs(30),
+            max_request_body_buffer_total: 1 << 30,
             client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             head: crate::request_guard::HeadLimits {
@@ -52,7 +53,14 @@ fn defaults_without_file_or_flags() {
         }
     );
     assert!(config.upstream.servers.is_empty());
-    assert_eq!(config.upstream.pool, PoolConfig::default());
+    // Except one: an abandoned request keeps its slot until the backend has finished it.
+    assert_eq!(
+        config.upstream.pool,
+        PoolConfig {
+            abort_drain_timeout: config.upstream.pool.read_timeout,
+            ..PoolConfig::default()
+        }
+    );
     assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
     assert!(config.max_client_connections >= 16);
     let refused = config.require_servers().unwrap_err().to_string();

@@ -34,6 +34,8 @@ const DEFAULT_MAX_REQUEST_TARGET: u64 = 8 << 10;
 const DEFAULT_MAX_HEADER_LINE: u64 = 8 << 10;
 const DEFAULT_MAX_REQUEST_HEAD: u64 = 32 << 10;
 const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// 128 bodies of the default `client_max_body_size` at once.
+const DEFAULT_MAX_REQUEST_BODY_BUFFER_TOTAL: u64 = 1 << 30;
 /// nginx's defaults.
 const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,6 +92,11 @@ impl RawConfig {
                 self.client_header_timeout,
                 DEFAULT_CLIENT_HEADER_TIMEOUT,
             )?,
+            max_request_body_buffer_total: match self.max_request_body_buffer_total {
+                Some(ByteSize(0)) => u64::MAX,
+                Some(ByteSize(bytes)) => bytes,
+                None => DEFAULT_MAX_REQUEST_BODY_BUFFER_TOTAL,
+            },
             client_body_timeout: positive(
                 "client_body_timeout",
                 self.client_body_timeout,
