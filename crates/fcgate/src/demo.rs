@@ -34,13 +34,16 @@ impl Handler for DemoApp {
 }
 
 /// The limits the demo app announces through FCGI_GET_VALUES and enforces. It multiplexes:
-/// up to 64 requests on each of 256 connections, 16384 in all, so FCGI_MAX_REQS /
-/// FCGI_MAX_CONNS is exactly the per-connection bound a client may derive from them.
+/// 16384 requests in all over up to 256 connections (FCGI_MAX_REQS, FCGI_MAX_CONNS), and any
+/// connection may carry all 16384, so a client reading FCGI_MAX_REQS as a per-connection limit
+/// (HAProxy does) is never refused what was announced (`fcgi::server`'s rule). A client that
+/// divides (fcgate) puts 64 on each.
 pub fn server_config() -> ServerConfig {
+    let max_reqs = 256 * 64;
     ServerConfig {
         max_conns: 256,
-        max_reqs: 256 * 64,
-        max_reqs_per_conn: 64,
+        max_reqs,
+        max_reqs_per_conn: max_reqs,
         mpxs_conns: true,
         ..ServerConfig::default()
     }
@@ -50,4 +53,18 @@ pub fn server_config() -> ServerConfig {
 pub async fn serve(address: &Address, shutdown: CancellationToken) -> std::io::Result<()> {
     let listener = Listener::bind(address).await?;
     fcgi::server::serve(listener, Arc::new(DemoApp), server_config(), shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_config;
+
+    #[test]
+    fn the_demo_app_accepts_on_one_connection_what_it_announces() {
+        let config = server_config();
+        assert!(config.max_reqs_per_conn >= config.max_reqs);
+        assert_eq!(config.max_reqs / config.max_conns, 64);
+        let library = fcgi::server::ServerConfig::default();
+        assert!(library.max_reqs_per_conn >= library.max_reqs);
+    }
 }

@@ -435,3 +435,44 @@ async fn a_backend_closing_after_n_requests_teaches_the_pool_to_retire_at_n() {
     assert_eq!(pool.stats().keepalive_requests, 5);
     assert_eq!(pool.stats().opened, 6);
 }
+
+/// Issue 12, item 4: a server at `max_conns` whose connections are all idle in one client's
+/// pool must not leave another client in the listen backlog: it closes the longest-idle one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_closes_an_idle_pooled_connection_for_a_newcomer() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = Address::Unix(dir.path().join("app.sock"));
+    let listener = Listener::bind(&address).await.unwrap();
+    let counts = Arc::new(common::Counts::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(fcgi::server::serve(
+        listener,
+        Arc::new(common::EchoHandler { counts }),
+        ServerConfig {
+            max_conns: 2,
+            ..ServerConfig::default()
+        },
+        shutdown.clone(),
+    ));
+    // Client A holds both connections, idle in its pool.
+    let first = Pool::new(address.clone(), config(2));
+    let (one, two) = tokio::join!(
+        request(&first, &[("TOKEN", "a1"), ("SLEEP_MS", "50")]),
+        request(&first, &[("TOKEN", "a2"), ("SLEEP_MS", "50")])
+    );
+    assert_eq!((one.unwrap(), two.unwrap()), ("a1".into(), "a2".into()));
+    assert_eq!(first.stats().idle, 2);
+    // Client B is served at once, not after A's keepalive_timeout.
+    let second = Pool::new(address.clone(), config(2));
+    let answer = tokio::time::timeout(Duration::from_secs(2), request(&second, &[("TOKEN", "b")]))
+        .await
+        .expect("the newcomer was left in the listen backlog");
+    assert_eq!(answer.unwrap(), "b");
+    // A's pool saw an idle connection close, as when php-fpm recycles a worker, and goes on.
+    wait_until(|| first.stats().open == 1).await;
+    for i in 0..10 {
+        let token = format!("after-{i}");
+        assert_eq!(request(&first, &[("TOKEN", &token)]).await.unwrap(), token);
+    }
+    shutdown.cancel();
+}

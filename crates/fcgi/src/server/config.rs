@@ -1,6 +1,14 @@
 //! What an application-side server promises its clients: the limits it advertises through
 //! GET_VALUES (FastCGI 1.0 §4.1) and the ones it enforces per request, per connection and for
 //! the whole server.
+//!
+//! The rule: announce only what is accepted. FCGI_MAX_REQS is the whole application's bound in
+//! the spec, but clients read it differently: fcgate divides it by FCGI_MAX_CONNS, HAProxy takes
+//! it as the bound for each connection. A server that refuses (FCGI_OVERLOADED) fewer requests
+//! on one connection than it announced hangs or fails the second kind of client (HAProxy put
+//! 101 requests on a connection of a server that took 64, and 72 of 5,000 requests hung). So
+//! `max_reqs_per_conn` should be at least `max_reqs`, as in [`ServerConfig::default`]; the
+//! server-wide budget still bounds the total. Set it lower only to test how clients cope.
 
 /// Limits of an application-side FastCGI server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,10 +57,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_conns: 64,
-            // FCGI_MAX_REQS / FCGI_MAX_CONNS is what a client may derive as its per-connection
-            // share; keeping it equal to `max_reqs_per_conn` makes that derivation exact.
+            // FCGI_MAX_REQS / FCGI_MAX_CONNS (64) is the share a dividing client puts on each
+            // connection; a client that reads FCGI_MAX_REQS per connection may put all of them
+            // on one, and is not refused (the rule above).
             max_reqs: 64 * 64,
-            max_reqs_per_conn: 64,
+            max_reqs_per_conn: 64 * 64,
             mpxs_conns: false,
             announced_mpxs_conns: None,
             max_params_bytes: 1 << 20,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::RequestBudget;
 use super::config::ServerConfig;
 use super::error::ServerError;
+use super::idle::Registration;
 use super::reader::RecordReader;
 use super::request::{Handler, Request};
 use super::response::{Outgoing, ResponseWriter, Slot};
@@ -41,7 +42,15 @@ pub async fn serve_connection<H: Handler>(
     config: Arc<ServerConfig>,
 ) -> Result<(), ServerError> {
     let budget = Arc::new(RequestBudget::unlimited());
-    drive_connection(stream, handler, config, budget, CancellationToken::new()).await
+    drive_connection(
+        stream,
+        handler,
+        config,
+        budget,
+        CancellationToken::new(),
+        None,
+    )
+    .await
 }
 
 /// [`serve_connection`] for a server with its own accept loop: requests of this connection
@@ -53,17 +62,27 @@ pub async fn serve_connection_within<H: Handler>(
     config: Arc<ServerConfig>,
     budget: Arc<RequestBudget>,
 ) -> Result<(), ServerError> {
-    drive_connection(stream, handler, config, budget, CancellationToken::new()).await
+    drive_connection(
+        stream,
+        handler,
+        config,
+        budget,
+        CancellationToken::new(),
+        None,
+    )
+    .await
 }
 
 /// [`serve_connection_within`] that also stops taking requests when `shutdown` fires, closing
-/// the connection once its active requests have ended.
+/// the connection once its active requests have ended, and reports to `registration` whether
+/// it is idle, closing when asked to while it is (`idle.rs`).
 pub(crate) async fn drive_connection<H: Handler>(
     stream: Stream,
     handler: Arc<H>,
     config: Arc<ServerConfig>,
     budget: Arc<RequestBudget>,
     shutdown: CancellationToken,
+    registration: Option<Registration>,
 ) -> Result<(), ServerError> {
     let (read_half, write_half) = stream.into_split();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
@@ -79,7 +98,12 @@ pub(crate) async fn drive_connection<H: Handler>(
     };
     // Dropping the driver on return aborts the handlers still running (the JoinSet owns them).
     driver
-        .run(RecordReader::new(read_half), outgoing_rx, shutdown)
+        .run(
+            RecordReader::new(read_half),
+            outgoing_rx,
+            shutdown,
+            registration,
+        )
         .await
 }
 
@@ -100,15 +124,33 @@ impl<H: Handler> Driver<H> {
         mut reader: RecordReader<crate::net::ReadHalf>,
         mut outgoing_rx: mpsc::Receiver<Outgoing>,
         shutdown: CancellationToken,
+        registration: Option<Registration>,
     ) -> Result<(), ServerError> {
         let mut actions = Vec::new();
         let mut reading = true;
         let mut draining = false;
+        let evict = registration
+            .as_ref()
+            .map_or_else(CancellationToken::new, |registration| {
+                registration.evict.clone()
+            });
+        let mut eviction_seen = false;
+        // Registered as busy until its first request ends (`idle.rs`).
+        let mut was_idle = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled(), if !draining => {
                     draining = true;
                     self.state.begin_drain(&mut actions);
+                }
+                () = evict.cancelled(), if !eviction_seen => {
+                    eviction_seen = true;
+                    // A request that arrived since the accept loop chose us wins: it waits
+                    // for a slot instead.
+                    if self.state.is_idle() {
+                        tracing::debug!("closing an idle connection to make room for a new one");
+                        return Ok(());
+                    }
                 }
                 Some(message) = outgoing_rx.recv() => {
                     self.on_outgoing(message, &mut actions);
@@ -141,6 +183,13 @@ impl<H: Handler> Driver<H> {
             }
             if self.apply(&mut actions).await? {
                 return Ok(());
+            }
+            let idle = self.state.is_idle();
+            if idle != was_idle {
+                was_idle = idle;
+                if let Some(registration) = &registration {
+                    registration.set_idle(idle);
+                }
             }
         }
     }

@@ -11,6 +11,7 @@ mod budget;
 mod config;
 mod connection;
 mod error;
+mod idle;
 mod reader;
 mod request;
 mod response;
@@ -38,8 +39,10 @@ use crate::net::Listener;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accept loop; stops accepting when `shutdown` fires, then waits (bounded by the caller) for
-/// connections. At most `max_conns` connections are served at once; later ones wait in the
-/// listen backlog, as with a busy php-fpm pool. At most `max_reqs` requests are in progress
+/// connections. At most `max_conns` connections are served at once. At the limit, a newcomer
+/// takes the place of the longest-idle connection, which is closed (`idle.rs`): idle pooled
+/// connections of one client must not leave another waiting in the listen backlog. Only when
+/// every connection is busy do newcomers wait in the backlog, as with a busy php-fpm pool. At most `max_reqs` requests are in progress
 /// over all connections, `max_reqs_per_conn` on one; beyond either a request is refused with
 /// OVERLOADED. On shutdown each connection finishes its active requests, refuses new ones with
 /// OVERLOADED and closes.
@@ -52,18 +55,43 @@ pub async fn serve<H: Handler>(
     let connection_slots = Arc::new(Semaphore::new(config.max_conns.max(1) as usize));
     let budget = Arc::new(RequestBudget::new(config.max_reqs as usize));
     let config = Arc::new(config);
+    let registry = Arc::new(idle::IdleRegistry::default());
     let mut connections = JoinSet::new();
+    let closed = |_| io::Error::other("connection semaphore closed");
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&connection_slots).acquire_owned() => {
-                permit.map_err(|_| io::Error::other("connection semaphore closed"))?
+        let mut permit = Arc::clone(&connection_slots).try_acquire_owned().ok();
+        if permit.is_none() {
+            // At the limit: wait for a free slot, or for an idle connection to make room.
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                acquired = Arc::clone(&connection_slots).acquire_owned() => {
+                    permit = Some(acquired.map_err(closed)?);
+                }
+                () = registry.wait_for_idle() => {}
             }
-        };
+        }
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
+        };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => {
+                if let Ok(permit) = Arc::clone(&connection_slots).try_acquire_owned() {
+                    permit
+                } else {
+                    // Its task ends at once and gives its slot to the newcomer; if it took a
+                    // request meanwhile, the newcomer waits for the next free slot.
+                    registry.evict_longest_idle();
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        acquired = Arc::clone(&connection_slots).acquire_owned() => {
+                            acquired.map_err(closed)?
+                        }
+                    }
+                }
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -71,10 +99,17 @@ pub async fn serve<H: Handler>(
                 let config = Arc::clone(&config);
                 let budget = Arc::clone(&budget);
                 let shutdown = shutdown.clone();
+                let registration = registry.register();
                 connections.spawn(async move {
                     let _permit = permit;
-                    let served =
-                        connection::drive_connection(stream, handler, config, budget, shutdown);
+                    let served = connection::drive_connection(
+                        stream,
+                        handler,
+                        config,
+                        budget,
+                        shutdown,
+                        Some(registration),
+                    );
                     match served.await {
                         Ok(()) => tracing::debug!(%peer, "FastCGI connection closed"),
                         Err(error) => tracing::debug!(%peer, %error, "FastCGI connection dropped"),

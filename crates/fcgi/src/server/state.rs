@@ -84,6 +84,11 @@ impl ConnectionState {
         }
     }
 
+    /// Whether no request is in progress: nothing is lost if the connection closes now.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.active.is_empty()
+    }
+
     /// Whether output of `slot` still belongs on the wire.
     pub(crate) fn is_current(&self, slot: Slot) -> bool {
         matches!(
