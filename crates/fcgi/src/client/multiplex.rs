@@ -84,6 +84,17 @@ impl MultiplexState {
         turned_on
     }
 
+    /// Why multiplexing was turned on by a GET_VALUES answer that said `announced` about
+    /// FCGI_MPXS_CONNS, for the log line: an empty answer (flup's) must not read as a yes.
+    pub(super) fn reason(&self, announced: Option<bool>) -> &'static str {
+        match (announced, self.mode) {
+            (_, Multiplexing::Force) => "multiplex = force, whatever the backend says",
+            (Some(true), _) => "the backend announces FCGI_MPXS_CONNS=1",
+            (None, _) => "multiplex = on, and the backend announced nothing about FCGI_MPXS_CONNS",
+            (Some(false), _) => "as configured",
+        }
+    }
+
     /// The backend did not answer FCGI_GET_VALUES: `on` multiplexes anyway, `auto` does not.
     pub(super) fn no_backend_values(&mut self) -> bool {
         let turned_on = self.mode == Multiplexing::On && !self.enabled && !self.refused;
@@ -331,5 +342,37 @@ impl PoolShared {
     /// Requests in flight on shared connections.
     pub(super) fn shared_in_flight(state: &PoolState) -> usize {
         state.shared.iter().map(|entry| entry.in_flight).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn learned_from(mode: Multiplexing, announced: Option<bool>) -> Option<&'static str> {
+        let mut state = MultiplexState::new(mode, true, 8);
+        let values = BackendValues {
+            max_conns: None,
+            max_reqs: None,
+            mpxs_conns: announced,
+        };
+        state
+            .learned(&values, 8)
+            .then(|| state.reason(values.mpxs_conns))
+    }
+
+    #[test]
+    fn the_log_says_why_multiplexing_was_turned_on() {
+        assert_eq!(
+            learned_from(Multiplexing::Auto, Some(true)),
+            Some("the backend announces FCGI_MPXS_CONNS=1")
+        );
+        // flup answers GET_VALUES with an empty list: not a yes from the backend.
+        assert_eq!(
+            learned_from(Multiplexing::On, None),
+            Some("multiplex = on, and the backend announced nothing about FCGI_MPXS_CONNS")
+        );
+        assert_eq!(learned_from(Multiplexing::Auto, None), None);
+        assert_eq!(learned_from(Multiplexing::On, Some(false)), None);
     }
 }

@@ -634,7 +634,8 @@ impl PoolShared {
             .multiplex
             .learned(values, self.config.max_reqs_per_conn)
         {
-            tracing::info!(backend = %self.address, per_connection = state.multiplex.per_connection(), "the backend multiplexes (FCGI_MPXS_CONNS=1): requests share connections");
+            let why = state.multiplex.reason(values.mpxs_conns);
+            tracing::info!(backend = %self.address, per_connection = state.multiplex.per_connection(), "multiplexing: requests share connections ({why})");
             self.share_idle_connections(state);
         } else if was && !state.multiplex.enabled() {
             self.stop_multiplexing(state, "FCGI_MPXS_CONNS=0");
