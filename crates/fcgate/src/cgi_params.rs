@@ -158,14 +158,14 @@ pub fn for_each_param(
     emit(b"SCRIPT_NAME", target.script_name.as_bytes());
     let request_uri = parts.uri.path_and_query().map_or("/", |path| path.as_str());
     emit(b"REQUEST_URI", request_uri.as_bytes());
-    emit(
-        b"DOCUMENT_URI",
-        joined(
-            &mut composed,
-            target.script_name.as_bytes(),
-            target.path_info.as_bytes(),
-        ),
-    );
+    // nginx's $document_uri: the script once try_files found it (PHP mode), else the decoded
+    // path (app mode, where the path is all PATH_INFO).
+    let document_uri = if target.script_name.is_empty() {
+        &target.path_info
+    } else {
+        &target.script_name
+    };
+    emit(b"DOCUMENT_URI", document_uri.as_bytes());
     let document_root = target
         .document_root
         .as_deref()

@@ -123,7 +123,7 @@ fn params_of_a_php_request() {
         pairs = encode_params(&mut records, &parts, &connection, &target, &site);
     });
     assert_eq!(pairs, 31, "the request is the typical one measured");
-    // The one buffer that DOCUMENT_URI, PATH_TRANSLATED and the joined cookie share.
+    // The one buffer that PATH_TRANSLATED and the joined cookie share.
     assert!(allocations <= 1, "{allocations} allocations for the params");
 }
 

@@ -117,7 +117,7 @@ fn standard_params_in_nginx_order() {
         ("CONTENT_LENGTH", ""),
         ("SCRIPT_NAME", "/shop/index.php"),
         ("REQUEST_URI", "/shop/index.php/cart/7?sort=asc&x=%20"),
-        ("DOCUMENT_URI", "/shop/index.php/cart/7"),
+        ("DOCUMENT_URI", "/shop/index.php"),
         ("DOCUMENT_ROOT", "/srv/www"),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
         ("REQUEST_SCHEME", "http"),
