@@ -29,7 +29,7 @@ for tool in nginx curl; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light curl </dev/null >&2
   }
 done
-fpm=$(command -v php-fpm || ls /usr/sbin/php-fpm* 2>/dev/null | head -n1)
+fpm=$(command -v php-fpm || find /usr/sbin -name "php-fpm*" -type f 2>/dev/null | head -n1)
 [ -x "$fpm" ] || die "php-fpm is missing (apt-get install php-fpm)"
 [ -f /etc/nginx/snippets/fastcgi-php.conf ] || die "Debian's nginx snippets are missing"
 if [ "$build" = 1 ]; then
@@ -112,7 +112,7 @@ wait_port 127.0.0.1 "$gate" || die "fcgate did not start: $(cat "$work/fcgate.ou
 
 # dump PORT CASE: $_SERVER for one case, without the entries that must differ.
 dump() {
-  local port=$1 case=$2 url="http://127.0.0.1:$1"
+  local case=$2 url="http://127.0.0.1:$1"
   case $case in
     get) curl -sS "$url/params.php?a=1&b=two" ;;
     post) curl -sS -d 'field=value&other=2' "$url/params.php?q=1" ;;
