@@ -812,3 +812,87 @@ async fn clients_that_leave_never_get_scripts_around_the_cap() {
             <= 2
     );
 }
+
+/// HTTP/2 HEADERS frame (END_STREAM | END_HEADERS) for `GET path` on `stream`, HPACK-encoded
+/// without Huffman or indexing.
+fn headers_frame(stream: u32, path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+    block.push(0x04); // :path, literal without indexing, indexed name 4
+    block.push(u8::try_from(path.len()).unwrap());
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 0x01, b'x']); // :authority x
+    let mut frame = u32::try_from(block.len()).unwrap().to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[0x01, 0x05]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+/// RST_STREAM(CANCEL) for `stream`.
+fn reset_frame(stream: u32) -> Vec<u8> {
+    let mut frame = vec![0x00, 0x00, 0x04, 0x03, 0x00];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(&8u32.to_be_bytes());
+    frame
+}
+
+/// Hardening, item 3 over HTTP/2: HEADERS, then RST_STREAM 10 ms later, 50 times. The streams that
+/// reached php-fpm keep their slots until their scripts end; the rest never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_reset_flood_never_gets_scripts_around_the_cap() {
+    use tokio::io::AsyncWriteExt;
+    const SCRIPT_MS: u64 = 200;
+    let directory = tempfile::tempdir().unwrap();
+    let execution_log = directory.path().join("executions.log");
+    std::fs::write(&execution_log, "").unwrap();
+    let options = PhpFpmOptions {
+        max_children: 2,
+        extra_pool_lines: vec![format!("env[EXECUTION_LOG] = {}", execution_log.display())],
+        ..static_pool(0)
+    };
+    let Some(site) = php_site(options, "max_conns = 2").await else {
+        return;
+    };
+    let addr = site.gateway.local_addr;
+    let mut flood = tokio::net::TcpStream::connect(addr).await.unwrap();
+    flood
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // Each stream is reset 10 ms after its HEADERS, once it has reached php-fpm if a slot was
+    // free.
+    for index in 0..50u32 {
+        let stream = 2 * index + 1;
+        let path = format!("/abandon.php?token={index}&ms={SCRIPT_MS}");
+        flood
+            .write_all(&headers_frame(stream, &path))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        flood.write_all(&reset_frame(stream)).await.unwrap();
+    }
+    let burst = started.elapsed();
+    let asked = Instant::now();
+    let response = HttpClient::http1(addr)
+        .await
+        .get("/hello.php")
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(
+        waited < Duration::from_millis(SCRIPT_MS * 4),
+        "a normal request waited {waited:?} after the flood"
+    );
+    let executions = std::fs::read_to_string(&execution_log)
+        .unwrap()
+        .lines()
+        .count() as u64;
+    let most = 2 * (burst.as_millis() as u64 / SCRIPT_MS + 2);
+    assert!(
+        executions <= most,
+        "{executions} of 50 reset streams ran their script in {burst:?} (at most {most})"
+    );
+    drop(flood);
+}
