@@ -59,6 +59,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use fcgi::idle::Registration;
+
 use crate::body::ResponseBody;
 use crate::cgi_params::ConnectionInfo;
 use crate::config::Config;
@@ -114,24 +116,20 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// What every client connection shares: the hyper builders, the handler and the shutdown signal.
+/// What every client connection shares: the hyper builders and the handler. Each connection's
+/// own token (a child of the shutdown token) says when it is to end.
 pub struct HttpFront {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_timeout: Duration,
     send_timeout: Duration,
     gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
     connections: Arc<ClientConnections>,
 }
 
 impl HttpFront {
     /// The front for `gateway`, configured from its config.
-    pub fn new(
-        gateway: Arc<Gateway>,
-        shutdown: CancellationToken,
-        connections: Arc<ClientConnections>,
-    ) -> HttpFront {
+    pub fn new(gateway: Arc<Gateway>, connections: Arc<ClientConnections>) -> HttpFront {
         let config: &Config = gateway.config();
         let header_timeout = config.limits.client_header_timeout;
         let mut http1 = http1::Builder::new();
@@ -153,16 +151,22 @@ impl HttpFront {
             header_timeout,
             send_timeout: config.limits.send_timeout,
             gateway,
-            shutdown,
             connections,
         }
     }
 
-    /// Serves one accepted connection until it closes or shutdown has drained it.
-    pub async fn serve(self: Arc<Self>, stream: TcpStream, info: ConnectionInfo) {
+    /// Serves one accepted connection until it closes, shutdown has drained it, or the accept
+    /// loop asked it to make room while it was idle (`registration`'s token, a child of the
+    /// shutdown token: both end the connection the same way).
+    pub async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        info: ConnectionInfo,
+        registration: Registration,
+    ) {
         let _open = Counted::new(&self.connections.open);
         let client = info.remote_addr();
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(registration));
         let service = {
             let gateway = Arc::clone(&self.gateway);
             let info = Arc::new(info);
@@ -181,7 +185,7 @@ impl HttpFront {
             })
         };
         let deadline = Instant::now() + self.header_timeout;
-        let result = match self.read_preface(&stream, deadline).await {
+        let result = match self.read_preface(&stream, deadline, &activity).await {
             Ok(Some((Protocol::Http2, read_ahead))) => {
                 self.serve_http2(stream, read_ahead, service, activity)
                     .await
@@ -208,11 +212,12 @@ impl HttpFront {
         &self,
         stream: &TcpStream,
         deadline: Instant,
+        activity: &Activity,
     ) -> io::Result<Option<(Protocol, Bytes)>> {
         let mut preface = [0u8; HTTP2_PREFACE.len()];
         let mut filled = 0;
         loop {
-            if !self.wait_readable(stream, deadline).await? {
+            if !wait_readable(stream, deadline, activity.closing()).await? {
                 return Ok(None);
             }
             match stream.try_read(&mut preface[filled..]) {
@@ -229,19 +234,6 @@ impl HttpFront {
                 continue;
             };
             return Ok(Some((protocol, Bytes::copy_from_slice(&preface[..filled]))));
-        }
-    }
-
-    /// Waits until `stream` is readable (data, end of stream or an error to report). `false`
-    /// when `deadline` passed or shutdown began first.
-    async fn wait_readable(&self, stream: &TcpStream, deadline: Instant) -> io::Result<bool> {
-        tokio::select! {
-            biased;
-            _ = self.shutdown.cancelled() => Ok(false),
-            readable = tokio::time::timeout_at(deadline, stream.readable()) => match readable {
-                Ok(result) => result.map(|()| true),
-                Err(_elapsed) => Ok(false),
-            },
         }
     }
 
@@ -268,8 +260,12 @@ impl HttpFront {
         let grace = loop {
             tokio::select! {
                 result = connection.as_mut() => return result,
-                // Shutdown lets streams in flight finish; `shutdown_timeout` bounds that.
-                _ = self.shutdown.cancelled() => break None,
+                // Shutdown lets streams in flight finish (`shutdown_timeout` bounds that). An
+                // idle connection asked to make room, or idle at shutdown, has none: the GOAWAY
+                // goes out and the connection is dropped, its slot free at once.
+                _ = activity.closing().cancelled() => {
+                    break activity.idle_since().map(|_| Duration::ZERO);
+                }
                 () = idle_check.as_mut() => match activity.idle_since() {
                     Some(since) if since.elapsed() >= idle_timeout => {
                         tracing::debug!("HTTP/2 connection idle for {idle_timeout:?}; closing it");
@@ -281,7 +277,8 @@ impl HttpFront {
             }
         };
         // GOAWAY, and a PING whose answer lets hyper finish cleanly; a client that never
-        // answers is dropped when the grace is over.
+        // answers is dropped when the grace is over (a zero grace still polls the connection
+        // once, which writes the GOAWAY).
         connection.as_mut().graceful_shutdown();
         match grace {
             None => connection.await,
@@ -325,7 +322,7 @@ impl HttpFront {
             if read_ahead.is_empty() {
                 let _parked = Counted::new(&self.connections.parked);
                 let keepalive_deadline = idle_since + self.header_timeout;
-                match self.wait_readable(&stream, keepalive_deadline).await {
+                match wait_readable(&stream, keepalive_deadline, activity.closing()).await {
                     Ok(true) => {}
                     Ok(false) => return Ok(()),
                     Err(error) => {
@@ -349,7 +346,7 @@ impl HttpFront {
         S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
     {
         let requests_before = activity.requests_started.load(Ordering::Relaxed);
-        let mut shutdown = pin!(self.shutdown.cancelled());
+        let mut shutdown = pin!(activity.closing().cancelled());
         let mut park_timer = pin!(tokio::time::sleep(PARK_AFTER));
         // The request count when the connection last went idle, and when that was.
         let mut idle_after_request = requests_before;
@@ -440,17 +437,26 @@ struct Activity {
     opened: Instant,
     /// Milliseconds after `opened` when the last request in flight ended (0: none yet).
     idle_since_ms: AtomicU64,
+    /// The connection's place among all client connections, for the accept loop to find idle
+    /// ones when `max_client_connections` is reached.
+    registration: Registration,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(registration: Registration) -> Activity {
         Activity {
             requests_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             parking: AtomicBool::new(false),
             opened: Instant::now(),
             idle_since_ms: AtomicU64::new(0),
+            registration,
         }
+    }
+
+    /// Cancelled when the connection is to end: shutdown, or room needed for a newcomer.
+    fn closing(&self) -> &CancellationToken {
+        self.registration.evict_token()
     }
 
     /// When the connection last went idle; `None` while a request is in flight.
@@ -470,7 +476,9 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> InFlight {
         activity.requests_started.fetch_add(1, Ordering::Relaxed);
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        if activity.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            activity.registration.set_idle(false);
+        }
         InFlight(Arc::clone(activity))
     }
 }
@@ -481,7 +489,11 @@ impl Drop for InFlight {
         // Stamped before the count drops, so an idle check never sees zero with an old stamp.
         let millis = u64::try_from(activity.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         activity.idle_since_ms.store(millis, Ordering::Release);
-        activity.in_flight.fetch_sub(1, Ordering::Release);
+        // Two HTTP/2 streams on different threads may race here; the worst case is a busy
+        // connection marked idle, which asked to make room finishes its streams first (GOAWAY).
+        if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            activity.registration.set_idle(true);
+        }
     }
 }
 
@@ -626,6 +638,23 @@ impl AsyncWrite for ClientStream {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+/// Waits until `stream` is readable (data, end of stream or an error to report). `false`
+/// when `deadline` passed or `closing` was cancelled first.
+async fn wait_readable(
+    stream: &TcpStream,
+    deadline: Instant,
+    closing: &CancellationToken,
+) -> io::Result<bool> {
+    tokio::select! {
+        biased;
+        _ = closing.cancelled() => Ok(false),
+        readable = tokio::time::timeout_at(deadline, stream.readable()) => match readable {
+            Ok(result) => result.map(|()| true),
+            Err(_elapsed) => Ok(false),
+        },
     }
 }
 

@@ -3,15 +3,19 @@
 //! the same port), and shuts down gracefully: stop accepting, let requests in flight finish
 //! within `shutdown_timeout`, then return.
 //!
-//! At most `max_client_connections` are open at once: at the limit the loop stops accepting and
-//! the kernel's backlog holds newcomers until a connection closes, instead of running out of
-//! file descriptors. If descriptors run out anyway (spool files, backend connections, another
+//! At most `max_client_connections` are open at once, so fcgate never runs out of file
+//! descriptors. At the limit a newcomer takes the place of the longest-idle connection (no
+//! request in flight: a parked keep-alive connection, an HTTP/2 connection without streams, a
+//! connection that never sent anything), which is closed, as nginx reuses its keep-alive
+//! connections (`fcgi::idle`); only when every connection is busy do newcomers wait in the
+//! kernel's backlog. If descriptors run out anyway (spool files, backend connections, another
 //! process), accepting pauses until a connection closes, or a second passes, with one log line
 //! per pause rather than one every few milliseconds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fcgi::idle::IdleRegistry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -79,42 +83,41 @@ pub async fn serve(
     shutdown: CancellationToken,
     connections: Arc<ClientConnections>,
 ) {
-    let front = Arc::new(HttpFront::new(
-        Arc::clone(&gateway),
-        shutdown.clone(),
-        connections,
-    ));
+    let front = Arc::new(HttpFront::new(Arc::clone(&gateway), connections));
     let tasks = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(gateway.config().max_client_connections));
+    let registry = IdleRegistry::new();
     let mut at_limit_logged = false;
     loop {
-        let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if !at_limit_logged {
-                    tracing::warn!(
-                        limit = gateway.config().max_client_connections,
-                        "max_client_connections reached: new connections wait in the backlog"
-                    );
-                    at_limit_logged = true;
-                }
-                tokio::select! {
-                    slot = Arc::clone(&slots).acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        Err(_closed) => break,
-                    },
-                    _ = shutdown.cancelled() => break,
-                }
+        let mut slot = Arc::clone(&slots).try_acquire_owned().ok();
+        if slot.is_none() {
+            if !at_limit_logged {
+                tracing::warn!(
+                    limit = gateway.config().max_client_connections,
+                    "max_client_connections reached: idle connections make room for new ones"
+                );
+                at_limit_logged = true;
             }
-        };
+            // A free slot, or an idle connection that can make room for a newcomer.
+            tokio::select! {
+                acquired = Arc::clone(&slots).acquire_owned() => match acquired {
+                    Ok(acquired) => slot = Some(acquired),
+                    Err(_closed) => break,
+                },
+                () = registry.wait_for_idle() => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of file descriptors or similar: wait for a connection to close (or
-                    // a second) instead of spinning and logging every few milliseconds.
+                    // Out of file descriptors or similar: free one if a connection is idle,
+                    // and wait for a connection to close (or a second) instead of spinning and
+                    // logging every few milliseconds.
                     tracing::error!("accept failed: {error}; pausing accept until a connection closes");
                     drop(slot);
+                    registry.evict_longest_idle();
                     let wait_for_close = async {
                         let available = slots.available_permits();
                         while slots.available_permits() <= available {
@@ -131,15 +134,39 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        at_limit_logged = false;
+        let slot = match slot {
+            Some(slot) => slot,
+            None => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    // The longest-idle connection closes at once and leaves its slot to the
+                    // newcomer; if it took a request meanwhile, the newcomer waits for the
+                    // next slot.
+                    registry.evict_longest_idle();
+                    tokio::select! {
+                        acquired = Arc::clone(&slots).acquire_owned() => match acquired {
+                            Ok(acquired) => acquired,
+                            Err(_closed) => break,
+                        },
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            },
+        };
+        if slots.available_permits() > 0 {
+            at_limit_logged = false;
+        }
         let Ok(local_addr) = stream.local_addr() else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo::new(remote_addr, local_addr, false);
+        // Idle until its first request arrives: connections that never send one are what an
+        // idle-connection flood is made of.
+        let registration = registry.register(shutdown.child_token(), true);
         let front = Arc::clone(&front);
         tasks.spawn(async move {
-            front.serve(stream, info).await;
+            front.serve(stream, info, registration).await;
             drop(slot);
         });
     }

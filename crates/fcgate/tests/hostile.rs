@@ -466,28 +466,78 @@ async fn idle_http2_connections_are_closed() {
 }
 
 #[tokio::test]
-async fn beyond_max_client_connections_newcomers_wait_in_the_backlog() {
+async fn at_max_client_connections_idle_ones_make_room_and_busy_ones_do_not() {
     let backend = backend().await;
     let gateway = start_gateway("max_client_connections = 2", &backend.address(), "").await;
     let mut first = HttpClient::http1(gateway.local_addr).await;
     let mut second = HttpClient::http1(gateway.local_addr).await;
     assert_eq!(first.get("/app").await.unwrap().status, 200);
     assert_eq!(second.get("/app").await.unwrap().status, 200);
-    let third = tokio::spawn({
-        let addr = gateway.local_addr;
-        async move { HttpClient::http1(addr).await.get("/app").await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third connection was served");
-    assert_eq!(gateway.connections.open(), 2);
-    drop(first);
-    let third = tokio::time::timeout(Duration::from_secs(5), third)
+    // Both idle: a third is served at once, in the place of the longest-idle one.
+    let mut third = HttpClient::http1(gateway.local_addr).await;
+    let answered = tokio::time::timeout(Duration::from_secs(2), third.get("/app"))
         .await
-        .expect("served once a connection closed")
-        .unwrap()
-        .unwrap();
-    assert_eq!(third.status, 200);
-    assert_eq!(second.get("/app").await.unwrap().status, 200);
+        .expect("an idle connection made room");
+    assert_eq!(answered.unwrap().status, 200);
+    assert_eq!(gateway.connections.open(), 2);
+    // Both busy: a newcomer waits in the backlog until one of them is done.
+    let slow = |mut client: HttpClient| {
+        tokio::spawn(async move {
+            client
+                .get("/app?sleep_ms=700")
+                .await
+                .unwrap()
+                .status
+                .as_u16()
+        })
+    };
+    let (busy_one, busy_two) = (slow(second), slow(third));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let waiting = first.get("/app").await.unwrap();
+    assert_eq!(waiting.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "served while both connections were busy, after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (busy_one.await.unwrap(), busy_two.await.unwrap()),
+        (200, 200)
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_http2_connections_does_not_keep_clients_out() {
+    use tokio::io::AsyncWriteExt;
+    let backend = backend().await;
+    let gateway = start_gateway("max_client_connections = 20", &backend.address(), "").await;
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        let mut idle = tokio::net::TcpStream::connect(gateway.local_addr)
+            .await
+            .unwrap();
+        idle.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
+        flood.push(idle);
+    }
+    support::wait_until("the gateway holds its limit", || {
+        gateway.connections.open() == 20
+    })
+    .await;
+    for round in 0..5 {
+        let started = Instant::now();
+        let mut client = HttpClient::http1(gateway.local_addr).await;
+        let response = client.get("/app").await.unwrap();
+        assert_eq!(response.status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "round {round}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(gateway.connections.open() <= 20);
+    drop(flood);
     gateway.stop().await;
 }
 

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod idle;
 pub mod net;
 pub mod protocol;
 pub mod server;

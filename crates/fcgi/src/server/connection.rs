@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use super::budget::RequestBudget;
 use super::config::ServerConfig;
 use super::error::ServerError;
-use super::idle::Registration;
 use super::reader::RecordReader;
 use super::request::{Handler, Request};
 use super::response::{Outgoing, ResponseWriter, Slot};
 use super::state::{Action, ConnectionState};
+use crate::idle::Registration;
 use crate::net::{Stream, WriteHalf};
 use crate::protocol::RecordEncoder;
 
@@ -75,7 +75,7 @@ pub async fn serve_connection_within<H: Handler>(
 
 /// [`serve_connection_within`] that also stops taking requests when `shutdown` fires, closing
 /// the connection once its active requests have ended, and reports to `registration` whether
-/// it is idle, closing when asked to while it is (`idle.rs`).
+/// it is idle, closing when asked to while it is ([`crate::idle`]).
 pub(crate) async fn drive_connection<H: Handler>(
     stream: Stream,
     handler: Arc<H>,
@@ -132,10 +132,10 @@ impl<H: Handler> Driver<H> {
         let evict = registration
             .as_ref()
             .map_or_else(CancellationToken::new, |registration| {
-                registration.evict.clone()
+                registration.evict_token().clone()
             });
         let mut eviction_seen = false;
-        // Registered as busy until its first request ends (`idle.rs`).
+        // Registered as busy until its first request ends ([`crate::idle`]).
         let mut was_idle = false;
         loop {
             tokio::select! {

@@ -11,7 +11,6 @@ mod budget;
 mod config;
 mod connection;
 mod error;
-mod idle;
 mod reader;
 mod request;
 mod response;
@@ -32,6 +31,7 @@ pub use error::ServerError;
 pub use request::{Handler, HandlerOutcome, Request};
 pub use response::ResponseWriter;
 
+use crate::idle::IdleRegistry;
 use crate::net::Listener;
 
 /// Pause after an accept error that is not about one connection (out of file descriptors,
@@ -40,7 +40,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accept loop; stops accepting when `shutdown` fires, then waits (bounded by the caller) for
 /// connections. At most `max_conns` connections are served at once. At the limit, a newcomer
-/// takes the place of the longest-idle connection, which is closed (`idle.rs`): idle pooled
+/// takes the place of the longest-idle connection, which is closed ([`crate::idle`]): idle pooled
 /// connections of one client must not leave another waiting in the listen backlog. Only when
 /// every connection is busy do newcomers wait in the backlog, as with a busy php-fpm pool. At most `max_reqs` requests are in progress
 /// over all connections, `max_reqs_per_conn` on one; beyond either a request is refused with
@@ -55,7 +55,7 @@ pub async fn serve<H: Handler>(
     let connection_slots = Arc::new(Semaphore::new(config.max_conns.max(1) as usize));
     let budget = Arc::new(RequestBudget::new(config.max_reqs as usize));
     let config = Arc::new(config);
-    let registry = Arc::new(idle::IdleRegistry::default());
+    let registry = IdleRegistry::new();
     let mut connections = JoinSet::new();
     let closed = |_| io::Error::other("connection semaphore closed");
     loop {
@@ -99,7 +99,8 @@ pub async fn serve<H: Handler>(
                 let config = Arc::clone(&config);
                 let budget = Arc::clone(&budget);
                 let shutdown = shutdown.clone();
-                let registration = registry.register();
+                // Busy until its first request ends (`crate::idle`).
+                let registration = registry.register(CancellationToken::new(), false);
                 connections.spawn(async move {
                     let _permit = permit;
                     let served = connection::drive_connection(
