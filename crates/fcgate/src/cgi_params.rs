@@ -301,7 +301,8 @@ fn header_params(
             continue;
         };
         let param_name = cgi_header_name(name, &mut short_name, &mut long_name);
-        if name == CONTENT_LENGTH {
+        // With underscores allowed, `Content_Length` is the same param: always the real count.
+        if same_cgi_name(name, &CONTENT_LENGTH) {
             emit(param_name, body_length);
             continue;
         }

@@ -22,8 +22,10 @@ fn collected_header_params(parts: &Parts, underscores_in_headers: bool) -> Vec<(
         }
         let mut param_name = b"HTTP_".to_vec();
         param_name.extend(name.as_str().bytes().map(cgi_name_byte));
-        if name == CONTENT_LENGTH {
-            params.push((param_name, b"0".to_vec()));
+        if same_cgi_name(name, &CONTENT_LENGTH) {
+            if !params.iter().any(|(existing, _)| *existing == param_name) {
+                params.push((param_name, b"0".to_vec()));
+            }
             continue;
         }
         let separator: &[u8] = if name == COOKIE { b"; " } else { b", " };
@@ -62,6 +64,7 @@ fn header() -> impl Strategy<Value = (String, String)> {
         "transfer-encoding",
         "a-b_c",
         "a_b-c",
+        "content_length",
     ]);
     (name, "[a-z ;,=]{0,6}").prop_map(|(name, value)| (name.to_owned(), value))
 }

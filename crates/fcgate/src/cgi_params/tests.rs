@@ -373,6 +373,15 @@ fn underscore_headers_are_dropped_unless_allowed() {
     site.underscores_in_headers = true;
     let params = Params::of(request(), &connection(), &php_target(), 0, &site);
     assert_eq!(params.get("HTTP_X_USER"), Some("forged, real"));
+
+    // Content_Length before Content-Length: still the real byte count (found by fuzzing).
+    let forged_length = Request::post("/")
+        .header("content_length", "99")
+        .header("content-length", "0")
+        .body(())
+        .unwrap();
+    let params = Params::of(forged_length, &connection(), &php_target(), 0, &site);
+    assert_eq!(params.get("HTTP_CONTENT_LENGTH"), Some("0"));
 }
 
 #[test]
