@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, content)) = data.split_first() else { return };
+    let Some((&split, content)) = data.split_first() else {
+        return;
+    };
     let mut decoder = fcgi::protocol::NameValueDecoder::new(64 * 1024);
     let cut = (split as usize).min(content.len());
     for piece in [&content[..cut], &content[cut..]] {
