@@ -5,12 +5,11 @@
 //! `response_buffer_size`, then appended to a nameless temp file, so a slow client holds
 //! neither a backend connection (and the app worker behind it) nor unbounded memory.
 //! If the client goes away first, the pump stops and drops the stream, which aborts the request
-//! (FCGI_ABORT_REQUEST, then close or drain per `abort_drain_timeout`); the reader's drop wakes
-//! the pump, so a silent backend does not keep the request until its next record. The same
-//! happens when
-//! the client falls `max_response_buffer` bytes behind: the pump never waits for the client (on a
-//! multiplexed connection that would stall every other request), so this bound is what keeps a
-//! client that stopped reading from filling the disk; the client's body ends in an error.
+//! (FCGI_ABORT_REQUEST, then the drain per `abort_drain_timeout`); the reader's drop wakes the
+//! pump, so a silent backend does not keep the request until its next record. The same happens
+//! when the client falls `max_response_buffer` bytes behind: the pump never waits for the client
+//! (on a multiplexed connection that would stall every other request), so this bound is what
+//! keeps a client that stopped reading from filling the disk; the client's body ends in an error.
 //!
 //! When the app declared a `Content-Length`, the reader hands out exactly that many bytes
 //! (`response_framing.rs`): more are dropped, fewer end the body in an error. A client that has
