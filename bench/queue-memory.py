@@ -26,6 +26,8 @@ import sys
 import time
 
 REQUEST = b"GET /queued HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: queue-memory\r\n\r\n"
+# The HTTP/2 client preface and an empty SETTINGS frame: an idle h2 connection.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 CONNECT_CONCURRENCY = 200  # stays under fcgate's listen backlog: no SYN retransmit stalls
 CONNECT_TIMEOUT_S = 10.0
 OPEN_PHASE_TIMEOUT_S = 180.0
@@ -139,8 +141,13 @@ class Gateway:
             backend = [sys.executable, os.path.abspath(__file__), "backend", self.socket_path]
         self.backend = subprocess.Popen(backend, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         wait_until(lambda: os.path.exists(self.socket_path), 10, "the backend's socket")
+        # The connection cap (half of ulimit -n by default) must not close what is measured.
+        config_path = os.path.join(self.args.work, "fcgate.toml")
+        with open(config_path, "w") as config:
+            config.write("max_client_connections = 1000000\n")
         command = [
             self.args.fcgate,
+            "--config", config_path,
             "--listen", f"127.0.0.1:{self.port}",
             "--upstream", f"unix:{self.socket_path}",
             "--max-conns", "1",
@@ -178,7 +185,8 @@ class Gateway:
 
 class Clients:
     """N client connections to fcgate. send: "" connects only, "queue" writes one GET and
-    waits, "keepalive" writes one GET, reads the whole answer and keeps the connection open."""
+    waits, "keepalive" writes one GET, reads the whole answer and keeps the connection open,
+    "h2" writes the HTTP/2 preface and an empty SETTINGS frame and stays idle."""
 
     def __init__(self, port, count, send):
         self.port = port
@@ -198,7 +206,10 @@ class Clients:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", self.port), CONNECT_TIMEOUT_S
                 )
-                if self.send:
+                if self.send == "h2":
+                    writer.write(H2_PREFACE)
+                    await asyncio.wait_for(writer.drain(), CONNECT_TIMEOUT_S)
+                elif self.send:
                     writer.write(REQUEST)
                     await asyncio.wait_for(writer.drain(), CONNECT_TIMEOUT_S)
                 if self.send == "keepalive":
@@ -233,6 +244,9 @@ class Clients:
     async def watch(self, reader):
         try:
             data = await reader.read(1)
+            # An h2 server speaks first (its SETTINGS): only the end of the stream counts.
+            while data and self.send == "h2":
+                data = await reader.read(4096)
         except (ConnectionError, OSError):
             data = b""
         if data:
@@ -254,7 +268,7 @@ async def measure_under_load(gateway, count, send):
         await asyncio.wait_for(clients.open_all(), OPEN_PHASE_TIMEOUT_S)
         # All connected and written; give fcgate a second to read and queue the requests (or,
         # for keep-alive connections, to park them), then wait (bounded) for its RSS to settle.
-        await asyncio.sleep(PARK_SETTLE_S if send == "keepalive" else 1.0)
+        await asyncio.sleep(PARK_SETTLE_S if send in ("keepalive", "h2") else 1.0)
         loaded = await asyncio.get_running_loop().run_in_executor(None, settled_rss_kib, gateway.fcgate.pid)
         await asyncio.sleep(0)  # let watchers that already have data record it
         return loaded, clients
@@ -262,7 +276,12 @@ async def measure_under_load(gateway, count, send):
         await clients.close_all()
 
 
-KINDS = {"": "idle connections", "queue": "queued requests", "keepalive": "keep-alive connections"}
+KINDS = {
+    "": "idle connections",
+    "queue": "queued requests",
+    "keepalive": "keep-alive connections",
+    "h2": "idle HTTP/2 connections",
+}
 
 
 def measure_once(args, count, send):
@@ -318,9 +337,9 @@ def run_measure(args):
     counts = [int(value) for value in args.counts.split(",") if value]
     rows = []
     kinds = [kind for kind in args.kinds.split(",") if kind]
-    unknown = set(kinds) - {"idle", "queue", "keepalive"}
+    unknown = set(kinds) - {"idle", "queue", "keepalive", "h2"}
     if unknown:
-        raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from idle, queue, keepalive")
+        raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from idle, queue, keepalive, h2")
     for count in counts:
         for send in (send for send in KINDS if (send or "idle") in kinds):
             rows.append(measure_once(args, count, send))
@@ -336,7 +355,7 @@ def main():
     measure.add_argument("--fcgate", required=True)
     measure.add_argument("--work", required=True)
     measure.add_argument("--counts", default="1000,10000")
-    measure.add_argument("--kinds", default="idle,queue,keepalive")
+    measure.add_argument("--kinds", default="idle,queue,keepalive,h2")
     args = parser.parse_args()
     # SIGTERM from the calling script's trap: unwind so the Gateway context ends its children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -7,13 +7,14 @@
 # request occupies the only backend connection and every later one waits in fcgate's queue.
 # For each N: a fresh fcgate with N idle client connections (connected, nothing sent), then a
 # fresh fcgate with N connections that each sent one GET, then a fresh fcgate in front of the demo
-# app with N keep-alive connections that each got one answer and stay open. Reported: fcgate's VmRSS before and
+# app with N keep-alive connections that each got one answer and stay open, then a fresh fcgate
+# with N idle HTTP/2 connections (preface and SETTINGS sent, nothing else). Reported: fcgate's VmRSS before and
 # under load, and (RSS_loaded - RSS_before) / N as bytes per idle connection / queued request.
 # Kernel socket buffers are not in a process's RSS and are not counted.
 #
 # Prints a markdown table and writes it to bench/results/<date>-queue-memory.md.
 #
-#   bench/queue-memory.sh [--counts 1000,10000] [--kinds idle,queue,keepalive] [--no-build]
+#   bench/queue-memory.sh [--counts 1000,10000] [--kinds idle,queue,keepalive,h2] [--no-build]
 #
 # Environment: LOAD_MAX (1.5) and LOAD_WAIT (300 s): wait, bounded, for the 1-minute load
 # average to drop below LOAD_MAX before measuring.
@@ -22,7 +23,7 @@ set -euo pipefail
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
 counts=1000,10000
-kinds=idle,queue,keepalive
+kinds=idle,queue,keepalive,h2
 build=1
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-300}
