@@ -401,6 +401,7 @@ impl Gateway {
         let limits = SpoolLimits {
             memory: memory_limit,
             total: self.config.limits.max_response_buffer,
+            send_timeout: self.config.limits.send_timeout,
         };
         let body = spool_response(chunks, events, limits, framing, request_id);
         Ok(build_response(head, body))

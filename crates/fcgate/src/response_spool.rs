@@ -11,6 +11,12 @@
 //! (on a multiplexed connection that would stall every other request), so this bound is what
 //! keeps a client that stopped reading from filling the disk; the client's body ends in an error.
 //!
+//! After END_REQUEST the pump stays as a watchdog while the client still has bytes to read: a
+//! client that takes nothing for `send_timeout` loses the rest of its response, and its memory
+//! and temp file are freed. On HTTP/1.1 the socket's own `send_timeout` comes first; this one
+//! is for an HTTP/2 stream whose client keeps the connection busy but never opens the stream's
+//! flow-control window, so hyper never asks for its body.
+//!
 //! When the app declared a `Content-Length`, the reader hands out exactly that many bytes
 //! (`response_framing.rs`): more are dropped, fewer end the body in an error. A client that has
 //! been given every declared byte has *not* gone away when hyper drops the body (it does so as
@@ -45,6 +51,9 @@ struct SpoolState {
     /// `Some(Ok)` after END_REQUEST, `Some(Err)` when the backend failed mid-response.
     end: Option<Result<(), String>>,
     reader: ReaderState,
+    /// Since when bytes have waited for the client without it taking any; `None` while the
+    /// client has read everything written so far.
+    stalled_since: Option<tokio::time::Instant>,
 }
 
 /// Where the client's side of the spool is.
@@ -67,6 +76,8 @@ pub struct SpoolLimits {
     /// Unread bytes, memory and file together, before the request is aborted
     /// (`max_response_buffer`).
     pub total: u64,
+    /// How long bytes may wait without the client taking any (`send_timeout`).
+    pub send_timeout: std::time::Duration,
 }
 
 struct Spool {
@@ -90,6 +101,9 @@ impl Spool {
     async fn push(&self, data: Bytes) -> std::io::Result<()> {
         let (file, offset) = {
             let mut state = self.lock();
+            if state.memory_bytes == 0 && state.file_length == state.file_read {
+                state.stalled_since = Some(tokio::time::Instant::now());
+            }
             if state.file.is_none() && state.memory_bytes + data.len() <= self.limits.memory {
                 state.memory_bytes += data.len();
                 state.memory.push_back(data);
@@ -135,6 +149,27 @@ impl Spool {
             spool.file_read = 0;
         }
         self.reader_done.notify_one();
+    }
+
+    /// The client took `bytes`; the clock of `send_timeout` starts again if more wait.
+    fn taken(state: &mut SpoolState) {
+        let more_waiting = state.memory_bytes > 0 || state.file_length > state.file_read;
+        state.stalled_since = more_waiting.then(tokio::time::Instant::now);
+    }
+
+    /// Drops what the client did not take in time; its body ends in an error.
+    fn give_up_on_reader(&self, why: &str) {
+        {
+            let mut state = self.lock();
+            state.end = Some(Err(why.to_owned()));
+            state.memory.clear();
+            state.memory_bytes = 0;
+            state.file = None;
+            state.file_length = 0;
+            state.file_read = 0;
+            state.stalled_since = None;
+        }
+        self.changed.notify_one();
     }
 
     /// Bytes written for the client and not read by it yet.
@@ -190,6 +225,7 @@ impl SpoolReader {
                 let mut state = self.spool.lock();
                 if let Some(chunk) = state.memory.pop_front() {
                     state.memory_bytes -= chunk.len();
+                    Spool::taken(&mut state);
                     return Some(Ok(chunk));
                 }
                 match &state.file {
@@ -220,7 +256,10 @@ impl SpoolReader {
                         Err(join_error) => return Some(Err(std::io::Error::other(join_error))),
                     };
                     self.file_offset += length;
-                    self.spool.lock().file_read = self.file_offset;
+                    let mut state = self.spool.lock();
+                    state.file_read = self.file_offset;
+                    Spool::taken(&mut state);
+                    drop(state);
                     return Some(Ok(Bytes::from(chunk)));
                 }
                 None => self.spool.changed.notified().await,
@@ -262,6 +301,7 @@ pub fn spool_response(
     } else {
         SpoolState {
             memory_bytes: already_read.iter().map(Bytes::len).sum(),
+            stalled_since: (!already_read.is_empty()).then(tokio::time::Instant::now),
             memory: already_read.into(),
             ..SpoolState::default()
         }
@@ -333,6 +373,8 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64, 
             Ok(ResponseEvent::End(_)) => {
                 log_length_mismatch(request_id, BodyFit::of(spool.declared, received));
                 spool.finish(Ok(()));
+                drop(events);
+                watch_reader(&spool, request_id).await;
                 return;
             }
             Err(error) => {
@@ -343,6 +385,38 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64, 
                 spool.finish(Err(error.to_string()));
                 return;
             }
+        }
+    }
+}
+
+/// Watches a finished response until its client has taken it all or gone: bytes that wait
+/// `send_timeout` without the client taking any are dropped (module doc).
+async fn watch_reader(spool: &Spool, request_id: u64) {
+    let timeout = spool.limits.send_timeout;
+    loop {
+        let stalled_since = {
+            let state = spool.lock();
+            if state.reader != ReaderState::Reading {
+                return;
+            }
+            state.stalled_since
+        };
+        let Some(since) = stalled_since else {
+            // Everything written was taken; the reader sees the end by itself.
+            return;
+        };
+        if since.elapsed() >= timeout {
+            tracing::warn!(
+                request = request_id,
+                "the client took nothing of its response for {timeout:?} (send_timeout); \
+                 dropping the rest"
+            );
+            spool.give_up_on_reader("the client stopped reading (send_timeout)");
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(since + timeout) => {}
+            () = spool.reader_done.notified() => {}
         }
     }
 }

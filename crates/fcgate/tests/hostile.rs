@@ -612,3 +612,36 @@ async fn request_bodies_held_at_once_are_bounded() {
     assert_eq!(client.send(post(40 << 10)).await.unwrap().status, 200);
     gateway.stop().await;
 }
+
+/// An HTTP/2 client that keeps its connection but never reads one stream: the server cannot
+/// send (flow control), so no write stalls on the socket; the spooled rest of that response is
+/// dropped after send_timeout instead of being held as long as the connection lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_http2_stream_loses_its_spooled_response_after_send_timeout() {
+    use http_body_util::BodyExt;
+    let backend = backend().await;
+    let gateway = start_gateway("send_timeout = \"500ms\"", &backend.address(), "").await;
+    let stream = tokio::net::TcpStream::connect(gateway.local_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/app?size=20000000", gateway.local_addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Not a byte read for twice send_timeout: the flow-control windows fill and stay full.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read = response.into_body().collect().await;
+    assert!(
+        read.is_err(),
+        "the 20 MB response was still held for the client"
+    );
+    gateway.stop().await;
+}

@@ -535,3 +535,13 @@ fn multiplexing_settings_reach_the_pool() {
     assert_eq!(flags.upstream.pool.multiplex, Multiplexing::Force);
     assert_eq!(flags.upstream.pool.max_reqs_per_conn, 3);
 }
+
+#[test]
+fn a_param_longer_than_a_fastcgi_record_is_refused() {
+    let text = format!(
+        "listen = \"127.0.0.1:1\"\n[params]\nBIG = \"{}\"\n",
+        "v".repeat(65_530)
+    );
+    let error = parse_file_text(&text).unwrap().validate().unwrap_err();
+    assert!(error.to_string().contains("params.BIG"), "{error}");
+}

@@ -205,14 +205,21 @@ fn validate_params(
                 && name
                     .bytes()
                     .all(|byte| byte.is_ascii_graphic() && byte != b'=');
-            if acceptable {
-                Ok((name, value))
-            } else {
-                Err(ConfigError::invalid(
+            if !acceptable {
+                return Err(ConfigError::invalid(
                     format!("params.{name}"),
                     "a param name must be printable ASCII without spaces or '='",
-                ))
+                ));
             }
+            // php-fpm cannot parse a pair split across PARAMS records (65,535 bytes each, with
+            // up to 8 bytes of lengths).
+            if name.len() + value.len() + 8 > usize::from(u16::MAX) {
+                return Err(ConfigError::invalid(
+                    format!("params.{name}"),
+                    "name and value must fit in one FastCGI record (65,527 bytes together)",
+                ));
+            }
+            Ok((name, value))
         })
         .collect()
 }
