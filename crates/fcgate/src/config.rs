@@ -199,20 +199,22 @@ impl UpstreamConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    // The cause is part of the message and deliberately not a `source()`: printed as a chain
+    // (`{:#}`), it would appear twice ("No such file or directory (os error 2): No such file…").
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TOML syntax, a wrong type or an unknown key; toml's text names the key and line.
-    #[error("{}{source}", in_file(path.as_deref()))]
+    #[error("{}{error}{}", in_file(path.as_deref()), did_you_mean(error))]
     Parse {
         /// The file, when the text came from one.
         path: Option<PathBuf>,
         /// toml's error, with line, column and the offending line.
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     /// A value has the right type but is not acceptable.
     #[error("{key}: {message}")]
@@ -222,6 +224,48 @@ pub enum ConfigError {
         /// What is wrong and what would be right.
         message: String,
     },
+}
+
+/// For an unknown key, the valid one it most likely misspells: serde's message lists them all
+/// ("unknown field `max_conn`, expected one of `servers`, `max_conns`, …") but leaves the
+/// reader to find the right one.
+fn did_you_mean(error: &toml::de::Error) -> String {
+    let message = error.message();
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return String::new();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return String::new();
+    };
+    let closest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(unknown, candidate), candidate))
+        .min();
+    match closest {
+        Some((distance, candidate)) if distance <= unknown.len().div_ceil(3).max(2) => {
+            format!("did you mean `{candidate}`?\n")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Levenshtein distance over bytes: config keys are ASCII.
+fn edit_distance(one: &str, other: &str) -> usize {
+    let other = other.as_bytes();
+    let mut previous: Vec<usize> = (0..=other.len()).collect();
+    for (row, &byte) in one.as_bytes().iter().enumerate() {
+        let mut current = vec![row + 1];
+        for (column, &other_byte) in other.iter().enumerate() {
+            let substitution = previous[column] + usize::from(byte != other_byte);
+            let deletion = previous[column + 1] + 1;
+            let insertion = current[column] + 1;
+            current.push(substitution.min(deletion).min(insertion));
+        }
+        previous = current;
+    }
+    previous[other.len()]
 }
 
 fn in_file(path: Option<&Path>) -> String {
@@ -269,14 +313,14 @@ pub fn check(cli: &Cli) -> Result<Config, ConfigError> {
 }
 
 fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
-    parse_file_text(&text).map_err(|error| match error {
-        ConfigError::Parse { source, .. } => ConfigError::Parse {
+    parse_file_text(&text).map_err(|parse_error| match parse_error {
+        ConfigError::Parse { error, .. } => ConfigError::Parse {
             path: Some(path.to_owned()),
-            source,
+            error,
         },
         other => other,
     })

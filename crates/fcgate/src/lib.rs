@@ -57,7 +57,10 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     // Held until the end: dropping it removes the demo app's socket directory.
     let mut demo_socket_dir = None;
     if config.upstream.servers.is_empty() {
-        if cli.config.is_some() {
+        // The demo app is for `fcgate` with no arguments at all: a site (--root) or a config
+        // file without a server is a mistake, not a request for the demo (PHP would reach the
+        // demo app and get its hello page).
+        if cli.config.is_some() || cli.settings.root.is_some() {
             config.require_servers()?;
         }
         let dir = tempfile::tempdir().context("creating the demo app's socket directory")?;

@@ -106,3 +106,55 @@ fn with_no_upstream_it_serves_the_demo_app_and_exits_zero_on_sigterm() {
     child.kill().unwrap();
     panic!("fcgate did not exit within 5 s of SIGTERM");
 }
+
+#[test]
+fn errors_are_printed_once_with_a_suggestion_for_a_misspelt_key() {
+    let missing = fcgate()
+        .args(["check", "--config", "/nonexistent/fcgate.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    let misspelt = check("[upstream]\nservers = [\"unix:/x.sock\"]\nmax_conn = 4\n");
+    let stderr = String::from_utf8_lossy(&misspelt.stderr);
+    assert_eq!(stderr.matches("unknown field").count(), 1, "{stderr}");
+    assert!(stderr.contains("did you mean `max_conns`?"), "{stderr}");
+}
+
+#[test]
+fn a_site_without_an_upstream_is_refused_instead_of_served_by_the_demo_app() {
+    let root = tempfile::tempdir().unwrap();
+    let output = fcgate()
+        .args(["--listen", "127.0.0.1:0", "--root"])
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started: {stderr}");
+    assert!(stderr.contains("upstream.servers"), "{stderr}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_not_at_a_terminal() {
+    let mut child = fcgate()
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first_line.contains("INFO"), "{first_line:?}");
+    assert!(!first_line.contains('\u{1b}'), "{first_line:?}");
+}

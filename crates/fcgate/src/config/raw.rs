@@ -131,7 +131,7 @@ pub struct RawUpstream {
 /// Parses the text of a config file. Syntax errors, wrong types and unknown keys come back as
 /// [`ConfigError::Parse`] carrying toml's message (line, column, the offending line).
 pub fn parse_file_text(text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })
+    toml::from_str(text).map_err(|error| ConfigError::Parse { path: None, error })
 }
 
 impl RawConfig {

@@ -545,3 +545,20 @@ fn a_param_longer_than_a_fastcgi_record_is_refused() {
     let error = parse_file_text(&text).unwrap().validate().unwrap_err();
     assert!(error.to_string().contains("params.BIG"), "{error}");
 }
+
+#[test]
+fn a_misspelt_key_gets_a_suggestion() {
+    let error = parse_file_text("[upstream]\nmax_conn = 4\n").unwrap_err();
+    assert!(
+        error.to_string().contains("did you mean `max_conns`?"),
+        "{error}"
+    );
+    let error = parse_file_text("listn = \"127.0.0.1:1\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("did you mean `listen`?"),
+        "{error}"
+    );
+    // Nothing close: no guess.
+    let error = parse_file_text("zzzzzzzzzzzz = 1\n").unwrap_err();
+    assert!(!error.to_string().contains("did you mean"), "{error}");
+}
