@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fcgi::idle::IdleRegistry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,9 +54,27 @@ impl RunningGateway {
     }
 }
 
+/// The listen backlog: connections the kernel completes before fcgate accepts them. mio's
+/// default of 128 overflowed when 200 clients connected at once, and every client over it had
+/// its SYN retransmitted a second later (a 1 s stall, measured in tests/interop.rs). nginx uses
+/// 511; the kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `address` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, so a restart does not wait out
+/// TIME_WAIT).
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `config.listen` and starts serving in a background task.
 pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
-    let listener = TcpListener::bind(config.listen).await?;
+    let listener = bind(config.listen)?;
     let local_addr = listener.local_addr()?;
     let gateway = Gateway::new(config);
     let shutdown = CancellationToken::new();
@@ -179,5 +197,39 @@ pub async fn serve(
     }
     for pool in gateway.upstream().pools() {
         pool.close_idle();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Fills the accept queue without accepting: with mio's backlog of 128, the kernel drops
+    /// the 130th SYN and that connect does not complete.
+    #[tokio::test]
+    async fn the_listen_backlog_holds_more_than_mios_128() {
+        // The kernel caps every backlog at somaxconn (4096 since Linux 5.4, 128 before).
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
+        if somaxconn < 300 {
+            eprintln!("net.core.somaxconn is {somaxconn}: no larger backlog to show here");
+            return;
+        }
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..300 {
+            let connect = tokio::net::TcpStream::connect(address);
+            // A connection beyond the backlog would not complete (its SYN is dropped).
+            let stream = tokio::time::timeout(std::time::Duration::from_millis(500), connect)
+                .await
+                .expect("completed by the kernel without being accepted")
+                .unwrap();
+            waiting.push(stream);
+        }
+        assert_eq!(waiting.len(), 300);
     }
 }
