@@ -1,0 +1,893 @@
+//! Interop: fcgate in front of FastCGI apps it did not write, each a few lines under
+//! `tests/interop/` on a library installed from Debian or PyPI — Perl's FCGI (the C libfcgi),
+//! fcgiwrap running a CGI script, Python's flup (plain and multiplexed), php-cgi, and Go's
+//! net/http/fcgi (plain and multiplexed). Every app answers the same requests: `op=echo` echoes
+//! a word from the query, `op=hash` answers the length and MD5 of the body, `op=big` sends
+//! `lines` numbered 16-byte lines, anything else is a 418 with an `X-Interop` header. For each
+//! app: a GET with a query, a 1 MiB POST, a 5 MiB response, the status and header, 200
+//! concurrent requests each answered with its own body, and the backend connections opened
+//! (counted by a relay between fcgate and the app).
+//!
+//! Seen with every app: all 204 requests on at most `max_conns` backend connections (plus the
+//! FCGI_GET_VALUES one where multiplexing is asked for). The whole file takes about 15 s on 2
+//! cores; Go's app is built at test time (`go build`, standard library only, about 1 s).
+//!
+//! A missing interpreter or package is a loud skip on a developer machine and a failure with
+//! CI=true (scripts/test and .ci/run install them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fcgate::server::RunningGateway;
+use fcgi::net::Address;
+use fcgi_testkit::http::{run_load, HttpClient, Response};
+use fcgi_testkit::php::PhpCgi;
+use fcgi_testkit::relay::CountingRelay;
+use fcgi_testkit::Listen;
+use http::Request;
+use http_body_util::Full;
+use support::{pool_stats, start_gateway, wait_until};
+use tempfile::TempDir;
+
+/// The 5 MiB response: `op=big&lines=BIG_LINES`, each line `%015d\n`.
+const BIG_LINES: usize = 5 * 1024 * 1024 / 16;
+const UPLOAD_BYTES: usize = 1 << 20;
+const CONCURRENT: u64 = 200;
+/// The requests of [`exercise`] before the concurrent ones: echo, POST, big, status.
+const SINGLE_REQUESTS: u64 = 4;
+const REQUESTS: u64 = SINGLE_REQUESTS + CONCURRENT;
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+// ---- the apps ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perl_fcgi_on_libfcgi() {
+    if !perl_module_present("FCGI", "libfcgi-perl") {
+        return;
+    }
+    // Two processes accepting on one socket, each serving one connection at a time.
+    let app = ForeignApp::start("perl-fcgi", Listen::Unix, |address, _| {
+        let mut command = Command::new("perl");
+        command
+            .arg(interop_file("perl_fcgi.pl"))
+            .arg(perl_listen(address))
+            .arg("2");
+        command
+    })
+    .await;
+    let site = Site::start("perl-fcgi", "/", Backend::Foreign(app), "", KEEP_ALIVE_2).await;
+    site.exercise().await;
+    site.assert_pooled_connections_held(2, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcgiwrap_running_a_cgi_script() {
+    let Some(fcgiwrap) = find_executable("fcgiwrap") else {
+        report_missing("fcgiwrap", "apt-get install -y fcgiwrap");
+        return;
+    };
+    if !perl_module_present("Digest::MD5", "perl") {
+        return;
+    }
+    // fcgiwrap forks the script for each request but keeps the FastCGI connection it came on
+    // (libfcgi honours FCGI_KEEP_CONN), so its two processes hold two pooled connections like
+    // any other process-per-connection backend.
+    let mut script = PathBuf::new();
+    let app = ForeignApp::start("fcgiwrap", Listen::Unix, |address, directory| {
+        // fcgiwrap runs SCRIPT_FILENAME only when it is executable: copy it with the mode set.
+        script = directory.join("interop.cgi");
+        std::fs::copy(interop_file("cgi.pl"), &script).unwrap();
+        set_executable(&script);
+        let mut command = Command::new(&fcgiwrap);
+        command.args(["-c", "2", "-s"]).arg(address.to_string());
+        command
+    })
+    .await;
+    // App mode sends SCRIPT_FILENAME empty; fcgiwrap needs it, so it is a fixed param.
+    let settings = format!(
+        "[params]\nSCRIPT_FILENAME = {:?}",
+        script.display().to_string()
+    );
+    let site = Site::start(
+        "fcgiwrap",
+        "/",
+        Backend::Foreign(app),
+        &settings,
+        KEEP_ALIVE_2,
+    )
+    .await;
+    site.exercise().await;
+    site.assert_pooled_connections_held(2, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_flup_wsgi_server() {
+    if !flup_present() {
+        return;
+    }
+    let app = ForeignApp::start("flup", Listen::Unix, |address, _| {
+        flup_command(address, false)
+    })
+    .await;
+    let site = Site::start("flup", "/", Backend::Foreign(app), "", KEEP_ALIVE_4).await;
+    site.exercise().await;
+    site.assert_pooled_connections_held(4, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_flup_wsgi_server_multiplexed() {
+    if !flup_present() {
+        return;
+    }
+    let app = ForeignApp::start("flup", Listen::Tcp, |address, _| {
+        flup_command(address, true)
+    })
+    .await;
+    // flup 1.0.3 answers FCGI_GET_VALUES with an empty result on Python 3 (it looks the asked
+    // names up as bytes in a dict keyed by str), so "auto" never learns FCGI_MPXS_CONNS=1;
+    // "on" multiplexes a backend that does not say 0.
+    let site = Site::start("flup", "/", Backend::Foreign(app), "", MULTIPLEX_ON_4).await;
+    site.wait_for_multiplexing().await;
+    site.exercise().await;
+    // One more: the FCGI_GET_VALUES management connection ("on" asks too).
+    site.assert_pooled_connections_held(4, 1);
+    site.assert_requests_shared_a_connection();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_cgi_in_php_mode() {
+    // php-cgi -b 127.0.0.1:PORT with PHP_FCGI_CHILDREN=2; PhpCgi skips or fails when missing.
+    let Some(cgi) = PhpCgi::start(2, Listen::Tcp).await else {
+        return;
+    };
+    let docroot = tempfile::Builder::new()
+        .prefix("interop-php-")
+        .tempdir()
+        .unwrap();
+    std::fs::copy(
+        interop_file("interop.php"),
+        docroot.path().join("interop.php"),
+    )
+    .unwrap();
+    let settings = format!("root = {:?}", docroot.path().display().to_string());
+    let site = Site::start(
+        "php-cgi",
+        "/interop.php",
+        Backend::PhpCgi {
+            cgi,
+            _docroot: docroot,
+        },
+        &settings,
+        KEEP_ALIVE_2,
+    )
+    .await;
+    site.exercise().await;
+    // php-cgi's children keep a kept-alive connection (PHP_FCGI_MAX_REQUESTS, 500 by default,
+    // is not reached: about 100 requests per child), so no retirements either.
+    site.assert_pooled_connections_held(2, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_net_http_fcgi() {
+    let Some(binary) = build_go_app().await else {
+        return;
+    };
+    let app = ForeignApp::start("go", Listen::Tcp, |address, _| {
+        let mut command = Command::new(binary.path().join("go_fcgi"));
+        command.arg(listen_argument(address));
+        command
+    })
+    .await;
+    let site = Site::start("go", "/", Backend::Foreign(app), "", KEEP_ALIVE_4).await;
+    site.exercise().await;
+    site.assert_pooled_connections_held(4, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_net_http_fcgi_multiplexed() {
+    let Some(binary) = build_go_app().await else {
+        return;
+    };
+    let app = ForeignApp::start("go", Listen::Unix, |address, _| {
+        let mut command = Command::new(binary.path().join("go_fcgi"));
+        command.arg(listen_argument(address));
+        command
+    })
+    .await;
+    // Go answers FCGI_GET_VALUES with FCGI_MPXS_CONNS=1 and serves each request of a
+    // connection in a goroutine of its own.
+    let site = Site::start("go", "/", Backend::Foreign(app), "", MULTIPLEX_AUTO_4).await;
+    site.wait_for_multiplexing().await;
+    site.exercise().await;
+    // One more: the FCGI_GET_VALUES management connection that found FCGI_MPXS_CONNS=1.
+    site.assert_pooled_connections_held(4, 1);
+    site.assert_requests_shared_a_connection();
+}
+
+// Explicit caps and no multiplexing: no FCGI_GET_VALUES connection, so the relay's count is
+// exactly the connections requests used.
+const KEEP_ALIVE_2: &str = "max_conns = 2\nmultiplex = \"off\"\nqueue_timeout = \"15s\"";
+const KEEP_ALIVE_4: &str = "max_conns = 4\nmultiplex = \"off\"\nqueue_timeout = \"15s\"";
+const MULTIPLEX_AUTO_4: &str = "max_conns = 4\nmultiplex = \"auto\"\nqueue_timeout = \"15s\"";
+const MULTIPLEX_ON_4: &str = "max_conns = 4\nmultiplex = \"on\"\nqueue_timeout = \"15s\"";
+
+fn flup_command(address: &Address, multiplexed: bool) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg(interop_file("flup_app.py"))
+        .arg(listen_argument(address));
+    if multiplexed {
+        command.arg("multiplexed");
+    }
+    command
+}
+
+/// A socket path or `host:port`, as the apps take it.
+fn listen_argument(address: &Address) -> String {
+    match address {
+        Address::Unix(path) => path.display().to_string(),
+        Address::Tcp(host_port) => host_port.clone(),
+    }
+}
+
+/// `FCGI::OpenSocket` takes a path or `:PORT`.
+fn perl_listen(address: &Address) -> String {
+    match address {
+        Address::Unix(path) => path.display().to_string(),
+        Address::Tcp(host_port) => format!(":{}", host_port.rsplit(':').next().unwrap()),
+    }
+}
+
+// ---- what every app must get right ---------------------------------------------------------
+
+/// The gateway in front of a relay in front of the app; the gateway goes first on drop.
+struct Site {
+    name: &'static str,
+    /// The path every request goes to: `/` in app mode, the script in PHP mode.
+    script: &'static str,
+    gateway: RunningGateway,
+    relay: CountingRelay,
+    backend: Backend,
+}
+
+enum Backend {
+    Foreign(ForeignApp),
+    /// php-cgi and the docroot the gateway serves.
+    PhpCgi {
+        cgi: PhpCgi,
+        _docroot: TempDir,
+    },
+}
+
+impl Backend {
+    fn address(&self) -> Address {
+        match self {
+            Backend::Foreign(app) => app.address.clone(),
+            Backend::PhpCgi { cgi, .. } => cgi.address(),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Backend::Foreign(app) => app.log(),
+            Backend::PhpCgi { cgi, .. } => cgi.log(),
+        }
+    }
+}
+
+impl Site {
+    async fn start(
+        name: &'static str,
+        script: &'static str,
+        backend: Backend,
+        settings: &str,
+        upstream_settings: &str,
+    ) -> Site {
+        let relay = CountingRelay::start(backend.address()).await;
+        let gateway = start_gateway(settings, &relay.address(), upstream_settings).await;
+        Site {
+            name,
+            script,
+            gateway,
+            relay,
+            backend,
+        }
+    }
+
+    /// What to print with a failure: the pool's figures and everything the app printed.
+    fn context(&self) -> String {
+        format!(
+            "pool: {:?}\nrelay: {} connections opened, {} at most open at once\n{} output:\n{}",
+            pool_stats(&self.gateway),
+            self.relay.connections_opened(),
+            self.relay.max_open(),
+            self.name,
+            self.backend.log()
+        )
+    }
+
+    /// Runs `future`, failing the test when it takes more than `limit` (a hang).
+    async fn within<T>(&self, what: &str, limit: Duration, future: impl Future<Output = T>) -> T {
+        match tokio::time::timeout(limit, future).await {
+            Ok(value) => value,
+            Err(_) => panic!(
+                "{}: {what}: not done within {limit:?} (a hang)\n{}",
+                self.name,
+                self.context()
+            ),
+        }
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        client: &mut HttpClient,
+        request: Request<Full<Bytes>>,
+    ) -> Response {
+        let limit = Duration::from_secs(10);
+        match self.within(what, limit, client.send(request)).await {
+            Ok(response) => response,
+            Err(error) => panic!(
+                "{}: {what}: no response: {error:#}\n{}",
+                self.name,
+                self.context()
+            ),
+        }
+    }
+
+    fn get(&self, query: &str) -> Request<Full<Bytes>> {
+        Request::get(format!("{}?{query}", self.script))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    /// Every check but the connection count, in order, on one client connection, then the
+    /// concurrent requests on connections of their own.
+    async fn exercise(&self) {
+        let started = Instant::now();
+        let mut client = HttpClient::http1(self.gateway.local_addr).await;
+
+        let what = "GET with a query";
+        let response = self
+            .send(
+                what,
+                &mut client,
+                self.get("op=echo&word=hello%20interop%26more"),
+            )
+            .await;
+        self.expect(what, &response, 200, "echo: hello interop&more\n");
+        self.expect_content_type(what, &response, "text/plain");
+
+        let what = "a 1 MiB POST";
+        let upload = pseudo_random_bytes(UPLOAD_BYTES);
+        let request = Request::post(format!("{}?op=hash", self.script))
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(upload.clone())))
+            .unwrap();
+        let response = self.send(what, &mut client, request).await;
+        let expected = format!("length: {UPLOAD_BYTES}\nmd5: {}\n", md5_hex(&upload));
+        self.expect(what, &response, 200, &expected);
+
+        let what = "a 5 MiB response";
+        let response = self
+            .send(
+                what,
+                &mut client,
+                self.get(&format!("op=big&lines={BIG_LINES}")),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            200,
+            "{}: {what}: status\n{}",
+            self.name,
+            self.context()
+        );
+        self.expect_content_type(what, &response, "application/octet-stream");
+        self.expect_big_body(&response.body);
+
+        let what = "a status and a header set by the app";
+        let response = self.send(what, &mut client, self.get("op=status")).await;
+        self.expect(what, &response, 418, "teapot\n");
+        assert_eq!(
+            response.header("x-interop"),
+            Some(self.name),
+            "{}: {what}: the app's X-Interop header did not come through: {:?}",
+            self.name,
+            response.headers
+        );
+        assert_eq!(
+            client.connections_opened(),
+            1,
+            "{}: the client side stayed keep-alive",
+            self.name
+        );
+
+        let what = "200 concurrent requests";
+        let script = self.script;
+        let report = self
+            .within(
+                what,
+                Duration::from_secs(20),
+                run_load(
+                    self.gateway.local_addr,
+                    CONCURRENT,
+                    usize::try_from(CONCURRENT).unwrap(),
+                    Duration::from_secs(15),
+                    move |i| {
+                        Request::get(format!("{script}?op=echo&word=token-{i}"))
+                            .body(Full::new(Bytes::new()))
+                            .unwrap()
+                    },
+                    |i, response| response.body == format!("echo: token-{i}\n").as_bytes(),
+                ),
+            )
+            .await;
+        assert_eq!(
+            (report.count(200), report.bodies_ok),
+            (CONCURRENT, CONCURRENT),
+            "{}: {what}: (200s, bodies that answered their own request)\n{report:?}\n{}",
+            self.name,
+            self.context()
+        );
+        eprintln!(
+            "{}: {REQUESTS} requests in {:?} (the 200 concurrent ones in {:?}): {} backend \
+             connections opened, {} at most open at once",
+            self.name,
+            started.elapsed(),
+            report.elapsed,
+            self.relay.connections_opened(),
+            self.relay.max_open()
+        );
+    }
+
+    fn expect(&self, what: &str, response: &Response, status: u16, body: &str) {
+        assert_eq!(
+            (response.status.as_u16(), response.text().as_str()),
+            (status, body),
+            "{}: {what}: wrong (status, body)\n{}",
+            self.name,
+            self.context()
+        );
+    }
+
+    fn expect_content_type(&self, what: &str, response: &Response, content_type: &str) {
+        let got = response.header("content-type").unwrap_or_default();
+        assert!(
+            got.starts_with(content_type),
+            "{}: {what}: Content-Type {got:?}, expected {content_type}",
+            self.name
+        );
+    }
+
+    fn expect_big_body(&self, body: &[u8]) {
+        let expected = big_body();
+        if body == expected.as_slice() {
+            assert_eq!(md5_hex(body), md5_hex(&expected));
+            return;
+        }
+        let first_difference = body
+            .iter()
+            .zip(&expected)
+            .position(|(got, want)| got != want)
+            .unwrap_or(body.len().min(expected.len()));
+        let around = |bytes: &[u8]| {
+            let start = first_difference.saturating_sub(20).min(bytes.len());
+            let end = (first_difference + 20).min(bytes.len());
+            String::from_utf8_lossy(&bytes[start..end]).into_owned()
+        };
+        panic!(
+            "{}: a 5 MiB response: got {} bytes (md5 {}), expected {} (md5 {}); first \
+             difference at byte {first_difference}: got {:?}, expected {:?}\n{}",
+            self.name,
+            body.len(),
+            md5_hex(body),
+            expected.len(),
+            md5_hex(&expected),
+            around(body),
+            around(&expected),
+            self.context()
+        );
+    }
+
+    /// At most `cap` connections (plus `management`, the FCGI_GET_VALUES one) for all
+    /// [`REQUESTS`]: a gateway that lost its pooled connection after each response would
+    /// open one per request. Nothing retires a connection within this few requests.
+    fn assert_pooled_connections_held(&self, cap: u64, management: u64) {
+        let opened = self.relay.connections_opened();
+        assert!(
+            opened <= cap + management,
+            "{}: {opened} backend connections opened for {REQUESTS} requests, with max_conns = \
+             {cap} (+{management} management): the gateway did not keep its pooled connections\n{}",
+            self.name,
+            self.context()
+        );
+        assert!(
+            self.relay.max_open() <= cap + management,
+            "{}: {} backend connections open at once, above max_conns = {cap}\n{}",
+            self.name,
+            self.relay.max_open(),
+            self.context()
+        );
+        let stats = pool_stats(&self.gateway);
+        assert!(
+            stats.reused >= REQUESTS - cap,
+            "{}: only {} of {REQUESTS} requests reused a pooled connection\n{}",
+            self.name,
+            stats.reused,
+            self.context()
+        );
+    }
+
+    /// `multiplex = "auto"` or `"on"`: the app's FCGI_GET_VALUES answer must have switched it
+    /// on before the test's requests start.
+    async fn wait_for_multiplexing(&self) {
+        let gateway = &self.gateway;
+        let wait = wait_until("the FCGI_GET_VALUES answer", || {
+            pool_stats(gateway).backend_values.is_some()
+        });
+        self.within("asking FCGI_GET_VALUES", Duration::from_secs(11), wait)
+            .await;
+        let stats = pool_stats(gateway);
+        assert!(
+            stats.multiplexing,
+            "{}: announces FCGI_MPXS_CONNS=1 but the gateway does not multiplex\n{}",
+            self.name,
+            self.context()
+        );
+    }
+
+    fn assert_requests_shared_a_connection(&self) {
+        let most = self.relay.max_concurrent_requests_on_one_connection();
+        assert!(
+            most > 1,
+            "{}: multiplexing is on but no connection ever carried two requests at once ({most})\n{}",
+            self.name,
+            self.context()
+        );
+        eprintln!(
+            "{}: up to {most} requests in flight on one connection",
+            self.name
+        );
+    }
+}
+
+// ---- running a foreign app -----------------------------------------------------------------
+
+/// A foreign FastCGI app as a child process. Dropping it kills the app and everything it
+/// forked, and removes its tempdir.
+struct ForeignApp {
+    address: Address,
+    guard: Child,
+    // Held only to be closed: its EOF is what tells the guard to kill the group, even when
+    // this test binary is killed and no Drop runs.
+    _lifeline: Option<ChildStdin>,
+    program_pid: u32,
+    log: PathBuf,
+    _directory: TempDir,
+}
+
+/// As in the testkit's php-cgi harness: `sh` in a new process group reports the app's pid and
+/// kills the group when its stdin (a pipe only this process writes to) reaches EOF.
+const GUARD_SCRIPT: &str = r#"output=$1; shift
+exec 3<&0
+"$@" 3<&- </dev/null >"$output" 2>&1 &
+program=$!
+echo "$program"
+( read -r _ <&3; kill -KILL "-$program" "$program" 0 ) >/dev/null 2>&1 &
+exec 3<&-
+wait "$program""#;
+
+impl ForeignApp {
+    /// Starts the app `command(address, tempdir)` builds, listening on a fresh unix socket or
+    /// loopback port, and waits until it accepts connections. A TCP port another process took
+    /// first is retried with another port.
+    async fn start(
+        name: &'static str,
+        listen: Listen,
+        mut command: impl FnMut(&Address, &Path) -> Command,
+    ) -> ForeignApp {
+        for _ in 0..3 {
+            let directory = tempfile::Builder::new()
+                .prefix(&format!("interop-{name}-"))
+                .tempdir()
+                .unwrap();
+            let address = match listen {
+                Listen::Unix => Address::Unix(directory.path().join(format!("{name}.sock"))),
+                Listen::Tcp => Address::Tcp(format!("127.0.0.1:{}", free_loopback_port())),
+            };
+            let command = command(&address, directory.path());
+            let mut app = ForeignApp::spawn(name, &command, address, directory);
+            let started = Instant::now();
+            loop {
+                if fcgi::net::connect(&app.address).await.is_ok() {
+                    return app;
+                }
+                if let Some(status) = app.guard.try_wait().ok().flatten() {
+                    let log = app.log();
+                    if log.to_ascii_lowercase().contains("address already in use") {
+                        break;
+                    }
+                    panic!("{name} exited during startup ({status}). Its output:\n{log}");
+                }
+                assert!(
+                    started.elapsed() < READY_WITHIN,
+                    "{name} was not accepting on {} within {READY_WITHIN:?}. Its output:\n{}",
+                    app.address,
+                    app.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("{name} could not bind a free loopback port in 3 attempts");
+    }
+
+    fn spawn(
+        name: &'static str,
+        command: &Command,
+        address: Address,
+        directory: TempDir,
+    ) -> ForeignApp {
+        use std::os::unix::process::CommandExt;
+        let log = directory.path().join("output.log");
+        let mut guard = Command::new("sh");
+        guard
+            .arg("-c")
+            .arg(GUARD_SCRIPT)
+            .arg("sh")
+            .arg(&log)
+            .arg(command.get_program())
+            .args(command.get_args())
+            .current_dir(directory.path())
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut guard = guard
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        let mut pid_line = String::new();
+        if let Some(stdout) = guard.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut pid_line);
+        }
+        let program_pid = pid_line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} did not start (guard said {pid_line:?})"));
+        ForeignApp {
+            address,
+            _lifeline: guard.stdin.take(),
+            guard,
+            program_pid,
+            log,
+            _directory: directory,
+        }
+    }
+
+    /// Everything the app printed, for assertion messages.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ForeignApp {
+    fn drop(&mut self) {
+        // The app's forks (perl's workers, fcgiwrap's children and CGI scripts) share the
+        // guard's process group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--"])
+            .arg(self.program_pid.to_string())
+            .arg(format!("-{}", self.guard.id()))
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.guard.wait();
+    }
+}
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap()
+}
+
+fn interop_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(name)
+}
+
+fn set_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Builds `go_fcgi.go` (standard library only: no module download, GOPROXY=off) into a
+/// tempdir holding the binary. `None` when Go is not installed.
+async fn build_go_app() -> Option<TempDir> {
+    if !command_succeeds("go", &["version"]) {
+        report_missing("Go (the go command)", "apt-get install -y golang-go");
+        return None;
+    }
+    let directory = tempfile::Builder::new()
+        .prefix("interop-go-build-")
+        .tempdir()
+        .unwrap();
+    let binary = directory.path().join("go_fcgi");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut command = Command::new("go");
+    command
+        .arg("build")
+        .arg("-o")
+        .arg(&binary)
+        .arg(interop_file("go_fcgi.go"))
+        .current_dir(directory.path())
+        .env("GO111MODULE", "off")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GOPATH", target.join("interop-gopath"))
+        .env("GOCACHE", target.join("interop-gocache"));
+    let started = Instant::now();
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("go build took more than 2 minutes")
+    .unwrap()
+    .unwrap_or_else(|error| panic!("cannot run go build: {error}"));
+    assert!(
+        output.status.success(),
+        "go build of tests/interop/go_fcgi.go failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("go: built go_fcgi in {:?}", started.elapsed());
+    Some(directory)
+}
+
+// ---- missing dependencies ------------------------------------------------------------------
+
+fn command_succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn perl_module_present(module: &str, package: &str) -> bool {
+    let present = command_succeeds("perl", &[&format!("-M{module}"), "-e", "1"]);
+    if !present {
+        report_missing(
+            &format!("Perl's {module}"),
+            &format!("apt-get install -y {package}"),
+        );
+    }
+    present
+}
+
+fn flup_present() -> bool {
+    let present = command_succeeds("python3", &["-c", "import flup.server.fcgi"]);
+    if !present {
+        report_missing("Python's flup", "pip install flup==1.0.3");
+    }
+    present
+}
+
+/// The first `name` in PATH, /usr/sbin or /usr/local/sbin (Debian puts fcgiwrap in sbin).
+fn find_executable(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|directory| directory.join(name))
+        .find(|candidate| {
+            candidate.metadata().is_ok_and(|metadata| {
+                metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
+            })
+        })
+}
+
+/// Panics with CI=true (a test that needs it would pass vacuously); elsewhere prints a warning
+/// nobody can miss and lets the caller skip.
+fn report_missing(what: &str, install: &str) {
+    let in_ci =
+        std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
+    if in_ci {
+        panic!("{what} is not installed; CI=true, so this is a failure, not a skip. Install it: {install} (scripts/test does this when run as root).");
+    }
+    let bar = "!".repeat(78);
+    eprintln!(
+        "\n{bar}\n!! SKIPPING AN INTEROP TEST: {what} is not installed.\n!! Install it: {install} \
+         (scripts/test does this when run as root).\n{bar}\n"
+    );
+}
+
+// ---- test data ---------------------------------------------------------------------------
+
+/// What `op=big&lines=BIG_LINES` must answer: line `i` is `i` in 15 digits and a newline, so a
+/// lost, repeated or reordered piece shows where it happened.
+fn big_body() -> Vec<u8> {
+    let mut body = String::with_capacity(BIG_LINES * 16);
+    for line in 0..BIG_LINES {
+        body.push_str(&format!("{line:015}\n"));
+    }
+    body.into_bytes()
+}
+
+/// Deterministic bytes that are not a short repeating pattern (xorshift64).
+fn pseudo_random_bytes(length: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect()
+}
+
+/// RFC 1321 MD5 as lowercase hex, to compare with the apps' MD5.
+fn md5_hex(data: &[u8]) -> String {
+    const SHIFTS: [u32; 16] = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+    let sines: Vec<u32> = (1..=64)
+        .map(|i| (f64::from(i).sin().abs() * 4_294_967_296.0) as u32)
+        .collect();
+    let mut message = data.to_vec();
+    message.push(0x80);
+    while message.len() % 64 != 56 {
+        message.push(0);
+    }
+    message.extend_from_slice(&(data.len() as u64).wrapping_mul(8).to_le_bytes());
+    let mut state: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    for block in message.chunks_exact(64) {
+        let words: Vec<u32> = block
+            .chunks_exact(4)
+            .map(|word| u32::from_le_bytes(word.try_into().unwrap()))
+            .collect();
+        let [mut a, mut b, mut c, mut d] = state;
+        for i in 0..64 {
+            let (mix, word) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let sum = a
+                .wrapping_add(mix)
+                .wrapping_add(sines[i])
+                .wrapping_add(words[word]);
+            (a, d, c) = (d, c, b);
+            b = b.wrapping_add(sum.rotate_left(SHIFTS[i / 16 * 4 + i % 4]));
+        }
+        for (total, part) in state.iter_mut().zip([a, b, c, d]) {
+            *total = total.wrapping_add(part);
+        }
+    }
+    state
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_test_data_is_what_the_apps_produce() {
+    assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+    let big = big_body();
+    assert_eq!(big.len(), 5 << 20);
+    assert!(big.starts_with(b"000000000000000\n000000000000001\n"));
+    assert!(big.ends_with(b"000000000327679\n"));
+}

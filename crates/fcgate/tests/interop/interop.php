@@ -1,0 +1,21 @@
+<?php
+// php-cgi in PHP mode: the same answers as the other interop apps.
+$op = $_GET['op'] ?? '';
+if ($op === 'echo') {
+    header('Content-Type: text/plain');
+    echo "echo: {$_GET['word']}\n";
+} elseif ($op === 'hash') {
+    $body = file_get_contents('php://input');
+    header('Content-Type: text/plain');
+    printf("length: %d\nmd5: %s\n", strlen($body), md5($body));
+} elseif ($op === 'big') {
+    header('Content-Type: application/octet-stream');
+    for ($i = 0, $n = (int) $_GET['lines']; $i < $n; $i++) {
+        printf("%015d\n", $i);
+    }
+} else {
+    http_response_code(418);
+    header('X-Interop: php-cgi');
+    header('Content-Type: text/plain');
+    echo "teapot\n";
+}
