@@ -11,26 +11,82 @@ use fcgi::net::{Address, Listener};
 use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-/// Answers every request with a short page describing the request it got.
+/// Answers every request with a short page describing the request it got, including a
+/// checksum of the body (FNV-1a, 64 bits) so a client can tell the body arrived intact. Two
+/// query words make it a test peer for other gateways (`bench/interop.sh`): `bytes=N` answers
+/// N bytes of a fixed pattern (`0123456789abcdef` repeated) with their Content-Length, and
+/// `status=NNN` answers that status.
 pub struct DemoApp;
 
 impl Handler for DemoApp {
     async fn handle(&self, request: Request, response: &mut ResponseWriter) -> HandlerOutcome {
         let param = |name: &str| String::from_utf8_lossy(request.param(name).unwrap_or_default());
-        let page = format!(
-            "Status: 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
-             Hello from fcgate's demo FastCGI app.\n\
-             method: {}\nuri: {}\nprotocol: {}\nbody bytes: {}\n",
-            param("REQUEST_METHOD"),
-            param("REQUEST_URI"),
-            param("SERVER_PROTOCOL"),
-            request.stdin.len(),
-        );
-        if response.stdout(page.as_bytes()).await.is_err() {
+        let query = param("QUERY_STRING");
+        let wanted = |key: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|value| value.parse::<u64>().ok())
+        };
+        let status = wanted("status")
+            .filter(|code| (200..600).contains(code))
+            .unwrap_or(200);
+        let written = match wanted("bytes") {
+            Some(length) => {
+                let head = format!(
+                    "Status: {status}\r\nContent-Type: application/octet-stream\r\n\
+                     Content-Length: {length}\r\nX-Demo: bytes\r\n\r\n"
+                );
+                write_pattern(response, head.as_bytes(), length).await
+            }
+            None => {
+                let page = format!(
+                    "Status: {status}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                     X-Demo: page\r\n\r\n\
+                     Hello from fcgate's demo FastCGI app.\n\
+                     method: {}\nuri: {}\nprotocol: {}\nbody bytes: {}\nbody fnv1a64: {:016x}\n",
+                    param("REQUEST_METHOD"),
+                    param("REQUEST_URI"),
+                    param("SERVER_PROTOCOL"),
+                    request.stdin.len(),
+                    fnv1a64(&request.stdin),
+                );
+                response.stdout(page.as_bytes()).await
+            }
+        };
+        if written.is_err() {
             return HandlerOutcome::CloseConnection;
         }
         HandlerOutcome::Complete { app_status: 0 }
     }
+}
+
+/// The pattern `bytes=N` answers: `0123456789abcdef` repeated, cut at `length`.
+const PATTERN: &[u8; 16] = b"0123456789abcdef";
+
+async fn write_pattern(
+    response: &mut ResponseWriter,
+    head: &[u8],
+    length: u64,
+) -> std::io::Result<()> {
+    const PIECE: usize = 64 * 1024;
+    response.stdout(head).await?;
+    let piece: Vec<u8> = PATTERN.iter().copied().cycle().take(PIECE).collect();
+    let mut left = length;
+    while left > 0 {
+        // PIECE is a multiple of the pattern's length, so every piece starts it afresh.
+        let take = usize::try_from(left).map_or(PIECE, |left| left.min(PIECE));
+        response.stdout(&piece[..take]).await?;
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bits: a checksum any client can compute in a few lines.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The limits the demo app announces through FCGI_GET_VALUES and enforces. It multiplexes:
@@ -57,7 +113,14 @@ pub async fn serve(address: &Address, shutdown: CancellationToken) -> std::io::R
 
 #[cfg(test)]
 mod tests {
-    use super::server_config;
+    use super::{fnv1a64, server_config};
+
+    #[test]
+    fn fnv1a64_matches_the_published_test_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 
     #[test]
     fn the_demo_app_accepts_on_one_connection_what_it_announces() {
