@@ -28,9 +28,17 @@ impl Handler for DemoApp {
                 .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
                 .and_then(|value| value.parse::<u64>().ok())
         };
-        let status = wanted("status")
+        let code = wanted("status")
             .filter(|code| (200..600).contains(code))
             .unwrap_or(200);
+        // RFC 3875 §6.3.3: `Status: 404 Not Found`. nginx copies the value into its status
+        // line, and without a reason phrase that line lacks the space RFC 9112 §4 requires.
+        let reason = u16::try_from(code)
+            .ok()
+            .and_then(|code| http::StatusCode::from_u16(code).ok())
+            .and_then(|code| code.canonical_reason())
+            .unwrap_or("Unknown");
+        let status = format!("{code} {reason}");
         let written = match wanted("bytes") {
             Some(length) => {
                 let head = format!(
