@@ -13,6 +13,7 @@ use std::time::Duration;
 use fcgi::client::{ConfiguredCap, PoolConfig};
 use fcgi::net::Address;
 
+use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::cli::Cli;
 use crate::request_guard::HeadLimits;
 
@@ -36,6 +37,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Client connections open at once; more wait in the listen backlog.
     pub max_client_connections: usize,
+    /// Where the access log goes.
+    pub access_log: AccessLogTarget,
+    /// What its lines look like.
+    pub access_log_format: AccessLogFormat,
 }
 
 /// PHP mode serves files from a document root; app mode sends every request to FastCGI.

@@ -4,6 +4,7 @@
 //! integration tests can start a gateway in-process on `127.0.0.1:0` ([`server::start`]).
 //! `docs/architecture.md` follows one request through these modules.
 
+pub mod access_log;
 pub mod body;
 pub mod cgi_params;
 pub mod cgi_response;
@@ -96,12 +97,26 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         running.local_addr,
         servers.join(", ")
     );
+    tokio::spawn(reopen_logs_on_sigusr1(Arc::clone(&running.gateway)));
     cancel_on_signal(running.shutdown.clone()).await;
     running.stop().await;
     shutdown.cancel();
     drop(demo_socket_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGUSR1 reopens the access log file (after logrotate moved it), as nginx's USR1 does.
+async fn reopen_logs_on_sigusr1(gateway: Arc<proxy::Gateway>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut user1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot install a SIGUSR1 handler; the access log will not be reopened");
+        return;
+    };
+    while user1.recv().await.is_some() {
+        tracing::info!("SIGUSR1 received: reopening the access log");
+        gateway.access_log().reopen();
+    }
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C), then cancels `token`.

@@ -17,9 +17,11 @@ use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::access_log::{self, AccessLog, BackendFacts, RequestFacts};
 use crate::body::{self, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
@@ -60,11 +62,13 @@ pub struct Gateway {
     next_request_id: AtomicU64,
     /// Request bodies held at once, against `max_request_body_buffer_total`.
     body_budget: Arc<BodyBudget>,
+    access_log: Arc<AccessLog>,
 }
 
 impl Gateway {
-    /// Builds the pools; must run inside the tokio runtime.
-    pub fn new(config: Config) -> Arc<Gateway> {
+    /// Builds the pools; must run inside the tokio runtime. `access_log` is started by the
+    /// caller (it can fail: a file that cannot be opened).
+    pub fn new(config: Config, access_log: AccessLog) -> Arc<Gateway> {
         let upstream = Upstream::new(&config.upstream);
         let body_budget = BodyBudget::new(config.limits.max_request_body_buffer_total);
         Arc::new(Gateway {
@@ -72,7 +76,13 @@ impl Gateway {
             upstream,
             next_request_id: AtomicU64::new(1),
             body_budget,
+            access_log: Arc::new(access_log),
         })
+    }
+
+    /// The access log, for SIGUSR1 and its dropped-lines figure.
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
     }
 
     /// The validated configuration in force.
@@ -98,13 +108,28 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("request", id = request_id, method = %request.method(), path = request.uri().path());
-        match self
-            .serve(request, connection, request_id)
+        let logged = self.access_log.enabled().then(|| {
+            RequestFacts::new(
+                request_id,
+                connection.remote_addr(),
+                request.method(),
+                request.uri(),
+                request.version(),
+                request.headers(),
+            )
+        });
+        let mut facts = BackendFacts::default();
+        let response = match self
+            .serve(request, connection, request_id, &mut facts)
             .instrument(span)
             .await
         {
             Ok(response) => response,
             Err(error) => error.into_response(request_id),
+        };
+        match logged {
+            Some(request) => access_log::attach(&self.access_log, request, facts, response),
+            None => response,
         }
     }
 
@@ -113,6 +138,7 @@ impl Gateway {
         request: Request<Incoming>,
         connection: &ConnectionInfo,
         request_id: u64,
+        facts: &mut BackendFacts,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
         crate::request_guard::check(&parts, &self.config.limits.head)?;
@@ -158,11 +184,13 @@ impl Gateway {
         loop {
             let (index, server) = upstream.pick(&ruled_out).ok_or(GatewayError::NoUpstream)?;
             let pool = server.pool();
+            let asked_at = Instant::now();
             let checkout = if retried_lost_connection {
                 pool.checkout_fresh().await
             } else {
                 pool.checkout().await
             };
+            facts.queue_wait = Some(asked_at.elapsed());
             let lease = match checkout {
                 Ok(lease) => lease,
                 // Nothing reached the application: safe to send elsewhere, whatever the method.
@@ -171,6 +199,7 @@ impl Gateway {
                     ruled_out.push(index);
                     if upstream.pick(&ruled_out).is_some() {
                         upstream.count_retry();
+                        facts.retries += 1;
                         tracing::warn!(request = request_id, "trying another server: {error}");
                         continue;
                     }
@@ -186,11 +215,17 @@ impl Gateway {
                     refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
                     ruled_out.clear();
                     upstream.count_retry();
+                    facts.retries += 1;
                     continue;
                 }
                 Err(error) => return Err(error.into()),
             };
             let reused = lease.was_reused();
+            facts.reused = Some(reused);
+            if self.access_log.enabled() {
+                facts.address = Some(pool.address().to_string());
+            }
+            let sent_at = Instant::now();
             tracing::debug!(
                 backend = %pool.address(),
                 connection = lease.connection_id(),
@@ -213,7 +248,11 @@ impl Gateway {
                 )
                 .await;
             let answer = match sent {
-                Ok(events) => self.read_response(events, &exchange).await,
+                Ok(events) => {
+                    let answer = self.read_response(events, &exchange).await;
+                    facts.header_time = Some(sent_at.elapsed());
+                    answer
+                }
                 Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
                 Err(error) => Err(error.into()),
             };
@@ -241,6 +280,7 @@ impl Gateway {
                         });
                     }
                     upstream.count_retry();
+                    facts.retries += 1;
                     tokio::time::sleep(OVERLOADED_BACKOFF * overloaded_answers).await;
                 }
                 Answer::CannotMultiplex => {
@@ -251,6 +291,7 @@ impl Gateway {
                         });
                     }
                     upstream.count_retry();
+                    facts.retries += 1;
                     tracing::info!(
                         request = request_id,
                         "FCGI_CANT_MPX_CONN: sending again on a connection of its own"
@@ -277,6 +318,7 @@ impl Gateway {
                         }
                     }
                     upstream.count_retry();
+                    facts.retries += 1;
                     tracing::info!(request = request_id, "retrying: {error}");
                 }
             }

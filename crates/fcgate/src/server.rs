@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access_log::AccessLog;
 use crate::cgi_params::ConnectionInfo;
 use crate::client_connection::{ClientConnections, HttpFront};
 use crate::config::Config;
@@ -76,7 +77,8 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
     let listener = bind(config.listen)?;
     let local_addr = listener.local_addr()?;
-    let gateway = Gateway::new(config);
+    let access_log = AccessLog::start(&config.access_log, config.access_log_format)?;
+    let gateway = Gateway::new(config, access_log);
     let shutdown = CancellationToken::new();
     let connections = Arc::new(ClientConnections::default());
     let task = tokio::spawn(serve(

@@ -57,6 +57,10 @@ pub struct RawConfig {
     pub client_header_timeout: Option<Duration>,
     /// `max_client_connections`
     pub max_client_connections: Option<usize>,
+    /// `access_log`: "stdout", "off" or a file path.
+    pub access_log: Option<String>,
+    /// `access_log_format`: "combined" or "json".
+    pub access_log_format: Option<String>,
     /// `shutdown_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub shutdown_timeout: Option<Duration>,
@@ -172,6 +176,8 @@ impl RawConfig {
             max_request_head: self.max_request_head,
             shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
             max_client_connections: self.max_client_connections,
+            access_log: self.access_log,
+            access_log_format: self.access_log_format,
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
             params,
             upstream: RawUpstream {

@@ -15,6 +15,7 @@ use super::{
     ClientLimits, Config, ConfigError, HealthConfig, PhpSite, SiteConfig, SiteMode, UpstreamConfig,
     UpstreamServer,
 };
+use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::php_fpm_config::FpmLimits;
 use crate::request_guard::HeadLimits;
 use crate::size::ByteSize;
@@ -115,6 +116,27 @@ impl RawConfig {
             limits,
             upstream: validate_upstream(&self.upstream)?,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            access_log: match self.access_log.as_deref() {
+                None | Some("stdout") => AccessLogTarget::Stdout,
+                Some("off") => AccessLogTarget::Off,
+                Some("") => {
+                    return Err(ConfigError::invalid(
+                        "access_log",
+                        "must be \"stdout\", \"off\" or a file path",
+                    ))
+                }
+                Some(path) => AccessLogTarget::File(PathBuf::from(path)),
+            },
+            access_log_format: match self.access_log_format.as_deref() {
+                None | Some("combined") => AccessLogFormat::Combined,
+                Some("json") => AccessLogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError::invalid(
+                        "access_log_format",
+                        format!("`{other}` is not \"combined\" or \"json\""),
+                    ))
+                }
+            },
             max_client_connections: match self.max_client_connections {
                 Some(0) => {
                     return Err(ConfigError::invalid(

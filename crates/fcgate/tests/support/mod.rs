@@ -17,8 +17,14 @@ pub async fn start_gateway(
     upstream: &Address,
     upstream_settings: &str,
 ) -> RunningGateway {
+    // Tests that want the access log say where; the others keep stdout quiet.
+    let access_log = if settings.contains("access_log") {
+        ""
+    } else {
+        "access_log = \"off\"\n"
+    };
     let text = format!(
-        "listen = \"127.0.0.1:0\"\n{settings}\n[upstream]\nservers = [\"{upstream}\"]\n{upstream_settings}\n"
+        "listen = \"127.0.0.1:0\"\n{access_log}{settings}\n[upstream]\nservers = [\"{upstream}\"]\n{upstream_settings}\n"
     );
     let config = fcgate::config::parse_file_text(&text)
         .unwrap_or_else(|error| panic!("{error}\n{text}"))

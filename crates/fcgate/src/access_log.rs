@@ -1,0 +1,639 @@
+//! The access log: one line per request, whatever answered it (a static file, a script, a
+//! redirect, an error fcgate answered itself), written when the response body is done (or the
+//! client went away), so the line has the bytes sent and the total time.
+//!
+//! Two formats: `combined`, byte for byte nginx's (`$remote_addr - $remote_user [$time_local]
+//! "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"`, with nginx's `\xHH`
+//! escaping), so goaccess and fail2ban read it unchanged; and `json`, one object per line with
+//! the gateway's own facts (request id, time in the queue, backend, reuse, time to the backend's
+//! head, retries).
+//!
+//! Writing never stalls a request: lines go through a bounded channel to a writer thread, and
+//! when the disk cannot keep up lines are dropped and counted ([`AccessLog::dropped`]), with a
+//! warning now and then. `SIGUSR1` makes the writer reopen its file (logrotate's
+//! `postrotate`). Time formatting is done here rather than with a date crate: UTC only, as
+//! nginx prints it with `TZ=UTC`, and the conversion is a dozen lines.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Response, Uri, Version};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::body::ResponseBody;
+
+/// Lines waiting for the writer before new ones are dropped: a few seconds of a busy server.
+const QUEUE_LINES: usize = 16 * 1024;
+/// How long the writer waits for a line before it flushes and looks for a reopen request.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Lines written between two flushes (and looks at the reopen flag) when they keep coming.
+const BURST_LINES: usize = 1024;
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log.
+    Off,
+    /// The process's standard output.
+    Stdout,
+    /// A file, appended to, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+/// How a line looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's `combined`.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The access log of one gateway.
+pub struct AccessLog {
+    format: AccessLogFormat,
+    lines: Option<SyncSender<String>>,
+    dropped: AtomicU64,
+    reopen: Arc<AtomicBool>,
+}
+
+impl AccessLog {
+    /// Starts the writer thread for `target` (none for `Off`). A file that cannot be opened is
+    /// an error now, not a silent loss later.
+    pub fn start(target: &AccessLogTarget, format: AccessLogFormat) -> io::Result<AccessLog> {
+        let reopen = Arc::new(AtomicBool::new(false));
+        let lines = match target {
+            AccessLogTarget::Off => None,
+            AccessLogTarget::Stdout => Some(spawn_writer(Output::Stdout, Arc::clone(&reopen))?),
+            AccessLogTarget::File(path) => {
+                let file = open_log(path)?;
+                let output = Output::File {
+                    path: path.clone(),
+                    writer: BufWriter::new(file),
+                };
+                Some(spawn_writer(output, Arc::clone(&reopen))?)
+            }
+        };
+        Ok(AccessLog {
+            format,
+            lines,
+            dropped: AtomicU64::new(0),
+            reopen,
+        })
+    }
+
+    /// An access log that writes nothing.
+    pub fn off() -> AccessLog {
+        AccessLog {
+            format: AccessLogFormat::Combined,
+            lines: None,
+            dropped: AtomicU64::new(0),
+            reopen: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether lines are written at all: requests skip collecting them when not.
+    pub fn enabled(&self) -> bool {
+        self.lines.is_some()
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to reopen its file before the next line (SIGUSR1).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
+
+    fn write(&self, entry: &Entry) {
+        let Some(lines) = &self.lines else {
+            return;
+        };
+        let line = match self.format {
+            AccessLogFormat::Combined => entry.combined(),
+            AccessLogFormat::Json => entry.json(),
+        };
+        match lines.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        dropped,
+                        "the access log cannot keep up; lines are being dropped"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+enum Output {
+    Stdout,
+    File {
+        path: PathBuf,
+        writer: BufWriter<File>,
+    },
+}
+
+impl Output {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        match self {
+            Output::Stdout => {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(line.as_bytes())?;
+                stdout.write_all(b"\n")
+            }
+            Output::File { writer, .. } => {
+                writer.write_all(line.as_bytes())?;
+                writer.write_all(b"\n")
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout => io::stdout().flush(),
+            Output::File { writer, .. } => writer.flush(),
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Output::File { path, writer } = self {
+            let _ = writer.flush();
+            match open_log(path) {
+                Ok(file) => *writer = BufWriter::new(file),
+                Err(error) => tracing::error!(
+                    path = %path.display(),
+                    "cannot reopen the access log, writing on to the old file: {error}"
+                ),
+            }
+        }
+    }
+}
+
+fn open_log(path: &PathBuf) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn spawn_writer(mut output: Output, reopen: Arc<AtomicBool>) -> io::Result<SyncSender<String>> {
+    let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
+    std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || write_lines(&mut output, &receiver, &reopen))?;
+    Ok(sender)
+}
+
+/// The writer thread: lines as they come, a burst written before one flush, until the gateway
+/// is gone.
+fn write_lines(output: &mut Output, lines: &Receiver<String>, reopen: &AtomicBool) {
+    loop {
+        if reopen.swap(false, Ordering::AcqRel) {
+            output.reopen();
+        }
+        // At most a burst between looks at the reopen flag, even when lines never stop.
+        for taken in 0..BURST_LINES {
+            let next = if taken == 0 {
+                lines.recv_timeout(FLUSH_EVERY)
+            } else {
+                lines.try_recv().map_err(|error| match error {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            };
+            match next {
+                Ok(line) => {
+                    if let Err(error) = output.write_line(&line) {
+                        tracing::error!("writing the access log failed: {error}");
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = output.flush();
+                    return;
+                }
+            }
+        }
+        let _ = output.flush();
+    }
+}
+
+/// What the gateway learnt about the backend side of one request.
+#[derive(Debug, Default, Clone)]
+pub struct BackendFacts {
+    /// The server that answered, as configured (`unix:/run/php.sock`).
+    pub address: Option<String>,
+    /// Whether its connection had served requests before.
+    pub reused: Option<bool>,
+    /// Time from asking the pool for a connection to having one.
+    pub queue_wait: Option<Duration>,
+    /// Time from sending the request to the end of the app's header block.
+    pub header_time: Option<Duration>,
+    /// Times the request was sent again (another server, a fresh connection, OVERLOADED).
+    pub retries: u32,
+}
+
+/// The request's side of a line, taken before the request is consumed.
+pub struct RequestFacts {
+    time: SystemTime,
+    started: Instant,
+    request_id: u64,
+    client: SocketAddr,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    referer: Option<Bytes>,
+    user_agent: Option<Bytes>,
+}
+
+impl RequestFacts {
+    /// Reads what the line needs from the request head, now.
+    pub fn new(
+        request_id: u64,
+        client: SocketAddr,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+    ) -> RequestFacts {
+        let header_bytes = |name| {
+            headers
+                .get(name)
+                .map(|value: &http::HeaderValue| Bytes::copy_from_slice(value.as_bytes()))
+        };
+        RequestFacts {
+            time: SystemTime::now(),
+            started: Instant::now(),
+            request_id,
+            client,
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            referer: header_bytes(header::REFERER),
+            user_agent: header_bytes(header::USER_AGENT),
+        }
+    }
+}
+
+/// Everything one line says.
+struct Entry {
+    request: RequestFacts,
+    backend: BackendFacts,
+    status: u16,
+    bytes_sent: u64,
+    duration: Duration,
+}
+
+/// Wraps `response`'s body so that the line is written once the body is done or dropped.
+pub fn attach(
+    log: &Arc<AccessLog>,
+    request: RequestFacts,
+    backend: BackendFacts,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    let status = response.status().as_u16();
+    let log = Arc::clone(log);
+    response.map(|body| {
+        let logged = LoggedBody {
+            body,
+            pending: Some((request, backend, status)),
+            bytes_sent: 0,
+            log,
+        };
+        http_body_util::BodyExt::boxed_unsync(logged)
+    })
+}
+
+/// A response body that counts what the client is sent and logs when it ends.
+struct LoggedBody {
+    body: ResponseBody,
+    pending: Option<(RequestFacts, BackendFacts, u16)>,
+    bytes_sent: u64,
+    log: Arc<AccessLog>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self) {
+        if let Some((request, backend, status)) = self.pending.take() {
+            let duration = request.started.elapsed();
+            self.log.write(&Entry {
+                request,
+                backend,
+                status,
+                bytes_sent: self.bytes_sent,
+                duration,
+            });
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Entry {
+    /// nginx's `combined`.
+    fn combined(&self) -> String {
+        let request = &self.request;
+        let mut line = String::with_capacity(256);
+        let _ = write!(
+            line,
+            "{} - - [{}] \"",
+            request.client.ip(),
+            nginx_time_local(request.time)
+        );
+        push_nginx_escaped(&mut line, request.method.as_str().as_bytes());
+        line.push(' ');
+        let target = request
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        push_nginx_escaped(&mut line, target.as_bytes());
+        let _ = write!(
+            line,
+            " {}\" {} {} \"",
+            protocol(request.version),
+            self.status,
+            self.bytes_sent
+        );
+        push_nginx_escaped(&mut line, request.referer.as_deref().unwrap_or(b"-"));
+        line.push_str("\" \"");
+        push_nginx_escaped(&mut line, request.user_agent.as_deref().unwrap_or(b"-"));
+        line.push('"');
+        line
+    }
+
+    /// One JSON object; absent facts are `null`.
+    fn json(&self) -> String {
+        let request = &self.request;
+        let backend = &self.backend;
+        let millis = |duration: Option<Duration>| {
+            duration.map_or_else(
+                || "null".to_owned(),
+                |duration| format!("{:.3}", duration.as_secs_f64() * 1000.0),
+            )
+        };
+        let mut line = String::with_capacity(512);
+        let _ = write!(
+            line,
+            "{{\"time\":\"{}\",\"request_id\":{},\"client\":\"{}\",\"method\":",
+            rfc3339(request.time),
+            request.request_id,
+            request.client.ip(),
+        );
+        push_json_string(&mut line, request.method.as_str().as_bytes());
+        line.push_str(",\"uri\":");
+        let target = request
+            .uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str());
+        push_json_string(&mut line, target.as_bytes());
+        let _ = write!(
+            line,
+            ",\"protocol\":\"{}\",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{},\
+             \"queue_ms\":{},\"backend\":",
+            protocol(request.version),
+            self.status,
+            self.bytes_sent,
+            millis(Some(self.duration)),
+            millis(backend.queue_wait),
+        );
+        match &backend.address {
+            Some(address) => push_json_string(&mut line, address.as_bytes()),
+            None => line.push_str("null"),
+        }
+        let reused = backend
+            .reused
+            .map_or("null", |reused| if reused { "true" } else { "false" });
+        let _ = write!(
+            line,
+            ",\"backend_reused\":{reused},\"backend_header_ms\":{},\"retries\":{},\"referer\":",
+            millis(backend.header_time),
+            backend.retries,
+        );
+        push_json_optional(&mut line, request.referer.as_deref());
+        line.push_str(",\"user_agent\":");
+        push_json_optional(&mut line, request.user_agent.as_deref());
+        line.push('}');
+        line
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// nginx's default log escaping: `"`, `\`, control bytes and bytes above 0x7e as `\xHH`.
+fn push_nginx_escaped(line: &mut String, bytes: &[u8]) {
+    for &byte in bytes {
+        if byte == b'"' || byte == b'\\' || !(0x20..0x7f).contains(&byte) {
+            let _ = write!(line, "\\x{byte:02X}");
+        } else {
+            line.push(char::from(byte));
+        }
+    }
+}
+
+fn push_json_optional(line: &mut String, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => push_json_string(line, bytes),
+        None => line.push_str("null"),
+    }
+}
+
+/// A JSON string; bytes that are not UTF-8 become U+FFFD.
+fn push_json_string(line: &mut String, bytes: &[u8]) {
+    line.push('"');
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(line, "\\u{:04x}", u32::from(c));
+            }
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Both fit: day is 1..=31, month 1..=12.
+    (year, month as u32, day as u32)
+}
+
+/// Seconds since the epoch and the parts of the day, UTC.
+fn utc_parts(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_from_days(i64::try_from(seconds / 86_400).unwrap_or(0));
+    let of_day = seconds % 86_400;
+    (
+        year,
+        month,
+        day,
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since.subsec_millis(),
+    )
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `04/Dec/2026:21:40:13 +0000`, nginx's `$time_local` in UTC.
+fn nginx_time_local(time: SystemTime) -> String {
+    let (year, month, day, hour, minute, second, _) = utc_parts(time);
+    let month = MONTHS[(month as usize).saturating_sub(1) % 12];
+    format!("{day:02}/{month}/{year}:{hour:02}:{minute:02}:{second:02} +0000")
+}
+
+/// `2026-12-04T21:40:13.123Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let (year, month, day, hour, minute, second, millis) = utc_parts(time);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::USER_AGENT, "curl/8.0 \"quoted\"".parse().unwrap());
+        let mut request = RequestFacts::new(
+            42,
+            "192.0.2.7:5555".parse().unwrap(),
+            &Method::GET,
+            &"/index.php?q=a%20b".parse().unwrap(),
+            Version::HTTP_11,
+            &headers,
+        );
+        // 2026-12-04 21:40:13.250 UTC
+        request.time = UNIX_EPOCH + Duration::from_millis(1_796_420_413_250);
+        Entry {
+            request,
+            backend: BackendFacts {
+                address: Some("unix:/run/php.sock".into()),
+                reused: Some(true),
+                queue_wait: Some(Duration::from_micros(1500)),
+                header_time: Some(Duration::from_millis(12)),
+                retries: 1,
+            },
+            status: 200,
+            bytes_sent: 1234,
+            duration: Duration::from_millis(15),
+        }
+    }
+
+    #[test]
+    fn combined_is_nginx_combined() {
+        assert_eq!(
+            entry().combined(),
+            "192.0.2.7 - - [04/Dec/2026:21:40:13 +0000] \"GET /index.php?q=a%20b HTTP/1.1\" \
+             200 1234 \"-\" \"curl/8.0 \\x22quoted\\x22\""
+        );
+    }
+
+    #[test]
+    fn json_carries_the_gateway_facts() {
+        assert_eq!(
+            entry().json(),
+            "{\"time\":\"2026-12-04T21:40:13.250Z\",\"request_id\":42,\"client\":\"192.0.2.7\",\
+             \"method\":\"GET\",\"uri\":\"/index.php?q=a%20b\",\"protocol\":\"HTTP/1.1\",\
+             \"status\":200,\"bytes_sent\":1234,\"duration_ms\":15.000,\"queue_ms\":1.500,\
+             \"backend\":\"unix:/run/php.sock\",\"backend_reused\":true,\
+             \"backend_header_ms\":12.000,\"retries\":1,\"referer\":null,\
+             \"user_agent\":\"curl/8.0 \\\"quoted\\\"\"}"
+        );
+    }
+
+    #[test]
+    fn dates_convert_across_leap_years_and_epochs() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_791), (2026, 12, 4));
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn control_and_non_ascii_bytes_are_escaped_as_nginx_does() {
+        let mut line = String::new();
+        push_nginx_escaped(&mut line, b"a\"b\\c\x1b\xff");
+        assert_eq!(line, "a\\x22b\\x5Cc\\x1B\\xFF");
+        let mut json = String::new();
+        push_json_string(&mut json, b"a\nb\x01");
+        assert_eq!(json, "\"a\\nb\\u0001\"".replace("\\n", "\\u000a"));
+    }
+}

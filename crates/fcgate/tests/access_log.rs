@@ -1,0 +1,116 @@
+//! The access log as an operator reads it: one line per request whatever answered it, nginx's
+//! `combined` byte for byte or one JSON object per line, and a file reopened on request
+//! (SIGUSR1, after logrotate moved it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use fcgi_testkit::backend::{BackendOptions, TestBackend};
+use fcgi_testkit::http::{raw_exchange, HttpClient};
+
+async fn lines_of(path: &std::path::Path, count: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "fewer than {count} lines in {}: {:?}",
+        path.display(),
+        std::fs::read_to_string(path)
+    );
+}
+
+#[tokio::test]
+async fn every_request_gets_one_combined_line_whatever_answered_it() {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("access.log");
+    let settings = format!("access_log = '{}'", log.display());
+    let gateway = support::start_gateway(&settings, &backend.address(), "").await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/app?size=100").await.unwrap().status, 200);
+    assert_eq!(client.get("/gone?status=404").await.unwrap().status, 404);
+    // Answered by fcgate itself, before any backend: a Host that is not an authority.
+    let refused = raw_exchange(
+        gateway.local_addr,
+        b"GET /x HTTP/1.1\r\nHost: a b\r\nUser-Agent: \"evil\"\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with(b"HTTP/1.1 400 "));
+    let lines = lines_of(&log, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let combined = |line: &str, request: &str, status: &str| {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(line.contains(" +0000] \""), "{line}");
+        assert!(line.contains(&format!("\"{request}\" {status} ")), "{line}");
+    };
+    combined(&lines[0], "GET /app?size=100 HTTP/1.1", "200");
+    assert!(lines[0].contains(" 200 100 \"-\" \"-\""), "{}", lines[0]);
+    combined(&lines[1], "GET /gone?status=404 HTTP/1.1", "404");
+    combined(&lines[2], "GET /x HTTP/1.1", "400");
+    assert!(
+        lines[2].ends_with("\"-\" \"\\x22evil\\x22\""),
+        "{}",
+        lines[2]
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn json_lines_carry_the_backend_facts_and_the_file_is_reopened_on_request() {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("access.log");
+    let settings = format!(
+        "access_log = '{}'\naccess_log_format = \"json\"",
+        log.display()
+    );
+    let gateway = support::start_gateway(
+        &settings,
+        &backend.address(),
+        "multiplex = \"off\"\nmax_conns = 1",
+    )
+    .await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for _ in 0..2 {
+        assert_eq!(client.get("/app?token=t").await.unwrap().status, 200);
+    }
+    let lines = lines_of(&log, 2).await;
+    let backend_address = format!("\"backend\":\"{}\"", backend.address());
+    for (line, reused) in lines.iter().zip(["false", "true"]) {
+        assert!(line.starts_with("{\"time\":\""), "{line}");
+        assert!(
+            line.contains("\"method\":\"GET\",\"uri\":\"/app?token=t\""),
+            "{line}"
+        );
+        assert!(line.contains("\"status\":200"), "{line}");
+        assert!(line.contains(&backend_address), "{line}");
+        assert!(
+            line.contains(&format!("\"backend_reused\":{reused}")),
+            "{line}"
+        );
+        assert!(line.contains("\"retries\":0"), "{line}");
+        assert!(line.ends_with('}'), "{line}");
+    }
+    // logrotate moves the file, then signals: the next line goes to a new file.
+    let rotated = directory.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gateway.gateway.access_log().reopen();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(client.get("/app?token=after").await.unwrap().status, 200);
+    let fresh = lines_of(&log, 1).await;
+    assert!(fresh[0].contains("/app?token=after"), "{fresh:?}");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        2
+    );
+    assert_eq!(gateway.gateway.access_log().dropped(), 0);
+    gateway.stop().await;
+}
