@@ -131,12 +131,20 @@ impl GatewayError {
     }
 
     /// The response for this error, logging it once at a level that says who must act.
-    pub fn into_response(self, request_id: u64) -> Response<ResponseBody> {
+    /// The line names the request (id, method, path), so an operator can find it without
+    /// debug logging.
+    pub fn into_response(
+        self,
+        request_id: u64,
+        method: &http::Method,
+        uri: &http::Uri,
+    ) -> Response<ResponseBody> {
         let status = self.status();
+        let path = uri.path();
         if status.is_server_error() {
-            tracing::warn!(request = request_id, status = status.as_u16(), "{self}");
+            tracing::warn!(request = request_id, %method, path, status = status.as_u16(), "{self}");
         } else {
-            tracing::info!(request = request_id, status = status.as_u16(), "{self}");
+            tracing::info!(request = request_id, %method, path, status = status.as_u16(), "{self}");
         }
         let mut response = plain_response(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -147,7 +155,6 @@ impl GatewayError {
         // Refused before the body was read: its unread rest would be taken for the next
         // request, so the connection ends with this answer (HTTP/2 ignores the header).
         if self.leaves_body_unread() {
-            // The unread rest of the body would be taken for the next request.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

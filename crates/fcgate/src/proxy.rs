@@ -119,13 +119,15 @@ impl Gateway {
             )
         });
         let mut facts = BackendFacts::default();
+        // Cheap (shared buffers) and only read when the request fails: its log line names it.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let response = match self
             .serve(request, connection, request_id, &mut facts)
             .instrument(span)
             .await
         {
             Ok(response) => response,
-            Err(error) => error.into_response(request_id),
+            Err(error) => error.into_response(request_id, &method, &uri),
         };
         match logged {
             Some(request) => access_log::attach(&self.access_log, request, facts, response),

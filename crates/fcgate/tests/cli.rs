@@ -158,3 +158,75 @@ fn logs_carry_no_colour_codes_when_not_at_a_terminal() {
     assert!(first_line.contains("INFO"), "{first_line:?}");
     assert!(!first_line.contains('\u{1b}'), "{first_line:?}");
 }
+
+#[test]
+fn an_error_line_names_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nobody-listens.sock");
+    let mut child = fcgate()
+        .args(["--listen", "127.0.0.1:0", "--upstream"])
+        .arg(format!("unix:{}", missing.display()))
+        .args(["--connect-timeout", "100ms"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let authority = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no URL printed: {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime.block_on(async {
+        let mut client = fcgi_testkit::http::HttpClient::http1(authority.parse().unwrap()).await;
+        client.get("/shop/cart.php?id=7").await.unwrap()
+    });
+    assert_eq!(response.status, 502);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let error_line = stderr
+        .lines()
+        .find(|line| line.contains("status=502"))
+        .unwrap_or_else(|| panic!("no 502 line: {stderr}"));
+    assert!(error_line.contains("method=GET"), "{error_line}");
+    assert!(
+        error_line.contains("path=\"/shop/cart.php\""),
+        "{error_line}"
+    );
+}
+
+#[test]
+fn systemd_is_told_when_the_gateway_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = fcgate()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let received = systemd.recv(&mut buffer);
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let length = received.expect("READY=1 within 10 s");
+    assert_eq!(&buffer[..length], b"READY=1");
+    let length = systemd.recv(&mut buffer).expect("STOPPING=1 on SIGTERM");
+    assert_eq!(&buffer[..length], b"STOPPING=1");
+    child.wait().unwrap();
+}
