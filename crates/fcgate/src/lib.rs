@@ -22,6 +22,7 @@ pub mod response_spool;
 pub mod route;
 pub mod server;
 pub mod size;
+pub mod systemd;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -98,7 +99,9 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         servers.join(", ")
     );
     tokio::spawn(reopen_logs_on_sigusr1(Arc::clone(&running.gateway)));
+    systemd::notify("READY=1");
     cancel_on_signal(running.shutdown.clone()).await;
+    systemd::notify("STOPPING=1");
     running.stop().await;
     shutdown.cancel();
     drop(demo_socket_dir);

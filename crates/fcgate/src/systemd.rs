@@ -1,0 +1,34 @@
+//! Readiness for systemd's `Type=notify` services: `READY=1` once the listener is bound and the
+//! pools exist, `STOPPING=1` when shutdown begins, as datagrams to `$NOTIFY_SOCKET`
+//! (sd_notify(3)). Written here rather than with a crate: the protocol is one datagram to a
+//! unix socket, and a filesystem or abstract (`@name`) address is all there is to it. Without
+//! `$NOTIFY_SOCKET` (not started by systemd) nothing happens.
+
+use std::os::unix::net::UnixDatagram;
+
+/// Sends `state` (e.g. `READY=1`) to systemd, if it asked for it. Failures are logged, never
+/// fatal: systemd then reports the start as timed out, which says more than a crash would.
+pub fn notify(state: &str) {
+    let Some(address) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let address = address.to_string_lossy().into_owned();
+    if let Err(error) = send(&address, state) {
+        tracing::warn!(%address, "cannot tell systemd {state}: {error}");
+    }
+}
+
+fn send(address: &str, state: &str) -> std::io::Result<()> {
+    let socket = UnixDatagram::unbound()?;
+    match address.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let abstract_address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &abstract_address)?;
+        }
+        None => {
+            socket.send_to(state.as_bytes(), address)?;
+        }
+    }
+    Ok(())
+}
