@@ -214,7 +214,7 @@ pub enum ConfigError {
         error: std::io::Error,
     },
     /// TOML syntax, a wrong type or an unknown key; toml's text names the key and line.
-    #[error("{}{error}{}", in_file(path.as_deref()), did_you_mean(error))]
+    #[error("{}{}{}", in_file(path.as_deref()), in_plain_words(error), did_you_mean(error))]
     Parse {
         /// The file, when the text came from one.
         path: Option<PathBuf>,
@@ -229,6 +229,23 @@ pub enum ConfigError {
         /// What is wrong and what would be right.
         message: String,
     },
+}
+
+/// toml's text with Rust's type names said as a person would: `expected usize` means nothing
+/// to someone who wrote `max_conns = "4"`.
+fn in_plain_words(error: &toml::de::Error) -> String {
+    let text = error.to_string();
+    [
+        ("expected usize", "expected a whole number, without quotes"),
+        ("expected u64", "expected a whole number, without quotes"),
+        ("expected u32", "expected a whole number, without quotes"),
+        (
+            "expected a boolean",
+            "expected true or false, without quotes",
+        ),
+    ]
+    .iter()
+    .fold(text, |text, (rust, plain)| text.replace(rust, plain))
 }
 
 /// For an unknown key, the valid one it most likely misspells: serde's message lists them all

@@ -562,3 +562,14 @@ fn a_misspelt_key_gets_a_suggestion() {
     let error = parse_file_text("zzzzzzzzzzzz = 1\n").unwrap_err();
     assert!(!error.to_string().contains("did you mean"), "{error}");
 }
+
+#[test]
+fn a_quoted_number_is_explained_in_plain_words() {
+    let error = parse_file_text("[upstream]\nmax_conns = \"4\"\n").unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("expected a whole number, without quotes"),
+        "{text}"
+    );
+    assert!(!text.contains("usize"), "{text}");
+}
