@@ -76,7 +76,12 @@ impl AccessLog {
             AccessLogTarget::Off => None,
             AccessLogTarget::Stdout => Some(spawn_writer(Output::Stdout, Arc::clone(&reopen))?),
             AccessLogTarget::File(path) => {
-                let file = open_log(path)?;
+                let file = open_log(path).map_err(|error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!("cannot open the access log {}: {error}", path.display()),
+                    )
+                })?;
                 let output = Output::File {
                     path: path.clone(),
                     writer: BufWriter::new(file),

@@ -86,7 +86,7 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     let listen = config.listen;
     let running = server::start(config)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("starting the gateway on {listen}"))?;
     let servers: Vec<String> = running
         .gateway
         .upstream()
