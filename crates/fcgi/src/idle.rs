@@ -113,18 +113,26 @@ impl IdleRegistry {
     /// Returns once some connection is idle (at once if one is). One waiter at a time: the
     /// accept loop.
     pub async fn wait_for_idle(&self) {
+        /// Clears the flag however the wait ends: the accept loop drops this future when a
+        /// slot frees first, and a flag left set would cost every request a wake-up.
+        struct Waiting<'a>(&'a AtomicBool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
         self.waiting.store(true, Ordering::Release);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let notified = self.became_idle.notified();
             tokio::pin!(notified);
             // Registered before looking, so a connection going idle in between is not missed.
             notified.as_mut().enable();
             if self.any_idle() {
-                break;
+                return;
             }
             notified.await;
         }
-        self.waiting.store(false, Ordering::Release);
     }
 
     /// Asks the longest-idle connection to close; false when none is idle.
@@ -226,6 +234,14 @@ mod tests {
             .await
             .expect("woken")
             .expect("no panic");
+        // A wait given up (the accept loop got a slot first) leaves no wake-ups behind.
+        let registry_b = IdleRegistry::new();
+        let busy_b = registry_b.register(CancellationToken::new(), false);
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(10), registry_b.wait_for_idle()).await;
+        assert!(given_up.is_err());
+        assert!(!registry_b.waiting.load(Ordering::Acquire));
+        drop(busy_b);
         // A connection registered idle is found at once.
         let registry = IdleRegistry::new();
         let _idle = registry.register(CancellationToken::new(), true);
