@@ -144,7 +144,7 @@ class Gateway:
         # The connection cap (half of ulimit -n by default) must not close what is measured.
         config_path = os.path.join(self.args.work, "fcgate.toml")
         with open(config_path, "w") as config:
-            config.write("max_client_connections = 1000000\n")
+            config.write("max_client_connections = 1000000\naccess_log = \"off\"\n")
         command = [
             self.args.fcgate,
             "--config", config_path,

@@ -218,7 +218,8 @@ EOF
     fcgate)
       # No --max-conns, no --php-fpm-config: the cap must come from the backend itself.
       start_group "$dir/out.log" env RUST_LOG=info NO_COLOR=1 "$work/bin/fcgate" \
-        --listen "127.0.0.1:$port" --root "$work/www" --upstream "127.0.0.1:$php_port"
+        --listen "127.0.0.1:$port" --root "$work/www" --upstream "127.0.0.1:$php_port" \
+        --access-log off
       ;;
   esac
   peer_pid=$started_pid

@@ -176,8 +176,8 @@ impl RawConfig {
             max_request_head: self.max_request_head,
             shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
             max_client_connections: self.max_client_connections,
-            access_log: self.access_log,
-            access_log_format: self.access_log_format,
+            access_log: flags.access_log.clone().or(self.access_log),
+            access_log_format: flags.access_log_format.clone().or(self.access_log_format),
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
             params,
             upstream: RawUpstream {
