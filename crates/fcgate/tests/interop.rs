@@ -20,9 +20,8 @@
 mod support;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,11 +29,12 @@ use fcgate::server::RunningGateway;
 use fcgi::net::Address;
 use fcgi_testkit::http::{run_load, HttpClient, Response};
 use fcgi_testkit::php::PhpCgi;
+use fcgi_testkit::process::ProcessGroup;
 use fcgi_testkit::relay::CountingRelay;
 use fcgi_testkit::Listen;
 use http::Request;
 use http_body_util::Full;
-use support::{pool_stats, start_gateway, wait_until};
+use support::{md5_hex, pool_stats, pseudo_random_bytes, start_gateway, wait_until};
 use tempfile::TempDir;
 
 /// The 5 MiB response: `op=big&lines=BIG_LINES`, each line `%015d\n`.
@@ -563,28 +563,13 @@ impl Site {
 // ---- running a foreign app -----------------------------------------------------------------
 
 /// A foreign FastCGI app as a child process. Dropping it kills the app and everything it
-/// forked, and removes its tempdir.
+/// forked (the testkit's [`ProcessGroup`]), and removes its tempdir.
 struct ForeignApp {
     address: Address,
-    guard: Child,
-    // Held only to be closed: its EOF is what tells the guard to kill the group, even when
-    // this test binary is killed and no Drop runs.
-    _lifeline: Option<ChildStdin>,
-    program_pid: u32,
+    process: ProcessGroup,
     log: PathBuf,
     _directory: TempDir,
 }
-
-/// As in the testkit's php-cgi harness: `sh` in a new process group reports the app's pid and
-/// kills the group when its stdin (a pipe only this process writes to) reaches EOF.
-const GUARD_SCRIPT: &str = r#"output=$1; shift
-exec 3<&0
-"$@" 3<&- </dev/null >"$output" 2>&1 &
-program=$!
-echo "$program"
-( read -r _ <&3; kill -KILL "-$program" "$program" 0 ) >/dev/null 2>&1 &
-exec 3<&-
-wait "$program""#;
 
 impl ForeignApp {
     /// Starts the app `command(address, tempdir)` builds, listening on a fresh unix socket or
@@ -604,14 +589,14 @@ impl ForeignApp {
                 Listen::Unix => Address::Unix(directory.path().join(format!("{name}.sock"))),
                 Listen::Tcp => Address::Tcp(format!("127.0.0.1:{}", free_loopback_port())),
             };
-            let command = command(&address, directory.path());
-            let mut app = ForeignApp::spawn(name, &command, address, directory);
+            let mut command = command(&address, directory.path());
+            let mut app = ForeignApp::spawn(&mut command, address, directory);
             let started = Instant::now();
             loop {
                 if fcgi::net::connect(&app.address).await.is_ok() {
                     return app;
                 }
-                if let Some(status) = app.guard.try_wait().ok().flatten() {
+                if let Some(status) = app.process.exit_status() {
                     let log = app.log();
                     if log.to_ascii_lowercase().contains("address already in use") {
                         break;
@@ -630,43 +615,12 @@ impl ForeignApp {
         panic!("{name} could not bind a free loopback port in 3 attempts");
     }
 
-    fn spawn(
-        name: &'static str,
-        command: &Command,
-        address: Address,
-        directory: TempDir,
-    ) -> ForeignApp {
-        use std::os::unix::process::CommandExt;
+    fn spawn(command: &mut Command, address: Address, directory: TempDir) -> ForeignApp {
         let log = directory.path().join("output.log");
-        let mut guard = Command::new("sh");
-        guard
-            .arg("-c")
-            .arg(GUARD_SCRIPT)
-            .arg("sh")
-            .arg(&log)
-            .arg(command.get_program())
-            .args(command.get_args())
-            .current_dir(directory.path())
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut guard = guard
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        let mut pid_line = String::new();
-        if let Some(stdout) = guard.stdout.take() {
-            let _ = BufReader::new(stdout).read_line(&mut pid_line);
-        }
-        let program_pid = pid_line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} did not start (guard said {pid_line:?})"));
+        command.current_dir(directory.path());
         ForeignApp {
             address,
-            _lifeline: guard.stdin.take(),
-            guard,
-            program_pid,
+            process: ProcessGroup::spawn(command, &log),
             log,
             _directory: directory,
         }
@@ -675,20 +629,6 @@ impl ForeignApp {
     /// Everything the app printed, for assertion messages.
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ForeignApp {
-    fn drop(&mut self) {
-        // The app's forks (perl's workers, fcgiwrap's children and CGI scripts) share the
-        // guard's process group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--"])
-            .arg(self.program_pid.to_string())
-            .arg(format!("-{}", self.guard.id()))
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.guard.wait();
     }
 }
 
@@ -824,63 +764,6 @@ fn big_body() -> Vec<u8> {
         body.push_str(&format!("{line:015}\n"));
     }
     body.into_bytes()
-}
-
-/// Deterministic bytes that are not a short repeating pattern (xorshift64).
-fn pseudo_random_bytes(length: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()[3]
-        })
-        .collect()
-}
-
-/// RFC 1321 MD5 as lowercase hex, to compare with the apps' MD5.
-fn md5_hex(data: &[u8]) -> String {
-    const SHIFTS: [u32; 16] = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
-    let sines: Vec<u32> = (1..=64)
-        .map(|i| (f64::from(i).sin().abs() * 4_294_967_296.0) as u32)
-        .collect();
-    let mut message = data.to_vec();
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
-    }
-    message.extend_from_slice(&(data.len() as u64).wrapping_mul(8).to_le_bytes());
-    let mut state: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
-    for block in message.chunks_exact(64) {
-        let words: Vec<u32> = block
-            .chunks_exact(4)
-            .map(|word| u32::from_le_bytes(word.try_into().unwrap()))
-            .collect();
-        let [mut a, mut b, mut c, mut d] = state;
-        for i in 0..64 {
-            let (mix, word) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let sum = a
-                .wrapping_add(mix)
-                .wrapping_add(sines[i])
-                .wrapping_add(words[word]);
-            (a, d, c) = (d, c, b);
-            b = b.wrapping_add(sum.rotate_left(SHIFTS[i / 16 * 4 + i % 4]));
-        }
-        for (total, part) in state.iter_mut().zip([a, b, c, d]) {
-            *total = total.wrapping_add(part);
-        }
-    }
-    state
-        .iter()
-        .flat_map(|word| word.to_le_bytes())
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Test harness for fcgate: the real and fake backends a test starts, and the client it drives them with.
 //!
 //! - [`php`]: a real php-fpm or php-cgi, started in a tempdir and killed (whole process group) on drop.
+//! - [`process`]: any such child program (the interop suite's foreign FastCGI apps too).
 //! - [`backend`]: the project's instrumented FastCGI backend, driven per request by its query string.
 //! - [`relay`]: a TCP/unix relay that counts the connections a gateway opens to a backend and
 //!   watches the FastCGI requests on each (multiplexing, id reuse, aborts).
@@ -16,6 +17,7 @@ pub mod http;
 mod listen;
 mod pattern;
 pub mod php;
+pub mod process;
 pub mod relay;
 
 pub use listen::{php_fixture_docroot, Listen};

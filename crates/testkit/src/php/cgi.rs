@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fcgi::net::Address;
 use tempfile::TempDir;
 
-use super::process::ProcessGroup;
+use crate::process::ProcessGroup;
 use crate::Listen;
 
 const BINARY_NAMES: &[&str] = &[

@@ -12,7 +12,7 @@ use fcgi::net::Address;
 use tempfile::TempDir;
 
 use super::fpm_config::{global_config, pool_config, Files};
-use super::process::ProcessGroup;
+use crate::process::ProcessGroup;
 use crate::{php_fixture_docroot, Listen};
 
 const BINARY_NAMES: &[&str] = &[

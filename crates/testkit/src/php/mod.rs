@@ -7,7 +7,6 @@
 mod cgi;
 mod fpm;
 mod fpm_config;
-mod process;
 
 use std::path::{Path, PathBuf};
 

@@ -23,7 +23,8 @@ echo "$program"
 exec 3<&-
 wait "$program""#;
 
-pub(crate) struct ProcessGroup {
+/// A program and everything it forks, killed when this is dropped.
+pub struct ProcessGroup {
     guard: Child,
     // Held only to be closed: its EOF is what tells the guard to kill the group.
     _lifeline: Option<ChildStdin>,
@@ -34,7 +35,7 @@ pub(crate) struct ProcessGroup {
 impl ProcessGroup {
     /// Runs `command` (program, arguments, environment and working directory are used; its
     /// stdio is not) with stdout and stderr going to the file `output`.
-    pub(crate) fn spawn(command: &Command, output: &Path) -> ProcessGroup {
+    pub fn spawn(command: &Command, output: &Path) -> ProcessGroup {
         use std::os::unix::process::CommandExt;
         let program = command.get_program().to_string_lossy().into_owned();
         let mut guard = Command::new("sh");
@@ -78,12 +79,12 @@ impl ProcessGroup {
     }
 
     /// The program's pid (not the guard's).
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.program_pid
     }
 
     /// Sends `signal` to the program only (php-fpm's master handles reloads and stops itself).
-    pub(crate) fn signal(&self, signal: i32) {
+    pub fn signal(&self, signal: i32) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.program_pid.to_string())
@@ -98,7 +99,7 @@ impl ProcessGroup {
     }
 
     /// The program's exit status, once it has exited.
-    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.guard.try_wait().ok().flatten()
     }
 }
