@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -739,6 +740,54 @@ async fn two_php_fpm_servers_one_killed_traffic_moves_without_errors_and_comes_b
     drop(restarted);
 }
 
+/// php-fpm with two workers (abandon.php logs each run to `env[EXECUTION_LOG]`) behind a
+/// gateway capped at two connections; the tempdir holds the log.
+async fn two_workers_logging_executions() -> Option<(PhpSite, tempfile::TempDir, PathBuf)> {
+    let directory = tempfile::tempdir().unwrap();
+    let execution_log = directory.path().join("executions.log");
+    std::fs::write(&execution_log, "").unwrap();
+    let options = PhpFpmOptions {
+        max_children: 2,
+        extra_pool_lines: vec![format!("env[EXECUTION_LOG] = {}", execution_log.display())],
+        ..static_pool(0)
+    };
+    let site = php_site(options, "max_conns = 2").await?;
+    Some((site, directory, execution_log))
+}
+
+/// After a burst of `sent` abandoned requests: a normal request is answered within the time
+/// the two scripts still running take, and at most two scripts ran per script length (plus
+/// the two in flight), never one per abandoned request.
+async fn php_stayed_within_the_cap(
+    addr: SocketAddr,
+    execution_log: &Path,
+    burst: Duration,
+    script_ms: u64,
+    sent: u64,
+) {
+    let asked = Instant::now();
+    let response = HttpClient::http1(addr)
+        .await
+        .get("/hello.php")
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(
+        waited < Duration::from_millis(script_ms * 4),
+        "a normal request waited {waited:?} after the burst"
+    );
+    let executions = std::fs::read_to_string(execution_log)
+        .unwrap()
+        .lines()
+        .count() as u64;
+    let most = 2 * (burst.as_millis() as u64 / script_ms + 2);
+    assert!(
+        executions <= most,
+        "{executions} of {sent} abandoned requests ran their script in {burst:?} (at most {most})"
+    );
+}
+
 /// Hardening, item 3: clients that leave while their script runs. A slot is free only when
 /// php-fpm has finished with it, so abandoned scripts never queue up in php-fpm's listen
 /// backlog: at most the cap of them run at once, requests still queued in fcgate when their
@@ -748,15 +797,7 @@ async fn two_php_fpm_servers_one_killed_traffic_moves_without_errors_and_comes_b
 async fn clients_that_leave_never_get_scripts_around_the_cap() {
     const CLIENTS: u64 = 40;
     const SCRIPT_MS: u64 = 200;
-    let directory = tempfile::tempdir().unwrap();
-    let execution_log = directory.path().join("executions.log");
-    std::fs::write(&execution_log, "").unwrap();
-    let options = PhpFpmOptions {
-        max_children: 2,
-        extra_pool_lines: vec![format!("env[EXECUTION_LOG] = {}", execution_log.display())],
-        ..static_pool(0)
-    };
-    let Some(site) = php_site(options, "max_conns = 2").await else {
+    let Some((site, _directory, execution_log)) = two_workers_logging_executions().await else {
         return;
     };
     let addr = site.gateway.local_addr;
@@ -773,29 +814,7 @@ async fn clients_that_leave_never_get_scripts_around_the_cap() {
     }
     while leavers.join_next().await.is_some() {}
     let burst = started.elapsed();
-    let asked = Instant::now();
-    let response = HttpClient::http1(addr)
-        .await
-        .get("/hello.php")
-        .await
-        .unwrap();
-    let waited = asked.elapsed();
-    assert_eq!(response.status, 200);
-    // The two abandoned scripts running when the burst ended finish within SCRIPT_MS.
-    assert!(
-        waited < Duration::from_millis(SCRIPT_MS * 4),
-        "a normal request waited {waited:?} after the burst"
-    );
-    let executions = std::fs::read_to_string(&execution_log)
-        .unwrap()
-        .lines()
-        .count() as u64;
-    // Two slots over the burst: at most two scripts per SCRIPT_MS, plus the two in flight.
-    let most = 2 * (burst.as_millis() as u64 / SCRIPT_MS + 2);
-    assert!(
-        executions <= most,
-        "{executions} of {CLIENTS} abandoned scripts ran in {burst:?} (at most {most})"
-    );
+    php_stayed_within_the_cap(addr, &execution_log, burst, SCRIPT_MS, CLIENTS).await;
     let mut client = HttpClient::http1(addr).await;
     for i in 0..20 {
         let response = client
@@ -842,15 +861,7 @@ fn reset_frame(stream: u32) -> Vec<u8> {
 async fn an_http2_reset_flood_never_gets_scripts_around_the_cap() {
     use tokio::io::AsyncWriteExt;
     const SCRIPT_MS: u64 = 200;
-    let directory = tempfile::tempdir().unwrap();
-    let execution_log = directory.path().join("executions.log");
-    std::fs::write(&execution_log, "").unwrap();
-    let options = PhpFpmOptions {
-        max_children: 2,
-        extra_pool_lines: vec![format!("env[EXECUTION_LOG] = {}", execution_log.display())],
-        ..static_pool(0)
-    };
-    let Some(site) = php_site(options, "max_conns = 2").await else {
+    let Some((site, _directory, execution_log)) = two_workers_logging_executions().await else {
         return;
     };
     let addr = site.gateway.local_addr;
@@ -873,26 +884,6 @@ async fn an_http2_reset_flood_never_gets_scripts_around_the_cap() {
         flood.write_all(&reset_frame(stream)).await.unwrap();
     }
     let burst = started.elapsed();
-    let asked = Instant::now();
-    let response = HttpClient::http1(addr)
-        .await
-        .get("/hello.php")
-        .await
-        .unwrap();
-    let waited = asked.elapsed();
-    assert_eq!(response.status, 200);
-    assert!(
-        waited < Duration::from_millis(SCRIPT_MS * 4),
-        "a normal request waited {waited:?} after the flood"
-    );
-    let executions = std::fs::read_to_string(&execution_log)
-        .unwrap()
-        .lines()
-        .count() as u64;
-    let most = 2 * (burst.as_millis() as u64 / SCRIPT_MS + 2);
-    assert!(
-        executions <= most,
-        "{executions} of 50 reset streams ran their script in {burst:?} (at most {most})"
-    );
+    php_stayed_within_the_cap(addr, &execution_log, burst, SCRIPT_MS, 50).await;
     drop(flood);
 }

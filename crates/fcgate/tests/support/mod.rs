@@ -52,3 +52,61 @@ pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
     panic!("not reached within 10 s: {what}");
 }
+
+/// Deterministic bytes that are not a short repeating pattern (xorshift64).
+pub fn pseudo_random_bytes(length: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect()
+}
+
+/// RFC 1321 MD5 as lowercase hex, to compare with what PHP's `md5()` and the interop apps
+/// report (no crate for one test helper).
+pub fn md5_hex(data: &[u8]) -> String {
+    const SHIFTS: [u32; 16] = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+    let sines: Vec<u32> = (1..=64)
+        .map(|i| (f64::from(i).sin().abs() * 4_294_967_296.0) as u32)
+        .collect();
+    let mut message = data.to_vec();
+    message.push(0x80);
+    while message.len() % 64 != 56 {
+        message.push(0);
+    }
+    message.extend_from_slice(&(data.len() as u64).wrapping_mul(8).to_le_bytes());
+    let mut state: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    for block in message.chunks_exact(64) {
+        let words: Vec<u32> = block
+            .chunks_exact(4)
+            .map(|word| u32::from_le_bytes(word.try_into().unwrap()))
+            .collect();
+        let [mut a, mut b, mut c, mut d] = state;
+        for i in 0..64 {
+            let (mix, word) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let sum = a
+                .wrapping_add(mix)
+                .wrapping_add(sines[i])
+                .wrapping_add(words[word]);
+            (a, d, c) = (d, c, b);
+            b = b.wrapping_add(sum.rotate_left(SHIFTS[i / 16 * 4 + i % 4]));
+        }
+        for (total, part) in state.iter_mut().zip([a, b, c, d]) {
+            *total = total.wrapping_add(part);
+        }
+    }
+    state
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
