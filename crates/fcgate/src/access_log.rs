@@ -31,6 +31,7 @@ use http::{header, HeaderMap, Method, Response, Uri, Version};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::ResponseBody;
+use crate::cgi_params::protocol_name;
 
 /// Lines waiting for the writer before new ones are dropped: a few seconds of a busy server.
 const QUEUE_LINES: usize = 16 * 1024;
@@ -404,7 +405,7 @@ impl Entry {
         let _ = write!(
             line,
             " {}\" {} {} \"",
-            protocol(request.version),
+            protocol_name(request.version),
             self.status,
             self.bytes_sent
         );
@@ -444,7 +445,7 @@ impl Entry {
             line,
             ",\"protocol\":\"{}\",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{},\
              \"queue_ms\":{},\"backend\":",
-            protocol(request.version),
+            protocol_name(request.version),
             self.status,
             self.bytes_sent,
             millis(Some(self.duration)),
@@ -468,16 +469,6 @@ impl Entry {
         push_json_optional(&mut line, request.user_agent.as_deref());
         line.push('}');
         line
-    }
-}
-
-fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
     }
 }
 

@@ -171,7 +171,7 @@ pub fn for_each_param(
         .as_deref()
         .map_or(&b""[..], |root| root.as_os_str().as_bytes());
     emit(b"DOCUMENT_ROOT", document_root);
-    emit(b"SERVER_PROTOCOL", protocol_name(parts.version));
+    emit(b"SERVER_PROTOCOL", protocol_name(parts.version).as_bytes());
     emit(
         b"REQUEST_SCHEME",
         if conn.https { b"https" } else { b"http" },
@@ -227,13 +227,14 @@ pub fn for_each_param(
     }
 }
 
-fn protocol_name(version: Version) -> &'static [u8] {
+/// `HTTP/1.1`, `HTTP/2.0`: SERVER_PROTOCOL, and the access log's protocol.
+pub fn protocol_name(version: Version) -> &'static str {
     match version {
-        Version::HTTP_09 => b"HTTP/0.9",
-        Version::HTTP_10 => b"HTTP/1.0",
-        Version::HTTP_2 => b"HTTP/2.0",
-        Version::HTTP_3 => b"HTTP/3.0",
-        _ => b"HTTP/1.1",
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 

@@ -300,9 +300,16 @@ pub(crate) fn percent_decode(raw: &str) -> Option<Vec<u8>> {
 
 /// Whether the path, once decoded, holds a control character (`%0d%0a`, `%00`): such a path is
 /// a 400 in app mode as in PHP mode, before it reaches PATH_INFO or a log line.
+/// Checked on every request, so it scans the escapes in place instead of decoding a copy.
 pub(crate) fn decodes_to_control_characters(uri_path: &str) -> bool {
-    uri_path.contains('%')
-        && percent_decode(uri_path).is_some_and(|decoded| decoded.iter().any(u8::is_ascii_control))
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    uri_path.as_bytes().windows(3).any(|escape| {
+        let (Some(high), Some(low)) = (hex(escape[1]), hex(escape[2])) else {
+            return false;
+        };
+        let byte = high << 4 | low;
+        escape[0] == b'%' && (byte < 0x20 || byte == 0x7f)
+    })
 }
 
 /// Escapes everything but RFC 3986 `pchar`s and `/`; `\` included, so a directory named
