@@ -175,17 +175,23 @@ async fn php_cgi_in_php_mode() {
     site.assert_pooled_connections_held(2, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn go_net_http_fcgi() {
-    let Some(binary) = build_go_app().await else {
-        return;
-    };
-    let app = ForeignApp::start("go", Listen::Tcp, |address, _| {
+/// The Go app built and listening; `None` (a loud skip) without Go on a developer machine.
+async fn start_go_app(listen: Listen) -> Option<ForeignApp> {
+    let binary = build_go_app().await?;
+    let app = ForeignApp::start("go", listen, |address, _| {
         let mut command = Command::new(binary.path().join("go_fcgi"));
         command.arg(listen_argument(address));
         command
     })
     .await;
+    Some(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_net_http_fcgi() {
+    let Some(app) = start_go_app(Listen::Tcp).await else {
+        return;
+    };
     let site = Site::start("go", "/", Backend::Foreign(app), "", KEEP_ALIVE_4).await;
     site.exercise().await;
     site.assert_pooled_connections_held(4, 0);
@@ -193,15 +199,9 @@ async fn go_net_http_fcgi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_net_http_fcgi_multiplexed() {
-    let Some(binary) = build_go_app().await else {
+    let Some(app) = start_go_app(Listen::Unix).await else {
         return;
     };
-    let app = ForeignApp::start("go", Listen::Unix, |address, _| {
-        let mut command = Command::new(binary.path().join("go_fcgi"));
-        command.arg(listen_argument(address));
-        command
-    })
-    .await;
     // Go answers FCGI_GET_VALUES with FCGI_MPXS_CONNS=1 and serves each request of a
     // connection in a goroutine of its own.
     let site = Site::start("go", "/", Backend::Foreign(app), "", MULTIPLEX_AUTO_4).await;

@@ -42,15 +42,7 @@ pub async fn serve_connection<H: Handler>(
     config: Arc<ServerConfig>,
 ) -> Result<(), ServerError> {
     let budget = Arc::new(RequestBudget::unlimited());
-    drive_connection(
-        stream,
-        handler,
-        config,
-        budget,
-        CancellationToken::new(),
-        None,
-    )
-    .await
+    serve_connection_within(stream, handler, config, budget).await
 }
 
 /// [`serve_connection`] for a server with its own accept loop: requests of this connection
