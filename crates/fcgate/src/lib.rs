@@ -43,7 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::DemoApp { listen }) => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            tokio::spawn(StopSignals::install().cancel_when_received(shutdown.clone()));
             println!("fcgate demo app: serving FastCGI on {listen}");
             demo::serve(listen, shutdown)
                 .await
@@ -55,6 +55,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     let mut config = config::load(cli)?;
+    // Installed before READY=1 goes out: a SIGTERM that follows readiness at once must start a
+    // drain (and STOPPING=1), not meet the default action and kill the process.
+    let stop_signals = StopSignals::install();
     let shutdown = CancellationToken::new();
     // Held until the end: dropping it removes the demo app's socket directory.
     let mut demo_socket_dir = None;
@@ -98,9 +101,11 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         running.local_addr,
         servers.join(", ")
     );
-    tokio::spawn(reopen_logs_on_sigusr1(Arc::clone(&running.gateway)));
+    reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     systemd::notify("READY=1");
-    cancel_on_signal(running.shutdown.clone()).await;
+    stop_signals
+        .cancel_when_received(running.shutdown.clone())
+        .await;
     systemd::notify("STOPPING=1");
     running.stop().await;
     shutdown.cancel();
@@ -109,36 +114,56 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGUSR1 reopens the access log file (after logrotate moved it), as nginx's USR1 does.
-async fn reopen_logs_on_sigusr1(gateway: Arc<proxy::Gateway>) {
+/// SIGUSR1 reopens the access log file (after logrotate moved it), as nginx's USR1 does. The
+/// handler is installed before this returns (so before READY=1); the loop runs as a task.
+fn reopen_logs_on_sigusr1(gateway: Arc<proxy::Gateway>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut user1) = signal(SignalKind::user_defined1()) else {
         tracing::warn!("cannot install a SIGUSR1 handler; the access log will not be reopened");
         return;
     };
-    while user1.recv().await.is_some() {
-        tracing::info!("SIGUSR1 received: reopening the access log");
-        gateway.access_log().reopen();
-    }
+    tokio::spawn(async move {
+        while user1.recv().await.is_some() {
+            tracing::info!("SIGUSR1 received: reopening the access log");
+            gateway.access_log().reopen();
+        }
+    });
 }
 
-/// Waits for SIGTERM or SIGINT (Ctrl-C), then cancels `token`.
-async fn cancel_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let terminate = signal(SignalKind::terminate());
-    let interrupt = signal(SignalKind::interrupt());
-    match (terminate, interrupt) {
-        (Ok(mut terminate), Ok(mut interrupt)) => {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                _ = interrupt.recv() => tracing::info!("SIGINT received"),
-                _ = token.cancelled() => {}
+/// SIGTERM and SIGINT (Ctrl-C) handlers. Tokio installs a handler when the stream is created,
+/// so creating them early is what keeps a signal from being lost to the default action.
+struct StopSignals {
+    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handlers = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(terminate), Ok(interrupt)) => Some((terminate, interrupt)),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop fcgate with SIGKILL");
+                None
             }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop fcgate with SIGKILL");
-            token.cancelled().await;
-        }
+        };
+        Self { handlers }
     }
-    token.cancel();
+
+    /// Waits for SIGTERM or SIGINT, or for `token` to be cancelled elsewhere, then cancels it.
+    async fn cancel_when_received(self, token: CancellationToken) {
+        match self.handlers {
+            Some((mut terminate, mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                    _ = interrupt.recv() => tracing::info!("SIGINT received"),
+                    _ = token.cancelled() => {}
+                }
+            }
+            None => token.cancelled().await,
+        }
+        token.cancel();
+    }
 }
