@@ -1,6 +1,7 @@
 //! The access log: one line per request, whatever answered it (a static file, a script, a
 //! redirect, an error fcgate answered itself), written when the response body is done (or the
-//! client went away), so the line has the bytes sent and the total time.
+//! client went away; `response_end.rs` notices that), so the line has the bytes sent and the
+//! total time.
 //!
 //! Two formats: `combined`, byte for byte nginx's (`$remote_addr - $remote_user [$time_local]
 //! "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"`, with nginx's `\xHH`
@@ -19,18 +20,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, Response, Uri, Version};
-use hyper::body::{Body, Frame, SizeHint};
+use http::{header, HeaderMap, Method, Uri, Version};
 
-use crate::body::ResponseBody;
 use crate::cgi_params::protocol_name;
 
 /// Lines waiting for the writer before new ones are dropped: a few seconds of a busy server.
@@ -123,9 +120,24 @@ impl AccessLog {
         self.reopen.store(true, Ordering::Release);
     }
 
-    fn write(&self, entry: &Entry) {
+    /// Queues the line for one finished response; drops it (counted) if the writer is behind.
+    pub fn write(
+        &self,
+        request: &RequestFacts,
+        backend: &BackendFacts,
+        status: u16,
+        bytes_sent: u64,
+        duration: Duration,
+    ) {
         let Some(lines) = &self.lines else {
             return;
+        };
+        let entry = Entry {
+            request,
+            backend,
+            status,
+            bytes_sent,
+            duration,
         };
         let line = match self.format {
             AccessLogFormat::Combined => entry.combined(),
@@ -257,7 +269,6 @@ pub struct BackendFacts {
 /// The request's side of a line, taken before the request is consumed.
 pub struct RequestFacts {
     time: SystemTime,
-    started: Instant,
     request_id: u64,
     client: SocketAddr,
     method: Method,
@@ -284,7 +295,6 @@ impl RequestFacts {
         };
         RequestFacts {
             time: SystemTime::now(),
-            started: Instant::now(),
             request_id,
             client,
             method: method.clone(),
@@ -297,94 +307,15 @@ impl RequestFacts {
 }
 
 /// Everything one line says.
-struct Entry {
-    request: RequestFacts,
-    backend: BackendFacts,
+struct Entry<'a> {
+    request: &'a RequestFacts,
+    backend: &'a BackendFacts,
     status: u16,
     bytes_sent: u64,
     duration: Duration,
 }
 
-/// Wraps `response`'s body so that the line is written once the body is done or dropped.
-pub fn attach(
-    log: &Arc<AccessLog>,
-    request: RequestFacts,
-    backend: BackendFacts,
-    response: Response<ResponseBody>,
-) -> Response<ResponseBody> {
-    let status = response.status().as_u16();
-    let log = Arc::clone(log);
-    response.map(|body| {
-        let logged = LoggedBody {
-            body,
-            pending: Some((request, backend, status)),
-            bytes_sent: 0,
-            log,
-        };
-        http_body_util::BodyExt::boxed_unsync(logged)
-    })
-}
-
-/// A response body that counts what the client is sent and logs when it ends.
-struct LoggedBody {
-    body: ResponseBody,
-    pending: Option<(RequestFacts, BackendFacts, u16)>,
-    bytes_sent: u64,
-    log: Arc<AccessLog>,
-}
-
-impl LoggedBody {
-    fn finish(&mut self) {
-        if let Some((request, backend, status)) = self.pending.take() {
-            let duration = request.started.elapsed();
-            self.log.write(&Entry {
-                request,
-                backend,
-                status,
-                bytes_sent: self.bytes_sent,
-                duration,
-            });
-        }
-    }
-}
-
-impl Body for LoggedBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes_sent += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) => self.finish(),
-            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-impl Entry {
+impl Entry<'_> {
     /// nginx's `combined`.
     fn combined(&self) -> String {
         let request = &self.request;
@@ -565,7 +496,8 @@ fn rfc3339(time: SystemTime) -> String {
 mod tests {
     use super::*;
 
-    fn entry() -> Entry {
+    /// A request and its backend facts, as a finished response would report them.
+    fn facts() -> (RequestFacts, BackendFacts) {
         let mut headers = HeaderMap::new();
         headers.insert(header::USER_AGENT, "curl/8.0 \"quoted\"".parse().unwrap());
         let mut request = RequestFacts::new(
@@ -578,15 +510,20 @@ mod tests {
         );
         // 2026-12-04 21:40:13.250 UTC
         request.time = UNIX_EPOCH + Duration::from_millis(1_796_420_413_250);
+        let backend = BackendFacts {
+            address: Some("unix:/run/php.sock".into()),
+            reused: Some(true),
+            queue_wait: Some(Duration::from_micros(1500)),
+            header_time: Some(Duration::from_millis(12)),
+            retries: 1,
+        };
+        (request, backend)
+    }
+
+    fn entry<'a>(request: &'a RequestFacts, backend: &'a BackendFacts) -> Entry<'a> {
         Entry {
             request,
-            backend: BackendFacts {
-                address: Some("unix:/run/php.sock".into()),
-                reused: Some(true),
-                queue_wait: Some(Duration::from_micros(1500)),
-                header_time: Some(Duration::from_millis(12)),
-                retries: 1,
-            },
+            backend,
             status: 200,
             bytes_sent: 1234,
             duration: Duration::from_millis(15),
@@ -595,8 +532,9 @@ mod tests {
 
     #[test]
     fn combined_is_nginx_combined() {
+        let (request, backend) = facts();
         assert_eq!(
-            entry().combined(),
+            entry(&request, &backend).combined(),
             "192.0.2.7 - - [04/Dec/2026:21:40:13 +0000] \"GET /index.php?q=a%20b HTTP/1.1\" \
              200 1234 \"-\" \"curl/8.0 \\x22quoted\\x22\""
         );
@@ -604,8 +542,9 @@ mod tests {
 
     #[test]
     fn json_carries_the_gateway_facts() {
+        let (request, backend) = facts();
         assert_eq!(
-            entry().json(),
+            entry(&request, &backend).json(),
             "{\"time\":\"2026-12-04T21:40:13.250Z\",\"request_id\":42,\"client\":\"192.0.2.7\",\
              \"method\":\"GET\",\"uri\":\"/index.php?q=a%20b\",\"protocol\":\"HTTP/1.1\",\
              \"status\":200,\"bytes_sent\":1234,\"duration_ms\":15.000,\"queue_ms\":1.500,\

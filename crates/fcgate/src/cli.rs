@@ -91,12 +91,18 @@ pub struct SettingFlags {
     /// Time allowed to receive the request headers [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub client_header_timeout: Option<Duration>,
+    /// Admin listener for /metrics (Prometheus) and /status (live page); off unless set
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Access log: "stdout", "off" or a file path [default: stdout]
     #[arg(long, value_name = "WHERE")]
     pub access_log: Option<String>,
     /// Access log lines: "combined" (nginx's) or "json" [default: combined]
     #[arg(long, value_name = "FORMAT")]
     pub access_log_format: Option<String>,
+    /// Diagnostics log on stderr: "text" or "json" (one object per line) [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// On SIGTERM, time given to in-flight requests [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,

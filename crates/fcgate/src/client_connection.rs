@@ -86,6 +86,8 @@ const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct ClientConnections {
     open: AtomicUsize,
     parked: AtomicUsize,
+    http1: AtomicUsize,
+    http2: AtomicUsize,
 }
 
 impl ClientConnections {
@@ -97,6 +99,16 @@ impl ClientConnections {
     /// Open HTTP/1.1 connections parked between requests, holding no hyper state.
     pub fn parked(&self) -> usize {
         self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Open connections that started HTTP/1.1.
+    pub fn http1(&self) -> usize {
+        self.http1.load(Ordering::Relaxed)
+    }
+
+    /// Open connections that started HTTP/2 (prior knowledge).
+    pub fn http2(&self) -> usize {
+        self.http2.load(Ordering::Relaxed)
     }
 }
 
@@ -187,10 +199,12 @@ impl HttpFront {
         let deadline = Instant::now() + self.header_timeout;
         let result = match self.read_preface(&stream, deadline, &activity).await {
             Ok(Some((Protocol::Http2, read_ahead))) => {
+                let _http2 = Counted::new(&self.connections.http2);
                 self.serve_http2(stream, read_ahead, service, activity)
                     .await
             }
             Ok(Some((Protocol::Http1, read_ahead))) => {
+                let _http1 = Counted::new(&self.connections.http1);
                 self.serve_http1(stream, read_ahead, service, activity)
                     .await
             }

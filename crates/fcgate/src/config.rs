@@ -15,6 +15,7 @@ use fcgi::net::Address;
 
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::cli::Cli;
+use crate::privileges::RunAs;
 use crate::request_guard::HeadLimits;
 
 mod raw;
@@ -37,10 +38,38 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Client connections open at once; more wait in the listen backlog.
     pub max_client_connections: usize,
+    /// Where `/metrics`, `/status` and `/status.json` are served; `None`: nowhere.
+    pub admin_listen: Option<SocketAddr>,
     /// Where the access log goes.
     pub access_log: AccessLogTarget,
     /// What its lines look like.
     pub access_log_format: AccessLogFormat,
+    /// What the diagnostics log on stderr looks like; `main.rs` reads it early with
+    /// [`log_format`], since tracing is set up before the rest of the file is validated.
+    pub log_format: LogFormat,
+    /// The account to switch to after binding (`user`, `group`), resolved at load time.
+    pub run_as: Option<RunAs>,
+}
+
+/// The diagnostics log's format (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// tracing's human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The setting's spelling, `"text"` or `"json"`; `None` for anything else.
+    pub fn from_setting(text: &str) -> Option<LogFormat> {
+        match text {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// PHP mode serves files from a document root; app mode sends every request to FastCGI.
@@ -325,6 +354,24 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         None => RawConfig::default(),
     };
     raw.merge_flags(&cli.settings).validate()
+}
+
+/// The diagnostics log format, for `main.rs` to set up tracing before [`load`] runs: the
+/// `--log-format` flag, else the file's `log_format`, else text. Reads only that one value and
+/// reports nothing: a missing file or a bad value falls back to text, and [`load`] reports it
+/// (once) right after.
+pub fn log_format(cli: &Cli) -> LogFormat {
+    let from_file = || {
+        let text = std::fs::read_to_string(cli.config_file()?).ok()?;
+        let table: toml::Table = toml::from_str(&text).ok()?;
+        table.get("log_format")?.as_str().map(str::to_owned)
+    };
+    cli.settings
+        .log_format
+        .clone()
+        .or_else(from_file)
+        .and_then(|text| LogFormat::from_setting(&text))
+        .unwrap_or_default()
 }
 
 /// `fcgate check`: [`load`] plus [`Config::require_servers`].

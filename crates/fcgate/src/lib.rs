@@ -5,6 +5,7 @@
 //! `docs/architecture.md` follows one request through these modules.
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cgi_params;
 pub mod cgi_response;
@@ -13,10 +14,13 @@ pub mod client_connection;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod php_fpm_config;
+pub mod privileges;
 pub mod proxy;
 pub mod request_body;
 pub mod request_guard;
+pub mod response_end;
 pub mod response_framing;
 pub mod response_spool;
 pub mod route;
@@ -90,6 +94,7 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     let running = server::start(config)
         .await
         .with_context(|| format!("starting the gateway on {listen}"))?;
+    privileges::drop_root(running.gateway.config().run_as.as_ref())?;
     let servers: Vec<String> = running
         .gateway
         .upstream()
@@ -101,6 +106,9 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         running.local_addr,
         servers.join(", ")
     );
+    if let Some(admin) = running.admin_addr {
+        println!("fcgate admin: http://{admin}/status (metrics: http://{admin}/metrics)");
+    }
     reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     systemd::notify("READY=1");
     stop_signals

@@ -4,18 +4,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fcgate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = fcgate::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into a log file or journald.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_tracing(fcgate::config::log_format(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,5 +26,22 @@ fn main() -> ExitCode {
             eprintln!("fcgate: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Diagnostics go to stderr, as text or one JSON object per line (`log_format`).
+fn init_tracing(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file, journald or JSON.
+        .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        // The event's fields (`request`, `method`, `path`, `status`, `message`) at the top level
+        // beside `timestamp`, `level` and `target`; enclosing spans' fields under `span`/`spans`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -21,13 +21,15 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::access_log::{self, AccessLog, BackendFacts, RequestFacts};
+use crate::access_log::{AccessLog, BackendFacts, RequestFacts};
 use crate::body::{self, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
+use crate::metrics::{GatewayMetrics, RetryReason};
 use crate::request_body::{self, BodyBudget};
+use crate::response_end::{self, Pending, Reporters};
 use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
 use crate::route::{self, Route};
@@ -62,7 +64,7 @@ pub struct Gateway {
     next_request_id: AtomicU64,
     /// Request bodies held at once, against `max_request_body_buffer_total`.
     body_budget: Arc<BodyBudget>,
-    access_log: Arc<AccessLog>,
+    reporters: Reporters,
 }
 
 impl Gateway {
@@ -76,13 +78,21 @@ impl Gateway {
             upstream,
             next_request_id: AtomicU64::new(1),
             body_budget,
-            access_log: Arc::new(access_log),
+            reporters: Reporters {
+                access_log: Arc::new(access_log),
+                metrics: Arc::new(GatewayMetrics::default()),
+            },
         })
+    }
+
+    /// Gateway-wide figures: responses by status class, request durations, retries.
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.reporters.metrics
     }
 
     /// The access log, for SIGUSR1 and its dropped-lines figure.
     pub fn access_log(&self) -> &AccessLog {
-        &self.access_log
+        &self.reporters.access_log
     }
 
     /// The validated configuration in force.
@@ -106,9 +116,10 @@ impl Gateway {
         request: Request<Incoming>,
         connection: &ConnectionInfo,
     ) -> Response<ResponseBody> {
+        let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("request", id = request_id, method = %request.method(), path = request.uri().path());
-        let logged = self.access_log.enabled().then(|| {
+        let logged = self.reporters.access_log.enabled().then(|| {
             RequestFacts::new(
                 request_id,
                 connection.remote_addr(),
@@ -129,10 +140,12 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => error.into_response(request_id, &method, &uri),
         };
-        match logged {
-            Some(request) => access_log::attach(&self.access_log, request, facts, response),
-            None => response,
-        }
+        let pending = Pending {
+            started,
+            logged,
+            backend: facts,
+        };
+        response_end::attach(&self.reporters, pending, response)
     }
 
     async fn serve(
@@ -192,7 +205,9 @@ impl Gateway {
             } else {
                 pool.checkout().await
             };
-            facts.queue_wait = Some(asked_at.elapsed());
+            let queue_wait = asked_at.elapsed();
+            facts.queue_wait = Some(queue_wait);
+            server.metrics().queue_wait.observe(queue_wait);
             let lease = match checkout {
                 Ok(lease) => lease,
                 // Nothing reached the application: safe to send elsewhere, whatever the method.
@@ -200,7 +215,9 @@ impl Gateway {
                     upstream.record_failure(index);
                     ruled_out.push(index);
                     if upstream.pick(&ruled_out).is_some() {
-                        upstream.count_retry();
+                        self.reporters
+                            .metrics
+                            .count_retry(RetryReason::ConnectFailed);
                         facts.retries += 1;
                         tracing::warn!(request = request_id, "trying another server: {error}");
                         continue;
@@ -216,7 +233,9 @@ impl Gateway {
                     tokio::time::sleep(refused_backoff).await;
                     refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
                     ruled_out.clear();
-                    upstream.count_retry();
+                    self.reporters
+                        .metrics
+                        .count_retry(RetryReason::BackendRestarting);
                     facts.retries += 1;
                     continue;
                 }
@@ -224,7 +243,7 @@ impl Gateway {
             };
             let reused = lease.was_reused();
             facts.reused = Some(reused);
-            if self.access_log.enabled() {
+            if self.reporters.access_log.enabled() {
                 facts.address = Some(pool.address().to_string());
             }
             let sent_at = Instant::now();
@@ -252,7 +271,9 @@ impl Gateway {
             let answer = match sent {
                 Ok(events) => {
                     let answer = self.read_response(events, &exchange).await;
-                    facts.header_time = Some(sent_at.elapsed());
+                    let header_time = sent_at.elapsed();
+                    facts.header_time = Some(header_time);
+                    server.metrics().response_header.observe(header_time);
                     answer
                 }
                 Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
@@ -270,6 +291,10 @@ impl Gateway {
             match answer {
                 Answer::Response(response) => {
                     upstream.record_success(index);
+                    server
+                        .metrics()
+                        .responses
+                        .record(response.status().as_u16());
                     return Ok(response);
                 }
                 // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
@@ -281,7 +306,7 @@ impl Gateway {
                             attempts: overloaded_answers,
                         });
                     }
-                    upstream.count_retry();
+                    self.reporters.metrics.count_retry(RetryReason::Overloaded);
                     facts.retries += 1;
                     tokio::time::sleep(OVERLOADED_BACKOFF * overloaded_answers).await;
                 }
@@ -292,7 +317,9 @@ impl Gateway {
                             attempts: cannot_multiplex_answers,
                         });
                     }
-                    upstream.count_retry();
+                    self.reporters
+                        .metrics
+                        .count_retry(RetryReason::CannotMultiplex);
                     facts.retries += 1;
                     tracing::info!(
                         request = request_id,
@@ -319,7 +346,9 @@ impl Gateway {
                             return Err(error.into());
                         }
                     }
-                    upstream.count_retry();
+                    self.reporters
+                        .metrics
+                        .count_retry(RetryReason::ConnectionLost);
                     facts.retries += 1;
                     tracing::info!(request = request_id, "retrying: {error}");
                 }

@@ -37,6 +37,8 @@ const ACCEPT_RETRY_POLL: std::time::Duration = std::time::Duration::from_millis(
 pub struct RunningGateway {
     /// Where it listens.
     pub local_addr: SocketAddr,
+    /// Where the admin listener (`/metrics`, `/status`) listens, if configured.
+    pub admin_addr: Option<SocketAddr>,
     /// The request handler and its pools (tests read the pool stats).
     pub gateway: Arc<Gateway>,
     /// How many client connections are open, and how many of those are parked.
@@ -81,6 +83,25 @@ pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
     let gateway = Gateway::new(config, access_log);
     let shutdown = CancellationToken::new();
     let connections = Arc::new(ClientConnections::default());
+    let admin_addr = match gateway.config().admin_listen {
+        Some(address) => {
+            let admin = crate::admin::start(
+                address,
+                Arc::clone(&gateway),
+                Arc::clone(&connections),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("binding the admin listener on {address}: {error}"),
+                )
+            })?;
+            Some(admin.local_addr)
+        }
+        None => None,
+    };
     let task = tokio::spawn(serve(
         listener,
         Arc::clone(&gateway),
@@ -89,6 +110,7 @@ pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
     ));
     Ok(RunningGateway {
         local_addr,
+        admin_addr,
         gateway,
         connections,
         shutdown,

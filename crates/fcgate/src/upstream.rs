@@ -10,13 +10,13 @@
 //! recovered one comes back by itself). When every candidate is down, the least recently failed
 //! is tried anyway: refusing all traffic on stale evidence would be worse.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use fcgi::client::Pool;
 
 use crate::config::{HealthConfig, UpstreamConfig};
+use crate::metrics::ServerMetrics;
 
 /// The longest a health probe may take, whatever the interval.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -29,6 +29,7 @@ pub struct Server {
     health: Mutex<Health>,
     /// Smooth weighted round-robin state (see [`Upstream::pick`]).
     current_weight: Mutex<i64>,
+    metrics: ServerMetrics,
 }
 
 #[derive(Default)]
@@ -42,6 +43,11 @@ impl Server {
     /// The server's connection pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// What its requests looked like: queue wait, time to the app's head, status classes.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
     }
 
     /// True while the server is marked down.
@@ -62,7 +68,6 @@ pub struct Upstream {
     health: HealthConfig,
     /// Serialises the weighted round-robin among tied servers.
     tie_break: Mutex<()>,
-    retries: AtomicU64,
 }
 
 impl Upstream {
@@ -79,6 +84,7 @@ impl Upstream {
                 backup: server.backup,
                 health: Mutex::new(Health::default()),
                 current_weight: Mutex::new(0),
+                metrics: ServerMetrics::default(),
             })
             .collect::<Vec<_>>();
         let probe = servers.len() > 1 && !config.health.health_interval.is_zero();
@@ -86,7 +92,6 @@ impl Upstream {
             servers,
             health: config.health.clone(),
             tie_break: Mutex::new(()),
-            retries: AtomicU64::new(0),
         });
         if probe {
             tokio::spawn(probe_servers(Arc::downgrade(&upstream)));
@@ -183,15 +188,6 @@ impl Upstream {
     /// Every server's pool, for stats and shutdown.
     pub fn pools(&self) -> impl Iterator<Item = &Pool> {
         self.servers.iter().map(Server::pool)
-    }
-
-    /// Requests sent again (to a fresh connection or another server) so far.
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request to server `index` went through: it is healthy.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn fcgate() -> Command {
@@ -159,38 +159,54 @@ fn logs_carry_no_colour_codes_when_not_at_a_terminal() {
     assert!(!first_line.contains('\u{1b}'), "{first_line:?}");
 }
 
-#[test]
-fn an_error_line_names_the_request() {
+/// Runs fcgate with `args` in front of an upstream nobody listens on, sends one request that
+/// gets a 502, and returns what fcgate wrote to stderr.
+fn stderr_after_a_502(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nobody-listens.sock");
     let mut child = fcgate()
         .args(["--listen", "127.0.0.1:0", "--upstream"])
         .arg(format!("unix:{}", missing.display()))
         .args(["--connect-timeout", "100ms"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let authority = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no URL printed: {line:?}"))
-        .trim_end_matches('/')
-        .to_owned();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let response = runtime.block_on(async {
-        let mut client = fcgi_testkit::http::HttpClient::http1(authority.parse().unwrap()).await;
-        client.get("/shop/cart.php?id=7").await.unwrap()
-    });
-    assert_eq!(response.status, 502);
+    let authority = listening_authority(&mut child);
+    assert_eq!(get(&authority, "/shop/cart.php?id=7"), 502);
     child.kill().unwrap();
     child.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+/// The `HOST:PORT` of the "fcgate listening on http://…/" line on the child's stdout.
+fn listening_authority(child: &mut Child) -> String {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no URL printed: {line:?}"))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The status of a GET over HTTP/1.1.
+fn get(authority: &str, path_and_query: &str) -> u16 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = fcgi_testkit::http::HttpClient::http1(authority.parse().unwrap()).await;
+        client.get(path_and_query).await.unwrap().status.as_u16()
+    })
+}
+
+#[test]
+fn an_error_line_names_the_request() {
+    let stderr = stderr_after_a_502(&[]);
     let error_line = stderr
         .lines()
         .find(|line| line.contains("status=502"))
@@ -200,6 +216,29 @@ fn an_error_line_names_the_request() {
         error_line.contains("path=\"/shop/cart.php\""),
         "{error_line}"
     );
+}
+
+#[test]
+fn the_diagnostics_log_can_be_one_json_object_per_line() {
+    let stderr = stderr_after_a_502(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}")))
+        .collect();
+    let error_line = lines
+        .iter()
+        .find(|line| line["status"] == 502)
+        .unwrap_or_else(|| panic!("no 502 line: {stderr}"));
+    assert!(
+        error_line["level"] == "WARN" || error_line["level"] == "ERROR",
+        "{error_line}"
+    );
+    assert_eq!(error_line["method"], "GET", "{error_line}");
+    assert_eq!(error_line["path"], "/shop/cart.php", "{error_line}");
+    for field in ["timestamp", "target", "message", "request"] {
+        assert!(!error_line[field].is_null(), "no {field}: {error_line}");
+    }
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
 }
 
 #[test]
@@ -228,5 +267,153 @@ fn systemd_is_told_when_the_gateway_is_ready() {
     assert_eq!(&buffer[..length], b"READY=1");
     let length = systemd.recv(&mut buffer).expect("STOPPING=1 on SIGTERM");
     assert_eq!(&buffer[..length], b"STOPPING=1");
+    child.wait().unwrap();
+}
+
+/// Whether the tests run as root. CI does, so there a normal user is a broken setup, not a
+/// reason to test less.
+fn running_as_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    assert!(
+        root || std::env::var("CI").as_deref() != Ok("true"),
+        "CI runs the tests as root: the user-switching tests need it and must not be skipped"
+    );
+    root
+}
+
+/// A config file in a directory any user may read, for fcgate started as another user.
+fn readable_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("fcgate.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (dir, path)
+}
+
+fn account(name: &str) -> nix::unistd::User {
+    nix::unistd::User::from_name(name).unwrap().unwrap()
+}
+
+/// Each thread's `Uid:` and `Gid:` lines (real, effective, saved, filesystem) and its
+/// supplementary groups, sorted.
+fn thread_credentials(pid: u32) -> Vec<(String, String, Vec<u32>)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+            let field = |name: &str| {
+                let line = status.lines().find_map(|line| line.strip_prefix(name));
+                line.unwrap().split_whitespace().collect::<Vec<_>>()
+            };
+            let mut groups: Vec<u32> = field("Groups:")
+                .iter()
+                .map(|id| id.parse().unwrap())
+                .collect();
+            groups.sort_unstable();
+            (field("Uid:").join(" "), field("Gid:").join(" "), groups)
+        })
+        .collect()
+}
+
+/// A gateway with `user = "{user}"` in front of an upstream nobody listens on.
+fn config_with_user(user: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    readable_config(&format!(
+        "listen = \"127.0.0.1:0\"\nuser = \"{user}\"\n\
+         [upstream]\nservers = [\"unix:/nonexistent/fcgate-test.sock\"]\n\
+         connect_timeout = \"100ms\"\n"
+    ))
+}
+
+#[test]
+fn started_as_root_it_binds_then_serves_as_the_configured_user_in_every_thread() {
+    if !running_as_root() {
+        return; // `another_user_is_refused_with_a_clear_error` covers what a normal user sees.
+    }
+    let (_dir, config) = config_with_user("nobody");
+    let mut child = fcgate()
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let authority = listening_authority(&mut child);
+    let nobody = account("nobody");
+    let ids = |id: u32| format!("{id} {id} {id} {id}");
+    let name = std::ffi::CString::new("nobody").unwrap();
+    let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+        .unwrap()
+        .into_iter()
+        .map(nix::unistd::Gid::as_raw)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let expected = (ids(nobody.uid.as_raw()), ids(nobody.gid.as_raw()), groups);
+    let before = thread_credentials(child.id());
+    // Threads started after the switch (tokio's blocking pool) inherit it: look again later.
+    assert_eq!(get(&authority, "/after-the-switch"), 502);
+    let after = thread_credentials(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    // Tokio's worker threads exist before the switch: the test means something only with them.
+    assert!(before.len() > 1, "one thread only: {before:?}");
+    for credentials in before.iter().chain(&after) {
+        assert_eq!(credentials, &expected, "{stderr}");
+    }
+    assert!(stderr.contains("switched from root"), "{stderr}");
+}
+
+#[test]
+fn another_user_is_refused_with_a_clear_error_and_the_same_one_carries_on() {
+    use std::os::unix::process::CommandExt;
+    let root = running_as_root();
+    let nobody = account("nobody");
+    // As root, start fcgate as nobody; otherwise as whoever runs the tests.
+    let as_tester = |config: &std::path::Path| {
+        let mut command = fcgate();
+        command.arg("--config").arg(config).stdin(Stdio::null());
+        if root {
+            command.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+        }
+        command
+    };
+    let tester = if root {
+        "nobody".to_owned()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name
+    };
+    let other = if tester == "daemon" {
+        "nobody"
+    } else {
+        "daemon"
+    };
+
+    let (_dir, config) = config_with_user(other);
+    let output = as_tester(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started: {stderr}");
+    assert!(
+        stderr.contains(&format!("user = \"{other}\""))
+            && stderr.contains("only root can switch users"),
+        "{stderr}"
+    );
+
+    let (_dir, config) = config_with_user(&tester);
+    let mut child = as_tester(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let authority = listening_authority(&mut child);
+    assert_eq!(get(&authority, "/"), 502);
+    child.kill().unwrap();
     child.wait().unwrap();
 }

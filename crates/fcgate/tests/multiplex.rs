@@ -244,14 +244,14 @@ async fn a_backend_that_claims_to_multiplex_but_answers_cant_mpx_conn_is_served_
     assert_eq!(report.bodies_ok, 400);
     assert!(!pool_stats(&gateway).multiplexing);
     assert!(
-        gateway.gateway.upstream().retries() > 0,
+        gateway.gateway.metrics().total_retries() > 0,
         "nothing was refused"
     );
     // Off for good: the next load goes one request per connection, nothing refused.
-    let retries_before = gateway.gateway.upstream().retries();
+    let retries_before = gateway.gateway.metrics().total_retries();
     let report = load().await;
     assert_eq!(report.bodies_ok, 400, "{report:?}");
-    assert_eq!(gateway.gateway.upstream().retries(), retries_before);
+    assert_eq!(gateway.gateway.metrics().total_retries(), retries_before);
 }
 
 /// php-fpm (4 workers) behind a counting relay, and a gateway with `upstream` settings.

@@ -57,10 +57,18 @@ pub struct RawConfig {
     pub client_header_timeout: Option<Duration>,
     /// `max_client_connections`
     pub max_client_connections: Option<usize>,
+    /// `admin_listen`: where `/metrics` and `/status` are served; off when unset.
+    pub admin_listen: Option<SocketAddr>,
     /// `access_log`: "stdout", "off" or a file path.
     pub access_log: Option<String>,
     /// `access_log_format`: "combined" or "json".
     pub access_log_format: Option<String>,
+    /// `log_format`: "text" or "json".
+    pub log_format: Option<String>,
+    /// `user`: the account fcgate switches to after binding, when started as root.
+    pub user: Option<String>,
+    /// `group`: its group, the user's primary group when unset.
+    pub group: Option<String>,
     /// `shutdown_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub shutdown_timeout: Option<Duration>,
@@ -176,8 +184,13 @@ impl RawConfig {
             max_request_head: self.max_request_head,
             shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
             max_client_connections: self.max_client_connections,
+            admin_listen: flags.admin_listen.or(self.admin_listen),
             access_log: flags.access_log.clone().or(self.access_log),
             access_log_format: flags.access_log_format.clone().or(self.access_log_format),
+            log_format: flags.log_format.clone().or(self.log_format),
+            // File-only, as nginx's `user`: who a service runs as belongs with its config.
+            user: self.user,
+            group: self.group,
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
             params,
             upstream: RawUpstream {

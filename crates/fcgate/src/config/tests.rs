@@ -573,3 +573,72 @@ fn a_quoted_number_is_explained_in_plain_words() {
     );
     assert!(!text.contains("usize"), "{text}");
 }
+
+#[test]
+fn log_format_is_text_or_json_from_the_flag_else_the_file() {
+    assert_eq!(load(&parse_args(&[])).unwrap().log_format, LogFormat::Text);
+    let refused = refusal("log_format = \"xml\"");
+    assert_eq!(refused, "log_format: `xml` is not \"text\" or \"json\"");
+    let refused = load(&parse_args(&["--log-format", "JSON"]))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.starts_with("log_format:"), "{refused}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fcgate.toml");
+    std::fs::write(&file, "log_format = \"json\"\n").unwrap();
+    let path = file.to_str().unwrap();
+    assert_eq!(
+        log_format(&parse_args(&["--config", path])),
+        LogFormat::Json
+    );
+    assert_eq!(
+        log_format(&parse_args(&["--config", path, "--log-format", "text"])),
+        LogFormat::Text
+    );
+    assert_eq!(
+        load(&parse_args(&["--config", path])).unwrap().log_format,
+        LogFormat::Json
+    );
+    // The early read reports nothing and falls back to text; `load` names the problem.
+    assert_eq!(
+        log_format(&parse_args(&["--log-format", "xml"])),
+        LogFormat::Text
+    );
+    assert_eq!(
+        log_format(&parse_args(&["--config", "/nonexistent/fcgate.toml"])),
+        LogFormat::Text
+    );
+    std::fs::write(&file, "log_format = \"json\"\nmax_con = 4\n").unwrap();
+    assert_eq!(
+        log_format(&parse_args(&["--config", path])),
+        LogFormat::Json
+    );
+}
+
+#[test]
+fn user_and_group_are_looked_up_at_load_time() {
+    assert_eq!(validate_text("").unwrap().run_as, None);
+    // `nobody` and `nogroup` exist on Debian; `root` is refused as the user to become.
+    let run_as = validate_text("user = \"nobody\"").unwrap().run_as.unwrap();
+    assert_eq!(run_as.user, "nobody");
+    assert_ne!(run_as.uid, 0);
+    assert!(run_as.groups.contains(&run_as.gid), "{run_as:?}");
+    let with_group = validate_text("user = \"nobody\"\ngroup = \"root\"")
+        .unwrap()
+        .run_as
+        .unwrap();
+    assert_eq!(with_group.gid, 0);
+    for (text, prefix) in [
+        ("user = \"no-such-user-here\"", "user: there is no user"),
+        ("user = \"root\"", "user: `root` is root"),
+        (
+            "user = \"nobody\"\ngroup = \"no-such-group-here\"",
+            "group: there is no group",
+        ),
+        ("group = \"nogroup\"", "group: needs `user`"),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.starts_with(prefix), "{text:?} -> {refused}");
+    }
+}

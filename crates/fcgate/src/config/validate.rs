@@ -12,11 +12,12 @@ use fcgi::net::Address;
 
 use super::raw::{RawConfig, RawUpstream};
 use super::{
-    ClientLimits, Config, ConfigError, HealthConfig, PhpSite, SiteConfig, SiteMode, UpstreamConfig,
-    UpstreamServer,
+    ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite, SiteConfig, SiteMode,
+    UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::php_fpm_config::FpmLimits;
+use crate::privileges::RunAs;
 use crate::request_guard::HeadLimits;
 use crate::size::ByteSize;
 
@@ -116,6 +117,7 @@ impl RawConfig {
             limits,
             upstream: validate_upstream(&self.upstream)?,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            admin_listen: self.admin_listen,
             access_log: match self.access_log.as_deref() {
                 None | Some("stdout") => AccessLogTarget::Stdout,
                 Some("off") => AccessLogTarget::Off,
@@ -137,6 +139,16 @@ impl RawConfig {
                     ))
                 }
             },
+            log_format: match self.log_format.as_deref() {
+                None => LogFormat::Text,
+                Some(text) => LogFormat::from_setting(text).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "log_format",
+                        format!("`{text}` is not \"text\" or \"json\""),
+                    )
+                })?,
+            },
+            run_as: RunAs::look_up(self.user.as_deref(), self.group.as_deref())?,
             max_client_connections: match self.max_client_connections {
                 Some(0) => {
                     return Err(ConfigError::invalid(
