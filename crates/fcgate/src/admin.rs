@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,8 +36,21 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The status page: one self-contained file (its script and chart library inlined), so it
-/// works on a host without internet access.
-const STATUS_PAGE: &str = include_str!("admin/status.html");
+/// works on a host without internet access. uPlot (`admin/vendor/uplot/`, MIT) takes the place
+/// of the page's two markers once, at the first request.
+static STATUS_PAGE: LazyLock<String> = LazyLock::new(|| {
+    include_str!("admin/status.html")
+        .replacen(
+            "/*UPLOT_CSS*/",
+            include_str!("admin/vendor/uplot/uPlot.min.css"),
+            1,
+        )
+        .replacen(
+            "/*UPLOT_JS*/",
+            include_str!("admin/vendor/uplot/uPlot.iife.min.js"),
+            1,
+        )
+});
 
 /// A running admin listener.
 pub struct AdminServer {
@@ -54,14 +67,14 @@ struct Admin {
     history: Arc<status::History>,
 }
 
-/// Binds `address` and serves the admin endpoints for `gateway` until `shutdown`.
-pub async fn start(
-    address: SocketAddr,
+/// Serves the admin endpoints for `gateway` on `listener` (bound by the caller, before it
+/// drops privileges) until `shutdown`.
+pub fn start(
+    listener: TcpListener,
     gateway: Arc<Gateway>,
     connections: Arc<ClientConnections>,
     shutdown: CancellationToken,
 ) -> std::io::Result<AdminServer> {
-    let listener = TcpListener::bind(address).await?;
     let local_addr = listener.local_addr()?;
     let history = Arc::new(status::History::default());
     tokio::spawn(Arc::clone(&history).run(Arc::clone(&gateway), shutdown.clone()));

@@ -140,9 +140,11 @@ pub struct HttpFront {
 }
 
 impl HttpFront {
-    /// The front for `gateway`, configured from its config.
+    /// The front for `gateway`, configured from the config in force: connections accepted
+    /// after a reload get a front built from the new one.
     pub fn new(gateway: Arc<Gateway>, connections: Arc<ClientConnections>) -> HttpFront {
-        let config: &Config = gateway.config();
+        let generation = gateway.current();
+        let config: &Config = &generation.config;
         let header_timeout = config.limits.client_header_timeout;
         let mut http1 = http1::Builder::new();
         http1

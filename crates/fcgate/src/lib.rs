@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod php_fpm_config;
 pub mod privileges;
 pub mod proxy;
+pub mod reload;
 pub mod request_body;
 pub mod request_guard;
 pub mod response_end;
@@ -47,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::DemoApp { listen }) => {
             let shutdown = CancellationToken::new();
-            tokio::spawn(StopSignals::install().cancel_when_received(shutdown.clone()));
+            tokio::spawn(Signals::install().cancel_when_received(shutdown.clone()));
             println!("fcgate demo app: serving FastCGI on {listen}");
             demo::serve(listen, shutdown)
                 .await
@@ -61,10 +62,11 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     let mut config = config::load(cli)?;
     // Installed before READY=1 goes out: a SIGTERM that follows readiness at once must start a
     // drain (and STOPPING=1), not meet the default action and kill the process.
-    let stop_signals = StopSignals::install();
+    let mut signals = Signals::install();
     let shutdown = CancellationToken::new();
     // Held until the end: dropping it removes the demo app's socket directory.
     let mut demo_socket_dir = None;
+    let mut demo_address = None;
     if config.upstream.servers.is_empty() {
         // The demo app is for `fcgate` with no arguments at all: a site (--root) or a config
         // file without a server is a mistake, not a request for the demo (PHP would reach the
@@ -87,14 +89,19 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         config
             .upstream
             .servers
-            .push(config::UpstreamServer::new(address));
+            .push(config::UpstreamServer::new(address.clone()));
         demo_socket_dir = Some(dir);
+        demo_address = Some(address);
     }
     let listen = config.listen;
-    let running = server::start(config)
+    let bound = server::BoundGateway::bind(config)
         .await
         .with_context(|| format!("starting the gateway on {listen}"))?;
-    privileges::drop_root(running.gateway.config().run_as.as_ref())?;
+    // After binding and opening the log, before serving: no request is ever served as root.
+    privileges::drop_root(bound.gateway().current().config.run_as.as_ref())?;
+    let running = bound
+        .serve()
+        .with_context(|| format!("starting the gateway on {listen}"))?;
     let servers: Vec<String> = running
         .gateway
         .upstream()
@@ -111,15 +118,58 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     }
     reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     systemd::notify("READY=1");
-    stop_signals
-        .cancel_when_received(running.shutdown.clone())
-        .await;
+    loop {
+        match signals.next(&running.shutdown).await {
+            Signal::Stop => break,
+            Signal::Reload => {
+                systemd::notify_reloading();
+                reload(cli, demo_address.as_ref(), &running).await;
+                systemd::notify("READY=1");
+            }
+        }
+    }
     systemd::notify("STOPPING=1");
     running.stop().await;
     shutdown.cancel();
     drop(demo_socket_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again (the file and the same flags) and puts it in force;
+/// a file that does not load, or a reload that cannot be done, is logged and changes nothing.
+async fn reload(cli: &Cli, demo_address: Option<&Address>, running: &server::RunningGateway) {
+    let config = match config::load(cli) {
+        Ok(mut config) => {
+            if let (true, Some(address)) = (config.upstream.servers.is_empty(), demo_address) {
+                config
+                    .upstream
+                    .servers
+                    .push(config::UpstreamServer::new(address.clone()));
+            }
+            if let Err(error) = config.require_servers() {
+                tracing::error!("reload refused, the running configuration stays: {error}");
+                return;
+            }
+            config
+        }
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration stays: {error}");
+            return;
+        }
+    };
+    match running.reload(config).await {
+        Ok(done) => tracing::info!(
+            kept_servers = done.kept_servers,
+            new_servers = done.new_servers,
+            drained_servers = done.drained_servers,
+            listen = %running.listen_addr(),
+            "configuration reloaded"
+        ),
+        Err(error) => {
+            tracing::error!("reload refused, the running configuration stays: {error}");
+        }
+    }
 }
 
 /// SIGUSR1 reopens the access log file (after logrotate moved it), as nginx's USR1 does. The
@@ -138,20 +188,30 @@ fn reopen_logs_on_sigusr1(gateway: Arc<proxy::Gateway>) {
     });
 }
 
-/// SIGTERM and SIGINT (Ctrl-C) handlers. Tokio installs a handler when the stream is created,
-/// so creating them early is what keeps a signal from being lost to the default action.
-struct StopSignals {
-    handlers: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+    /// SIGHUP: read the configuration again.
+    Reload,
 }
 
-impl StopSignals {
+/// SIGTERM, SIGINT (Ctrl-C) and SIGHUP handlers. Tokio installs a handler when the stream is
+/// created, so creating them early is what keeps a signal from being lost to the default
+/// action (which, for all three, ends the process).
+struct Signals {
+    handlers: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
     fn install() -> Self {
         use tokio::signal::unix::{signal, SignalKind};
         let handlers = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(terminate), Ok(interrupt)) => Some((terminate, interrupt)),
+            (Ok(terminate), Ok(interrupt), Ok(hangup)) => Some([terminate, interrupt, hangup]),
             _ => {
                 tracing::error!("cannot install signal handlers; stop fcgate with SIGKILL");
                 None
@@ -160,18 +220,32 @@ impl StopSignals {
         Self { handlers }
     }
 
-    /// Waits for SIGTERM or SIGINT, or for `token` to be cancelled elsewhere, then cancels it.
-    async fn cancel_when_received(self, token: CancellationToken) {
-        match self.handlers {
-            Some((mut terminate, mut interrupt)) => {
+    /// The next signal; [`Signal::Stop`] also when `token` is cancelled elsewhere, which is
+    /// then cancelled in any case.
+    async fn next(&mut self, token: &CancellationToken) -> Signal {
+        let signal = match &mut self.handlers {
+            Some([terminate, interrupt, hangup]) => {
                 tokio::select! {
-                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
-                    _ = interrupt.recv() => tracing::info!("SIGINT received"),
-                    _ = token.cancelled() => {}
+                    _ = terminate.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+                    _ = interrupt.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+                    _ = hangup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload }
+                    _ = token.cancelled() => Signal::Stop,
                 }
             }
-            None => token.cancelled().await,
+            None => {
+                token.cancelled().await;
+                Signal::Stop
+            }
+        };
+        if let Signal::Stop = signal {
+            token.cancel();
         }
+        signal
+    }
+
+    /// Waits for SIGTERM or SIGINT (SIGHUP too: nothing to reload), then cancels `token`.
+    async fn cancel_when_received(mut self, token: CancellationToken) {
+        let _ = self.next(&token).await;
         token.cancel();
     }
 }

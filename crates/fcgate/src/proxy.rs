@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use bytes::{Bytes, BytesMut};
 use fcgi::client::{ResponseEvent, ResponseStream};
 use fcgi::protocol::ProtocolStatus;
@@ -57,14 +59,26 @@ enum Answer {
     Lost(fcgi::client::ClientError),
 }
 
-/// Everything a request needs: the validated config and the upstream pools.
+/// What one configuration put in force: the config, the pools of its servers, its access log.
+/// A reload builds a new one (keeping the pools of servers that did not change) and swaps it in
+/// whole; a request holds the one it started with until it ends.
+pub struct Generation {
+    /// The validated configuration.
+    pub config: Config,
+    /// The servers and their pools.
+    pub upstream: Arc<Upstream>,
+    /// Where its requests are logged.
+    pub access_log: Arc<AccessLog>,
+}
+
+/// Everything a request needs: the generation in force, and what outlives reloads (request
+/// ids, the request-body budget, the metrics).
 pub struct Gateway {
-    config: Config,
-    upstream: Arc<Upstream>,
+    current: ArcSwap<Generation>,
     next_request_id: AtomicU64,
     /// Request bodies held at once, against `max_request_body_buffer_total`.
     body_budget: Arc<BodyBudget>,
-    reporters: Reporters,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Gateway {
@@ -74,30 +88,35 @@ impl Gateway {
         let upstream = Upstream::new(&config.upstream);
         let body_budget = BodyBudget::new(config.limits.max_request_body_buffer_total);
         Arc::new(Gateway {
-            config,
-            upstream,
+            current: ArcSwap::from_pointee(Generation {
+                config,
+                upstream,
+                access_log: Arc::new(access_log),
+            }),
             next_request_id: AtomicU64::new(1),
             body_budget,
-            reporters: Reporters {
-                access_log: Arc::new(access_log),
-                metrics: Arc::new(GatewayMetrics::default()),
-            },
+            metrics: Arc::new(GatewayMetrics::default()),
         })
+    }
+
+    /// The generation in force now.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Puts `next` in force for requests that start from now on; returns the one it replaces.
+    pub fn replace(&self, next: Generation) -> Arc<Generation> {
+        self.current.swap(Arc::new(next))
     }
 
     /// Gateway-wide figures: responses by status class, request durations, retries.
     pub fn metrics(&self) -> &GatewayMetrics {
-        &self.reporters.metrics
+        &self.metrics
     }
 
-    /// The access log, for SIGUSR1 and its dropped-lines figure.
-    pub fn access_log(&self) -> &AccessLog {
-        &self.reporters.access_log
-    }
-
-    /// The validated configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The access log in force, for SIGUSR1 and its dropped-lines figure.
+    pub fn access_log(&self) -> Arc<AccessLog> {
+        Arc::clone(&self.current.load().access_log)
     }
 
     /// Request-body bytes held right now, memory and temp files together.
@@ -105,9 +124,9 @@ impl Gateway {
         self.body_budget.held()
     }
 
-    /// The upstream pools, for stats and shutdown.
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// The upstream pools in force, for stats and shutdown.
+    pub fn upstream(&self) -> Arc<Upstream> {
+        Arc::clone(&self.current.load().upstream)
     }
 
     /// Answers one request; never fails: errors become error responses.
@@ -119,7 +138,8 @@ impl Gateway {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("request", id = request_id, method = %request.method(), path = request.uri().path());
-        let logged = self.reporters.access_log.enabled().then(|| {
+        let generation = self.current.load_full();
+        let logged = generation.access_log.enabled().then(|| {
             RequestFacts::new(
                 request_id,
                 connection.remote_addr(),
@@ -133,7 +153,7 @@ impl Gateway {
         // Cheap (shared buffers) and only read when the request fails: its log line names it.
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let response = match self
-            .serve(request, connection, request_id, &mut facts)
+            .serve(&generation, request, connection, request_id, &mut facts)
             .instrument(span)
             .await
         {
@@ -145,19 +165,24 @@ impl Gateway {
             logged,
             backend: facts,
         };
-        response_end::attach(&self.reporters, pending, response)
+        let reporters = Reporters {
+            access_log: Arc::clone(&generation.access_log),
+            metrics: Arc::clone(&self.metrics),
+        };
+        response_end::attach(reporters, pending, response)
     }
 
     async fn serve(
         &self,
+        generation: &Generation,
         request: Request<Incoming>,
         connection: &ConnectionInfo,
         request_id: u64,
         facts: &mut BackendFacts,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
-        crate::request_guard::check(&parts, &self.config.limits.head)?;
-        let target = match &self.config.site.mode {
+        crate::request_guard::check(&parts, &generation.config.limits.head)?;
+        let target = match &generation.config.site.mode {
             SiteMode::App => ScriptTarget::app(parts.uri.path()),
             // A few stat calls on the local docroot: done inline, as nginx's try_files does,
             // because a thread hop per request costs more than the calls themselves.
@@ -176,18 +201,24 @@ impl Gateway {
         let body = request_body::read_body(
             body,
             declared_length,
-            &self.config.limits,
+            &generation.config.limits,
             &self.body_budget,
         )
         .await?;
         let content_length = body.len();
 
-        let site = &self.config.site;
-        let upstream = &self.upstream;
+        let site = &generation.config.site;
+        let upstream = &generation.upstream;
+        let limits = &generation.config.limits;
         let exchange = Exchange {
             request_id,
             is_head: parts.method == http::Method::HEAD,
             version: parts.version,
+            spool: SpoolLimits {
+                memory: limits.response_buffer_size,
+                total: limits.max_response_buffer,
+                send_timeout: limits.send_timeout,
+            },
         };
         // Servers ruled out for this request: a connect failed, or a fresh connection died.
         let mut ruled_out: Vec<usize> = Vec::new();
@@ -215,9 +246,7 @@ impl Gateway {
                     upstream.record_failure(index);
                     ruled_out.push(index);
                     if upstream.pick(&ruled_out).is_some() {
-                        self.reporters
-                            .metrics
-                            .count_retry(RetryReason::ConnectFailed);
+                        self.metrics.count_retry(RetryReason::ConnectFailed);
                         facts.retries += 1;
                         tracing::warn!(request = request_id, "trying another server: {error}");
                         continue;
@@ -233,9 +262,7 @@ impl Gateway {
                     tokio::time::sleep(refused_backoff).await;
                     refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
                     ruled_out.clear();
-                    self.reporters
-                        .metrics
-                        .count_retry(RetryReason::BackendRestarting);
+                    self.metrics.count_retry(RetryReason::BackendRestarting);
                     facts.retries += 1;
                     continue;
                 }
@@ -243,7 +270,7 @@ impl Gateway {
             };
             let reused = lease.was_reused();
             facts.reused = Some(reused);
-            if self.reporters.access_log.enabled() {
+            if generation.access_log.enabled() {
                 facts.address = Some(pool.address().to_string());
             }
             let sent_at = Instant::now();
@@ -306,7 +333,7 @@ impl Gateway {
                             attempts: overloaded_answers,
                         });
                     }
-                    self.reporters.metrics.count_retry(RetryReason::Overloaded);
+                    self.metrics.count_retry(RetryReason::Overloaded);
                     facts.retries += 1;
                     tokio::time::sleep(OVERLOADED_BACKOFF * overloaded_answers).await;
                 }
@@ -317,9 +344,7 @@ impl Gateway {
                             attempts: cannot_multiplex_answers,
                         });
                     }
-                    self.reporters
-                        .metrics
-                        .count_retry(RetryReason::CannotMultiplex);
+                    self.metrics.count_retry(RetryReason::CannotMultiplex);
                     facts.retries += 1;
                     tracing::info!(
                         request = request_id,
@@ -329,8 +354,8 @@ impl Gateway {
                 // The connection died before any answer. The app may or may not have read the
                 // request, so only requests that may be repeated go again (docs/architecture.md).
                 Answer::Lost(error) => {
-                    let repeatable =
-                        parts.method.is_idempotent() || self.config.upstream.retry_non_idempotent;
+                    let repeatable = parts.method.is_idempotent()
+                        || generation.config.upstream.retry_non_idempotent;
                     if !repeatable {
                         return Err(error.into());
                     }
@@ -346,9 +371,7 @@ impl Gateway {
                             return Err(error.into());
                         }
                     }
-                    self.reporters
-                        .metrics
-                        .count_retry(RetryReason::ConnectionLost);
+                    self.metrics.count_retry(RetryReason::ConnectionLost);
                     facts.retries += 1;
                     tracing::info!(request = request_id, "retrying: {error}");
                 }
@@ -441,7 +464,7 @@ impl Gateway {
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             }
         }
-        let memory_limit = self.config.limits.response_buffer_size;
+        let memory_limit = exchange.spool.memory;
         let mut chunks = Vec::new();
         let mut buffered = first_body_bytes.len();
         if !first_body_bytes.is_empty() {
@@ -471,12 +494,7 @@ impl Gateway {
             head.headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
-        let limits = SpoolLimits {
-            memory: memory_limit,
-            total: self.config.limits.max_response_buffer,
-            send_timeout: self.config.limits.send_timeout,
-        };
-        let body = spool_response(chunks, events, limits, framing, request_id);
+        let body = spool_response(chunks, events, exchange.spool, framing, request_id);
         Ok(build_response(head, body))
     }
 }
@@ -488,6 +506,8 @@ struct Exchange {
     is_head: bool,
     /// The client's HTTP version: `Connection: close` exists only before HTTP/2.
     version: Version,
+    /// How much of the response may wait for a slow client, and for how long.
+    spool: SpoolLimits,
 }
 
 /// The response to a request whose app output is all in: `body` is every byte the app sent

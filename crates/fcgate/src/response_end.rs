@@ -19,7 +19,6 @@ use crate::body::ResponseBody;
 use crate::metrics::GatewayMetrics;
 
 /// Where a finished response is reported.
-#[derive(Clone)]
 pub struct Reporters {
     /// The access log (which may be off).
     pub access_log: Arc<AccessLog>,
@@ -39,12 +38,11 @@ pub struct Pending {
 
 /// Wraps `response`'s body so that the request is reported once the body is done or dropped.
 pub fn attach(
-    reporters: &Reporters,
+    reporters: Reporters,
     pending: Pending,
     response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
     let status = response.status().as_u16();
-    let reporters = reporters.clone();
     response.map(|body| {
         let observed = ObservedBody {
             body,

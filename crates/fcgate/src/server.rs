@@ -13,8 +13,9 @@
 //! per pause rather than one every few milliseconds.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use arc_swap::ArcSwap;
 use fcgi::idle::IdleRegistry;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
@@ -27,6 +28,7 @@ use crate::cgi_params::ConnectionInfo;
 use crate::client_connection::{ClientConnections, HttpFront};
 use crate::config::Config;
 use crate::proxy::Gateway;
+use crate::reload::{ReloadError, Reloaded};
 
 /// The longest pause of accepting after it failed (out of file descriptors).
 const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -35,7 +37,7 @@ const ACCEPT_RETRY_POLL: std::time::Duration = std::time::Duration::from_millis(
 
 /// A gateway serving on a bound port; tests start one on `127.0.0.1:0`.
 pub struct RunningGateway {
-    /// Where it listens.
+    /// Where it listened when it started (a reload may move it: [`Self::listen_addr`]).
     pub local_addr: SocketAddr,
     /// Where the admin listener (`/metrics`, `/status`) listens, if configured.
     pub admin_addr: Option<SocketAddr>,
@@ -47,6 +49,7 @@ pub struct RunningGateway {
     pub shutdown: CancellationToken,
     /// Finishes when the shutdown is complete.
     pub task: JoinHandle<()>,
+    acceptor: Arc<Acceptor>,
 }
 
 impl RunningGateway {
@@ -54,6 +57,20 @@ impl RunningGateway {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+
+    /// Where the HTTP listener is bound now.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.acceptor.listening().local_addr
+    }
+
+    /// Puts `config` in force without dropping anything (SIGHUP): see `reload.rs`.
+    pub async fn reload(&self, config: Config) -> Result<Reloaded, ReloadError> {
+        crate::reload::reload(self, config).await
+    }
+
+    pub(crate) fn acceptor(&self) -> &Arc<Acceptor> {
+        &self.acceptor
     }
 }
 
@@ -65,7 +82,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds `address` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, so a restart does not wait out
 /// TIME_WAIT).
-fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -75,152 +92,284 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Binds `config.listen` and starts serving in a background task.
-pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
-    let listener = bind(config.listen)?;
-    let local_addr = listener.local_addr()?;
-    let access_log = AccessLog::start(&config.access_log, config.access_log_format)?;
-    let gateway = Gateway::new(config, access_log);
-    let shutdown = CancellationToken::new();
-    let connections = Arc::new(ClientConnections::default());
-    let admin_addr = match gateway.config().admin_listen {
-        Some(address) => {
-            let admin = crate::admin::start(
-                address,
-                Arc::clone(&gateway),
-                Arc::clone(&connections),
-                shutdown.clone(),
-            )
-            .await
-            .map_err(|error| {
+/// Everything bound and opened, nothing served yet: what a process started as root does
+/// before it gives up root (`privileges.rs`), so no request is ever served as root.
+pub struct BoundGateway {
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    gateway: Arc<Gateway>,
+}
+
+impl BoundGateway {
+    /// Binds `config.listen` (and `admin_listen`), opens the access log, builds the pools.
+    pub async fn bind(config: Config) -> std::io::Result<BoundGateway> {
+        let listener = bind(config.listen)?;
+        let admin_listener = match config.admin_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
                 std::io::Error::new(
                     error.kind(),
                     format!("binding the admin listener on {address}: {error}"),
                 )
-            })?;
-            Some(admin.local_addr)
-        }
-        None => None,
-    };
-    let task = tokio::spawn(serve(
-        listener,
-        Arc::clone(&gateway),
-        shutdown.clone(),
-        Arc::clone(&connections),
-    ));
-    Ok(RunningGateway {
-        local_addr,
-        admin_addr,
-        gateway,
-        connections,
-        shutdown,
-        task,
-    })
+            })?),
+            None => None,
+        };
+        let access_log = AccessLog::start(&config.access_log, config.access_log_format)?;
+        Ok(BoundGateway {
+            listener,
+            admin_listener,
+            gateway: Gateway::new(config, access_log),
+        })
+    }
+
+    /// The configuration it was bound with.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Starts accepting, in background tasks.
+    pub fn serve(self) -> std::io::Result<RunningGateway> {
+        let BoundGateway {
+            listener,
+            admin_listener,
+            gateway,
+        } = self;
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let connections = Arc::new(ClientConnections::default());
+        let admin_addr = match admin_listener {
+            Some(listener) => Some(
+                crate::admin::start(
+                    listener,
+                    Arc::clone(&gateway),
+                    Arc::clone(&connections),
+                    shutdown.clone(),
+                )?
+                .local_addr,
+            ),
+            None => None,
+        };
+        let acceptor = Arc::new(Acceptor::new(
+            Arc::clone(&gateway),
+            Arc::clone(&connections),
+            shutdown.clone(),
+        ));
+        acceptor.listen_on(listener, local_addr);
+        let task = tokio::spawn(Arc::clone(&acceptor).drain_after_shutdown());
+        Ok(RunningGateway {
+            local_addr,
+            admin_addr,
+            gateway,
+            connections,
+            shutdown,
+            task,
+            acceptor,
+        })
+    }
 }
 
-/// Accepts until `shutdown` fires, then drains connections for at most `shutdown_timeout`.
-pub async fn serve(
-    listener: TcpListener,
+/// Binds `config.listen` and starts serving in a background task.
+pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
+    BoundGateway::bind(config).await?.serve()
+}
+
+/// The listener in use and the token that stops its accept loop.
+#[derive(Clone)]
+pub(crate) struct Listening {
+    pub(crate) local_addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+/// What every accept loop shares: the connection slots, the idle registry, the connection
+/// tasks (drained at shutdown) and the front new connections get. A reload that moves the
+/// listener starts a second accept loop on the new socket before it stops the first; both feed
+/// the same slots and tasks, so nothing is counted twice or left behind.
+pub(crate) struct Acceptor {
     gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
     connections: Arc<ClientConnections>,
-) {
-    let front = Arc::new(HttpFront::new(Arc::clone(&gateway), connections));
-    let tasks = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(gateway.config().max_client_connections));
-    let registry = IdleRegistry::new();
-    let mut at_limit_logged = false;
-    loop {
-        let mut slot = Arc::clone(&slots).try_acquire_owned().ok();
-        if slot.is_none() {
-            if !at_limit_logged {
-                tracing::warn!(
-                    limit = gateway.config().max_client_connections,
-                    "max_client_connections reached: idle connections make room for new ones"
-                );
-                at_limit_logged = true;
-            }
-            // A free slot, or an idle connection that can make room for a newcomer.
-            tokio::select! {
-                acquired = Arc::clone(&slots).acquire_owned() => match acquired {
-                    Ok(acquired) => slot = Some(acquired),
-                    Err(_closed) => break,
-                },
-                () = registry.wait_for_idle() => {}
-                _ = shutdown.cancelled() => break,
-            }
+    front: ArcSwap<HttpFront>,
+    tasks: TaskTracker,
+    slots: Arc<Semaphore>,
+    /// Fixed at start: the semaphore is sized once (a reload that changes it is warned about).
+    max_client_connections: usize,
+    registry: Arc<IdleRegistry>,
+    shutdown: CancellationToken,
+    listening: Mutex<Option<Listening>>,
+}
+
+impl Acceptor {
+    fn new(
+        gateway: Arc<Gateway>,
+        connections: Arc<ClientConnections>,
+        shutdown: CancellationToken,
+    ) -> Acceptor {
+        let max_client_connections = gateway.current().config.max_client_connections;
+        Acceptor {
+            front: ArcSwap::from_pointee(HttpFront::new(
+                Arc::clone(&gateway),
+                Arc::clone(&connections),
+            )),
+            gateway,
+            connections,
+            tasks: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(max_client_connections)),
+            max_client_connections,
+            registry: IdleRegistry::new(),
+            shutdown,
+            listening: Mutex::new(None),
         }
-        let (stream, remote_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors or similar: free one if a connection is idle,
-                    // and wait for a connection to close (or a second) instead of spinning and
-                    // logging every few milliseconds.
-                    tracing::error!("accept failed: {error}; pausing accept until a connection closes");
-                    drop(slot);
-                    registry.evict_longest_idle();
-                    let wait_for_close = async {
-                        let available = slots.available_permits();
-                        while slots.available_permits() <= available {
-                            tokio::time::sleep(ACCEPT_RETRY_POLL).await;
+    }
+
+    /// The listener in use now.
+    pub(crate) fn listening(&self) -> Listening {
+        self.listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| Listening {
+                local_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                stop: CancellationToken::new(),
+            })
+    }
+
+    /// The largest number of client connections, as sized at start.
+    pub(crate) fn max_client_connections(&self) -> usize {
+        self.max_client_connections
+    }
+
+    /// Connections accepted from now on are served with the config in force now.
+    pub(crate) fn refresh_front(&self) {
+        self.front.store(Arc::new(HttpFront::new(
+            Arc::clone(&self.gateway),
+            Arc::clone(&self.connections),
+        )));
+    }
+
+    /// Starts accepting on `listener`; a listener in use before stops accepting (its
+    /// connections go on). Returns the one it replaced.
+    pub(crate) fn listen_on(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        local_addr: SocketAddr,
+    ) -> Option<Listening> {
+        let stop = self.shutdown.child_token();
+        let previous = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(Listening {
+                local_addr,
+                stop: stop.clone(),
+            });
+        tokio::spawn(Arc::clone(self).accept(listener, stop));
+        if let Some(previous) = &previous {
+            previous.stop.cancel();
+        }
+        previous
+    }
+
+    /// Waits for the shutdown, then for connections to finish within `shutdown_timeout`.
+    async fn drain_after_shutdown(self: Arc<Self>) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        let generation = self.gateway.current();
+        let timeout = generation.config.shutdown_timeout;
+        tracing::info!("shutting down: waiting up to {timeout:?} for requests in flight");
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown_timeout passed with requests still in flight; closing them");
+        }
+        for pool in generation.upstream.pools() {
+            pool.close_idle();
+        }
+    }
+
+    /// Accepts on `listener` until `stop` (a reload moved the listener, or shutdown).
+    async fn accept(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+        let mut at_limit_logged = false;
+        loop {
+            let mut slot = Arc::clone(&self.slots).try_acquire_owned().ok();
+            if slot.is_none() {
+                if !at_limit_logged {
+                    tracing::warn!(
+                        limit = self.max_client_connections,
+                        "max_client_connections reached: idle connections make room for new ones"
+                    );
+                    at_limit_logged = true;
+                }
+                // A free slot, or an idle connection that can make room for a newcomer.
+                tokio::select! {
+                    acquired = Arc::clone(&self.slots).acquire_owned() => match acquired {
+                        Ok(acquired) => slot = Some(acquired),
+                        Err(_closed) => break,
+                    },
+                    () = self.registry.wait_for_idle() => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+            let (stream, remote_addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors or similar: free one if a connection is idle,
+                        // and wait for a connection to close (or a second) instead of spinning and
+                        // logging every few milliseconds.
+                        tracing::error!("accept failed: {error}; pausing accept until a connection closes");
+                        drop(slot);
+                        self.registry.evict_longest_idle();
+                        let wait_for_close = async {
+                            let available = self.slots.available_permits();
+                            while self.slots.available_permits() <= available {
+                                tokio::time::sleep(ACCEPT_RETRY_POLL).await;
+                            }
+                        };
+                        tokio::select! {
+                            () = wait_for_close => {}
+                            () = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                            _ = stop.cancelled() => break,
                         }
-                    };
-                    tokio::select! {
-                        () = wait_for_close => {}
-                        () = tokio::time::sleep(ACCEPT_PAUSE) => {}
-                        _ = shutdown.cancelled() => break,
+                        continue;
                     }
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let slot = match slot {
-            Some(slot) => slot,
-            None => match Arc::clone(&slots).try_acquire_owned() {
-                Ok(slot) => slot,
-                Err(_) => {
-                    // The longest-idle connection closes at once and leaves its slot to the
-                    // newcomer; if it took a request meanwhile, the newcomer waits for the
-                    // next slot.
-                    registry.evict_longest_idle();
-                    tokio::select! {
-                        acquired = Arc::clone(&slots).acquire_owned() => match acquired {
-                            Ok(acquired) => acquired,
-                            Err(_closed) => break,
-                        },
-                        _ = shutdown.cancelled() => break,
+                },
+                _ = stop.cancelled() => break,
+            };
+            let slot = match slot {
+                Some(slot) => slot,
+                None => match Arc::clone(&self.slots).try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        // The longest-idle connection closes at once and leaves its slot to the
+                        // newcomer; if it took a request meanwhile, the newcomer waits for the
+                        // next slot.
+                        self.registry.evict_longest_idle();
+                        tokio::select! {
+                            acquired = Arc::clone(&self.slots).acquire_owned() => match acquired {
+                                Ok(acquired) => acquired,
+                                Err(_closed) => break,
+                            },
+                            _ = stop.cancelled() => break,
+                        }
                     }
-                }
-            },
-        };
-        if slots.available_permits() > 0 {
-            at_limit_logged = false;
+                },
+            };
+            if self.slots.available_permits() > 0 {
+                at_limit_logged = false;
+            }
+            let Ok(local_addr) = stream.local_addr() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let info = ConnectionInfo::new(remote_addr, local_addr, false);
+            // Idle until its first request arrives: connections that never send one are what an
+            // idle-connection flood is made of.
+            let registration = self.registry.register(self.shutdown.child_token(), true);
+            let front = self.front.load_full();
+            self.tasks.spawn(async move {
+                front.serve(stream, info, registration).await;
+                drop(slot);
+            });
         }
-        let Ok(local_addr) = stream.local_addr() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo::new(remote_addr, local_addr, false);
-        // Idle until its first request arrives: connections that never send one are what an
-        // idle-connection flood is made of.
-        let registration = registry.register(shutdown.child_token(), true);
-        let front = Arc::clone(&front);
-        tasks.spawn(async move {
-            front.serve(stream, info, registration).await;
-            drop(slot);
-        });
-    }
-    drop(listener);
-    tasks.close();
-    let timeout = gateway.config().shutdown_timeout;
-    tracing::info!("shutting down: waiting up to {timeout:?} for requests in flight");
-    if tokio::time::timeout(timeout, tasks.wait()).await.is_err() {
-        tracing::warn!("shutdown_timeout passed with requests still in flight; closing them");
-    }
-    for pool in gateway.upstream().pools() {
-        pool.close_idle();
     }
 }
 

@@ -1,8 +1,9 @@
 //! Readiness for systemd's `Type=notify` services: `READY=1` once the listener is bound and the
-//! pools exist, `STOPPING=1` when shutdown begins, as datagrams to `$NOTIFY_SOCKET`
-//! (sd_notify(3)). Written here rather than with a crate: the protocol is one datagram to a
-//! unix socket, and a filesystem or abstract (`@name`) address is all there is to it. Without
-//! `$NOTIFY_SOCKET` (not started by systemd) nothing happens.
+//! pools exist, `RELOADING=1` then `READY=1` around a SIGHUP reload, `STOPPING=1` when shutdown
+//! begins, as datagrams to `$NOTIFY_SOCKET` (sd_notify(3)). Written here rather than with a
+//! crate: the protocol is one datagram to a unix socket, and a filesystem or abstract (`@name`)
+//! address is all there is to it. Without `$NOTIFY_SOCKET` (not started by systemd) nothing
+//! happens.
 
 use std::os::unix::net::UnixDatagram;
 
@@ -16,6 +17,16 @@ pub fn notify(state: &str) {
     if let Err(error) = send(&address, state) {
         tracing::warn!(%address, "cannot tell systemd {state}: {error}");
     }
+}
+
+/// `RELOADING=1` with the `MONOTONIC_USEC` systemd wants beside it (sd_notify(3)); `READY=1`
+/// follows when the reload is done, whatever its outcome.
+pub fn notify_reloading() {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |now| {
+        u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0) / 1000
+    });
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
 }
 
 fn send(address: &str, state: &str) -> std::io::Result<()> {

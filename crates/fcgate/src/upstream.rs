@@ -29,7 +29,8 @@ pub struct Server {
     health: Mutex<Health>,
     /// Smooth weighted round-robin state (see [`Upstream::pick`]).
     current_weight: Mutex<i64>,
-    metrics: ServerMetrics,
+    /// Shared with the server of the next generation when a reload keeps the pool.
+    metrics: Arc<ServerMetrics>,
 }
 
 #[derive(Default)]
@@ -74,19 +75,50 @@ impl Upstream {
     /// One pool per server, and the health prober when there are several. Must be called
     /// inside the tokio runtime.
     pub fn new(config: &UpstreamConfig) -> Arc<Upstream> {
+        Upstream::reconfigured(None, config).0
+    }
+
+    /// The upstream of a reloaded `config`: a server whose address and pool settings are
+    /// unchanged keeps its pool — its open connections, its queue, what it learnt about the
+    /// backend — and its figures; any other gets a new pool. Also returns the pools of `previous`
+    /// that are no longer used, for the caller to drain. Health starts afresh: a reload is an
+    /// operator's word that the servers are worth trying.
+    pub fn reconfigured(
+        previous: Option<&Upstream>,
+        config: &UpstreamConfig,
+    ) -> (Arc<Upstream>, Vec<Pool>) {
+        let mut unused: Vec<&Server> =
+            previous.map_or_else(Vec::new, |previous| previous.servers.iter().collect());
         let servers = config
             .servers
             .iter()
             .enumerate()
-            .map(|(index, server)| Server {
-                pool: Pool::new(server.address.clone(), config.pool_config_for(index)),
-                weight: server.weight,
-                backup: server.backup,
-                health: Mutex::new(Health::default()),
-                current_weight: Mutex::new(0),
-                metrics: ServerMetrics::default(),
+            .map(|(index, server)| {
+                let pool_config = config.pool_config_for(index);
+                let kept = unused.iter().position(|old| {
+                    old.pool.address() == &server.address && old.pool.config() == &pool_config
+                });
+                let (pool, metrics) = match kept {
+                    Some(position) => {
+                        let old = unused.swap_remove(position);
+                        (old.pool.clone(), Arc::clone(&old.metrics))
+                    }
+                    None => (
+                        Pool::new(server.address.clone(), pool_config),
+                        Arc::new(ServerMetrics::default()),
+                    ),
+                };
+                Server {
+                    pool,
+                    weight: server.weight,
+                    backup: server.backup,
+                    health: Mutex::new(Health::default()),
+                    current_weight: Mutex::new(0),
+                    metrics,
+                }
             })
             .collect::<Vec<_>>();
+        let unused = unused.into_iter().map(|old| old.pool.clone()).collect();
         let probe = servers.len() > 1 && !config.health.health_interval.is_zero();
         let upstream = Arc::new(Upstream {
             servers,
@@ -96,7 +128,7 @@ impl Upstream {
         if probe {
             tokio::spawn(probe_servers(Arc::downgrade(&upstream)));
         }
-        upstream
+        (upstream, unused)
     }
 
     /// The server for the next request, skipping the indices in `tried`; `None` when none is

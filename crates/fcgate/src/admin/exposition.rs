@@ -143,7 +143,7 @@ impl LiveFigures {
             "max_client_connections: at the limit the longest-idle connection makes room.",
             vec![(
                 Vec::new(),
-                self.gateway.config().max_client_connections as u64,
+                self.gateway.current().config.max_client_connections as u64,
             )],
         )
     }

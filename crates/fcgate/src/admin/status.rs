@@ -145,7 +145,7 @@ impl History {
                 http1: connections.http1(),
                 http2: connections.http2(),
                 parked: connections.parked(),
-                limit: gateway.config().max_client_connections,
+                limit: gateway.current().config.max_client_connections,
             },
             requests: metrics.requests.total(),
             retries: metrics.total_retries(),
