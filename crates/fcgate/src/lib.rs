@@ -94,7 +94,15 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         demo_address = Some(address);
     }
     let listen = config.listen;
-    let bound = server::BoundGateway::bind(config)
+    let inherited =
+        systemd::activated_listener().context("taking the socket systemd passed (LISTEN_FDS)")?;
+    if let Some(socket) = &inherited {
+        let address = socket
+            .local_addr()
+            .context("reading the passed socket's address")?;
+        tracing::info!(%address, "serving on the socket systemd passed instead of `listen`");
+    }
+    let bound = server::BoundGateway::bind_with(config, inherited)
         .await
         .with_context(|| format!("starting the gateway on {listen}"))?;
     // After binding and opening the log, before serving: no request is ever served as root.

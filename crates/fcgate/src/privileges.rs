@@ -9,9 +9,8 @@
 //! calls are per thread; glibc has each thread make the same call), so tokio's worker and
 //! blocking threads, already running, switch too: `tests/cli.rs` reads each thread's ids.
 //!
-//! Race window: `server::start` spawns the accept loop before it returns, so a connection that
-//! arrives in the microseconds between binding and the switch is served as root. Closing it
-//! takes `start` split into bind (and open the log) and serve, with the switch between.
+//! `lib.rs` switches between `BoundGateway::bind` (listeners bound, access log open) and
+//! `serve`, so no connection is ever accepted as root.
 //!
 //! The demo app never runs with `user`: `user` is file-only, and a config file without an
 //! upstream is refused, so the gateway never needs the demo app's root-only socket directory.

@@ -103,7 +103,22 @@ pub struct BoundGateway {
 impl BoundGateway {
     /// Binds `config.listen` (and `admin_listen`), opens the access log, builds the pools.
     pub async fn bind(config: Config) -> std::io::Result<BoundGateway> {
-        let listener = bind(config.listen)?;
+        BoundGateway::bind_with(config, None).await
+    }
+
+    /// As [`Self::bind`], but serving on `inherited` (systemd socket activation) instead of
+    /// binding `config.listen`.
+    pub async fn bind_with(
+        config: Config,
+        inherited: Option<std::net::TcpListener>,
+    ) -> std::io::Result<BoundGateway> {
+        let listener = match inherited {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                TcpListener::from_std(listener)?
+            }
+            None => bind(config.listen)?,
+        };
         let admin_listener = match config.admin_listen {
             Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
                 std::io::Error::new(

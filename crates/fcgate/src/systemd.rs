@@ -3,7 +3,7 @@
 //! begins, as datagrams to `$NOTIFY_SOCKET` (sd_notify(3)). Written here rather than with a
 //! crate: the protocol is one datagram to a unix socket, and a filesystem or abstract (`@name`)
 //! address is all there is to it. Without `$NOTIFY_SOCKET` (not started by systemd) nothing
-//! happens.
+//! happens. Also socket activation, with the `listenfd` crate (it validates `LISTEN_PID`).
 
 use std::os::unix::net::UnixDatagram;
 
@@ -27,6 +27,25 @@ pub fn notify_reloading() {
             + u64::try_from(now.tv_nsec()).unwrap_or(0) / 1000
     });
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
+}
+
+/// The listening socket systemd passed (socket activation: `LISTEN_FDS`, `LISTEN_PID`), if
+/// any: the first one is the HTTP listener. With a `.socket` unit, systemd holds the socket
+/// across `systemctl restart`, so connections made while fcgate restarts wait in its backlog
+/// instead of being refused.
+pub fn activated_listener() -> std::io::Result<Option<std::net::TcpListener>> {
+    let mut passed = listenfd::ListenFd::from_env();
+    if passed.len() == 0 {
+        return Ok(None);
+    }
+    let listener = passed.take_tcp_listener(0)?;
+    if passed.len() > 1 {
+        tracing::warn!(
+            sockets = passed.len(),
+            "systemd passed several sockets; only the first (the HTTP listener) is used"
+        );
+    }
+    Ok(listener)
 }
 
 fn send(address: &str, state: &str) -> std::io::Result<()> {

@@ -417,3 +417,63 @@ fn another_user_is_refused_with_a_clear_error_and_the_same_one_carries_on() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// What systemd does for a `.socket` unit, done by Python (it is on every machine the tests
+/// run on, and the workspace forbids the `unsafe` a `dup2` before `exec` would need here):
+/// bind and listen, print the port, put the socket at fd 3, set LISTEN_FDS/LISTEN_PID, and
+/// exec fcgate in the same process.
+const SOCKET_ACTIVATE: &str = r#"
+import os, socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(64)
+print(listener.getsockname()[1], flush=True)
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+#[test]
+fn with_socket_activation_it_serves_the_passed_socket_and_its_backlog() {
+    let mut child = Command::new("python3")
+        .args(["-c", SOCKET_ACTIVATE, env!("CARGO_BIN_EXE_fcgate")])
+        .args(["--listen", "127.0.0.1:1", "--access-log", "off"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    // Connected before fcgate has even started: the kernel holds it in the socket's backlog,
+    // as it does while systemd restarts the service.
+    let early = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    if !line.contains(&format!("http://127.0.0.1:{port}/")) {
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        panic!(
+            "fcgate ignored the passed socket: {line}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    early
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut &early,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut &early, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(get(&format!("127.0.0.1:{port}"), "/"), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
