@@ -9,6 +9,9 @@
 # start_peer NAME MODE PORT sets peer_pid. peer_note NAME says how the peer is configured.
 
 all_peers="nginx nginx-keepalive haproxy caddy h2o lighttpd apache fcgate"
+# Not run unless asked for (--peers): what fcgate's own operations features cost, measured
+# against plain `fcgate` in the same run.
+extra_peers="fcgate-log fcgate-metrics"
 
 peer_note() {
   case $1 in
@@ -20,6 +23,8 @@ peer_note() {
     lighttpd) echo "lighttpd mod_fastcgi (defaults)" ;;
     apache) echo "Apache event MPM, mod_proxy_fcgi enablereuse=on max=$((PHP_CHILDREN / WORKERS)) per process x $WORKERS processes" ;;
     fcgate) echo "fcgate, cap from the pool's pm.max_children (php_fpm_config; max_conns $PHP_CHILDREN for the demo app), defaults otherwise" ;;
+    fcgate-log) echo "fcgate as above, access log on: combined format to a file" ;;
+    fcgate-metrics) echo "fcgate as above, admin listener on and /metrics scraped once a second (curl) during the load" ;;
   esac
 }
 
@@ -29,7 +34,7 @@ peer_available() {
   case $1 in
     nginx | nginx-keepalive) program=nginx ;;
     apache) program=apache2 ;;
-    fcgate) [ -x "$work/bin/fcgate" ] || echo "fcgate was not built"; return 0 ;;
+    fcgate | fcgate-log | fcgate-metrics) [ -x "$work/bin/fcgate" ] || echo "fcgate was not built"; return 0 ;;
     *) program=$1 ;;
   esac
   command -v "$program" >/dev/null || echo "$program is not installed"
@@ -47,7 +52,14 @@ start_peer() {
     h2o) h2o -c "$dir/h2o.conf" >"$dir/out.log" 2>&1 & ;;
     lighttpd) lighttpd -D -f "$dir/lighttpd.conf" >"$dir/out.log" 2>&1 & ;;
     apache) apache2 -f "$dir/apache.conf" -DFOREGROUND >"$dir/out.log" 2>&1 & ;;
-    fcgate) RUST_LOG=warn "$work/bin/fcgate" --config "$dir/fcgate.toml" >"$dir/out.log" 2>&1 & ;;
+    fcgate | fcgate-log) RUST_LOG=warn "$work/bin/fcgate" --config "$dir/fcgate.toml" >"$dir/out.log" 2>&1 & ;;
+    fcgate-metrics)
+      # The scraper runs as a child of the process that becomes fcgate, so stop_tree ends both.
+      (
+        while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$((port + 1000))/metrics" || true; done &
+        RUST_LOG=warn exec "$work/bin/fcgate" --config "$dir/fcgate.toml" >"$dir/out.log" 2>&1
+      ) &
+      ;;
   esac
   peer_pid=$!
 }
@@ -266,16 +278,21 @@ EOF
 # In front of php-fpm fcgate reads the pool's own config, as a deployment would, and takes its
 # cap from pm.max_children ($PHP_CHILDREN); the demo app announces FCGI_MAX_CONNS 256, so there
 # the cap is given as max_conns: the same $PHP_CHILDREN connections as every other peer.
+write_fcgate_log() { write_fcgate "$@" "access_log = \"$3/access.log\""; }
+write_fcgate_metrics() { write_fcgate "$@" "admin_listen = \"127.0.0.1:$(($2 + 1000))\""; }
+
 write_fcgate() {
-  local mode=$1 port=$2 dir=$3 root="" cap="max_conns = $PHP_CHILDREN"
+  local mode=$1 port=$2 dir=$3 extra=${4:-} root="" cap="max_conns = $PHP_CHILDREN"
   if [ "$mode" = php ]; then
     root="root = \"$www\""
     cap="php_fpm_config = \"$work/php-fpm.conf\""
   fi
-  # access_log off, as the nginx peers: logging costs CPU per request either way.
+  # access_log off, as the nginx peers: logging costs CPU per request either way (fcgate-log's
+  # extra setting turns it on instead).
   cat >"$dir/fcgate.toml" <<EOF
 listen = "127.0.0.1:$port"
-access_log = "off"
+$(grep -q '^access_log' <<<"$extra" || echo 'access_log = "off"')
+$extra
 $root
 
 [upstream]

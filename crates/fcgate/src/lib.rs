@@ -125,6 +125,11 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         println!("fcgate admin: http://{admin}/status (metrics: http://{admin}/metrics)");
     }
     reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
+    // Ready once each backend has said what it can take (or did not answer within the probe's
+    // timeout), so the first requests are not sent against a default cap.
+    let upstream = running.gateway.upstream();
+    let probes = upstream.pools().map(fcgi::client::Pool::first_probe);
+    let _ = tokio::time::timeout(FIRST_PROBE_WAIT, futures_util::future::join_all(probes)).await;
     systemd::notify("READY=1");
     loop {
         match signals.next(&running.shutdown).await {
@@ -179,6 +184,9 @@ async fn reload(cli: &Cli, demo_address: Option<&Address>, running: &server::Run
         }
     }
 }
+
+/// The longest READY=1 waits for the backends' first FCGI_GET_VALUES answers.
+const FIRST_PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// SIGUSR1 reopens the access log file (after logrotate moved it), as nginx's USR1 does. The
 /// handler is installed before this returns (so before READY=1); the loop runs as a task.

@@ -647,3 +647,21 @@ fn random_interleavings_of_many_requests_reassemble_every_stream_exactly() {
         })
         .unwrap();
 }
+
+#[tokio::test]
+async fn first_probe_returns_once_the_backend_has_said_what_it_takes() {
+    let backend = start_echo_backend(ServerConfig::default()).await;
+    let pool = Pool::new(backend.address.clone(), pool_config(2, Multiplexing::On));
+    tokio::time::timeout(Duration::from_secs(5), pool.first_probe())
+        .await
+        .expect("the probe ends");
+    assert!(pool.stats().backend_values.is_some());
+    // A pool whose backend never answers is done probing too, within the probe's timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = Address::Unix(dir.path().join("nobody.sock"));
+    let silent = Pool::new(nowhere, pool_config(2, Multiplexing::On));
+    tokio::time::timeout(Duration::from_secs(5), silent.first_probe())
+        .await
+        .expect("a failed probe ends too");
+    assert!(silent.stats().backend_values.is_none());
+}

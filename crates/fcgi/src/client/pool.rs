@@ -63,6 +63,9 @@ pub(super) struct PoolShared {
     learned_keepalive_requests: AtomicU64,
     queue_rejections: AtomicU64,
     connect_failures: AtomicU64,
+    /// True once the first FCGI_GET_VALUES probe has ended (answered or not), or at once when
+    /// there is none: what a caller waits for before announcing readiness.
+    first_probe_done: tokio::sync::watch::Sender<bool>,
 }
 
 pub(super) struct PoolState {
@@ -153,6 +156,7 @@ impl Pool {
             learned_keepalive_requests: AtomicU64::new(0),
             queue_rejections: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            first_probe_done: tokio::sync::watch::Sender::new(!probe),
         });
         tokio::spawn(reap_idle_connections(Arc::downgrade(&shared)));
         if probe {
@@ -315,6 +319,14 @@ impl Pool {
             .open
             .saturating_sub(state.idle.len() + state.shared.len());
         exclusive_busy + PoolShared::shared_in_flight(&state) + state.waiters.len()
+    }
+
+    /// Returns once the backend has answered the first FCGI_GET_VALUES probe, or it failed (at
+    /// most about a second), or at once when the pool does not probe: from then on the cap and
+    /// the multiplexing mode are what the backend said.
+    pub async fn first_probe(&self) {
+        let mut done = self.shared.first_probe_done.subscribe();
+        let _ = done.wait_for(|done| *done).await;
     }
 
     /// Closes every idle connection (shutdown). Busy ones finish their request first.
@@ -681,6 +693,7 @@ impl PoolShared {
             if let Some(Err(error)) = PoolShared::probe(&shared, PROBE_TIMEOUT).await {
                 tracing::debug!(backend = %shared.address, "backend limits unknown ({error}); the cap stays as it is");
             }
+            shared.first_probe_done.send_replace(true);
         });
     }
 
