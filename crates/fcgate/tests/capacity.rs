@@ -458,7 +458,7 @@ async fn a_full_listen_queue_lowers_the_cap_and_ends_in_503_not_502() {
     assert!(stats.listen_queue_full >= 1, "{stats:?}");
     assert_eq!(
         stats.cap_reduced_by.as_deref(),
-        Some("ListenQueueFull"),
+        Some("listen_queue_full"),
         "{stats:?}"
     );
     drop(fillers);

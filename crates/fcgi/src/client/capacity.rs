@@ -45,6 +45,17 @@ pub enum CapReduction {
     ListenQueueFull,
 }
 
+impl CapReduction {
+    /// A stable name for logs, metrics and the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapReduction::Saturation => "saturation",
+            CapReduction::Overloaded => "overloaded",
+            CapReduction::ListenQueueFull => "listen_queue_full",
+        }
+    }
+}
+
 /// Successful requests under demand, since the last change, before a raise is considered.
 const RAISE_STREAK: u64 = 64;
 /// How long the cap stays down after a reduction before a raise is tried; doubles after each

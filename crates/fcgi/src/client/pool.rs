@@ -290,7 +290,7 @@ impl Pool {
             cap_reduced_by: state
                 .capacity
                 .reduced_by()
-                .map(|reason| format!("{reason:?}")),
+                .map(|reason| reason.as_str().to_owned()),
             open: state.open,
             idle: idle_count(&state),
             busy: state.open.saturating_sub(idle_count(&state)),

@@ -11,7 +11,8 @@ pub struct PoolStats {
     pub ceiling: usize,
     /// Where the ceiling came from (`max_conns`, a php-fpm pool file, FCGI_MAX_CONNS, the default).
     pub cap_source: String,
-    /// Why the cap is below the ceiling, if it is.
+    /// Why the cap is below the ceiling, if it is: `saturation`, `overloaded` or
+    /// `listen_queue_full`.
     pub cap_reduced_by: Option<String>,
     /// Slots in use: idle + busy + connecting.
     pub open: usize,
