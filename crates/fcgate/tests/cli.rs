@@ -3,9 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use support::{get, listening_authority};
 
 fn fcgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fcgate"))
@@ -181,27 +185,6 @@ fn stderr_after_a_502(args: &[&str]) -> String {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     stderr
-}
-
-/// The `HOST:PORT` of the "fcgate listening on http://…/" line on the child's stdout.
-fn listening_authority(child: &mut Child) -> String {
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("http://"))
-        .unwrap_or_else(|| panic!("no URL printed: {line:?}"))
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// The status of a GET over HTTP/1.1.
-fn get(authority: &str, path_and_query: &str) -> u16 {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = fcgi_testkit::http::HttpClient::http1(authority.parse().unwrap()).await;
-        client.get(path_and_query).await.unwrap().status.as_u16()
-    })
 }
 
 #[test]

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use fcgi_testkit::php::{PhpFpm, PhpFpmOptions};
 use fcgi_testkit::relay::CountingRelay;
 use http::Request;
 use http_body_util::Full;
-use support::wait_until;
+use support::{get, listening_authority, wait_until};
 
 /// A validated config for `servers`, with `settings` as extra top-level keys.
 fn config(listen: &str, settings: &str, servers: &[Address], upstream: &str) -> Config {
@@ -189,14 +188,6 @@ fn read_notifications(socket: &std::os::unix::net::UnixDatagram, until: &str) ->
     seen
 }
 
-fn get_status(authority: &str) -> u16 {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut client = HttpClient::http1(authority.parse().unwrap()).await;
-        client.get("/").await.unwrap().status.as_u16()
-    })
-}
-
 #[test]
 fn sighup_rereads_the_file_tells_systemd_and_refuses_a_bad_one() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -224,17 +215,9 @@ fn sighup_rereads_the_file_tells_systemd_and_refuses_a_bad_one() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let first = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let first = listening_authority(&mut child);
     assert_eq!(read_notifications(&systemd, "READY=1"), ["READY=1"]);
-    assert_eq!(get_status(&first), 200);
+    assert_eq!(get(&first, "/"), 200);
 
     // Move the listener: the new address serves, systemd hears RELOADING=1 then READY=1.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -255,13 +238,13 @@ fn sighup_rereads_the_file_tells_systemd_and_refuses_a_bad_one() {
         messages[0].starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{messages:?}"
     );
-    assert_eq!(get_status(&second), 200);
+    assert_eq!(get(&second, "/"), 200);
 
     // A file that does not load: refused, logged, and the running config keeps serving.
     write_config(&second, "no_such_setting = 1");
     hangup(&child);
     read_notifications(&systemd, "READY=1");
-    assert_eq!(get_status(&second), 200);
+    assert_eq!(get(&second, "/"), 200);
 
     let stopped = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -3,7 +3,9 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::Child;
 use std::time::Duration;
 
 use fcgate::server::RunningGateway;
@@ -109,4 +111,25 @@ pub fn md5_hex(data: &[u8]) -> String {
         .flat_map(|word| word.to_le_bytes())
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// The `HOST:PORT` of the "fcgate listening on http://…/" line on a `fcgate` child's stdout.
+pub fn listening_authority(child: &mut Child) -> String {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no URL printed: {line:?}"))
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The status of a GET over HTTP/1.1.
+pub fn get(authority: &str, path_and_query: &str) -> u16 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = fcgi_testkit::http::HttpClient::http1(authority.parse().unwrap()).await;
+        client.get(path_and_query).await.unwrap().status.as_u16()
+    })
 }
