@@ -460,3 +460,29 @@ fn with_socket_activation_it_serves_the_passed_socket_and_its_backlog() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn the_last_access_lines_are_written_before_the_process_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut child = fcgate()
+        .args(["--listen", "127.0.0.1:0", "--access-log"])
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let authority = listening_authority(&mut child);
+    for _ in 0..3 {
+        assert_eq!(get(&authority, "/"), 200);
+    }
+    // Well within the writer's 200 ms batching: only the shutdown can have written them.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(child.wait().unwrap().success());
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(written.lines().count(), 3, "{written}");
+}
