@@ -312,9 +312,8 @@ pub struct RequestFacts {
     time: SystemTime,
     request_id: u64,
     client: SocketAddr,
-    method: Method,
-    uri: Uri,
-    version: Version,
+    /// `None` for a request so malformed that hyper answered it before it was one.
+    line: Option<RequestLine>,
     /// Header values share the request's buffer: a clone is a reference count, not a copy.
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
@@ -335,12 +334,42 @@ impl RequestFacts {
             time: SystemTime::now(),
             request_id,
             client,
-            method: method.clone(),
-            uri: uri.clone(),
-            version,
+            line: Some(RequestLine {
+                method: method.clone(),
+                uri: uri.clone(),
+                version,
+            }),
             referer: header_bytes(header::REFERER),
             user_agent: header_bytes(header::USER_AGENT),
         }
+    }
+
+    /// A request hyper refused before it had a method and a target (a malformed request line,
+    /// a head too large): logged as `"-"`, as nginx logs what it cannot parse.
+    pub fn unparsed(request_id: u64, client: SocketAddr) -> RequestFacts {
+        RequestFacts {
+            time: SystemTime::now(),
+            request_id,
+            client,
+            line: None,
+            referer: None,
+            user_agent: None,
+        }
+    }
+}
+
+/// What the request line said.
+struct RequestLine {
+    method: Method,
+    uri: Uri,
+    version: Version,
+}
+
+impl RequestLine {
+    fn target(&self) -> &str {
+        self.uri
+            .path_and_query()
+            .map_or("/", |target| target.as_str())
     }
 }
 
@@ -364,20 +393,17 @@ impl Entry<'_> {
             request.client.ip(),
             nginx_time_local(request.time)
         );
-        push_nginx_escaped(&mut line, request.method.as_str().as_bytes());
-        line.push(' ');
-        let target = request
-            .uri
-            .path_and_query()
-            .map_or("/", |target| target.as_str());
-        push_nginx_escaped(&mut line, target.as_bytes());
-        let _ = write!(
-            line,
-            " {}\" {} {} \"",
-            protocol_name(request.version),
-            self.status,
-            self.bytes_sent
-        );
+        match &request.line {
+            Some(request_line) => {
+                push_nginx_escaped(&mut line, request_line.method.as_str().as_bytes());
+                line.push(' ');
+                push_nginx_escaped(&mut line, request_line.target().as_bytes());
+                line.push(' ');
+                line.push_str(protocol_name(request_line.version));
+            }
+            None => line.push('-'),
+        }
+        let _ = write!(line, "\" {} {} \"", self.status, self.bytes_sent);
         push_nginx_escaped(
             &mut line,
             request.referer.as_ref().map_or(b"-", HeaderValue::as_bytes),
@@ -412,18 +438,25 @@ impl Entry<'_> {
             request.request_id,
             request.client.ip(),
         );
-        push_json_string(&mut line, request.method.as_str().as_bytes());
+        let request_line = request.line.as_ref();
+        push_json_optional(
+            &mut line,
+            request_line.map(|request_line| request_line.method.as_str().as_bytes()),
+        );
         line.push_str(",\"uri\":");
-        let target = request
-            .uri
-            .path_and_query()
-            .map_or("/", |target| target.as_str());
-        push_json_string(&mut line, target.as_bytes());
+        push_json_optional(
+            &mut line,
+            request_line.map(|request_line| request_line.target().as_bytes()),
+        );
+        line.push_str(",\"protocol\":");
+        push_json_optional(
+            &mut line,
+            request_line.map(|request_line| protocol_name(request_line.version).as_bytes()),
+        );
         let _ = write!(
             line,
-            ",\"protocol\":\"{}\",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{},\
+            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{},\
              \"queue_ms\":{},\"backend\":",
-            protocol_name(request.version),
             self.status,
             self.bytes_sent,
             millis(Some(self.duration)),
@@ -605,6 +638,27 @@ mod tests {
              \"backend_header_ms\":12.000,\"retries\":1,\"referer\":null,\
              \"user_agent\":\"curl/8.0 \\\"quoted\\\"\"}"
         );
+    }
+
+    #[test]
+    fn a_request_hyper_refused_is_logged_without_a_request_line() {
+        let mut request = RequestFacts::unparsed(7, "192.0.2.7:5555".parse().unwrap());
+        request.time = UNIX_EPOCH + Duration::from_millis(1_796_420_413_250);
+        let backend = BackendFacts::default();
+        let entry = Entry {
+            request: &request,
+            backend: &backend,
+            status: 400,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+        };
+        assert_eq!(
+            entry.combined(),
+            "192.0.2.7 - - [04/Dec/2026:21:40:13 +0000] \"-\" 400 0 \"-\" \"-\""
+        );
+        assert!(entry
+            .json()
+            .contains("\"method\":null,\"uri\":null,\"protocol\":null,\"status\":400"));
     }
 
     #[test]

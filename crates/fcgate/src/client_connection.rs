@@ -218,6 +218,9 @@ impl HttpFront {
         };
         if let Err(error) = result {
             log_connection_error(client, &error);
+            if let Some(status) = status_hyper_answered(&error) {
+                self.gateway.count_refused_by_hyper(client, status);
+            }
         }
     }
 
@@ -676,6 +679,21 @@ async fn wait_readable(
 
 /// hyper answers malformed requests itself (400, 431 for oversized heads) and closes; that is
 /// worth a line an operator can find. Clients that simply hang up are not.
+/// The status hyper answered on its own for a request it could not parse (hyper's
+/// `on_error`): 414 for a target over its own limit, 431 for a head over its buffer, 400 for
+/// the rest. `None` when hyper sent nothing (a timeout, the client went away).
+fn status_hyper_answered(error: &hyper::Error) -> Option<u16> {
+    if error.is_parse_too_large() {
+        // hyper has one predicate for both; its message tells them apart ("URI too long").
+        let uri = error.to_string().contains("URI too long");
+        Some(if uri { 414 } else { 431 })
+    } else if error.is_parse() {
+        Some(400)
+    } else {
+        None
+    }
+}
+
 fn log_connection_error(client: SocketAddr, error: &hyper::Error) {
     if error.is_parse() || error.is_parse_too_large() {
         tracing::info!(%client, "rejected a malformed request: {error}");

@@ -129,6 +129,21 @@ impl Gateway {
         Arc::clone(&self.current.load().upstream)
     }
 
+    /// Counts and logs a request hyper refused with `status` before it reached [`Self::handle`]
+    /// (a malformed request line, a head too large), so the access log has every request.
+    pub fn count_refused_by_hyper(&self, client: std::net::SocketAddr, status: u16) {
+        self.metrics.requests.record(status);
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let generation = self.current.load();
+        generation.access_log.write(
+            &RequestFacts::unparsed(request_id, client),
+            &BackendFacts::default(),
+            status,
+            0,
+            std::time::Duration::ZERO,
+        );
+    }
+
     /// Answers one request; never fails: errors become error responses.
     pub async fn handle(
         &self,

@@ -60,6 +60,35 @@ async fn every_request_gets_one_combined_line_whatever_answered_it() {
         "{}",
         lines[2]
     );
+
+    // Answered by hyper before there was a request: a request line that is not one, and a head
+    // larger than hyper's buffer. nginx logs these as `"-"` too, and so must a log that fail2ban
+    // reads for scanners.
+    let garbage = raw_exchange(gateway.local_addr, b"\x16\x03\x01 not http\r\n\r\n").await;
+    assert!(garbage.starts_with(b"HTTP/1.1 400 "), "{garbage:?}");
+    let mut huge = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 600 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let too_large = raw_exchange(gateway.local_addr, &huge).await;
+    assert!(
+        too_large.starts_with(b"HTTP/1.1 431 "),
+        "{:?}",
+        &too_large[..too_large.len().min(64)]
+    );
+    let lines = lines_of(&log, 5).await;
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines[3].contains("] \"-\" 400 0 \"-\" \"-\""),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[4].contains("] \"-\" 431 0 \"-\" \"-\""),
+        "{}",
+        lines[4]
+    );
+    let metrics = gateway.gateway.metrics();
+    assert_eq!(metrics.requests.counts()[3], 4, "every 4xx is counted");
     gateway.stop().await;
 }
 
