@@ -24,6 +24,7 @@ pub mod request_guard;
 pub mod response_end;
 pub mod response_framing;
 pub mod response_spool;
+pub mod retry;
 pub mod route;
 pub mod server;
 pub mod size;

@@ -29,23 +29,14 @@ use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
-use crate::metrics::{GatewayMetrics, RetryReason};
+use crate::metrics::GatewayMetrics;
 use crate::request_body::{self, BodyBudget};
 use crate::response_end::{self, Pending, Reporters};
 use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
+use crate::retry::{Attempts, Failure, Next, RetryRules};
 use crate::route::{self, Route};
 use crate::upstream::Upstream;
-
-/// Tries for a request the backend refuses with FCGI_OVERLOADED, and the pause before the
-/// n-th retry (n times this): bounded, so overload turns into a prompt 503.
-const OVERLOADED_ATTEMPTS: u32 = 3;
-const OVERLOADED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Pauses between connects to a backend that refuses them (restarting, say): doubling from
-/// the first to the second, within `connect_timeout` in all.
-const REFUSED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(25);
-const MAX_REFUSED_BACKOFF: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// What the backend made of one attempt.
 enum Answer {
@@ -235,18 +226,19 @@ impl Gateway {
                 send_timeout: limits.send_timeout,
             },
         };
-        // Servers ruled out for this request: a connect failed, or a fresh connection died.
-        let mut ruled_out: Vec<usize> = Vec::new();
-        let mut overloaded_answers = 0;
-        let mut cannot_multiplex_answers = 0;
-        let mut retried_lost_connection = false;
-        let mut refused_since: Option<tokio::time::Instant> = None;
-        let mut refused_backoff = REFUSED_BACKOFF;
+        let rules = RetryRules {
+            repeatable: parts.method.is_idempotent()
+                || generation.config.upstream.retry_non_idempotent,
+            connect_timeout: generation.config.upstream.pool.connect_timeout,
+        };
+        let mut attempts = Attempts::default();
         loop {
-            let (index, server) = upstream.pick(&ruled_out).ok_or(GatewayError::NoUpstream)?;
+            let (index, server) = upstream
+                .pick(attempts.ruled_out())
+                .ok_or(GatewayError::NoUpstream)?;
             let pool = server.pool();
             let asked_at = Instant::now();
-            let checkout = if retried_lost_connection {
+            let checkout = if attempts.wants_fresh_connection() {
                 pool.checkout_fresh().await
             } else {
                 pool.checkout().await
@@ -256,30 +248,19 @@ impl Gateway {
             server.metrics().queue_wait.observe(queue_wait);
             let lease = match checkout {
                 Ok(lease) => lease,
-                // Nothing reached the application: safe to send elsewhere, whatever the method.
                 Err(error) if error.is_connect() => {
-                    upstream.record_failure(index);
-                    ruled_out.push(index);
-                    if upstream.pick(&ruled_out).is_some() {
-                        self.metrics.count_retry(RetryReason::ConnectFailed);
-                        facts.retries += 1;
-                        tracing::warn!(request = request_id, "trying another server: {error}");
-                        continue;
+                    let failure = Failure::Connect {
+                        timeout: error.is_timeout(),
+                    };
+                    match self.after_failure(failure, index, upstream, &rules, &mut attempts) {
+                        Some(pause) => {
+                            facts.retries += 1;
+                            tracing::warn!(request = request_id, "trying again: {error}");
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                        None => return Err(error.into()),
                     }
-                    // Nowhere else to go, and a refused connect may be a backend restarting:
-                    // try again for up to connect_timeout before answering 502.
-                    let now = tokio::time::Instant::now();
-                    let give_up_at =
-                        *refused_since.get_or_insert(now) + pool.config().connect_timeout;
-                    if error.is_timeout() || now + refused_backoff > give_up_at {
-                        return Err(error.into());
-                    }
-                    tokio::time::sleep(refused_backoff).await;
-                    refused_backoff = (refused_backoff * 2).min(MAX_REFUSED_BACKOFF);
-                    ruled_out.clear();
-                    self.metrics.count_retry(RetryReason::BackendRestarting);
-                    facts.retries += 1;
-                    continue;
                 }
                 Err(error) => return Err(error.into()),
             };
@@ -321,17 +302,8 @@ impl Gateway {
                 Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
                 Err(error) => Err(error.into()),
             };
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(error) => {
-                    if matches!(&error, GatewayError::Backend(cause) if cause.is_protocol()) {
-                        upstream.record_failure(index);
-                    }
-                    return Err(error);
-                }
-            };
-            match answer {
-                Answer::Response(response) => {
+            let (failure, error) = match answer {
+                Ok(Answer::Response(response)) => {
                     upstream.record_success(index);
                     server
                         .metrics()
@@ -339,58 +311,74 @@ impl Gateway {
                         .record(response.status().as_u16());
                     return Ok(response);
                 }
+                Err(error) => {
+                    if matches!(&error, GatewayError::Backend(cause) if cause.is_protocol()) {
+                        upstream.record_failure(index);
+                    }
+                    return Err(error);
+                }
                 // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
                 // safe to send again whatever its method; the pool has lowered its cap.
-                Answer::Overloaded => {
-                    overloaded_answers += 1;
-                    if overloaded_answers >= OVERLOADED_ATTEMPTS {
-                        return Err(GatewayError::Overloaded {
-                            attempts: overloaded_answers,
-                        });
-                    }
-                    self.metrics.count_retry(RetryReason::Overloaded);
-                    facts.retries += 1;
-                    tokio::time::sleep(OVERLOADED_BACKOFF * overloaded_answers).await;
-                }
-                Answer::CannotMultiplex => {
-                    cannot_multiplex_answers += 1;
-                    if cannot_multiplex_answers >= OVERLOADED_ATTEMPTS {
-                        return Err(GatewayError::CannotMultiplex {
-                            attempts: cannot_multiplex_answers,
-                        });
-                    }
-                    self.metrics.count_retry(RetryReason::CannotMultiplex);
-                    facts.retries += 1;
-                    tracing::info!(
-                        request = request_id,
-                        "FCGI_CANT_MPX_CONN: sending again on a connection of its own"
-                    );
-                }
+                Ok(Answer::Overloaded) => (Failure::Overloaded, None),
+                Ok(Answer::CannotMultiplex) => (Failure::CannotMultiplex, None),
                 // The connection died before any answer. The app may or may not have read the
                 // request, so only requests that may be repeated go again (docs/architecture.md).
-                Answer::Lost(error) => {
-                    let repeatable = parts.method.is_idempotent()
-                        || generation.config.upstream.retry_non_idempotent;
-                    if !repeatable {
-                        return Err(error.into());
-                    }
-                    if (reused || error.is_multiplexing_refused()) && !retried_lost_connection {
-                        // Most likely closed by the backend while pooled (a recycled worker):
-                        // once more, on a fresh connection to the same server.
-                        retried_lost_connection = true;
-                    } else {
-                        // A fresh connection died: not this server again.
-                        upstream.record_failure(index);
-                        ruled_out.push(index);
-                        if upstream.pick(&ruled_out).is_none() {
-                            return Err(error.into());
-                        }
-                    }
-                    self.metrics.count_retry(RetryReason::ConnectionLost);
+                Ok(Answer::Lost(error)) => (
+                    Failure::ConnectionLost {
+                        reused,
+                        multiplexing_refused: error.is_multiplexing_refused(),
+                    },
+                    Some(error),
+                ),
+            };
+            match self.after_failure(failure, index, upstream, &rules, &mut attempts) {
+                Some(pause) => {
                     facts.retries += 1;
-                    tracing::info!(request = request_id, "retrying: {error}");
+                    match &error {
+                        Some(error) => tracing::info!(request = request_id, "retrying: {error}"),
+                        None => tracing::info!(request = request_id, "retrying: {failure:?}"),
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                None => {
+                    return Err(match (failure, error) {
+                        (_, Some(error)) => error.into(),
+                        (Failure::Overloaded, None) => GatewayError::Overloaded {
+                            attempts: attempts.overloaded_answers(),
+                        },
+                        _ => GatewayError::CannotMultiplex {
+                            attempts: attempts.cannot_multiplex_answers(),
+                        },
+                    })
                 }
             }
+        }
+    }
+
+    /// Carries out the retry policy's verdict on `failure` at server `index`: counts the
+    /// failure against the server and the retry in the metrics; the pause before the next
+    /// attempt, or `None` to give up.
+    fn after_failure(
+        &self,
+        failure: Failure,
+        index: usize,
+        upstream: &Upstream,
+        rules: &RetryRules,
+        attempts: &mut Attempts,
+    ) -> Option<std::time::Duration> {
+        let now = Instant::now().into_std();
+        let verdict = attempts.after(failure, index, now, rules, |ruled_out| {
+            upstream.pick(ruled_out).is_some()
+        });
+        if verdict.server_failed {
+            upstream.record_failure(index);
+        }
+        match verdict.next {
+            Next::Retry { reason, pause } => {
+                self.metrics.count_retry(reason);
+                Some(pause)
+            }
+            Next::GiveUp => None,
         }
     }
 
