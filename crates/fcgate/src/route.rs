@@ -10,9 +10,10 @@
 //! are not served; `/.well-known/` is. Filesystem reads are synchronous: call from
 //! `spawn_blocking`.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::cgi_params::ScriptTarget;
 use crate::config::PhpSite;
@@ -312,19 +313,30 @@ pub(crate) fn decodes_to_control_characters(uri_path: &str) -> bool {
     })
 }
 
-/// Escapes everything but RFC 3986 `pchar`s and `/`; `\` included, so a directory named
-/// `\evil.example` cannot become a `//evil.example` redirect in a browser.
+/// What a redirect's path escapes: everything but RFC 3986 `pchar`s and `/`; `\` included, so
+/// a directory named `\evil.example` cannot become a `//evil.example` redirect in a browser.
+const PATH_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'/');
+
 fn percent_encode_path(path: &str) -> String {
-    let mut encoded = String::with_capacity(path.len());
-    for &byte in path.as_bytes() {
-        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte);
-        if keep {
-            encoded.push(char::from(byte));
-        } else {
-            let _ = write!(encoded, "%{byte:02X}");
-        }
-    }
-    encoded
+    utf8_percent_encode(path, PATH_ESCAPES).to_string()
 }
 
 #[cfg(test)]

@@ -134,8 +134,9 @@ async fn a_reader_that_falls_behind_loses_only_its_own_request() {
             ..pool_config(1, Multiplexing::Force)
         },
     );
-    // 20 MiB nobody reads, on the only connection.
-    let mut stalled = send(&pool, &[("BYTES", "20971520")]).await.unwrap();
+    // A GiB nobody reads, on the only connection: far more than the backend can write before
+    // the abort reaches it (with 20 MiB it sometimes finished first, and nothing was cancelled).
+    let mut stalled = send(&pool, &[("BYTES", "1073741824")]).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..200 {
         let pool = pool.clone();

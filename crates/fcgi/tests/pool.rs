@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::start_echo_backend;
+use common::{start_echo_backend, wait_until};
 use fcgi::client::{ClientError, Multiplexing, Pool, PoolConfig, RequestBody, ResponseEvent};
 use fcgi::net::{Address, Listener};
 use fcgi::server::{Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig};
@@ -117,7 +117,10 @@ async fn keep_conn_off_opens_a_connection_per_request_and_the_backend_closes_it(
     assert_eq!(backend.counts.accepted.load(Ordering::SeqCst), 20);
     assert_eq!(pool.stats().idle, 0);
     // The backend closes each connection itself (no KEEP_CONN): none stays open.
-    wait_until(|| backend.counts.open.load(Ordering::SeqCst) == 0).await;
+    wait_until("backend.counts.open.load(Ordering::SeqCst) == 0", || {
+        backend.counts.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -134,7 +137,7 @@ async fn a_request_waits_for_a_busy_connection_and_times_out_in_the_queue() {
         let pool = pool.clone();
         tokio::spawn(async move { request(&pool, &[("SLEEP_MS", "1000")]).await })
     };
-    wait_until(|| pool.stats().open == 1).await;
+    wait_until("pool.stats().open == 1", || pool.stats().open == 1).await;
     let error = request(&pool, &[]).await.unwrap_err();
     assert!(error.is_queue_timeout(), "{error}");
     assert_eq!(pool.stats().queue_timeouts, 1);
@@ -160,7 +163,10 @@ async fn waiters_are_served_in_arrival_order() {
             lease.release();
         }));
         // Queue them one after another so arrival order is known.
-        wait_until(|| pool.stats().waiting == client + 1).await;
+        wait_until("pool.stats().waiting == client + 1", || {
+            pool.stats().waiting == client + 1
+        })
+        .await;
     }
     holder.release();
     for task in tasks {
@@ -179,9 +185,9 @@ async fn a_client_that_gives_up_leaves_the_queue_and_takes_no_slot() {
         let pool = pool.clone();
         tokio::spawn(async move { pool.checkout().await.map(|_| ()) })
     };
-    wait_until(|| pool.stats().waiting == 1).await;
+    wait_until("pool.stats().waiting == 1", || pool.stats().waiting == 1).await;
     abandoned.abort();
-    wait_until(|| pool.stats().waiting == 0).await;
+    wait_until("pool.stats().waiting == 0", || pool.stats().waiting == 0).await;
     holder.release();
     assert_eq!(pool.stats().idle, 1);
     assert_eq!(pool.stats().open, 1);
@@ -200,7 +206,10 @@ async fn an_idle_connection_the_backend_closed_is_dropped_not_handed_out() {
         request(&pool, &[]).await.unwrap();
         // The backend closes after every request, as a recycled php-fpm worker does; the idle
         // watcher notices and the pool forgets the connection.
-        wait_until(|| pool.stats().idle == 0 && pool.stats().open == 0).await;
+        wait_until("pool.stats().idle == 0 && pool.stats().open == 0", || {
+            pool.stats().idle == 0 && pool.stats().open == 0
+        })
+        .await;
     }
     assert_eq!(pool.stats().opened, 20);
 }
@@ -234,8 +243,11 @@ async fn idle_connections_are_closed_after_keepalive_timeout() {
     );
     request(&pool, &[]).await.unwrap();
     assert_eq!(pool.stats().idle, 1);
-    wait_until(|| pool.stats().open == 0).await;
-    wait_until(|| backend.counts.open.load(Ordering::SeqCst) == 0).await;
+    wait_until("pool.stats().open == 0", || pool.stats().open == 0).await;
+    wait_until("backend.counts.open.load(Ordering::SeqCst) == 0", || {
+        backend.counts.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -316,17 +328,6 @@ async fn a_large_body_goes_out_in_records_and_comes_back_whole() {
     shutdown.cancel();
 }
 
-/// Polls `condition` every few milliseconds for at most five seconds.
-async fn wait_until(condition: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("condition not reached within 5 s");
-}
-
 #[tokio::test]
 async fn checkout_fresh_never_hands_out_a_pooled_connection() {
     let backend = start_echo_backend(ServerConfig::default()).await;
@@ -351,7 +352,7 @@ async fn checkout_fresh_never_hands_out_a_pooled_connection() {
         let pool = pool.clone();
         tokio::spawn(async move { pool.checkout_fresh().await.map(|lease| lease.was_reused()) })
     };
-    wait_until(|| pool.stats().waiting == 1).await;
+    wait_until("pool.stats().waiting == 1", || pool.stats().waiting == 1).await;
     held.release();
     assert!(
         !waiting.await.unwrap().unwrap(),
@@ -389,9 +390,16 @@ async fn a_request_given_up_is_aborted_and_its_connection_closed_by_default() {
     let pool = Pool::new(backend.address.clone(), config(1));
     abandon_a_slow_request(&pool).await;
     // FCGI_ABORT_REQUEST reached the app, which stopped the request at once...
-    wait_until(|| backend.counts.cancelled.load(Ordering::SeqCst) == 1).await;
+    wait_until(
+        "backend.counts.cancelled.load(Ordering::SeqCst) == 1",
+        || backend.counts.cancelled.load(Ordering::SeqCst) == 1,
+    )
+    .await;
     // ...and the connection was closed, freeing its slot.
-    wait_until(|| backend.counts.open.load(Ordering::SeqCst) == 0).await;
+    wait_until("backend.counts.open.load(Ordering::SeqCst) == 0", || {
+        backend.counts.open.load(Ordering::SeqCst) == 0
+    })
+    .await;
     assert_eq!(pool.stats().open, 0);
     request(&pool, &[]).await.unwrap();
     assert_eq!(pool.stats().opened, 2);
@@ -408,9 +416,13 @@ async fn with_abort_drain_timeout_the_connection_survives_a_confirmed_abort() {
         },
     );
     abandon_a_slow_request(&pool).await;
-    wait_until(|| backend.counts.cancelled.load(Ordering::SeqCst) == 1).await;
+    wait_until(
+        "backend.counts.cancelled.load(Ordering::SeqCst) == 1",
+        || backend.counts.cancelled.load(Ordering::SeqCst) == 1,
+    )
+    .await;
     // The app answered the abort with END_REQUEST; the connection went back to the pool.
-    wait_until(|| pool.stats().idle == 1).await;
+    wait_until("pool.stats().idle == 1", || pool.stats().idle == 1).await;
     request(&pool, &[]).await.unwrap();
     assert_eq!(pool.stats().opened, 1);
     assert_eq!(backend.counts.accepted.load(Ordering::SeqCst), 1);
@@ -429,7 +441,7 @@ async fn a_backend_closing_after_n_requests_teaches_the_pool_to_retire_at_n() {
         request(&pool, &[]).await.unwrap();
         if i % 5 == 0 {
             // The backend closes after every 5th; until learned, the pool sees it while idle.
-            wait_until(|| pool.stats().open == 0).await;
+            wait_until("pool.stats().open == 0", || pool.stats().open == 0).await;
         }
     }
     assert_eq!(pool.stats().keepalive_requests, 5);
@@ -469,7 +481,7 @@ async fn a_full_server_closes_an_idle_pooled_connection_for_a_newcomer() {
         .expect("the newcomer was left in the listen backlog");
     assert_eq!(answer.unwrap(), "b");
     // A's pool saw an idle connection close, as when php-fpm recycles a worker, and goes on.
-    wait_until(|| first.stats().open == 1).await;
+    wait_until("first.stats().open == 1", || first.stats().open == 1).await;
     for i in 0..10 {
         let token = format!("after-{i}");
         assert_eq!(request(&first, &[("TOKEN", &token)]).await.unwrap(), token);
