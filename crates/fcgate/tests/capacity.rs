@@ -21,7 +21,7 @@ use fcgi_testkit::relay::CountingRelay;
 use fcgi_testkit::{php_fixture_docroot, Listen};
 use http::Request;
 use http_body_util::Full;
-use support::{pool_stats, start_gateway, wait_until};
+use support::{backends_probed, pool_stats, start_gateway, wait_until};
 
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -64,8 +64,10 @@ async fn serve_two_thousand(
     if cap.is_some() {
         assert!(
             relay.max_open() <= 2,
-            "{} connections at once",
-            relay.max_open()
+            "{} connections at once ({} opened in all; {:?})",
+            relay.max_open(),
+            relay.connections_opened(),
+            pool_stats(&gateway)
         );
     }
     (relay, gateway)
@@ -254,14 +256,18 @@ async fn max_queue_refuses_exactly_the_overflow_and_serves_the_rest_in_order() {
     })
     .await;
     let gateway = start_gateway("", &backend.address(), "max_conns = 1\nmax_queue = 10").await;
+    // The probe must not hold the only slot while the queue is counted.
+    backends_probed(&gateway).await;
     let finished = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..50usize {
         let (address, record) = (gateway.local_addr, Arc::clone(&finished));
         tasks.push(tokio::spawn(async move {
             let mut client = HttpClient::http1(address).await;
-            // The first holds the one connection while the queue fills up behind it.
-            let sleep_ms = if i == 0 { 1_000 } else { 20 };
+            // The first holds the one connection while the queue fills up behind it: long
+            // enough for 49 clients to connect one after another on a loaded CI machine (1 s
+            // was not, once).
+            let sleep_ms = if i == 0 { 5_000 } else { 20 };
             let path = format!("/?sleep_ms={sleep_ms}&token={i}");
             let response = client.get(&path).await.unwrap();
             record.lock().unwrap().push((i, response.status.as_u16()));

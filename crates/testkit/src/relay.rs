@@ -12,7 +12,7 @@ mod watch;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fcgi::net::{connect, Address, Listener};
 use tempfile::TempDir;
@@ -40,12 +40,15 @@ struct Counters {
     requests: Arc<RequestCounters>,
 }
 
-/// Holds one count in `open` for as long as a relayed connection lives.
+/// Holds one count in `open` while a relayed connection is in use: from the gateway's first
+/// bytes until either side closes it. Counting from the first bytes rather than the accept
+/// keeps a reconnect from overlapping the close it follows: the gateway closes A, then
+/// connects B, and the relay may accept B before it has read A's FIN, but B's first record
+/// comes a round trip later.
 struct OpenConnection(Arc<Counters>);
 
 impl OpenConnection {
     fn new(counters: &Arc<Counters>) -> OpenConnection {
-        counters.opened.fetch_add(1, Ordering::SeqCst);
         let open = counters.open.fetch_add(1, Ordering::SeqCst) + 1;
         counters.max_open.fetch_max(open, Ordering::SeqCst);
         OpenConnection(Arc::clone(counters))
@@ -97,12 +100,12 @@ impl CountingRelay {
         self.counters.opened.load(Ordering::SeqCst)
     }
 
-    /// Connections open right now.
+    /// Connections in use right now: the gateway has sent on them and neither side has closed.
     pub fn connections_open(&self) -> u64 {
         self.counters.open.load(Ordering::SeqCst)
     }
 
-    /// The most connections that were open at the same time.
+    /// The most connections in use at the same time (see [`Self::connections_open`]).
     pub fn max_open(&self) -> u64 {
         self.counters.max_open.load(Ordering::SeqCst)
     }
@@ -150,11 +153,12 @@ async fn accept_loop(listener: Listener, backend: Address, counters: Arc<Counter
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, _peer)) => {
-                    let open = OpenConnection::new(&counters);
+                    counters.opened.fetch_add(1, Ordering::SeqCst);
                     let backend = backend.clone();
+                    let counters = Arc::clone(&counters);
                     connections.spawn(async move {
                         if let Ok(server) = connect(&backend).await {
-                            relay(client, server, open).await;
+                            relay(client, server, counters).await;
                         }
                     });
                 }
@@ -166,32 +170,46 @@ async fn accept_loop(listener: Listener, backend: Address, counters: Arc<Counter
     }
 }
 
-/// Relays until one side is done. The count is released before the sockets close: otherwise the
-/// gateway, seeing the close, may connect again while this relay still counts the old one.
-async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream, open: OpenConnection) {
-    let requests = ConnectionRequests::new(Arc::clone(&open.0.requests));
+/// Relays until one side is done.
+async fn relay(client: fcgi::net::Stream, server: fcgi::net::Stream, counters: Arc<Counters>) {
+    let requests = ConnectionRequests::new(Arc::clone(&counters.requests));
+    let open: Mutex<Option<OpenConnection>> = Mutex::new(None);
+    let mut counted = false;
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let mut gateway_records = HeaderScanner::default();
     let mut backend_records = HeaderScanner::default();
     let mut upstream = std::pin::pin!(pump(client_read, server_write, |bytes| {
+        if !counted {
+            counted = true;
+            *open.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(OpenConnection::new(&counters));
+        }
         gateway_records.scan(bytes, |header| requests.sent_by_gateway(header));
     }));
     let mut downstream = std::pin::pin!(pump(server_read, client_write, |bytes| {
         backend_records.scan(bytes, |header| requests.sent_by_backend(header));
     }));
+    // A connection counts as open from the gateway's connect until either side closes it: the
+    // gateway no longer has it once it has closed its end, whatever the backend still drains.
+    // The gateway's side is dropped only after the count is released: dropping a write half
+    // shuts it down, and the gateway, seeing that, may connect again at once.
+    let release = || drop(open.lock().unwrap_or_else(PoisonError::into_inner).take());
+    let mut gateway_side = None;
     tokio::select! {
         (result, mut server_write) = &mut upstream => {
+            release();
             if result.is_ok() {
                 // The gateway half-closed: pass that on and let the backend's answer drain.
                 let _ = server_write.shutdown().await;
-                let _ = downstream.await;
+                gateway_side = Some(downstream.await.1);
             }
         }
         // The backend closed (or either side failed): everything goes.
-        _ = &mut downstream => {}
+        (_, client_write) = &mut downstream => gateway_side = Some(client_write),
     }
-    drop(open);
+    release();
+    drop(gateway_side);
 }
 
 /// Copies until EOF or an error, showing `watch` each read before it is written on; hands the

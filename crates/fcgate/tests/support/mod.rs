@@ -35,6 +35,20 @@ pub async fn start_gateway(
     fcgate::server::start(config).await.unwrap()
 }
 
+/// Returns once every pool has had its first FCGI_GET_VALUES answer (as the binary waits before
+/// READY=1) and closed the probe's connection: a test that counts connections or queue places
+/// from here on sees only its own requests.
+pub async fn backends_probed(gateway: &RunningGateway) {
+    let upstream = gateway.gateway.upstream();
+    for pool in upstream.pools() {
+        pool.first_probe().await;
+    }
+    wait_until("the probe's connection is closed", || {
+        upstream.pools().all(|pool| pool.stats().open == 0)
+    })
+    .await;
+}
+
 /// The first upstream server's pool figures.
 pub fn pool_stats(gateway: &RunningGateway) -> PoolStats {
     gateway.gateway.upstream().servers()[0].pool().stats()
