@@ -50,15 +50,23 @@ async fn relays_both_ways_and_counts_connections_over_tcp_and_unix() {
         );
         assert_ne!(relay.address(), backend);
 
+        // A connection counts as open once the gateway side has sent something.
         let mut clients = Vec::new();
         for _ in 0..3 {
             clients.push(fcgi::net::connect(&relay.address()).await.unwrap());
+        }
+        eventually("three connections are accepted", || {
+            relay.connections_opened() == 3
+        })
+        .await;
+        assert_eq!(relay.connections_open(), 0, "nothing sent yet");
+        for client in &mut clients {
+            client.write_all(b">").await.unwrap();
         }
         eventually("three connections are open", || {
             relay.connections_open() == 3
         })
         .await;
-        assert_eq!(relay.connections_opened(), 3);
 
         // Half-close: the backend answers after EOF, and the answer still comes back.
         let mut first = clients.remove(0);
@@ -66,7 +74,7 @@ async fn relays_both_ways_and_counts_connections_over_tcp_and_unix() {
         first.shutdown().await.unwrap();
         let mut answer = Vec::new();
         first.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, b"ping over the relay");
+        assert_eq!(answer, b">ping over the relay");
 
         drop(clients.remove(0));
         eventually("two connections are closed", || {
