@@ -95,9 +95,10 @@ impl Gateway {
         self.current.load_full()
     }
 
-    /// Puts `next` in force for requests that start from now on; returns the one it replaces.
-    pub fn replace(&self, next: Generation) -> Arc<Generation> {
-        self.current.swap(Arc::new(next))
+    /// Puts `next` in force for requests that start from now on; requests in flight keep the
+    /// one they started with.
+    pub fn replace(&self, next: Generation) {
+        self.current.store(Arc::new(next));
     }
 
     /// Gateway-wide figures: responses by status class, request durations, retries.

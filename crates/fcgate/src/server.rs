@@ -136,7 +136,7 @@ impl BoundGateway {
         })
     }
 
-    /// The configuration it was bound with.
+    /// The gateway it will serve (its config and pools are built already).
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
     }
