@@ -90,6 +90,24 @@ pub(super) struct Shared {
     pub(super) reader_caught_up: tokio::sync::Notify,
 }
 
+impl Shared {
+    fn new(id: ConnectionId, address: &Address, max_request_buffer: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            id,
+            address: address.clone(),
+            opened_at: Instant::now(),
+            closed: AtomicBool::new(false),
+            requests_started: AtomicU64::new(0),
+            close: CancellationToken::new(),
+            ids: Mutex::new(RequestIds::default()),
+            closed_right_after_end: AtomicBool::new(false),
+            multiplexed: AtomicBool::new(false),
+            max_request_buffer,
+            reader_caught_up: tokio::sync::Notify::new(),
+        })
+    }
+}
+
 /// A handle on one open connection. The pool owns it while idle, a lease while busy; the
 /// leases of a multiplexed connection hold clones.
 #[derive(Clone)]
@@ -112,19 +130,7 @@ impl Connection {
             stream.set_keepalive()?;
         }
         let (read, write) = stream.into_split();
-        let shared = Arc::new(Shared {
-            id,
-            address: address.clone(),
-            opened_at: Instant::now(),
-            closed: AtomicBool::new(false),
-            requests_started: AtomicU64::new(0),
-            close: CancellationToken::new(),
-            ids: Mutex::new(RequestIds::default()),
-            closed_right_after_end: AtomicBool::new(false),
-            multiplexed: AtomicBool::new(false),
-            max_request_buffer: settings.max_request_buffer,
-            reader_caught_up: tokio::sync::Notify::new(),
-        });
+        let shared = Shared::new(id, address, settings.max_request_buffer);
         let commands = Driver::spawn(Arc::clone(&shared), read, write, settings);
         Ok(Connection { shared, commands })
     }
@@ -251,13 +257,12 @@ impl Connection {
             }
             RequestBody::Reader { reader, length } => streamed_body = Some((reader, length)),
         }
-        let end_of_stdin = Outgoing::Frame(Frame::end_of_stream(RecordType::Stdin, request_id));
-        if streamed_body.is_none() {
-            if later_records.is_empty() {
-                payload.push(end_of_stdin);
-            } else {
-                later_records.push(end_of_stdin);
-            }
+        // The end of STDIN always goes out in one write with the body's last record: an app
+        // that has read CONTENT_LENGTH bytes answers at once, and libfcgi takes an empty STDIN
+        // record arriving after its END_REQUEST for a protocol error and drops the connection.
+        let end_of_stdin = || Outgoing::Frame(Frame::end_of_stream(RecordType::Stdin, request_id));
+        if streamed_body.is_none() && later_records.is_empty() {
+            payload.push(end_of_stdin());
         }
 
         let (events, event_receiver) = mpsc::unbounded_channel();
@@ -270,21 +275,23 @@ impl Connection {
         })
         .await?;
         // One record per command: the channel interleaves them with other requests' records.
-        for record in later_records {
-            self.command(Command::Write(vec![record])).await?;
+        let mut later_records = later_records.into_iter().peekable();
+        while let Some(record) = later_records.next() {
+            let mut write = vec![record];
+            if later_records.peek().is_none() {
+                write.push(end_of_stdin());
+            }
+            self.command(Command::Write(write)).await?;
         }
         if let Some((reader, length)) = streamed_body {
-            let streamed = self.stream_body(request_id, reader, length).await;
+            let streamed = self
+                .stream_body(request_id, reader, length, end_of_stdin())
+                .await;
             if let Err(error) = streamed {
                 // Half a request is on the wire; on a shared connection only it must go.
                 self.abort(request, false);
                 return Err(error);
             }
-            self.command(Command::Write(vec![Outgoing::Frame(Frame::end_of_stream(
-                RecordType::Stdin,
-                request_id,
-            ))]))
-            .await?;
         }
         Ok(Events::new(
             request,
@@ -295,13 +302,17 @@ impl Connection {
         ))
     }
 
+    /// Sends `length` bytes of `reader` as STDIN records, `end_of_stdin` in one write with the
+    /// last of them.
     async fn stream_body(
         &self,
         request_id: RequestId,
         mut reader: Box<dyn AsyncRead + Send + Unpin>,
         length: u64,
+        end_of_stdin: Outgoing,
     ) -> Result<(), ClientError> {
         let mut remaining = length;
+        let mut end_of_stdin = Some(end_of_stdin);
         while remaining > 0 {
             let chunk_len = remaining.min(MAX_RECORD_CONTENT as u64) as usize;
             let mut chunk = BytesMut::zeroed(chunk_len);
@@ -311,8 +322,15 @@ impl Connection {
                 .map_err(ClientError::RequestBody)?;
             remaining -= chunk_len as u64;
             let frame = Frame::new(RecordType::Stdin, request_id, chunk.freeze());
-            self.command(Command::Write(vec![Outgoing::Frame(frame)]))
-                .await?;
+            let mut write = vec![Outgoing::Frame(frame)];
+            if remaining == 0 {
+                write.extend(end_of_stdin.take());
+            }
+            self.command(Command::Write(write)).await?;
+        }
+        // A declared length of zero: only the end of the stream.
+        if let Some(end_of_stdin) = end_of_stdin {
+            self.command(Command::Write(vec![end_of_stdin])).await?;
         }
         Ok(())
     }
@@ -356,4 +374,82 @@ pub(super) fn record_header(
         padding_length: 0,
     }
     .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle with no driver: what it queues for the socket lands in the returned receiver.
+    fn detached() -> (Connection, mpsc::Receiver<Command>) {
+        let (commands, receiver) = mpsc::channel(4);
+        let address: Address = "127.0.0.1:9".parse().unwrap();
+        let shared = Shared::new(1, &address, 1 << 20);
+        (Connection { shared, commands }, receiver)
+    }
+
+    /// Each queued write, as (record type, content length) per record; a Begin counts as one
+    /// write of its payload.
+    async fn queued_writes(body: RequestBody) -> Vec<Vec<(u8, usize)>> {
+        let (connection, mut receiver) = detached();
+        let sender = tokio::spawn(async move {
+            connection
+                .send_request(true, |_| {}, body, Duration::from_secs(1))
+                .await
+                .map(|_| ())
+        });
+        let mut writes = Vec::new();
+        while let Some(command) = receiver.recv().await {
+            let outgoing = match command {
+                Command::Begin { payload, .. } => payload,
+                Command::Write(outgoing) => outgoing,
+                Command::Retire | Command::Abort { .. } => continue,
+            };
+            writes.push(
+                outgoing
+                    .iter()
+                    .filter_map(|outgoing| match outgoing {
+                        Outgoing::Frame(frame) => {
+                            let mut encoded = BytesMut::new();
+                            frame.encode_into(&mut encoded);
+                            Some((encoded[1], frame.content().len()))
+                        }
+                        Outgoing::Block(_) => None,
+                    })
+                    .collect(),
+            );
+        }
+        assert!(matches!(sender.await, Ok(Ok(()))));
+        writes
+    }
+
+    const STDIN: u8 = RecordType::Stdin.as_u8();
+
+    #[tokio::test]
+    async fn the_end_of_stdin_leaves_with_the_last_body_record() {
+        let body = Bytes::from(vec![b'x'; MAX_RECORD_CONTENT * 2 + 10]);
+        let writes = queued_writes(RequestBody::Memory(body)).await;
+        assert_eq!(
+            writes.last(),
+            Some(&vec![(STDIN, 10), (STDIN, 0)]),
+            "every write: {writes:?}"
+        );
+
+        let length = (MAX_RECORD_CONTENT + 3) as u64;
+        let reader = Box::new(std::io::Cursor::new(vec![b'y'; length as usize]));
+        let writes = queued_writes(RequestBody::Reader { reader, length }).await;
+        assert_eq!(
+            writes.last(),
+            Some(&vec![(STDIN, 3), (STDIN, 0)]),
+            "every write: {writes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_body_goes_out_with_the_request_head() {
+        let writes = queued_writes(RequestBody::Memory(Bytes::from_static(b"hello"))).await;
+        assert_eq!(writes, vec![vec![(STDIN, 5), (STDIN, 0)]]);
+        let writes = queued_writes(RequestBody::Empty).await;
+        assert_eq!(writes, vec![vec![(STDIN, 0)]]);
+    }
 }
