@@ -383,7 +383,7 @@ mod tests {
     /// A handle with no driver: what it queues for the socket lands in the returned receiver.
     fn detached() -> (Connection, mpsc::Receiver<Command>) {
         let (commands, receiver) = mpsc::channel(4);
-        let address: Address = "127.0.0.1:9".parse().unwrap();
+        let address = Address::Tcp("127.0.0.1:9".to_owned());
         let shared = Shared::new(1, &address, 1 << 20);
         (Connection { shared, commands }, receiver)
     }
