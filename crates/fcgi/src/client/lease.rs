@@ -17,8 +17,8 @@ use std::time::Duration;
 use super::connection::{Connection, ConnectionId, RequestBody, RequestKey, ResponseEvent};
 use super::error::{ClientError, ConnectionFailure};
 use super::events::{Events, FirstResponseWatch, ResponseObserver};
-use super::multiplex::RequestEnd;
-use super::pool::PoolShared;
+use super::pool_config::PoolConfig;
+use crate::net::Address;
 
 /// The shortest wait before a fresh connection's silence counts as a sign of saturation.
 const MIN_SATURATION_BOUND: Duration = Duration::from_millis(250);
@@ -27,10 +27,47 @@ const SATURATION_FACTOR: u32 = 4;
 /// However slow the backend usually is, judge a silent fresh connection within this.
 const MAX_SATURATION_BOUND: Duration = Duration::from_secs(10);
 
+/// What a lease needs from the pool it came from: its settings, and where the connection
+/// goes when the request ends. The pool implements it; a lease never sees the pool's state.
+pub(crate) trait LeaseOwner: ResponseObserver {
+    fn address(&self) -> &Address;
+    fn config(&self) -> &PoolConfig;
+    /// Requests per connection in force (configured, or learned from the backend's closes).
+    fn keepalive_requests(&self) -> u64;
+    /// The usual wait for a fresh connection's first answer, and the requests completed so far.
+    fn first_response_baseline(&self) -> (Duration, u64);
+    /// A connection of its own comes back.
+    fn returned(&self, connection: Connection, how: Return);
+    /// A request on a shared connection is over.
+    fn shared_request_ended(&self, connection: &Connection, end: RequestEnd);
+}
+
+/// How a request on a connection of its own ended, as far as the pool is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Return {
+    /// END_REQUEST arrived; `keep` when it was sent with FCGI_KEEP_CONN (else the backend
+    /// closes the connection, and the pool waits for that before it counts the slot free).
+    Completed { keep: bool },
+    /// Handed to a waiter that had given up: back to the pool, no request carried.
+    Unused,
+    /// The connection is in an unknown state (an error, an abort): its holder closes it (after
+    /// an FCGI_ABORT_REQUEST, if any, is out) and the slot is free.
+    Lost,
+}
+
+/// How a request on a shared connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestEnd {
+    /// END_REQUEST arrived.
+    Completed,
+    /// Given up (client gone, timeout, failure) or never sent.
+    Abandoned,
+}
+
 /// One connection, held for one request.
 pub struct Lease {
     connection: Option<Connection>,
-    pool: Arc<PoolShared>,
+    pool: Arc<dyn LeaseOwner>,
     reused: bool,
     keep_conn: bool,
     /// One request slot on a connection shared with other requests.
@@ -42,12 +79,12 @@ pub struct Lease {
 impl Lease {
     pub(super) fn new(
         connection: Connection,
-        pool: Arc<PoolShared>,
+        pool: Arc<dyn LeaseOwner>,
         reused: bool,
         multiplexed: bool,
     ) -> Lease {
         // A connection that carried no request yet is as reusable as the config allows.
-        let keep_conn = pool.config.keep_conn;
+        let keep_conn = pool.config().keep_conn;
         Lease {
             connection: Some(connection),
             pool,
@@ -84,10 +121,10 @@ impl Lease {
     where
         F: FnOnce(&mut dyn FnMut(&[u8], &[u8])),
     {
-        let config = &self.pool.config;
+        let config = self.pool.config();
         let Some(connection) = self.connection.as_ref() else {
             return Err(ClientError::Connection {
-                address: self.pool.address.clone(),
+                address: self.pool.address().clone(),
                 failure: ConnectionFailure::ClosedByGateway,
             });
         };
@@ -102,12 +139,12 @@ impl Lease {
         self.request = Some(events.request);
         // Only a fresh connection can be sitting in the backend's listen backlog.
         let watch = first_request.then(|| {
-            let state = self.pool.lock();
+            let (usual_wait, completed_before) = self.pool.first_response_baseline();
             FirstResponseWatch {
                 sent_at: tokio::time::Instant::now(),
-                bound: (state.first_response_average * SATURATION_FACTOR)
+                bound: (usual_wait * SATURATION_FACTOR)
                     .clamp(MIN_SATURATION_BOUND, MAX_SATURATION_BOUND),
-                completed_before: state.completed,
+                completed_before,
                 looks: 0,
             }
         });
@@ -127,26 +164,18 @@ impl Lease {
         };
         if self.multiplexed {
             self.pool
-                .end_shared_request(&connection, RequestEnd::Completed);
+                .shared_request_ended(&connection, RequestEnd::Completed);
             return;
         }
-        {
-            let mut state = self.pool.lock();
-            state.stuck.retain(|id| *id != connection.id());
-            self.pool.request_completed(&mut state);
-        }
-        if self.keep_conn {
-            self.pool.put_back(connection);
-        } else {
-            self.pool.retire(&connection);
-        }
+        let keep = self.keep_conn;
+        self.pool.returned(connection, Return::Completed { keep });
     }
 }
 
 impl Lease {
     /// The request in flight was given up before its END_REQUEST.
     fn abandon(mut self, events: Events) {
-        let drain = self.pool.config.abort_drain_timeout;
+        let drain = self.pool.config().abort_drain_timeout;
         let runtime = tokio::runtime::Handle::try_current();
         if self.multiplexed {
             if let Some(connection) = &self.connection {
@@ -155,7 +184,7 @@ impl Lease {
             // Sent: neither the drain nor a drop sends it again.
             self.request = None;
             // The slot stays taken until the backend confirms, as the id does.
-            let within = drain.max(self.pool.config.read_timeout);
+            let within = drain.max(self.pool.config().read_timeout);
             if let Ok(runtime) = runtime {
                 runtime.spawn(self.drain(events, within));
             }
@@ -171,8 +200,9 @@ impl Lease {
                 // record while the script runs, but a closed socket makes the script's next
                 // output fail, which is what frees the worker.
                 connection.abort(events.request, true);
-                let connection = self.connection.take();
-                self.forget(connection.as_ref());
+                if let Some(connection) = self.connection.take() {
+                    self.pool.returned(connection, Return::Lost);
+                }
             }
             (None, _) => {}
         }
@@ -212,17 +242,8 @@ impl Lease {
         }
         if let Some(connection) = self.connection.take() {
             self.pool
-                .end_shared_request(&connection, RequestEnd::Abandoned);
+                .shared_request_ended(&connection, RequestEnd::Abandoned);
         }
-    }
-
-    /// Frees the slot of a connection that is going away by itself.
-    fn forget(&self, connection: Option<&Connection>) {
-        let mut state = self.pool.lock();
-        if let Some(connection) = connection {
-            state.stuck.retain(|id| *id != connection.id());
-        }
-        self.pool.free_slot(&mut state);
     }
 }
 
@@ -303,10 +324,10 @@ impl Drop for Lease {
                 connection.abort(request, false);
             }
             self.pool
-                .end_shared_request(&connection, RequestEnd::Abandoned);
+                .shared_request_ended(&connection, RequestEnd::Abandoned);
             return;
         }
         connection.close();
-        self.forget(Some(&connection));
+        self.pool.returned(connection, Return::Lost);
     }
 }

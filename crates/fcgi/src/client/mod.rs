@@ -17,9 +17,7 @@ mod pool;
 mod pool_config;
 mod probe;
 mod request_ids;
-mod saturation;
 mod stats;
-mod waiting;
 
 pub use capacity::{CapReduction, CapSource};
 pub use connection::{ConnectionId, RequestBody, ResponseEvent};

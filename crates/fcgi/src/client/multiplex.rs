@@ -4,7 +4,7 @@
 //! [`Multiplexing`] mode, the backend's FCGI_GET_VALUES answer, and what the backend did since),
 //! and how far: `max_reqs_per_conn`, lowered to FCGI_MAX_REQS / FCGI_MAX_CONNS when the backend
 //! announces them, and for a while after FCGI_OVERLOADED. While it is on, the pool keeps its
-//! connections in a list of [`SharedConnection`]s instead of the idle stack: a checkout takes a
+//! connections in a shared list instead of the idle stack (`pool/shared.rs`): a checkout takes a
 //! request slot on the least-loaded connection that has one, opens a new connection only when
 //! none has (the cap still counts connections), and otherwise waits in the same FIFO queue; a
 //! request that ends hands its slot on that connection straight to the oldest waiter.
@@ -15,11 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::connection::{Connection, ConnectionId};
-use super::pool::{PoolShared, PoolState};
 use super::pool_config::Multiplexing;
 use super::probe::BackendValues;
-use super::waiting::Grant;
 
 /// How long a lowered per-connection limit holds before it rises again by one, under demand.
 const RAISE_HOLD: Duration = Duration::from_secs(1);
@@ -132,216 +129,6 @@ impl MultiplexState {
         self.per_connection += 1;
         self.lowered_at = Some(now);
         true
-    }
-}
-
-/// An open connection while multiplexing is on: any number of requests up to the limit.
-pub(super) struct SharedConnection {
-    pub(super) connection: Connection,
-    pub(super) in_flight: usize,
-    /// When `in_flight` last dropped to zero; the idle timeout counts from here.
-    pub(super) idle_since: Instant,
-    /// Takes no new requests (its request or age budget is spent); closed when the last ends.
-    pub(super) draining: bool,
-}
-
-/// How a request on a shared connection ended, for the pool's figures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum RequestEnd {
-    /// END_REQUEST arrived.
-    Completed,
-    /// Given up (client gone, timeout, failure) or never sent.
-    Abandoned,
-}
-
-impl PoolShared {
-    /// A request slot on the least-loaded shared connection that has one.
-    pub(super) fn take_request_slot(&self, state: &mut PoolState) -> Option<Connection> {
-        let limit = state.multiplex.per_connection();
-        let keepalive_requests = self.keepalive_requests();
-        let keepalive_time = self.config.keepalive_time;
-        // (index, in_flight) of the least-loaded connection with room.
-        let mut best: Option<(usize, usize)> = None;
-        for (index, entry) in state.shared.iter_mut().enumerate() {
-            if entry.draining || entry.connection.is_closed() {
-                continue;
-            }
-            let spent = entry.connection.requests_started() + entry.in_flight as u64;
-            if spent >= keepalive_requests || entry.connection.age() >= keepalive_time {
-                entry.draining = true;
-                continue;
-            }
-            if entry.in_flight < limit && best.is_none_or(|(_, least)| entry.in_flight < least) {
-                best = Some((index, entry.in_flight));
-            }
-        }
-        let (index, _) = best?;
-        let entry = &mut state.shared[index];
-        entry.in_flight += 1;
-        Some(entry.connection.clone())
-    }
-
-    /// A connection joins the shared list: a new one carrying the request that opened it, or
-    /// an exclusive one coming back with none. Waiters get its free request slots.
-    pub(super) fn add_shared(
-        &self,
-        state: &mut PoolState,
-        connection: Connection,
-        in_flight: usize,
-    ) {
-        connection.set_multiplexed(true);
-        state.shared.push(SharedConnection {
-            connection,
-            in_flight,
-            idle_since: Instant::now(),
-            draining: false,
-        });
-        self.grant_request_slots(state);
-    }
-
-    /// Hands free request slots on shared connections to waiters, oldest waiter first.
-    pub(super) fn grant_request_slots(&self, state: &mut PoolState) {
-        while !state.waiters.is_empty() {
-            let Some(connection) = self.take_request_slot(state) else {
-                return;
-            };
-            let id = connection.id();
-            let mut grant = Grant::Request(connection);
-            loop {
-                let Some(waiter) = state.waiters.pop_front() else {
-                    // Every waiter had gone: give the slot back.
-                    self.return_request_slot(state, id);
-                    return;
-                };
-                match waiter.grant.send(grant) {
-                    Ok(()) => break,
-                    Err(returned) => grant = returned,
-                }
-            }
-        }
-    }
-
-    fn return_request_slot(&self, state: &mut PoolState, id: ConnectionId) {
-        if let Some(entry) = state.shared.iter_mut().find(|e| e.connection.id() == id) {
-            entry.in_flight -= 1;
-            if entry.in_flight == 0 {
-                entry.idle_since = Instant::now();
-            }
-        }
-    }
-
-    /// A request on a shared connection is over: its slot goes to the oldest waiter, or the
-    /// connection leaves the list when it is draining or multiplexing was turned off.
-    pub(super) fn end_shared_request(&self, connection: &Connection, end: RequestEnd) {
-        let mut state = self.lock();
-        state.stuck.retain(|id| *id != connection.id());
-        if end == RequestEnd::Completed {
-            self.request_completed(&mut state);
-            let demand = !state.waiters.is_empty();
-            if state.multiplex.record_success(demand, Instant::now()) {
-                tracing::debug!(backend = %self.address, per_connection = state.multiplex.per_connection(), "raising requests per connection again");
-            }
-        }
-        let Some(position) = state
-            .shared
-            .iter()
-            .position(|entry| entry.connection.id() == connection.id())
-        else {
-            // Closed and forgotten already; its slot went with it.
-            return;
-        };
-        let enabled = state.multiplex.enabled();
-        let entry = &mut state.shared[position];
-        entry.in_flight -= 1;
-        let (in_flight, draining) = (entry.in_flight, entry.draining);
-        if in_flight == 0 {
-            entry.idle_since = Instant::now();
-        }
-        if in_flight > 0 && (draining || !enabled) {
-            return;
-        }
-        if draining || entry.connection.is_closed() {
-            let entry = state.shared.swap_remove(position);
-            entry.connection.close();
-            self.free_slot(&mut state);
-        } else if !enabled {
-            let entry = state.shared.swap_remove(position);
-            entry.connection.set_multiplexed(false);
-            drop(state);
-            self.put_back(entry.connection);
-        } else {
-            self.grant_request_slots(&mut state);
-        }
-    }
-
-    /// Multiplexing was just turned on: idle connections join the shared list.
-    pub(super) fn share_idle_connections(&self, state: &mut PoolState) {
-        let idle = std::mem::take(&mut state.idle);
-        for parked in idle {
-            parked.connection.set_multiplexed(true);
-            state.shared.push(SharedConnection {
-                connection: parked.connection,
-                in_flight: 0,
-                idle_since: Instant::now(),
-                draining: false,
-            });
-        }
-        self.grant_request_slots(state);
-    }
-
-    /// Multiplexing was just turned off: shared connections with nothing in flight become
-    /// ordinary idle connections; the others follow when their last request ends.
-    pub(super) fn unshare_connections(&self, state: &mut PoolState) -> Vec<Connection> {
-        let mut freed = Vec::new();
-        state.shared.retain(|entry| {
-            if entry.in_flight == 0 {
-                entry.connection.set_multiplexed(false);
-                freed.push(entry.connection.clone());
-                false
-            } else {
-                true
-            }
-        });
-        freed
-    }
-
-    /// Closes shared connections idle past `keepalive_timeout`, or with nothing in flight and
-    /// older than `keepalive_time`; returns how many.
-    pub(super) fn reap_shared(&self, state: &mut PoolState, everything_idle: bool) -> usize {
-        let config = &self.config;
-        let mut closed = 0;
-        state.shared.retain(|entry| {
-            let expired = entry.in_flight == 0
-                && (everything_idle
-                    || entry.draining
-                    || entry.connection.is_closed()
-                    || entry.idle_since.elapsed() >= config.keepalive_timeout
-                    || entry.connection.age() >= config.keepalive_time);
-            if expired {
-                entry.connection.close();
-                closed += 1;
-            }
-            !expired
-        });
-        for _ in 0..closed {
-            self.free_slot(state);
-        }
-        closed
-    }
-
-    /// Forgets a shared connection whose driver stopped; true when it was one.
-    pub(super) fn forget_shared(&self, state: &mut PoolState, id: ConnectionId) -> bool {
-        let Some(position) = state.shared.iter().position(|e| e.connection.id() == id) else {
-            return false;
-        };
-        state.shared.swap_remove(position);
-        self.free_slot(state);
-        true
-    }
-
-    /// Requests in flight on shared connections.
-    pub(super) fn shared_in_flight(state: &PoolState) -> usize {
-        state.shared.iter().map(|entry| entry.in_flight).sum()
     }
 }
 

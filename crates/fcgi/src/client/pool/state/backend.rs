@@ -1,0 +1,261 @@
+//! What the backend shows about itself and how the pool adapts: a fresh connection left in the
+//! listen backlog (saturation), FCGI_OVERLOADED, FCGI_CANT_MPX_CONN, closes after a fixed request
+//! count, and the FCGI_GET_VALUES answer (cap, multiplexing).
+
+use std::time::{Duration, Instant};
+
+use super::{Effects, PoolState, ProbeOutcome};
+use crate::client::capacity::{CapReduction, CapSource};
+use crate::client::connection::ConnectionId;
+use crate::client::pool::effects::{Effect, Notice, PooledConnection};
+use crate::client::pool_config::Multiplexing;
+use crate::client::probe::BackendValues;
+
+/// Backend closes at the same request count, in a row, before that count is adopted.
+const CLOSE_PATTERN_EVIDENCE: u32 = 3;
+
+impl<C: PooledConnection> PoolState<C> {
+    // ---- what responses show --------------------------------------------------------------
+
+    /// A fresh connection's first request got its first answer after `waited`.
+    pub(crate) fn first_response(
+        &mut self,
+        connection: ConnectionId,
+        waited: Duration,
+        fx: &mut Effects<C>,
+    ) {
+        // An exponential average with weight 1/8: smooth, and quick enough to follow the app.
+        let average = self.first_response_average;
+        self.first_response_average = if average.is_zero() {
+            waited
+        } else {
+            average - average / 8 + waited / 8
+        };
+        if let Some(position) = self.stuck.iter().position(|id| *id == connection) {
+            self.stuck.swap_remove(position);
+            fx.push(Effect::Notice(Notice::StuckConnectionServed {
+                connection,
+                waited,
+            }));
+        }
+    }
+
+    /// A fresh connection's first request is still unanswered after its bound. When others
+    /// were served meanwhile, the connection waits in the backend's listen backlog: the backend
+    /// has fewer workers than the pool had connections. The cap drops to the connections that
+    /// demonstrably have a worker and idle connections are closed so their workers take the
+    /// waiting ones. Returns false when there is no such evidence (yet).
+    pub(crate) fn still_unanswered(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        completed_before: u64,
+        fx: &mut Effects<C>,
+    ) -> bool {
+        let others_served = self.completed > completed_before || self.idle_count() > 0;
+        if !others_served {
+            // Nobody is being served: the app is slow (or down), not short of workers.
+            return false;
+        }
+        if !self.stuck.contains(&connection) {
+            self.stuck.push(connection);
+        }
+        self.counters.saturation_events += 1;
+        let serving = self.open().saturating_sub(self.stuck.len());
+        self.reduce_cap(now, serving, CapReduction::Saturation, fx);
+        let idle_closed = self.close_idle(fx);
+        fx.push(Effect::Notice(Notice::Saturated {
+            connection,
+            idle_closed,
+            cap: self.capacity.cap(),
+        }));
+        true
+    }
+
+    /// The backend refused a request with FCGI_OVERLOADED.
+    pub(crate) fn overloaded(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        fx: &mut Effects<C>,
+    ) {
+        self.counters.overloaded += 1;
+        if self.multiplex.enabled() {
+            // A multiplexing backend counts requests, not connections: take fewer per connection.
+            let in_flight = self.shared.in_flight_on(connection).unwrap_or(1);
+            if self.multiplex.overloaded(in_flight, now) {
+                fx.push(Effect::Notice(Notice::PerConnectionLowered {
+                    connection,
+                    per_connection: self.multiplex.per_connection(),
+                }));
+            }
+            return;
+        }
+        fx.push(Effect::Notice(Notice::Overloaded { connection }));
+        let others = self.open().saturating_sub(1);
+        self.reduce_cap(now, others, CapReduction::Overloaded, fx);
+    }
+
+    /// The backend refused a request with FCGI_CANT_MPX_CONN: it does not multiplex.
+    pub(crate) fn cannot_multiplex(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        fx: &mut Effects<C>,
+    ) {
+        fx.push(Effect::Notice(Notice::CannotMultiplex { connection }));
+        self.stop_multiplexing(now, "FCGI_CANT_MPX_CONN", fx);
+    }
+
+    // ---- probing the backend's limits -------------------------------------------------------
+
+    /// Whether the backend's FCGI_GET_VALUES answer would change anything: the cap when none is
+    /// configured, multiplexing when its mode asks.
+    pub(crate) fn wants_probe(&self) -> bool {
+        !self.limits.cap_configured || self.multiplex.wants_backend_values()
+    }
+
+    /// A probe takes a slot (it holds a connection, maybe a worker); false when none is free.
+    pub(crate) fn probe_started(&mut self) -> bool {
+        if self.open() >= self.capacity.cap() {
+            return false;
+        }
+        self.probing += 1;
+        true
+    }
+
+    pub(crate) fn probe_ended(&mut self, now: Instant, outcome: ProbeOutcome, fx: &mut Effects<C>) {
+        match outcome {
+            ProbeOutcome::Answered(values) => self.learn_backend_values(now, values, fx),
+            ProbeOutcome::Unanswered => {
+                if self.multiplex.no_backend_values() {
+                    fx.push(Effect::Notice(Notice::MultiplexingAsConfigured));
+                    self.share_idle_connections(now, fx);
+                }
+            }
+            ProbeOutcome::Unusable => {}
+        }
+        self.probing -= 1;
+        self.fill_from_queue(fx);
+    }
+
+    pub(super) fn reduce_cap(
+        &mut self,
+        now: Instant,
+        serving: usize,
+        reason: CapReduction,
+        fx: &mut Effects<C>,
+    ) {
+        let from = self.capacity.cap();
+        if self.capacity.reduce(serving, reason, now) {
+            fx.push(Effect::Notice(Notice::CapLowered {
+                reason,
+                from,
+                to: self.capacity.cap(),
+            }));
+        }
+    }
+
+    /// A backend that keeps closing pooled connections after exactly N requests (php-fpm's
+    /// `pm.max_requests`, php-cgi's `PHP_FCGI_MAX_REQUESTS`) is telling us when: from then on
+    /// connections are retired at N, their last request sent without KEEP_CONN, so none is
+    /// handed out in the instant between the backend's END_REQUEST and its close.
+    pub(super) fn learn_close_pattern(&mut self, closed: &C, fx: &mut Effects<C>) {
+        if !closed.closed_right_after_end() {
+            // An idle timeout or a restart, not a worker's last request: no pattern to learn.
+            return;
+        }
+        let requests = closed.requests_started();
+        if requests == 0 || requests >= self.keepalive_requests() {
+            self.close_pattern = (0, 0);
+            return;
+        }
+        if self.close_pattern.0 == requests {
+            self.close_pattern.1 += 1;
+        } else {
+            self.close_pattern = (requests, 1);
+        }
+        if self.close_pattern.1 >= CLOSE_PATTERN_EVIDENCE
+            && self.learned_keepalive_requests != requests
+        {
+            self.learned_keepalive_requests = requests;
+            fx.push(Effect::Notice(Notice::ClosePatternLearned { requests }));
+        }
+    }
+
+    pub(super) fn learn_backend_values(
+        &mut self,
+        now: Instant,
+        values: BackendValues,
+        fx: &mut Effects<C>,
+    ) {
+        let was = self.multiplex.enabled();
+        if self
+            .multiplex
+            .learned(&values, self.limits.max_reqs_per_conn)
+        {
+            fx.push(Effect::Notice(Notice::MultiplexingOn {
+                why: self.multiplex.reason(values.mpxs_conns),
+                per_connection: self.multiplex.per_connection(),
+            }));
+            self.share_idle_connections(now, fx);
+        } else if was && !self.multiplex.enabled() {
+            self.multiplex.refuse();
+            self.unshare_connections(now, "FCGI_MPXS_CONNS=0", fx);
+        } else if !self.multiplex.enabled() && self.limits.multiplex == Multiplexing::On {
+            fx.push(Effect::Notice(Notice::MultiplexOnButRefused));
+        }
+        match values.max_conns {
+            Some(max_conns) if !self.limits.cap_configured && self.capacity.learned(max_conns) => {
+                fx.push(Effect::Notice(Notice::CapFromBackend { max_conns }));
+            }
+            None if !self.limits.cap_configured
+                && self.capacity.source() == &CapSource::Default =>
+            {
+                fx.push(Effect::Notice(Notice::NoMaxConnsAnnounced {
+                    cap: self.capacity.cap(),
+                }));
+            }
+            _ => {}
+        }
+        self.backend_values = Some(values);
+    }
+
+    /// Multiplexing was just turned on: idle connections join the shared list.
+    pub(super) fn share_idle_connections(&mut self, now: Instant, fx: &mut Effects<C>) {
+        for parked in std::mem::take(&mut self.idle) {
+            fx.push(Effect::SetShared(parked.connection.clone(), true));
+            self.shared
+                .push(parked.connection, 0, parked.opened_at, now);
+        }
+        self.grant_request_slots(now, fx);
+    }
+
+    /// The backend does not multiplex: no more shared connections, for good.
+    pub(super) fn stop_multiplexing(
+        &mut self,
+        now: Instant,
+        why: &'static str,
+        fx: &mut Effects<C>,
+    ) {
+        if self.multiplex.refuse() {
+            self.unshare_connections(now, why, fx);
+        }
+    }
+
+    /// Shared connections with nothing in flight become connections of their own, for waiters
+    /// first; the others follow when their last request ends.
+    pub(super) fn unshare_connections(
+        &mut self,
+        now: Instant,
+        why: &'static str,
+        fx: &mut Effects<C>,
+    ) {
+        fx.push(Effect::Notice(Notice::MultiplexingOff { why }));
+        for entry in self.shared.take_idle_where(|_| true) {
+            fx.push(Effect::SetShared(entry.connection.clone(), false));
+            self.put_back(now, entry.connection, entry.opened_at, fx);
+        }
+        self.fill_from_queue(fx);
+    }
+}
