@@ -32,12 +32,13 @@
 # h2-rst-flood the sleep.php scripts php-fpm started by then (each logs a line to
 # env[EXECUTION_LOG] as it starts).
 #
-# Prints a markdown table and writes it to RESULTS_DIR (bench/results)/<date>-hostile.md. Needs
-# root to install missing Debian packages (nginx-light, php-fpm, curl, iproute2, python3).
-# Cleans up everything it started on exit.
+# Prints a markdown table and writes it to RESULTS_DIR (bench/results)/hostile.md (replacing
+# the previous run's) and a row to HISTORY.md there. Needs root to install missing Debian
+# packages (nginx-light, php-fpm, curl, iproute2, python3). Cleans up everything it started on
+# exit. --dry-run prints what would be installed, written, started and run, and does none of it.
 #
 #   bench/hostile.sh [--duration 10] [--attacks idle-h2,body-stall,no-read,h2-rst-flood,h1-leave]
-#                    [--peers fcgate,nginx] [--no-build]
+#                    [--peers fcgate,nginx] [--no-build] [--dry-run]
 #
 # Environment: PORT_BASE (19000: fcgate +2, nginx +1, nginx h2 +3), KEEP_WORK=1 keeps configs
 # and logs, RESULTS_DIR, LOAD_MAX (1.5) and LOAD_WAIT (300 s; 0 skips): wait, bounded, for a
@@ -56,7 +57,6 @@ build=1
 PORT_BASE=${PORT_BASE:-19000}
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-300}
-RESULTS_DIR=${RESULTS_DIR:-$bench_dir/results}
 PHP_CHILDREN=4       # php-fpm pm.max_children (backends.sh)
 WORKERS=2            # nginx worker_processes (peers.sh)
 CLIENT_TIMEOUT=5     # client_body_timeout and send_timeout, seconds, both peers
@@ -64,10 +64,11 @@ PROBE_TIMEOUT=5      # curl --max-time of every probe
 PROBE_INTERVAL=0.2
 IDLE_H2_NOFILE=1024  # the peer's `ulimit -n` during idle-h2
 
+source "$bench_dir/lib/harness.sh"   # set_args, dry run, lock, wait_quiet, publish_result
 source "$bench_dir/lib/process.sh"   # log, die, wait_port, wait_socket, port_free, descendants, stop_tree, kill_run
 source "$bench_dir/lib/backends.sh"  # start_backend php-unix, write_fpm_conf
-source "$bench_dir/lib/peers.sh"     # start_peer, write_nginx_conf, write_fcgate
-source "$bench_dir/lib/install.sh"   # package_for
+source "$bench_dir/lib/peers.sh"     # start_peer, write_nginx_conf, write_fcgate_toml
+source "$bench_dir/lib/install.sh"   # ensure_packages
 usage() { sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
@@ -82,6 +83,7 @@ while [ $# -gt 0 ]; do
     --attacks) ATTACKS=${value//,/ } ;;
     --peers) PEERS=${value//,/ } ;;
     --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
   esac
@@ -97,60 +99,18 @@ fcgate_port=$((PORT_BASE + 2))
 nginx_h2_port=$((PORT_BASE + 3))
 
 # ------------------------------------------------------------------------------------------
-# Tools
-
-ensure_packages() {
-  local missing=() command policy=/usr/sbin/policy-rc.d added_policy="" status=0
-  for command in nginx curl ss python3; do
-    command -v "$command" >/dev/null 2>&1 || missing+=("$(package_for "$command")")
-  done
-  compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
-  [ ${#missing[@]} -gt 0 ] || return 0
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; run as root to install them"
-  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-  log "installing ${missing[*]}"
-  # Keep the packages' services (nginx, php-fpm on their stock ports) from starting.
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# written by fcgate bench/hostile.sh while it installs packages\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    added_policy=1
-  fi
-  timeout 600 apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null || status=$?
-  [ -n "$added_policy" ] && rm -f "$policy"
-  [ "$status" = 0 ] || die "apt-get install failed ($status)"
-}
-
-# ------------------------------------------------------------------------------------------
-# The backend and the peers: backends.sh's and peers.sh's, with what this bench adds.
+# The backend and the peers: bench/lib's, with what this bench adds.
 
 # php-fpm: backends.sh's pool, plus the log every sleep.php appends to as it starts.
-eval "lib_$(declare -f write_fpm_conf)"
-write_fpm_conf() {
-  lib_write_fpm_conf "$@"
-  echo "env[EXECUTION_LOG] = $work/executions.log" >>"$work/php-fpm.conf"
-}
-
 # nginx: peers.sh's nginx-keepalive, plus the 5 s client timeouts and an h2c port.
-write_nginx_keepalive() {  # MODE PORT DIR
-  local conf=$3/nginx.conf
-  write_nginx_conf "$@" "keepalive $((PHP_CHILDREN / WORKERS));"
-  sed -i -e "s|^  access_log off;\$|&\n  client_body_timeout ${CLIENT_TIMEOUT}s;\n  send_timeout ${CLIENT_TIMEOUT}s;|" \
-    -e "s|^    listen 127.0.0.1:$2;\$|&\n    listen 127.0.0.1:$nginx_h2_port http2;|" "$conf"
-  if ! grep -q "send_timeout ${CLIENT_TIMEOUT}s;" "$conf" || ! grep -q ":$nginx_h2_port http2;" "$conf"; then
-    die "could not add the timeouts and the h2 port to $conf (peers.sh's nginx.conf changed?)"
-  fi
-}
-
 # fcgate: peers.sh's config (cap from the pool's pm.max_children), plus the 5 s client timeouts.
-eval "lib_$(declare -f write_fcgate)"
-write_fcgate() {  # MODE PORT DIR
-  local conf=$3/fcgate.toml
-  lib_write_fcgate "$@"
-  { printf 'client_body_timeout = "%ss"\nsend_timeout = "%ss"\n' "$CLIENT_TIMEOUT" "$CLIENT_TIMEOUT"
-    cat "$conf"; } >"$conf.new"
-  mv "$conf.new" "$conf"
+peer_args() {  # PEER: the writer arguments this bench lays over peers.sh's config, NUL-ended
+  case $1 in
+    nginx) printf '%s\0' "h2_port=$nginx_h2_port" \
+      "extra_http=client_body_timeout ${CLIENT_TIMEOUT}s; send_timeout ${CLIENT_TIMEOUT}s;" ;;
+    fcgate) printf '%s\0' "extra=client_body_timeout = \"${CLIENT_TIMEOUT}s\"
+send_timeout = \"${CLIENT_TIMEOUT}s\"" ;;
+  esac
 }
 
 peer_program() { [ "$1" = nginx ] && echo nginx-keepalive || echo "$1"; }
@@ -161,6 +121,7 @@ stop_peer() { stop_tree "$peer_pid"; peer_pid=""; }
 stop_fpm() { stop_tree "${backend_pid:-}"; backend_pid=""; }
 
 write_docroot() {
+  [ -z "$dry_run" ] || return 0
   mkdir -p "$www"
   cp "$bench_dir/www/hello.php" "$www/hello.php"
   cat >"$www/sleep.php" <<'EOF'
@@ -242,10 +203,14 @@ probe_loop() {
 run_one() {
   local attack=$1 peer=$2 dir="$work/runs/$1-$2" port attack_port url check nofile
   local curl_args=() attack_status=0
-  mkdir -p "$dir"
-  : >"$work/executions.log"
-  rm -f "$work/php-fpm.sock"  # a stale one would pass for the new php-fpm's
-  start_backend php-unix 2>>"$dir/run.log"
+  if [ -n "$dry_run" ]; then
+    printf '\n== %s / %s\n' "$attack" "$peer"
+  else
+    mkdir -p "$dir"
+    : >"$work/executions.log"
+    rm -f "$work/php-fpm.sock"  # a stale one would pass for the new php-fpm's
+  fi
+  start_backend php-unix
   port=$fcgate_port
   [ "$peer" = nginx ] && port=$nginx_port
   attack_port=$port
@@ -257,13 +222,25 @@ run_one() {
 
   nofile=$(ulimit -Sn)
   [ "$attack" = idle-h2 ] && ulimit -Sn "$IDLE_H2_NOFILE"
-  start_peer "$(peer_program "$peer")" php "$port"
+  [ "$attack" != idle-h2 ] || [ -z "$dry_run" ] || dry_say "(the peer under ulimit -n $IDLE_H2_NOFILE)"
+  local extra
+  mapfile -t -d '' extra < <(peer_args "$peer")
+  start_peer "$(peer_program "$peer")" php "$port" "${extra[@]}"
   ulimit -Sn "$nofile"
   local peer_dir
   peer_dir="$work/peers/$(peer_program "$peer")"
   wait_port 127.0.0.1 "$port" 100 || die "$peer is not listening on 127.0.0.1:$port (see $peer_dir/out.log)"
   [ "$attack_port" = "$port" ] || wait_port 127.0.0.1 "$attack_port" 100 ||
     die "$peer is not listening on 127.0.0.1:$attack_port"
+  if [ -n "$dry_run" ]; then
+    show_load timeout -k 2 $((DURATION + 20)) python3 "$bench_dir/hostile.py" "$attack" --host 127.0.0.1 \
+      --port "$attack_port" --duration "$DURATION"
+    dry_say "probe: every ${PROBE_INTERVAL} s during the attack and once 1 s after it:" \
+      "$(shown curl -s -o /dev/null --max-time "$PROBE_TIMEOUT" "${curl_args[@]}" "$url")"
+    stop_peer
+    stop_fpm
+    return
+  fi
   check=$(probe "${curl_args[@]}" "$url")
   log "$attack / $peer: check request: ${check%% *}; attacking 127.0.0.1:$attack_port for ${DURATION} s"
   [ "${check%% *}" = 200 ] || echo "- $attack / $peer: the check request before the attack got \`$check\`." >>"$work/notes.md"
@@ -342,33 +319,20 @@ table() {
 # ------------------------------------------------------------------------------------------
 # The run
 
-ensure_packages
-fpm_bin=$(find /usr/sbin -maxdepth 1 -name 'php-fpm*' | sort | tail -n1)
-[ -n "$fpm_bin" ] || die "php-fpm not found"
-
-# One benchmark at a time on this machine (the lock the other scripts in bench/ take).
-exec 9>/run/lock/fcgate-bench.lock
-if ! flock -n 9; then
-  log "another benchmark holds /run/lock/fcgate-bench.lock; waiting (at most 30 min)"
-  flock -w 1800 9 || die "another benchmark still holds /run/lock/fcgate-bench.lock after 30 min"
-fi
-
+ensure_packages nginx curl ss python3 php-fpm
+find_fpm
+bench_lock
 for port in "$nginx_port" "$fcgate_port" "$nginx_h2_port"; do
   port_free "$port" || die "port $port is in use (set PORT_BASE)"
 done
 
-if [ -n "$build" ]; then
-  (cd "$repo" && cargo build --release -p fcgate >/dev/null 2>&1) ||
-    (cd "$repo" && cargo build --release -p fcgate) || die "cargo build failed"
-fi
-[ -x "$repo/target/release/fcgate" ] || die "no target/release/fcgate (build it, or drop --no-build)"
-
-work=$(mktemp -d /tmp/fcgate-hostile.XXXXXX)
-chmod 755 "$work"  # nginx workers run as nobody
+make_work fcgate-hostile
 www=$work/www
+fpm_args=(extra="env[EXECUTION_LOG] = $work/executions.log")
 peer_pid="" backend_pid="" probe_pid="" sampler_pid=""
 cleanup() {
   set +e
+  [ -z "$dry_run" ] || return 0
   find "$work/runs" -name running -delete 2>/dev/null
   stop_tree "$probe_pid"
   stop_tree "$sampler_pid"
@@ -380,25 +344,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# A copy: another build replacing target/release/fcgate mid-run must not change what is measured.
-mkdir -p "$work/bin" "$work/runs"
-cp "$repo/target/release/fcgate" "$work/bin/fcgate"
+prepare_fcgate "$build"
+[ -n "$dry_run" ] || mkdir -p "$work/runs"
 write_docroot
-: >"$work/rows.tsv"
-: >"$work/notes.md"
-
-if [ "$LOAD_WAIT" -gt 0 ]; then
-  load_wait_start=$SECONDS
-  while ! awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$LOAD_MAX" 'BEGIN {exit !(l < m)}'; do
-    if [ $((SECONDS - load_wait_start)) -ge "$LOAD_WAIT" ]; then
-      log "warning: load average still >= $LOAD_MAX after ${LOAD_WAIT} s; measuring anyway"
-      break
-    fi
-    log "load average $(cut -d' ' -f1 /proc/loadavg) >= $LOAD_MAX; waiting (at most ${LOAD_WAIT} s)"
-    sleep 10
-  done
+if [ -z "$dry_run" ]; then
+  : >"$work/rows.tsv"
+  : >"$work/notes.md"
 fi
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+wait_quiet "$LOAD_MAX" "$LOAD_WAIT"
 started_at=$SECONDS
 
 for attack in $ATTACKS; do
@@ -407,11 +360,15 @@ for attack in $ATTACKS; do
   done
 done
 elapsed=$((SECONDS - started_at))
-
-mkdir -p "$RESULTS_DIR"
-report="$RESULTS_DIR/$(date +%Y-%m-%d-%H%M)-hostile.md"
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + uncommitted changes"
+[ -z "$dry_run" ] || { echo; publish_result hostile.md "" </dev/null; exit 0; }
+commit=$(commit_described)
+# hostile_headline: per attack, each peer's probe failures of all probes.
+hostile_headline() {
+  awk -F '\t' '{cell = sprintf("%s %s/%s", $2, $5, $6)
+                 if ($1 != last) { printf "%s%s: %s", (NR > 1 ? "; " : ""), $1, cell; last = $1 }
+                 else printf ", %s", cell}
+                END {print " probes failed"}' "$work/rows.tsv"
+}
 {
   echo "# Hostile clients: fcgate and nginx side by side, $(date '+%Y-%m-%d %H:%M %Z')"
   echo
@@ -453,6 +410,4 @@ git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + unco
   echo "Per run:"
   echo
   cat "$work/notes.md"
-} >"$report"
-cat "$report"
-log "written $report"
+} | publish_result hostile.md "$(hostile_headline)"

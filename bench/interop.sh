@@ -37,15 +37,17 @@
 #            has ended, so opened = lines then - lines before the load - connections open
 #            before it (ss -x on the socket). The peak is ss -x sampled every 0.2 s.
 #
-# Prints a markdown table and writes it to RESULTS_DIR (bench/results)/<date>-interop.md,
-# with the versions and every peer's configuration. Installs missing Debian packages (as
+# Prints a markdown table and writes it to RESULTS_DIR (bench/results)/interop.md (replacing
+# the previous run's; a row goes to HISTORY.md there), with the versions and every peer's
+# configuration. Installs missing Debian packages (as
 # root: nginx-light, haproxy, h2o, lighttpd, apache2, libfcgi-bin, curl, iproute2,
 # python3); a peer whose package cannot be installed is reported as skipped, with
 # the reason. Cleans up everything it started on exit. A full run takes about 30 s.
 #
 #   bench/interop.sh [--peers nginx,nginx-keepalive,haproxy,h2o,lighttpd,apache,cgi-fcgi,fcgate]
-#                    [--no-build]
+#                    [--no-build] [--dry-run]
 #
+# --dry-run prints what would be installed, written, started and run, and does none of it.
 # Environment: PORT_BASE (19100: the peer's port; one peer at a time), CLIENTS, REQUESTS,
 # PHP_CHILDREN (8: the connection cap peers.sh gives nginx-keepalive, HAProxy, Apache and
 # fcgate, as in bench/run), WORKERS (2: worker processes/threads), KEEP_WORK=1 keeps configs
@@ -55,10 +57,11 @@ export LC_ALL=C
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
+source "$bench_dir/lib/harness.sh"   # set_args, dry run, lock, publish_result
 source "$bench_dir/lib/process.sh"   # log, die, wait_port, wait_socket, port_free, stop_tree, kill_run
 source "$bench_dir/lib/backends.sh"  # backend_address, open_backend_connections, wait_backend_idle
 source "$bench_dir/lib/peers.sh"     # start_peer, peer_note, peer_available, write_*
-source "$bench_dir/lib/install.sh"   # package_for
+source "$bench_dir/lib/install.sh"   # package_for, missing_packages, install_packages
 
 interop_peers="nginx nginx-keepalive haproxy h2o lighttpd apache cgi-fcgi fcgate"
 PEERS=$interop_peers
@@ -67,7 +70,6 @@ CLIENTS=${CLIENTS:-200}
 REQUESTS=${REQUESTS:-5000}
 PHP_CHILDREN=${PHP_CHILDREN:-8}
 WORKERS=${WORKERS:-2}
-RESULTS_DIR=${RESULTS_DIR:-$bench_dir/results}
 MAX_TIME=20          # curl --max-time of every check request, seconds
 HANG_SECONDS=10      # a load request not answered within this is hung
 LOAD_LIMIT=120       # the load as a whole, seconds
@@ -87,6 +89,7 @@ while [ $# -gt 0 ]; do
   case $arg in
     --peers) PEERS=$value ;;
     --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
   esac
@@ -116,45 +119,34 @@ peer_package() {
   esac
 }
 
-# apt_install PACKAGE...: quietly, with the packages' services kept from starting (a
-# policy-rc.d that exists only while apt-get runs, as in install.sh); last error line on failure.
+# apt_install PACKAGE...: install_packages, quietly; the last error line on failure.
 apt_install() {
-  local policy=/usr/sbin/policy-rc.d added_policy="" status=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# written by fcgate bench/interop.sh while it installs packages\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    added_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "$@" \
-    >"$work_tmp/apt.log" 2>&1 || status=$?
-  [ -n "$added_policy" ] && rm -f "$policy"
-  [ "$status" = 0 ] || { grep -E '^E:' "$work_tmp/apt.log" | tail -n1; return 1; }
+  apt_log=$work_tmp/apt.log
+  install_packages "$@" || { grep -E '^E:' "$apt_log" | tail -n1; return 1; }
 }
 
 # ensure_tools: what the checks need (no bench without them), then every requested peer that is
 # missing; a peer that cannot be installed gets a skip_reason.
 ensure_tools() {
-  local missing=() command peer package
-  for command in curl ss python3 flock; do
-    command -v "$command" >/dev/null 2>&1 || missing+=("$(package_for "$command")")
-  done
+  local missing=() peer package
+  mapfile -t missing < <(missing_packages curl ss python3 flock)
   local peer_missing=()
   for peer in $PEERS; do
     package=$(peer_package "$peer")
-    [ "$package" != none ] && [ -n "$(peer_available "$peer")" ] && peer_missing+=("$package")
+    [ "$package" != none ] || continue
+    if [ "$peer" = cgi-fcgi ]; then
+      command -v cgi-fcgi >/dev/null || peer_missing+=("$package")
+    else
+      [ -z "$(dry_run='' peer_available "$peer")" ] || peer_missing+=("$package")
+    fi
   done
   [ $((${#missing[@]} + ${#peer_missing[@]})) -gt 0 ] || return 0
-  [ "$(id -u)" = 0 ] || die "missing ${missing[*]} ${peer_missing[*]}; run as root to install them"
-  command -v apt-get >/dev/null || die "missing ${missing[*]} ${peer_missing[*]} and no apt-get"
-  timeout 600 apt-get update -qq || log "apt-get update failed; installing from the lists at hand"
   if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
     apt_install "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
   fi
   [ ${#peer_missing[@]} -gt 0 ] || return 0
   mapfile -t peer_missing < <(printf '%s\n' "${peer_missing[@]}" | sort -u)
-  log "installing ${peer_missing[*]}"
-  apt_install "${peer_missing[@]}" >/dev/null && return 0
+  apt_install "${peer_missing[@]}" && return 0
   for package in "${peer_missing[@]}"; do  # one by one: one that fails skips only its peers
     local error
     error=$(apt_install "$package") && continue
@@ -167,17 +159,15 @@ ensure_tools() {
 # ------------------------------------------------------------------------------------------
 # The demo app and the peers: backends.sh's and peers.sh's, with what this bench adds.
 
-# start_demo DIR: a fresh demo app on DIR/demo.sock, set up as backends.sh's start_backend
-# sets its variables (its own `demo` backend listens on TCP only). umask 000: the socket must
-# be writable by peers whose workers run as nobody (nginx, h2o) or www-data (Apache).
+# start_demo_in DIR: a fresh demo app on DIR/demo.sock (backends.sh's start_demo), its
+# variables set as start_backend sets them (bench/run's `demo` backend listens on TCP only).
 # fcgi::server=debug logs a line as each connection ends: the connection count.
-start_demo() {
+start_demo_in() {
   local dir=$1
   backend_kind=unix backend_socket="$dir/demo.sock" backend_host="" backend_port=""
-  rm -f "$backend_socket"
-  (umask 000; RUST_LOG=warn,fcgi::server=debug exec "$work/bin/fcgate" demo-app \
-     --listen "unix:$backend_socket") >"$dir/demo.log" 2>&1 &
-  backend_pid=$!
+  [ -n "$dry_run" ] || rm -f "$backend_socket"
+  start_demo "unix:$backend_socket" "$dir/demo.log" RUST_LOG=warn,fcgi::server=debug
+  backend_pid=$demo_pid
   wait_socket "$backend_socket" 100 || die "the demo app did not create $backend_socket (see $dir/demo.log)"
 }
 # Not backends.sh's stop_backend: that also deletes bench/run's network namespace.
@@ -188,15 +178,9 @@ demo_connections_ended() { grep -c 'FastCGI connection \(closed\|dropped\)' "$1/
 
 # HAProxy: peers.sh's fcgi-app plus `option mpxs-conns` (several requests at once on one
 # connection; the demo app announces FCGI_MPXS_CONNS=1) and `option get-values` (ask the app's
-# limits with FCGI_GET_VALUES), which the Interop issue asks to exercise. peers.sh's writer is
-# shared with bench/run, which measures HAProxy without them, so they are added here.
-eval "lib_$(declare -f write_haproxy)"
-write_haproxy() {  # MODE PORT DIR
-  local conf=$3/haproxy.cfg
-  lib_write_haproxy "$@"
-  sed -i 's/^  option keep-conn$/&\n  option mpxs-conns\n  option get-values/' "$conf"
-  grep -q '^  option get-values$' "$conf" || die "could not add mpxs-conns/get-values to $conf (peers.sh's haproxy.cfg changed?)"
-}
+# limits with FCGI_GET_VALUES), which the Interop issue asks to exercise; bench/run measures
+# HAProxy without them.
+peer_args() { [ "$1" != haproxy ] || echo multiplex=on; }
 
 interop_note() {
   case $1 in
@@ -371,24 +355,39 @@ run_load() {
 run_peer() {
   peer=$1 dir="$work/runs/$1"
   local get post big headers load_cell="–" load_note="" conns="–" reason
-  mkdir -p "$dir"
-  : >"$dir/fails"
-  : >"$dir/remarks"
+  [ -z "$dry_run" ] || printf '\n== %s\n' "$peer"
+  if [ -z "$dry_run" ]; then
+    mkdir -p "$dir"
+    : >"$dir/fails"
+    : >"$dir/remarks"
+  fi
   reason=${skip_reason[$peer]:-$(peer_available "$peer")}
   if [ -n "$reason" ]; then
     log "$peer: skipped ($reason)"
     echo "| $peer | skipped | – | – | – | – | – | $reason |" >>"$work/rows.md"
     return
   fi
-  start_demo "$dir"
+  start_demo_in "$dir"
   if [ "$peer" != cgi-fcgi ]; then
-    start_peer "$peer" app "$port"
+    # shellcheck disable=SC2046 # none or one NAME=VALUE
+    start_peer "$peer" app "$port" $(peer_args "$peer")
     if ! wait_port 127.0.0.1 "$port" 100; then
       log "$peer: not listening on 127.0.0.1:$port"
       echo "| $peer | **did not start** | – | – | – | – | – | $(tail -n1 "$(peer_log "$peer")" 2>/dev/null | cut -c1-150 | tr '|`' "/'") |" >>"$work/rows.md"
       stop_tree "$peer_pid"; peer_pid=""; stop_demo
       return
     fi
+  fi
+  if [ -n "$dry_run" ]; then
+    if [ "$peer" = cgi-fcgi ]; then
+      dry_say "checks: $(shown python3 "$bench_dir/interop.py" cgi-fcgi "$backend_socket" GET "$GET_PATH") … and the same for POST, 5 MiB, statuses"
+    else
+      dry_say "checks: $(shown curl -sS --max-time "$MAX_TIME" "http://127.0.0.1:$port$GET_PATH"), POST 1 MiB, 5 MiB, statuses"
+      show_load timeout -k 5 $((LOAD_LIMIT + 10)) python3 "$bench_dir/interop.py" load "$port" --clients "$CLIENTS" \
+        --requests "$REQUESTS" --hang "$HANG_SECONDS" --limit "$LOAD_LIMIT"
+    fi
+    stop_tree "$peer_pid"; peer_pid=""; stop_demo
+    return
   fi
   get=$(check_get)
   post=$(check_post)
@@ -437,58 +436,54 @@ run_peer() {
 work_tmp=$(mktemp -d /tmp/fcgate-interop-setup.XXXXXX)
 trap 'rm -rf "$work_tmp"' EXIT
 ensure_tools
-
-# One benchmark at a time on this machine (the lock the other scripts in bench/ take).
-exec 9>/run/lock/fcgate-bench.lock
-if ! flock -n 9; then
-  log "another benchmark holds /run/lock/fcgate-bench.lock; waiting (at most 30 min)"
-  flock -w 1800 9 || die "another benchmark still holds /run/lock/fcgate-bench.lock after 30 min"
-fi
+bench_lock
 port_free "$port" || die "port $port is in use (set PORT_BASE)"
 
-if [ -n "$build" ]; then
-  log "building fcgate (release)"
-  (cd "$repo" && cargo build --release -p fcgate --quiet) || die "cargo build failed"
-fi
-[ -x "$repo/target/release/fcgate" ] || die "no target/release/fcgate (build it, or drop --no-build)"
-
-work=$(mktemp -d /tmp/fcgate-interop.XXXXXX)
-chmod 755 "$work"  # peers' workers run as nobody / www-data and reach the demo socket through it
+make_work fcgate-interop
 www=$work/www      # peers.sh's document root (HAProxy's fcgi-app docroot, nginx's root)
-mkdir -p "$www" "$work/bin" "$work/runs"
 peer_pid="" backend_pid="" sampler_pid=""
 cleanup() {
   set +e
+  rm -rf "$work_tmp"
+  [ -z "$dry_run" ] || return 0
   find "$work/runs" -name loading -delete 2>/dev/null
   stop_tree "$sampler_pid"
   stop_tree "$peer_pid"
   stop_demo
   kill_run "$work"  # anything left that names the work directory
-  rm -rf "$work_tmp"
   if [ -n "${KEEP_WORK:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# A copy: another build replacing target/release/fcgate mid-run must not change what is tested.
-cp "$repo/target/release/fcgate" "$work/bin/fcgate"
-post_fnv=$(python3 "$bench_dir/interop.py" body "$work/post.bin" "$POST_SIZE" "$POST_SEED")
-big_sha256=$(python3 "$bench_dir/interop.py" pattern-sha256 "$BIG_SIZE")
-: >"$work/rows.md"
-: >"$work/notes.md"
+prepare_fcgate "$build"
+if [ -z "$dry_run" ]; then
+  mkdir -p "$www" "$work/runs"
+  post_fnv=$(python3 "$bench_dir/interop.py" body "$work/post.bin" "$POST_SIZE" "$POST_SEED")
+  big_sha256=$(python3 "$bench_dir/interop.py" pattern-sha256 "$BIG_SIZE")
+  : >"$work/rows.md"
+  : >"$work/notes.md"
+fi
 
 started_at=$SECONDS
 for p in $PEERS; do run_peer "$p"; done
 elapsed=$((SECONDS - started_at))
+[ -z "$dry_run" ] || { echo; publish_result interop.md "" </dev/null; exit 0; }
 
 version() {  # COMMAND...: its first line, or why not
   command -v "$1" >/dev/null || { echo "$1: not installed"; return; }
   "$@" 2>&1 | head -n1 | sed 's/ - a light.*//; s/ - https.*//; s/^Server version: //' || true
 }
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + uncommitted changes in crates/"
-mkdir -p "$RESULTS_DIR"
-report="$RESULTS_DIR/$(date +%Y-%m-%d-%H%M)-interop.md"
+commit=$(commit_described)
+# interop_headline: per peer, ok or the checks that failed, and the load's ok/non-2xx/errors/hung.
+interop_headline() {
+  awk -F ' [|] ' 'BEGIN {split("GET POST 5MiB headers", check, " ")}
+    {sub(/^[|] /, "", $1); failed = ""
+     for (i = 2; i <= 5; i++) if ($i !~ /^ok/) failed = failed (failed == "" ? "" : " ") check[i - 1]
+     if ($2 ~ /skipped|did not start/) { gsub(/[*]/, "", $2); failed = $2 } else if (failed != "") failed = "not ok: " failed
+     printf "%s%s %s, load %s", (NR > 1 ? "; " : ""), $1, (failed == "" ? "checks ok" : failed), $6}
+    END {print " (ok/non-2xx/errors/hung)"}' "$work/rows.md"
+}
 {
   echo "# Interop: fcgate's demo FastCGI app behind every peer, $(date '+%Y-%m-%d %H:%M %Z')"
   echo
@@ -535,6 +530,4 @@ report="$RESULTS_DIR/$(date +%Y-%m-%d-%H%M)-interop.md"
     echo "peer copied it into its status line as it was. Both ends of the pair: the app sends what CGI"
     echo "does not allow, the peer forwards it without the SP HTTP requires."
   fi
-} >"$report"
-cat "$report"
-log "written $report"
+} | publish_result interop.md "$(interop_headline)"

@@ -8,10 +8,12 @@
 # Columns: requests/s, p50, p99 (from h2load's per-request log), errors, and backend
 # connections opened (SYNs to the demo app's port, counted by an nftables rule this script adds
 # and removes). Cells are medians over the rounds, with the spread (min-max) of requests/s.
-# Prints a markdown table and writes it to bench/results/<date>-multiplex.md. Needs root
-# (nftables); installs nghttp2-client and nftables from Debian if missing.
+# Prints a markdown table and writes it to bench/results/multiplex.md (replacing the previous
+# run's) and a row to bench/results/HISTORY.md. Needs root (nftables); installs nghttp2-client
+# and nftables from Debian if missing. --dry-run prints what would be installed, written,
+# started and run, and does none of it.
 #
-#   bench/multiplex.sh [--no-build]
+#   bench/multiplex.sh [--no-build] [--dry-run]
 #
 # Environment: CAP, CONNECTIONS, DURATION, ROUNDS, PORT_BASE (18700), LOAD_THREADS (2).
 set -euo pipefail
@@ -27,74 +29,81 @@ LOAD_THREADS=${LOAD_THREADS:-2}
 LOADGEN=h2load
 duration_seconds=$DURATION
 build=1
-[ "${1:-}" = "--no-build" ] && build=0
 
-# shellcheck source=lib/process.sh
-. "$bench_dir/lib/process.sh"
-# shellcheck source=lib/measure.sh
-. "$bench_dir/lib/measure.sh"
+# shellcheck source-path=SCRIPTDIR
+source "$bench_dir/lib/harness.sh"
+source "$bench_dir/lib/process.sh"
+source "$bench_dir/lib/install.sh"
+source "$bench_dir/lib/backends.sh"  # start_demo
+source "$bench_dir/lib/peers.sh"     # write_fcgate_toml, start_peer_process
+source "$bench_dir/lib/measure.sh"   # count_syns_to, syns, load_command, run_load
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument $1" ;;
+  esac
+  shift
+done
 
 demo_port=$((PORT_BASE + 90))
 gateway_port=$((PORT_BASE + 1))
-work=$(mktemp -d /tmp/fcgate-bench-mpx.XXXXXX)
 demo_pid=""
-gateway_pid=""
+peer_pid=""
 
+ensure_packages h2load nft
+bench_lock
+make_work fcgate-bench-mpx
 cleanup() {
-  stop_tree "$gateway_pid"
+  set +e
+  [ -z "$dry_run" ] || return 0
+  stop_tree "$peer_pid"
   stop_tree "$demo_pid"
   remove_syn_counter
+  kill_run "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
+prepare_fcgate "$build"
 
-for tool in h2load:nghttp2-client nft:nftables; do
-  command -v "${tool%%:*}" >/dev/null || {
-    log "installing ${tool#*:}"
-    apt-get install -y -qq "${tool#*:}" >/dev/null
-  }
-done
-if [ "$build" = 1 ]; then
-  (cd "$repo" && cargo build --release -p fcgate -q)
-fi
-binary="$repo/target/release/fcgate"
-[ -x "$binary" ] || die "no $binary; build it or drop --no-build"
-
-"$binary" demo-app --listen "127.0.0.1:$demo_port" >"$work/demo.out" 2>&1 &
-demo_pid=$!
+start_demo "127.0.0.1:$demo_port" "$work/demo.out"
 wait_port 127.0.0.1 "$demo_port" || die "the demo app did not start (see $work/demo.out)"
 
 # run_mode MODE ROUND: one bounded run; appends "mode rps p50 p99 errors syns" to results.
 run_mode() {
   local mode=$1 round=$2 out="$work/$1-$2"
-  mkdir -p "$out"
-  cat >"$out/fcgate.toml" <<EOF
-listen = "127.0.0.1:$gateway_port"
-
-[upstream]
-servers = ["127.0.0.1:$demo_port"]
-max_conns = $CAP
-multiplex = "$mode"
-EOF
+  [ -z "$dry_run" ] || printf '\n== multiplex = %s\n' "$mode"
+  [ -n "$dry_run" ] || mkdir -p "$out"
+  write_fcgate_toml "$out/fcgate.toml" listen="127.0.0.1:$gateway_port" \
+    upstream="127.0.0.1:$demo_port" max_conns="$CAP" multiplex="$mode"
   count_syns_to "$demo_port"
-  "$binary" --config "$out/fcgate.toml" >"$out/fcgate.out" 2>&1 &
-  gateway_pid=$!
-  wait_port 127.0.0.1 "$gateway_port" || die "fcgate did not start (see $out/fcgate.out)"
+  start_peer_process fcgate "$out" "$gateway_port"
+  wait_port 127.0.0.1 "$gateway_port" || die "fcgate did not start (see $out/out.log)"
+  if [ -n "$dry_run" ]; then
+    load_command "http://127.0.0.1:$gateway_port/" "" "$out"
+    show_load "${load_cmd[@]}"
+    return
+  fi
   local figures
   figures=$(run_load "http://127.0.0.1:$gateway_port/" "" "$out")
   local opened
   opened=$(syns)
-  stop_tree "$gateway_pid"
-  gateway_pid=""
+  stop_tree "$peer_pid"
+  peer_pid=""
   remove_syn_counter
   echo "$mode $figures $opened" >>"$work/results"
   log "round $round, multiplex = $mode: $figures, $opened backend connections"
 }
 
+[ -z "$dry_run" ] || ROUNDS=1  # every round starts the same processes on the same configs
 for round in $(seq "$ROUNDS"); do
   run_mode off "$round"
   run_mode force "$round"
 done
+[ -z "$dry_run" ] || { echo; publish_result multiplex.md "" </dev/null; exit 0; }
 
 # Columns of $work/results: mode rps p50 p99 errors answered syns.
 table=$(awk -v cap="$CAP" -v clients="$CONNECTIONS" '
@@ -122,7 +131,11 @@ table=$(awk -v cap="$CAP" -v clients="$CONNECTIONS" '
     }
   }' "$work/results")
 
-report="$bench_dir/results/$(date +%Y-%m-%d-%H%M)-multiplex.md"
+# The headline: both modes' median requests/s and backend connections, from the table.
+headline=$(awk -F ' [|] ' '/^[|] (off|force) / {
+    sub(/^[|] /, "", $1); sub(/ [|]$/, "", $6)
+    printf "%s%s %s req/s, %s backend conns", (n++ ? "; " : ""), $1, $2, $6
+  } END {print ""}' <<<"$table")
 {
   echo "# fcgate: multiplexing on vs off, demo app backend"
   echo
@@ -133,5 +146,4 @@ report="$bench_dir/results/$(date +%Y-%m-%d-%H%M)-multiplex.md"
   echo
   echo "Backend connections: fcgate retires a connection after keepalive_requests (10,000) requests,"
   echo "so a run of N requests opens about N / 10,000 + max_conns; never more than max_conns at once."
-} | tee "$report"
-log "written to $report"
+} | publish_result multiplex.md "$headline"

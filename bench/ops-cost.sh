@@ -5,62 +5,110 @@
 #   plain    access log off, no admin listener
 #   log      access log on, combined format, to a file
 #   metrics  admin listener on, /metrics scraped once a second (curl) during the load
+# (bench/run's fcgate, fcgate-log and fcgate-metrics peers, in app mode with max_conns 8.)
 # For each: requests/s under h2load --h1 -n N -c 64, and the gateway's CPU per request
 # (utime + stime from /proc/PID/stat over the measured run). Prints a markdown table of medians
-# and spreads and writes it to bench/results/<date>-ops-cost.md. Needs h2load (nghttp2-client)
-# and curl; run it on a quiet machine (no builds or tests on the same cores).
+# and spreads and writes it to bench/results/ops-cost.md (replacing the previous run's) and a
+# row to bench/results/HISTORY.md. Installs h2load (nghttp2-client) and curl if missing (as
+# root); run it on a quiet machine (no builds or tests on the same cores).
 #
-#   bench/ops-cost.sh            # ROUNDS=5 N=200000 by default
+#   bench/ops-cost.sh [--no-build] [--dry-run]     # ROUNDS=5 N=200000 by default
+#
+# --dry-run prints what would be installed, written, started and run, and does none of it.
+# Environment: ROUNDS, N, PORT (19300: fcgate; the demo app on +1, the admin listener on +1000).
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/.." && pwd)
+
+bench_dir=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$bench_dir")
 ROUNDS=${ROUNDS:-5}
 N=${N:-200000}
 PORT=${PORT:-19300}
-command -v h2load >/dev/null || { echo "bench/ops-cost.sh: needs h2load (apt-get install nghttp2-client)" >&2; exit 1; }
-cargo build --release -q -p fcgate --manifest-path "$repo/Cargo.toml"
-bin=$repo/target/release/fcgate
-work=$(mktemp -d)
-app_pid=""
-cleanup() { [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null; rm -rf "$work"; }
+build=1
+
+# shellcheck source-path=SCRIPTDIR
+source "$bench_dir/lib/harness.sh"
+source "$bench_dir/lib/process.sh"
+source "$bench_dir/lib/install.sh"
+source "$bench_dir/lib/backends.sh"  # start_demo
+source "$bench_dir/lib/peers.sh"     # write_fcgate_toml, start_peer_process
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument $1" ;;
+  esac
+  shift
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ ]] || die "ROUNDS and N must be positive numbers"
+
+ensure_packages h2load curl
+bench_lock
+make_work fcgate-ops-cost
+demo_pid="" peer_pid=""
+cleanup() {
+  set +e
+  [ -z "$dry_run" ] || return 0
+  stop_tree "$peer_pid"
+  stop_tree "$demo_pid"
+  kill_run "$work"
+  rm -rf "$work"
+}
 trap cleanup EXIT
-"$bin" demo-app --listen "127.0.0.1:$((PORT + 1))" >/dev/null 2>&1 &
-app_pid=$!
-sleep 0.5
+prepare_fcgate "$build"
+start_demo "127.0.0.1:$((PORT + 1))" "$work/demo.out"
+wait_port 127.0.0.1 $((PORT + 1)) || die "the demo app did not start (see $work/demo.out)"
 ticks=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run NAME EXTRA_SETTING: prints "NAME RPS CPU_US_PER_REQUEST"
+# run NAME: one variant; prints "NAME RPS CPU_US_PER_REQUEST"
 run() {
-  local name=$1 extra=$2 off='access_log = "off"' scraper=""
-  [[ $extra == access_log* ]] && off=""
-  printf 'listen = "127.0.0.1:%s"\n%s\n%s\n[upstream]\nservers = ["127.0.0.1:%s"]\nmax_conns = 8\n' \
-    "$PORT" "$off" "$extra" "$((PORT + 1))" >"$work/$name.toml"
-  "$bin" --config "$work/$name.toml" >/dev/null 2>&1 &
-  local pid=$!
-  sleep 0.7
-  if [ "$name" = metrics ]; then
-    (while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$((PORT + 2))/metrics" || true; done) &
-    scraper=$!
+  local name=$1 peer=fcgate dir="$work/$1"
+  local args=(listen="127.0.0.1:$PORT" upstream="127.0.0.1:$((PORT + 1))" max_conns=8 access_log=off)
+  case $name in
+    log) peer=fcgate-log args+=(access_log="$dir/access.log") ;;
+    metrics) peer=fcgate-metrics args+=(admin_listen="127.0.0.1:$((PORT + 1000))") ;;
+  esac
+  [ -z "$dry_run" ] || printf '\n== %s\n' "$name"
+  [ -n "$dry_run" ] || mkdir -p "$dir"
+  write_fcgate_toml "$dir/fcgate.toml" "${args[@]}"
+  start_peer_process "$peer" "$dir" "$PORT"
+  wait_port 127.0.0.1 "$PORT" || die "fcgate did not start (see $dir/out.log)"
+  local warmup=(h2load --h1 -n 2000 -c 16 "http://127.0.0.1:$PORT/")
+  local measured=(h2load --h1 -n "$N" -c 64 -t 2 "http://127.0.0.1:$PORT/")
+  if [ -n "$dry_run" ]; then
+    show_load "${warmup[@]}"
+    show_load "${measured[@]}"
+    return
   fi
-  h2load --h1 -n 2000 -c 16 "http://127.0.0.1:$PORT/" >/dev/null 2>&1
+  "${warmup[@]}" >/dev/null 2>&1
   local before after out rps
-  before=$(cpu_ticks "$pid")
-  out=$(h2load --h1 -n "$N" -c 64 -t 2 "http://127.0.0.1:$PORT/" 2>&1)
-  after=$(cpu_ticks "$pid")
-  [ -n "$scraper" ] && kill "$scraper"
-  kill "$pid"
-  wait "$pid" 2>/dev/null || true
-  rm -f "$work/access.log"
+  before=$(cpu_ticks "$peer_pid")
+  out=$("${measured[@]}" 2>&1)
+  after=$(cpu_ticks "$peer_pid")
+  stop_tree "$peer_pid"
+  peer_pid=""
+  rm -f "$dir/access.log"
   rps=$(grep -o 'finished in [0-9.]*s, [0-9.]* req/s' <<<"$out" | awk '{print $4}')
   awk -v name="$name" -v rps="$rps" -v t=$((after - before)) -v hz="$ticks" -v n="$N" \
     'BEGIN { printf "%s %.0f %.2f\n", name, rps, t / hz * 1e6 / n }'
 }
 
+if [ -n "$dry_run" ]; then  # every round starts the same processes on the same configs
+  run plain
+  run log
+  run metrics
+  echo
+  publish_result ops-cost.md "" </dev/null
+  exit 0
+fi
 for round in $(seq "$ROUNDS"); do
-  run plain ""
-  run log "access_log = \"$work/access.log\""
-  run metrics "admin_listen = \"127.0.0.1:$((PORT + 2))\""
+  run plain
+  run log
+  run metrics
   echo "round $round done" >&2
 done >"$work/runs"
 
@@ -81,6 +129,8 @@ report() {
       "$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' <<<"$cpu")" "$(head -1 <<<"$cpu")" "$(tail -1 <<<"$cpu")"
   done
 }
-out="$repo/bench/results/$(date -u '+%Y-%m-%d-%H%M')-ops-cost.md"
-report | tee "$out"
-echo "written: $out" >&2
+report >"$work/report.md"
+headline=$(awk -F ' [|] ' '/^[|] (plain|log|metrics) / {
+    sub(/^[|] /, "", $1); printf "%s%s %s req/s, %s µs CPU", (n++ ? "; " : ""), $1, $2, $4
+  } END {print " per request"}' "$work/report.md")
+publish_result ops-cost.md "$headline" <"$work/report.md"

@@ -7,48 +7,56 @@
 # $_SERVER sorted; for each case (GET with a query, a form POST, a PATH_INFO request, GET over
 # h2) the script lists the entries only one side has and the ones whose values differ.
 # Entries that must differ are not compared: REMOTE_PORT, SERVER_PORT, REQUEST_TIME(_FLOAT),
-# SERVER_SOFTWARE (the products' names). Prints markdown and writes
-# bench/results/<date>-params.md.
+# SERVER_SOFTWARE (the products' names). Prints markdown and writes bench/results/params.md
+# (replacing the previous run's) and a row to bench/results/HISTORY.md.
 #
-# Needs root to install nginx, php-fpm and curl from Debian if missing.
+# Needs root to install nginx, php-fpm and curl from Debian if missing. --dry-run prints what
+# would be installed, written, started and run, and does none of it.
 #
-#   bench/params.sh [--no-build]
+#   bench/params.sh [--no-build] [--dry-run]
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
 # shellcheck source-path=SCRIPTDIR
-source "$bench_dir/lib/process.sh"  # log, die, wait_port, wait_socket, stop_tree
+source "$bench_dir/lib/harness.sh"
+source "$bench_dir/lib/process.sh"
+source "$bench_dir/lib/install.sh"
+source "$bench_dir/lib/backends.sh"  # write_fpm_conf, start_fpm
+source "$bench_dir/lib/peers.sh"     # write_nginx_conf, write_fcgate_toml, start_peer_process
 PORT_BASE=${PORT_BASE:-18700}
 build=1
-[ "${1:-}" = "--no-build" ] && build=0
 
-for tool in nginx curl; do
-  command -v "$tool" >/dev/null || {
-    [ "$(id -u)" = 0 ] || die "$tool is missing; run as root to install it"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light curl </dev/null >&2
-  }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument $1" ;;
+  esac
+  shift
 done
-fpm=$(command -v php-fpm || find /usr/sbin -name "php-fpm*" -type f 2>/dev/null | head -n1)
-[ -x "$fpm" ] || die "php-fpm is missing (apt-get install php-fpm)"
-[ -f /etc/nginx/snippets/fastcgi-php.conf ] || die "Debian's nginx snippets are missing"
-if [ "$build" = 1 ]; then
-  (cd "$repo" && cargo build --release -q -p fcgate)
-fi
-fcgate=$repo/target/release/fcgate
 
-work=$(mktemp -d /tmp/fcgate-params.XXXXXX)
+ensure_packages nginx curl php-fpm
+find_fpm
+[ -n "$dry_run" ] || [ -f /etc/nginx/snippets/fastcgi-php.conf ] || die "Debian's nginx snippets are missing"
+bench_lock
+
+make_work fcgate-params
 pids=()
 cleanup() {
+  [ -z "$dry_run" ] || return 0
   for pid in "${pids[@]}"; do stop_tree "$pid"; done
+  kill_run "$work"
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
+prepare_fcgate "$build"
 
-# nginx's workers run as an unprivileged user: they must reach the docroot and the socket.
-chmod 755 "$work"
-mkdir -p "$work/www"
-cat >"$work/www/params.php" <<'PHP'
+if [ -z "$dry_run" ]; then
+  mkdir -p "$work/www" "$work/peers/nginx" "$work/peers/fcgate"
+  cat >"$work/www/params.php" <<'PHP'
 <?php
 header('Content-Type: text/plain');
 $server = $_SERVER;
@@ -59,56 +67,33 @@ foreach ($server as $name => $value) {
     }
 }
 PHP
+fi
 
-cat >"$work/fpm.conf" <<EOF
-[global]
-error_log = $work/fpm.log
-daemonize = no
-[www]
-listen = $work/php.sock
-listen.mode = 0666
-pm = static
-pm.max_children = 2
-clear_env = yes
-EOF
-"$fpm" -F -n -y "$work/fpm.conf" -R >"$work/fpm.out" 2>&1 &
-pids+=($!)
-wait_socket "$work/php.sock" || die "php-fpm did not start: $(cat "$work/fpm.out")"
+write_fpm_conf "$work/php-fpm.conf" listen="$work/php.sock" children=2
+start_fpm "$work/php-fpm.conf" ini=no
+pids+=("$fpm_pid")
+wait_socket "$work/php.sock" || die "php-fpm did not start: $(cat "$work/php-fpm.out")"
 
 h1=$PORT_BASE h2=$((PORT_BASE + 1)) gate=$((PORT_BASE + 2))
-# The snippet includes fastcgi.conf relative to the configuration's directory.
-ln -s /etc/nginx/fastcgi.conf /etc/nginx/snippets "$work/"
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events {}
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  fastcgi_temp_path $work/fastcgi;
-  proxy_temp_path $work/proxy;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
-  server {
-    listen 127.0.0.1:$h1;
-    listen 127.0.0.1:$h2 http2;
-    server_name localhost;
-    root $work/www;
-    location ~ [^/]\.php(/|\$) {
-      include snippets/fastcgi-php.conf;
-      fastcgi_pass unix:$work/php.sock;
-    }
-  }
-}
-EOF
-nginx -c "$work/nginx.conf" -g 'daemon off;' >"$work/nginx.out" 2>&1 &
-pids+=($!)
-"$fcgate" --listen "127.0.0.1:$gate" --root "$work/www" --upstream "unix:$work/php.sock" \
-  >"$work/fcgate.out" 2>&1 &
-pids+=($!)
-wait_port 127.0.0.1 "$h1" || die "nginx did not start: $(cat "$work/nginx.out" "$work/nginx-error.log")"
-wait_port 127.0.0.1 "$gate" || die "fcgate did not start: $(cat "$work/fcgate.out")"
+# nginx as Debian's stock site has it: snippets/fastcgi-php.conf, plus h2c on a second port.
+write_nginx_conf "$work/peers/nginx" mode=php-debian port="$h1" h2_port="$h2" workers=1 \
+  upstream="unix:$work/php.sock" root="$work/www" log_level=error extra_server="server_name localhost;"
+start_peer_process nginx "$work/peers/nginx" "$h1"
+pids+=("$peer_pid")
+write_fcgate_toml "$work/peers/fcgate/fcgate.toml" listen="127.0.0.1:$gate" root="$work/www" \
+  upstream="unix:$work/php.sock"
+start_peer_process fcgate "$work/peers/fcgate" "$gate"
+pids+=("$peer_pid")
+wait_port 127.0.0.1 "$h1" || die "nginx did not start: $(cat "$work/peers/nginx/out.log" "$work/peers/nginx/error.log")"
+wait_port 127.0.0.1 "$gate" || die "fcgate did not start: $(cat "$work/peers/fcgate/out.log")"
+if [ -n "$dry_run" ]; then
+  dry_say "requests, to nginx (h2: port $h2) and to fcgate: GET /params.php?a=1&b=two;" \
+    "POST -d 'field=value&other=2' /params.php?q=1; GET /params.php/users/7?x=1;" \
+    "GET --http2-prior-knowledge /params.php?a=1"
+  echo
+  publish_result params.md "" </dev/null
+  exit 0
+fi
 
 # dump PORT CASE: $_SERVER for one case, without the entries that must differ.
 dump() {
@@ -122,11 +107,10 @@ dump() {
     sed 's/=/\t/; s/\t$/\t(empty)/' | sort
 }
 
-out="$repo/bench/results/$(date +%Y-%m-%d-%H%M)-params.md"
 {
   echo "# \$_SERVER behind nginx and behind fcgate"
   echo
-  echo "$(nginx -v 2>&1), $("$fpm" -v | head -n1), fcgate $(git -C "$repo" rev-parse --short HEAD)."
+  echo "$(nginx -v 2>&1), $("$fpm_bin" -v | head -n1), fcgate $(git -C "$repo" rev-parse --short HEAD)."
   echo "nginx: Debian's snippets/fastcgi-php.conf. Not compared: REMOTE_PORT, SERVER_PORT,"
   echo "REQUEST_TIME(_FLOAT), SERVER_SOFTWARE."
   for case in get post path-info h2; do
@@ -145,5 +129,9 @@ out="$repo/bench/results/$(date +%Y-%m-%d-%H%M)-params.md"
     echo
     echo "$(wc -l <"$work/nginx-$case.txt") entries behind nginx, $(wc -l <"$work/fcgate-$case.txt") behind fcgate."
   done
-} | tee "$out"
-log "written to $out"
+} >"$work/report.md"
+# The headline: per case, how many params differ.
+headline=$(awk '/^## / {c = $2; order[++k] = c; n[c] = 0} /^[|] [A-Z_0-9]+ [|]/ {n[c]++}
+                END {for (i = 1; i <= k; i++) printf "%s%s %d", (i > 1 ? ", " : ""), order[i], n[order[i]]
+                     print " params differ"}' "$work/report.md")
+publish_result params.md "$headline" <"$work/report.md"

@@ -12,9 +12,13 @@
 # under load, and (RSS_loaded - RSS_before) / N as bytes per idle connection / queued request.
 # Kernel socket buffers are not in a process's RSS and are not counted.
 #
-# Prints a markdown table and writes it to bench/results/<date>-queue-memory.md.
+# Prints a markdown table and writes it to bench/results/queue-memory.md (replacing the
+# previous run's) and a row to bench/results/HISTORY.md. fcgate and the backends are started by
+# the Python driver (bench/queue-memory.py measure), a fresh pair per row on a free port.
+# --dry-run prints what would be built and run, and does none of it.
 #
 #   bench/queue-memory.sh [--counts 1000,10000] [--kinds idle,queue,keepalive,h2] [--no-build]
+#                         [--dry-run]
 #
 # Environment: LOAD_MAX (1.5) and LOAD_WAIT (300 s): wait, bounded, for the 1-minute load
 # average to drop below LOAD_MAX before measuring.
@@ -28,8 +32,9 @@ build=1
 LOAD_MAX=${LOAD_MAX:-1.5}
 LOAD_WAIT=${LOAD_WAIT:-300}
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source-path=SCRIPTDIR
+source "$bench_dir/lib/harness.sh"
+source "$bench_dir/lib/process.sh"  # log, die
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
@@ -39,6 +44,7 @@ while [ $# -gt 0 ]; do
     --kinds) [ $# -ge 2 ] || die "--kinds needs a value"; kinds=$2; shift ;;
     --kinds=*) kinds=${1#*=} ;;
     --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
   esac
@@ -46,41 +52,22 @@ while [ $# -gt 0 ]; do
 done
 [[ $counts =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--counts takes numbers separated by commas"
 largest=$(tr ',' '\n' <<<"$counts" | sort -n | tail -n1)
-command -v python3 >/dev/null || die "python3 is needed"
+[ -n "$dry_run" ] || command -v python3 >/dev/null || die "python3 is needed"
 
 # Every client and every accepted connection is a descriptor, in two processes that each
 # inherit this limit: raise it as far as allowed and check it is enough.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((largest + 1000)) ] ||
+[ -n "$dry_run" ] || [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((largest + 1000)) ] ||
   die "open files limit $(ulimit -n) is too low for $largest connections (run as root)"
 
-# One benchmark at a time on this machine (the lock bench/run takes): a second one would
-# share the cores and skew both.
-exec 9>/run/lock/fcgate-bench.lock
-flock -w 1800 9 || die "another benchmark still holds /run/lock/fcgate-bench.lock after 30 min"
+# One benchmark at a time on this machine: a second one would share the cores and skew both.
+bench_lock
 
-wait_for_quiet_machine() {
-  local waited=0 load
-  while :; do
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    awk -v l="$load" -v m="$LOAD_MAX" 'BEGIN {exit !(l < m)}' && return 0
-    [ "$waited" -ge "$LOAD_WAIT" ] && { log "warning: load $load still >= $LOAD_MAX after ${LOAD_WAIT} s; measuring anyway"; return 0; }
-    log "load average $load >= $LOAD_MAX; waiting (at most ${LOAD_WAIT} s)"
-    sleep 10
-    waited=$((waited + 10))
-  done
-}
-
-if [ -n "$build" ]; then
-  (cd "$repo" && cargo build --release -p fcgate >/dev/null 2>&1) ||
-    (cd "$repo" && cargo build --release -p fcgate) || die "cargo build failed"
-fi
-[ -x "$repo/target/release/fcgate" ] || die "no target/release/fcgate (build it, or drop --no-build)"
-
-work=$(mktemp -d /tmp/fcgate-queue-memory.XXXXXX)
+make_work fcgate-queue-memory
 driver_pid=""
 cleanup() {
   set +e
+  [ -z "$dry_run" ] || return 0
   if [ -n "$driver_pid" ]; then
     kill -TERM -- "-$driver_pid" 2>/dev/null
     for _ in $(seq 50); do kill -0 -- "-$driver_pid" 2>/dev/null || break; sleep 0.1; done
@@ -91,25 +78,33 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# A copy: another build replacing target/release/fcgate mid-run must not change what is measured.
-cp "$repo/target/release/fcgate" "$work/fcgate"
+prepare_fcgate "$build"
+wait_quiet "$LOAD_MAX" "$LOAD_WAIT"
 
-wait_for_quiet_machine
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-
+driver=(timeout -k 10 1200 python3 "$bench_dir/queue-memory.py" measure
+  --fcgate "$fcgate_bin" --work "$work" --counts "$counts" --kinds "$kinds")
+if [ -n "$dry_run" ]; then
+  dry_say "start: $(shown setsid "${driver[@]}")"
+  dry_say "  (per row: a backend, then fcgate --config WORK/fcgate.toml (max_client_connections 1000000," \
+    "access_log off) --listen 127.0.0.1:FREE_PORT --upstream unix:WORK/backend-LABEL.sock" \
+    "--max-conns 1 --queue-timeout 120s --max-queue 20000 --read-timeout 300s" \
+    "--client-header-timeout 120s, and N clients)"
+  echo
+  publish_result queue-memory.md "" </dev/null
+  exit 0
+fi
 # setsid: the driver, fcgate and the backend form one process group the trap can end at once.
-setsid timeout -k 10 1200 python3 "$bench_dir/queue-memory.py" measure \
-  --fcgate "$work/fcgate" --work "$work" --counts "$counts" --kinds "$kinds" >"$work/table.md" 9>&- &
+setsid "${driver[@]}" >"$work/table.md" 9>&- &
 driver_pid=$!
 status=0
 wait "$driver_pid" || status=$?
 driver_pid=""
 [ "$status" = 0 ] || die "measurement failed ($status); fcgate logs were in $work"
 
-mkdir -p "$bench_dir/results"
-report="$bench_dir/results/$(date +%Y-%m-%d-%H%M)-queue-memory.md"
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + uncommitted changes"
+commit=$(commit_described)
+# The headline: bytes each, per N and load.
+headline=$(awk -F ' [|] ' '/^[|] [0-9]+ [|]/ {sub(/^[|] /, "", $1)
+             printf "%s%s %s: %s B", (n++ ? "; " : ""), $1, $2, $6} END {print " each"}' "$work/table.md")
 {
   echo "# fcgate: memory per queued request, $(date '+%Y-%m-%d %H:%M %Z')"
   echo
@@ -125,6 +120,4 @@ git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + unco
   echo "- bytes each: (under load - before) / connections still held (N minus failed, answered,"
   echo "  closed early). For queued requests one of the N is in flight on the backend connection."
   echo "- Kernel socket buffers are not in RSS; the client runs in a separate process."
-} >"$report"
-cat "$report"
-log "written $report"
+} | publish_result queue-memory.md "$headline"

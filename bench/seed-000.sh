@@ -16,12 +16,14 @@
 # backend connections open near the end of the run, with how many of them sat unaccepted in
 # the backend's listen queue.
 #
-# Prints a markdown table and writes it to bench/results/<date>-seed-000.md. Needs root
-# (nftables, apt-get); installs nginx-light, php-fpm, php-cgi, wrk, nftables from Debian if
-# missing. Cleans up everything it started on exit.
+# Prints a markdown table and writes it to bench/results/seed-000.md (replacing the previous
+# run's) and a row to bench/results/HISTORY.md. Needs root (nftables, apt-get); installs
+# nginx-light, php-fpm, php-cgi, wrk, nftables from Debian if missing. Cleans up everything it
+# started on exit. --dry-run prints what would be installed, written, started and run, and
+# does none of it.
 #
 #   bench/seed-000.sh [--duration 10] [--connections 64] [--backends php-fpm,php-cgi]
-#                     [--peers nginx-keepalive,fcgate] [--no-build]
+#                     [--peers nginx-keepalive,fcgate] [--no-build] [--dry-run]
 #
 # Environment: PORT_BASE (18600: backend +90, peers +1, +2), KEEP_WORK=1 keeps configs and
 # logs, LOAD_MAX (1.5) and LOAD_WAIT (300 s): wait, bounded, for a quiet machine first.
@@ -42,8 +44,12 @@ WORKERS=2
 build=1
 
 # shellcheck source-path=SCRIPTDIR
-source "$bench_dir/lib/process.sh"  # log, die, wait_port, port_free
-source "$bench_dir/lib/measure.sh"  # count_syns_to, syns, remove_syn_counter, to_ms
+source "$bench_dir/lib/harness.sh"
+source "$bench_dir/lib/process.sh"
+source "$bench_dir/lib/install.sh"
+source "$bench_dir/lib/backends.sh"  # write_fpm_conf, start_fpm
+source "$bench_dir/lib/peers.sh"     # write_nginx_conf, write_fcgate_toml, start_peer_process
+source "$bench_dir/lib/measure.sh"   # count_syns_to, syns, remove_syn_counter, to_ms
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
@@ -59,6 +65,7 @@ while [ $# -gt 0 ]; do
     --backends) BACKENDS=${value//,/ } ;;
     --peers) PEERS=${value//,/ } ;;
     --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
   esac
@@ -73,104 +80,37 @@ if ! [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || [ "$CONNECTIONS" -lt "$WRK_THREADS" 
 fi
 for b in $BACKENDS; do [[ $b == php-fpm || $b == php-cgi ]] || die "unknown backend $b"; done
 for p in $PEERS; do [[ $p == nginx-keepalive || $p == fcgate ]] || die "unknown peer $p"; done
-[ "$(id -u)" = 0 ] || die "needs root (nftables counter, apt-get)"
+[ -n "$dry_run" ] || [ "$(id -u)" = 0 ] || die "needs root (nftables counter, apt-get)"
 
 php_port=$((PORT_BASE + 90))
+fcgate_rust_log=info  # fcgate_log_summary reads its pool's info lines
 declare -A peer_port=([nginx-keepalive]=$((PORT_BASE + 1)) [fcgate]=$((PORT_BASE + 2)))
 
 # ------------------------------------------------------------------------------------------
-# Tools
-
-ensure_packages() {
-  local missing=() policy=/usr/sbin/policy-rc.d added_policy="" status=0
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v nft >/dev/null || missing+=(nftables)
-  command -v ss >/dev/null || missing+=(iproute2)
-  command -v curl >/dev/null || missing+=(curl)
-  command -v php-cgi >/dev/null || missing+=(php-cgi)
-  compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
-  if ! command -v nginx >/dev/null; then
-    # nginx-light is bookworm's small build; later releases fold it into nginx.
-    if apt-cache show nginx-light >/dev/null 2>&1; then missing+=(nginx-light); else missing+=(nginx); fi
-  fi
-  [ ${#missing[@]} -gt 0 ] || return 0
-  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-  log "installing ${missing[*]}"
-  # Keep the packages' services (nginx, php-fpm on their stock ports) from starting.
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# written by fcgate bench/seed-000.sh while it installs packages\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    added_policy=1
-  fi
-  timeout 600 apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null || status=$?
-  [ -n "$added_policy" ] && rm -f "$policy"
-  [ "$status" = 0 ] || die "apt-get install failed ($status)"
-}
-
-# ------------------------------------------------------------------------------------------
-# Processes: each started in its own session (setsid), so its process group holds the whole
-# tree (php-fpm master + workers, php-cgi parent + children, nginx master + workers).
-
-started_pid=""
-start_group() {  # start_group LOG COMMAND...: sets started_pid
-  local log_file=$1
-  shift
-  setsid "$@" >>"$log_file" 2>&1 9>&- </dev/null &
-  started_pid=$!
-  # stop_group signals the group by this id: setsid must not have forked.
-  [ "$(ps -o pgid= -p "$started_pid" | tr -d ' ')" = "$started_pid" ] ||
-    die "$1 is not its own process group leader"
-}
-
-stop_group() {
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 30); do
-    kill -0 -- "-$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-
-# ------------------------------------------------------------------------------------------
-# Backends and peers
+# Backends and peers: bench/lib's, set up as the seed has them
 
 backend_pid=""
-start_backend() {
+start_php_backend() {
   case $1 in
     php-fpm)
-      cat >"$work/php-fpm.conf" <<EOF
-[global]
-error_log = $work/php-fpm.log
-pid = $work/php-fpm.pid
-daemonize = no
-[seed000]
-listen = 127.0.0.1:$php_port
-listen.backlog = 511
-pm = static
-pm.max_children = 2
-pm.max_requests = 0
-EOF
-      start_group "$work/php-fpm.out" "$fpm_bin" -F -R -n -y "$work/php-fpm.conf"
+      write_fpm_conf "$work/php-fpm.conf" listen="127.0.0.1:$php_port" children=2 backlog=511
+      start_fpm "$work/php-fpm.conf" ini=no
+      backend_pid=$fpm_pid
       ;;
     php-cgi)
       # PHP_FCGI_MAX_REQUESTS stays at php-cgi's default (500): each child exits and is
       # replaced after 500 requests, as in any stock php-cgi setup.
-      start_group "$work/php-cgi.out" env PHP_FCGI_CHILDREN=2 php-cgi -n -b "127.0.0.1:$php_port"
+      spawn "$work/php-cgi.out" env PHP_FCGI_CHILDREN=2 php-cgi -n -b "127.0.0.1:$php_port"
+      backend_pid=$spawned_pid
       ;;
   esac
-  backend_pid=$started_pid
   wait_port 127.0.0.1 "$php_port" 100 || die "$1 is not listening on 127.0.0.1:$php_port (see $work/$1.out)"
 }
 
-stop_backend() {
-  stop_group "$backend_pid"
+stop_php_backend() {
+  stop_tree "$backend_pid"
   backend_pid=""
+  [ -z "$dry_run" ] || return 0
   # Until every connection to the old backend is gone (bounded): the next peer starts clean.
   for _ in $(seq 100); do
     [ -z "$(ss -tanH state connected exclude time-wait "( sport = :$php_port or dport = :$php_port )")" ] && return 0
@@ -179,55 +119,27 @@ stop_backend() {
   log "warning: connections to port $php_port still open 10 s after the backend stopped"
 }
 
+# start_gateway PEER: nginx-keepalive as the seed has it (16 idle connections kept per worker,
+# far more than the backend's 2 workers), or fcgate with no capacity configured (no max_conns,
+# no php_fpm_config): the cap must come from the backend itself.
 peer_pid=""
-start_peer() {
-  local port=${peer_port[$1]} dir="$work/$1"
-  mkdir -p "$dir"
+start_gateway() {
+  local port=${peer_port[$1]} dir="$work/peers/$1"
+  [ -n "$dry_run" ] || mkdir -p "$dir"
   case $1 in
     nginx-keepalive)
-      cat >"$dir/nginx.conf" <<EOF
-worker_processes $WORKERS;
-error_log $dir/error.log warn;
-pid $dir/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $dir/client_body;
-  fastcgi_temp_path $dir/fastcgi;
-  proxy_temp_path $dir/proxy;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  # The configuration from the seed: 16 idle connections kept per worker, far more than
-  # the backend's 2 workers.
-  upstream php { server 127.0.0.1:$php_port; keepalive 16; }
-  server {
-    listen 127.0.0.1:$port;
-    root $work/www;
-    location ~ \\.php\$ {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-      fastcgi_keep_conn on;
-      fastcgi_pass php;
-    }
-  }
-}
-EOF
-      start_group "$dir/out.log" nginx -c "$dir/nginx.conf" -g 'daemon off;'
-      ;;
+      write_nginx_conf "$dir" port="$port" upstream="127.0.0.1:$php_port" keepalive=16 \
+        workers="$WORKERS" root="$work/www" ;;
     fcgate)
-      # No --max-conns, no --php-fpm-config: the cap must come from the backend itself.
-      start_group "$dir/out.log" env RUST_LOG=info NO_COLOR=1 "$work/bin/fcgate" \
-        --listen "127.0.0.1:$port" --root "$work/www" --upstream "127.0.0.1:$php_port" \
-        --access-log off
-      ;;
+      write_fcgate_toml "$dir/fcgate.toml" listen="127.0.0.1:$port" root="$work/www" \
+        upstream="127.0.0.1:$php_port" access_log=off ;;
   esac
-  peer_pid=$started_pid
+  start_peer_process "$1" "$dir" "$port"
   wait_port 127.0.0.1 "$port" 100 || die "$1 is not listening on 127.0.0.1:$port (see $dir/out.log)"
 }
 
 stop_peer() {
-  stop_group "$peer_pid"
+  stop_tree "$peer_pid"
   peer_pid=""
 }
 
@@ -259,14 +171,22 @@ backend_connections() {
 run_one() {
   local backend=$1 peer=$2 port=${peer_port[$2]} out="$work/wrk-$1-$2.txt" check syns_before
   local wrk_pid stall_start stall_end stalled backend_end
-  start_backend "$backend"
+  local wrk=(timeout -k 5 $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s"
+    --timeout "${WRK_TIMEOUT}s" --latency "http://127.0.0.1:$port/hello.php")
+  [ -z "$dry_run" ] || printf '\n== %s / %s\n' "$backend" "$peer"
+  start_php_backend "$backend"
   syns_before=$(syns)
-  start_peer "$peer"
+  start_gateway "$peer"
+  if [ -n "$dry_run" ]; then
+    show_load "${wrk[@]}"
+    stop_peer
+    stop_php_backend
+    return
+  fi
   check=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/hello.php" || true)
   log "$backend / $peer: check request answered ${check:-nothing}; wrk -c$CONNECTIONS -d${DURATION}s"
 
-  timeout -k 5 $((DURATION + 30)) wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-    --timeout "${WRK_TIMEOUT}s" --latency "http://127.0.0.1:$port/hello.php" >"$out" 2>&1 &
+  "${wrk[@]}" >"$out" 2>&1 &
   wrk_pid=$!
   # Two snapshots WRK_TIMEOUT apart, ending just before wrk stops: a wrk connection that
   # received no byte between them waited longer than wrk's timeout and is still waiting.
@@ -282,7 +202,7 @@ run_one() {
   local opened=$(( $(syns) - syns_before ))
 
   stop_peer
-  stop_backend
+  stop_php_backend
 
   local total non2xx errors timeouts rps p50 p99
   total=$(awk '/ requests in / {print $1}' "$out")
@@ -302,8 +222,8 @@ run_one() {
   log "$backend / $peer: served $((total - non2xx)), non-2xx $non2xx, timeouts $timeouts," \
     "errors $errors, stalled $stalled, p50 ${p50}ms, p99 ${p99}ms, opened $opened, backend at end $backend_end"
   [ "$check" = 200 ] || echo "- $backend / $peer: the check request before the load got ${check:-no answer}." >>"$work/notes.md"
-  [ "$peer" = fcgate ] && fcgate_log_summary "$backend" "$work/fcgate/out.log" >>"$work/notes.md"
-  mv "$work/$peer" "$work/$peer-$backend"
+  [ "$peer" = fcgate ] && fcgate_log_summary "$backend" "$work/peers/fcgate/out.log" >>"$work/notes.md"
+  mv "$work/peers/$peer" "$work/peers/$peer-$backend"
 }
 
 # fcgate_log_summary BACKEND LOG: what fcgate's pool logged about its cap, backlog waits and
@@ -355,53 +275,33 @@ table() {
 # ------------------------------------------------------------------------------------------
 # The run
 
-ensure_packages
-fpm_bin=$(find /usr/sbin -maxdepth 1 -name 'php-fpm*' | sort | tail -n1)
-[ -n "$fpm_bin" ] || die "php-fpm not found"
-
-# One benchmark at a time on this machine (the lock bench/run takes).
-exec 9>/run/lock/fcgate-bench.lock
-flock -w 1800 9 || die "another benchmark still holds /run/lock/fcgate-bench.lock after 30 min"
-
+ensure_packages wrk nft ss curl php-cgi php-fpm nginx
+find_fpm
+bench_lock
 for port in "$php_port" "${peer_port[@]}"; do port_free "$port" || die "port $port is in use (set PORT_BASE)"; done
 
-if [ -n "$build" ]; then
-  (cd "$repo" && cargo build --release -p fcgate >/dev/null 2>&1) ||
-    (cd "$repo" && cargo build --release -p fcgate) || die "cargo build failed"
-fi
-[ -x "$repo/target/release/fcgate" ] || die "no target/release/fcgate (build it, or drop --no-build)"
-
-work=$(mktemp -d /tmp/fcgate-seed000.XXXXXX)
-chmod 755 "$work"  # nginx workers run as nobody
+make_work fcgate-seed000
 cleanup() {
   set +e
-  stop_group "$peer_pid"
-  stop_group "$backend_pid"
+  [ -z "$dry_run" ] || return 0
+  stop_tree "$peer_pid"
+  stop_tree "$backend_pid"
   remove_syn_counter
+  kill_run "$work"
   if [ -n "${KEEP_WORK:-}" ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# A copy: another build replacing target/release/fcgate mid-run must not change what is measured.
-mkdir -p "$work/bin"
-cp "$repo/target/release/fcgate" "$work/bin/fcgate"
-mkdir -p "$work/www"
-printf '%s\n' '<?php echo "Hello, world!\n";' >"$work/www/hello.php"
-: >"$work/rows.tsv"
-: >"$work/notes.md"
+prepare_fcgate "$build"
+if [ -z "$dry_run" ]; then
+  mkdir -p "$work/www"
+  printf '%s\n' '<?php echo "Hello, world!\n";' >"$work/www/hello.php"
+  : >"$work/rows.tsv"
+  : >"$work/notes.md"
+fi
 count_syns_to "$php_port"
-
-load_wait_start=$SECONDS
-while ! awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$LOAD_MAX" 'BEGIN {exit !(l < m)}'; do
-  if [ $((SECONDS - load_wait_start)) -ge "$LOAD_WAIT" ]; then
-    log "warning: load average still >= $LOAD_MAX after ${LOAD_WAIT} s; measuring anyway"
-    break
-  fi
-  log "load average $(cut -d' ' -f1 /proc/loadavg) >= $LOAD_MAX; waiting (at most ${LOAD_WAIT} s)"
-  sleep 10
-done
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+wait_quiet "$LOAD_MAX" "$LOAD_WAIT"
 
 for backend in $BACKENDS; do
   for peer in $PEERS; do
@@ -409,10 +309,13 @@ for backend in $BACKENDS; do
   done
 done
 
-mkdir -p "$bench_dir/results"
-report="$bench_dir/results/$(date +%Y-%m-%d-%H%M)-seed-000.md"
-commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + uncommitted changes"
+[ -z "$dry_run" ] || { echo; publish_result seed-000.md "" </dev/null; exit 0; }
+commit=$(commit_described)
+# seed_headline: per backend and peer, requests served, wrk timeouts and clients stalled.
+seed_headline() {
+  awk -F '\t' '{printf "%s%s / %s: %s served, %s timeouts, %s stalled", (NR > 1 ? "; " : ""), $1, $2, $3, $5, $7}
+                END {print ""}' "$work/rows.tsv"
+}
 {
   echo "# seed 000: keepalive to a 2-worker FastCGI backend, $(date '+%Y-%m-%d %H:%M %Z')"
   echo
@@ -446,6 +349,4 @@ git -C "$repo" diff --quiet HEAD -- crates 2>/dev/null || commit="$commit + unco
   echo "- $("$fpm_bin" -v | head -n1)"
   echo "- $(php-cgi -n -v | head -n1)"
   echo "- $(wrk -v 2>&1 | head -n1)"
-} >"$report"
-cat "$report"
-log "written $report"
+} | publish_result seed-000.md "$(seed_headline)"

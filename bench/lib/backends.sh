@@ -1,8 +1,11 @@
-# The backends every peer is measured against: one php-fpm pool (TCP, unix socket, or TCP in a
-# network namespace behind a veth pair with netem delay: the "remote" case) and fcgate's demo
-# FastCGI app. One backend runs at a time; peers come and go in front of it.
+# shellcheck shell=bash disable=SC2034,SC2154 # a library: the scripts sourcing it set and read its variables
+# The backends peers are measured against: php-fpm pools (every script's php-fpm config is
+# written here), fcgate's demo FastCGI app, and bench/run's four backends: php-fpm on TCP, on a
+# unix socket, or on TCP in a network namespace behind a veth pair with netem delay (the
+# "remote" case), and the demo app. One backend runs at a time; peers come and go in front of it.
 #
-# Sets: backend_pid, backend_kind (tcp|unix), backend_host, backend_port, backend_socket.
+# start_backend sets: backend_pid, backend_kind (tcp|unix), backend_host, backend_port,
+# backend_socket. fpm_args / fpm_start_args: extra write_fpm_conf / start_fpm arguments.
 
 netns=fcgbench
 veth_host=fcgb0
@@ -10,25 +13,69 @@ veth_ns=fcgb1
 # A /30 used only between the two ends of the veth pair; nothing else is ever addressed.
 veth_host_ip=10.231.76.1
 veth_ns_ip=10.231.76.2
+fpm_args=()
+fpm_start_args=()
 
-write_fpm_conf() {  # write_fpm_conf LISTEN
-  cat >"$work/php-fpm.conf" <<EOF
+# find_fpm: sets fpm_bin, the newest /usr/sbin/php-fpm* (a placeholder in a dry run without it).
+find_fpm() {
+  fpm_bin=$(find /usr/sbin -maxdepth 1 -name 'php-fpm*' 2>/dev/null | sort | tail -n1)
+  [ -n "$fpm_bin" ] || [ -z "${dry_run:-}" ] || fpm_bin=/usr/sbin/php-fpm
+  [ -n "$fpm_bin" ] || die "php-fpm not found"
+}
+
+# write_fpm_conf FILE listen=ADDR [children=N] [pm=static|ondemand] [max_requests=N] [backlog=N]
+#                [extra=LINES]: one pool, named after the work directory (its workers carry the
+# name: kill_run finds them), its log and pid file beside FILE.
+write_fpm_conf() {
+  local file=$1 listen="" children=${PHP_CHILDREN:-8} pm=static max_requests=0 backlog=4096 extra=""
+  shift
+  set_args "$@"
+  local idle=""
+  [ "$pm" = ondemand ] && idle="pm.process_idle_timeout = 1s"
+  write_config "$file" <<EOF
 [global]
-error_log = $work/php-fpm.log
-pid = $work/php-fpm.pid
+error_log = ${file%.conf}.log
+pid = ${file%.conf}.pid
 daemonize = no
 [${work##*/}]
-listen = $1
-listen.backlog = 4096
+listen = $listen
+listen.backlog = $backlog
 ; peers drop root for their workers (nginx: nobody, Apache: www-data)
 listen.mode = 0666
-pm = static
-pm.max_children = $PHP_CHILDREN
-pm.max_requests = 0
+pm = $pm
+$idle
+pm.max_children = $children
+pm.max_requests = $max_requests
+$extra
 EOF
 }
 
-# start_backend KIND: php-tcp | php-unix | php-remote | demo
+# start_fpm FILE [ini=no] [netns=NAME]: php-fpm in the foreground (-F) as root (-R) on FILE (an
+# absolute path: SIGUSR2 makes the master exec itself again), without php.ini with ini=no (-n),
+# in network namespace NAME if given. Output to FILE's .out; sets fpm_pid.
+start_fpm() {
+  local file=$1 ini=yes netns=""
+  shift
+  set_args "$@"
+  local command=("$fpm_bin" -F -R)
+  [ "$ini" = no ] && command+=(-n)
+  command+=(-y "$file")
+  [ -z "$netns" ] || command=(ip netns exec "$netns" "${command[@]}")
+  spawn "${file%.conf}.out" "${command[@]}"
+  fpm_pid=$spawned_pid
+}
+
+# start_demo LISTEN LOG [ENV=VALUE...]: fcgate's demo FastCGI app on LISTEN (HOST:PORT or
+# unix:PATH); sets demo_pid. A unix socket is made writable by peers' unprivileged workers.
+start_demo() {
+  local listen=$1 log_file=$2
+  shift 2
+  # shellcheck disable=SC2016 # expanded by sh -c
+  spawn "$log_file" env "$@" sh -c 'umask 000; exec "$0" demo-app --listen "$1"' "$fcgate_bin" "$listen"
+  demo_pid=$spawned_pid
+}
+
+# start_backend KIND: php-tcp | php-unix | php-remote | demo (bench/run's backends)
 start_backend() {
   backend_socket=""
   backend_host=127.0.0.1
@@ -36,39 +83,41 @@ start_backend() {
   backend_kind=tcp
   case $1 in
     php-tcp)
-      write_fpm_conf "127.0.0.1:$fpm_port"
-      "$fpm_bin" -F -R -y "$work/php-fpm.conf" >>"$work/php-fpm.out" 2>&1 &
+      write_fpm_conf "$work/php-fpm.conf" listen="127.0.0.1:$fpm_port" "${fpm_args[@]}"
+      start_fpm "$work/php-fpm.conf" "${fpm_start_args[@]}"
+      backend_pid=$fpm_pid
       ;;
     php-unix)
       backend_kind=unix
       backend_socket="$work/php-fpm.sock"
-      write_fpm_conf "$backend_socket"
-      "$fpm_bin" -F -R -y "$work/php-fpm.conf" >>"$work/php-fpm.out" 2>&1 &
+      write_fpm_conf "$work/php-fpm.conf" listen="$backend_socket" "${fpm_args[@]}"
+      start_fpm "$work/php-fpm.conf" "${fpm_start_args[@]}"
+      backend_pid=$fpm_pid
       ;;
     php-remote)
       create_netns
       backend_host=$veth_ns_ip
-      write_fpm_conf "$veth_ns_ip:$fpm_port"
-      ip netns exec "$netns" "$fpm_bin" -F -R -y "$work/php-fpm.conf" >>"$work/php-fpm.out" 2>&1 &
+      write_fpm_conf "$work/php-fpm.conf" listen="$veth_ns_ip:$fpm_port" "${fpm_args[@]}"
+      start_fpm "$work/php-fpm.conf" netns="$netns" "${fpm_start_args[@]}"
+      backend_pid=$fpm_pid
       ;;
     demo)
       backend_port=$demo_port
-      "$work/bin/fcgate" demo-app --listen "127.0.0.1:$demo_port" >>"$work/demo.out" 2>&1 &
+      start_demo "127.0.0.1:$demo_port" "$work/demo.out"
+      backend_pid=$demo_pid
       ;;
     *) die "unknown backend $1" ;;
   esac
-  backend_pid=$!
   if [ "$backend_kind" = unix ]; then
     wait_socket "$backend_socket" || die "php-fpm did not create $backend_socket (see $work/php-fpm.log)"
   else
     wait_port "$backend_host" "$backend_port" || die "backend $1 not listening on $backend_host:$backend_port"
   fi
-  log "backend $1 up (pid $backend_pid)"
+  [ -n "${dry_run:-}" ] || log "backend $1 up (pid $backend_pid)"
 }
 
 stop_backend() {
-  [ -n "${backend_pid:-}" ] || return 0
-  stop_tree "$backend_pid"
+  stop_tree "${backend_pid:-}"
   backend_pid=""
   delete_netns
 }
@@ -90,6 +139,7 @@ backend_address() {
 # both ends (bounded), so the next peer finds every php-fpm worker free and its TIME_WAIT
 # snapshot already holds this peer's sockets.
 wait_backend_idle() {
+  [ -z "${dry_run:-}" ] || return 0
   local open
   for _ in $(seq 100); do
     open=$(closing_backend_connections)
@@ -126,17 +176,18 @@ closing_backend_connections() {
 
 create_netns() {
   delete_netns
-  ip netns add "$netns"
-  ip link add "$veth_host" type veth peer name "$veth_ns"
-  ip link set "$veth_ns" netns "$netns"
-  ip addr add "$veth_host_ip/30" dev "$veth_host"
-  ip -n "$netns" addr add "$veth_ns_ip/30" dev "$veth_ns"
-  ip link set "$veth_host" up
-  ip -n "$netns" link set "$veth_ns" up
-  ip -n "$netns" link set lo up
-  # 1 ms each way: a connect costs one more round trip, as it does between two hosts.
-  if tc qdisc add dev "$veth_host" root netem delay 1ms 2>/dev/null; then
-    ip netns exec "$netns" tc qdisc add dev "$veth_ns" root netem delay 1ms
+  act ip netns add "$netns"
+  act ip link add "$veth_host" type veth peer name "$veth_ns"
+  act ip link set "$veth_ns" netns "$netns"
+  act ip addr add "$veth_host_ip/30" dev "$veth_host"
+  act ip -n "$netns" addr add "$veth_ns_ip/30" dev "$veth_ns"
+  act ip link set "$veth_host" up
+  act ip -n "$netns" link set "$veth_ns" up
+  act ip -n "$netns" link set lo up
+  # 1 ms each way: a connect costs one more round trip, as it does between two hosts. (A dry
+  # run shows netem; without sch_netem the run uses start_nfq_delay instead.)
+  if act tc qdisc add dev "$veth_host" root netem delay 1ms 2>/dev/null; then
+    act ip netns exec "$netns" tc qdisc add dev "$veth_ns" root netem delay 1ms
     delay_method="tc netem delay 1ms on both ends of the veth pair"
   else
     start_nfq_delay
@@ -153,6 +204,7 @@ start_nfq_delay() {
   ip netns exec "$netns" "$binary" "$queue" 1000 >>"$work/nfq-delay.out" 2>&1 &
   delayer_pid=$!
   for _ in $(seq 50); do  # bound to the queue yet? (until then packets would pass undelayed)
+    # shellcheck disable=SC2016 # awk
     ip netns exec "$netns" awk -v q="$queue" '$1 == q {found = 1} END {exit !found}' \
       /proc/net/netfilter/nfnetlink_queue 2>/dev/null && break
     sleep 0.1
@@ -168,6 +220,7 @@ delay_alive() {
 }
 
 delete_netns() {
+  [ -z "${dry_run:-}" ] || return 0
   if [ -n "${delayer_pid:-}" ]; then stop_tree "$delayer_pid"; delayer_pid=""; fi
   ip link del "$veth_host" 2>/dev/null || true
   ip netns del "$netns" 2>/dev/null || true

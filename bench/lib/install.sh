@@ -1,6 +1,6 @@
-# Installs the tools and peers that are missing, from Debian's packages only. Services the
-# packages would start (nginx, apache2, lighttpd, h2o, caddy, haproxy, php-fpm on their stock
-# ports) are kept from starting by a policy-rc.d that exists only while apt-get runs.
+# shellcheck shell=bash disable=SC2034,SC2154 # a library: the scripts sourcing it set and read its variables
+# Installs the tools and peers that are missing, from Debian's packages only, for every script
+# in bench/ (each names the commands it needs).
 
 # package_for COMMAND: the Debian package that provides it.
 package_for() {
@@ -11,38 +11,61 @@ package_for() {
     apache2) echo apache2 ;;
     php-fpm) echo php-fpm ;;
     nft) echo nftables ;;
-    ip | tc) echo iproute2 ;;
+    ip | tc | ss) echo iproute2 ;;
     gnuplot) echo gnuplot-nox ;;
-    ss) echo iproute2 ;;
     ps) echo procps ;;
     h2load) echo nghttp2-client ;;
+    cgi-fcgi) echo libfcgi-bin ;;
+    flock) echo util-linux ;;
     *) echo "$1" ;;
   esac
 }
 
-ensure_packages() {
-  local missing=() command
-  for command in h2load wrk curl nft ip tc ss ps gnuplot nginx haproxy caddy h2o lighttpd apache2; do
-    command -v "$command" >/dev/null 2>&1 || missing+=("$(package_for "$command")")
-  done
-  compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
-  [ ${#missing[@]} -gt 0 ] || return 0
-  command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-  log "installing ${missing[*]}"
-  local policy=/usr/sbin/policy-rc.d added_policy=""
+# missing_packages COMMAND...: the packages providing the commands that are not installed, one
+# a line, each once (php-fpm is looked for as /usr/sbin/php-fpm*, its versioned name).
+missing_packages() {
+  local command
+  for command in "$@"; do
+    if [ "$command" = php-fpm ]; then
+      compgen -G '/usr/sbin/php-fpm*' >/dev/null || echo php-fpm
+    else
+      command -v "$command" >/dev/null 2>&1 || package_for "$command"
+    fi
+  done | awk '!seen[$0]++'
+}
+
+# install_packages PACKAGE...: apt-get install, as root, with the packages' services (nginx,
+# apache2, lighttpd, h2o, caddy, haproxy, php-fpm on their stock ports) kept from starting by a
+# policy-rc.d that exists only while apt-get runs. In a dry run: says what it would install.
+install_packages() {
+  [ $# -gt 0 ] || return 0
+  if [ -n "${dry_run:-}" ]; then dry_say "install (apt-get, as root): $*"; return 0; fi
+  [ "$(id -u)" = 0 ] || die "missing $*; run as root to install them"
+  command -v apt-get >/dev/null || die "missing $* and no apt-get to install them"
+  log "installing $*"
+  local policy=/usr/sbin/policy-rc.d added_policy="" status=0
   if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# written by fcgate bench/run while it installs packages\nexit 101\n' >"$policy"
+    printf '#!/bin/sh\n# written by fcgate bench/ while it installs packages\nexit 101\n' >"$policy"
     chmod 755 "$policy"
     added_policy=1
   fi
-  local status=0 packages
-  mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
-  apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${packages[@]}" >/dev/null || status=$?
+  [ -n "${apt_updated:-}" ] || timeout 600 apt-get update -qq || log "apt-get update failed; installing from the lists at hand"
+  apt_updated=1
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "$@" \
+    >"${apt_log:-/dev/null}" 2>&1 || status=$?
   [ -n "$added_policy" ] && rm -f "$policy"
-  [ "$status" = 0 ] || die "apt-get install failed ($status)"
+  return "$status"
 }
+
+# ensure_packages COMMAND...: installs what provides the missing ones, or dies.
+ensure_packages() {
+  local packages
+  mapfile -t packages < <(missing_packages "$@")
+  install_packages "${packages[@]}" || die "apt-get install ${packages[*]} failed"
+}
+
+# The commands bench/run needs: its tools and every peer.
+run_commands=(h2load wrk curl nft ip tc ss ps gnuplot nginx haproxy caddy h2o lighttpd apache2 php-fpm)
 
 # ensure_nfq_delay_tools: what building and running bench/nfq-delay.c takes, installed only
 # on kernels without sch_netem.
@@ -52,9 +75,8 @@ ensure_nfq_delay_tools() {
   [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || missing+=(libnetfilter-queue-dev)
   command -v iptables >/dev/null || missing+=(iptables)
   [ ${#missing[@]} -gt 0 ] || return 0
-  log "installing ${missing[*]} (NFQUEUE delay: this kernel has no sch_netem)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-    die "apt-get install ${missing[*]} failed"
+  log "NFQUEUE delay: this kernel has no sch_netem"
+  install_packages "${missing[@]}" || die "apt-get install ${missing[*]} failed"
 }
 
 # versions: one line per tool, for the report header.

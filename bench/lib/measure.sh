@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154 # a library: the scripts sourcing it set and read its variables
 # What one run of one peer measures: requests/s, p50, p99 and errors (h2load, or wrk); the backend
 # connections the peer opened (SYNs to the backend port, counted by an nftables rule this file
 # adds and removes); TIME_WAIT sockets left toward the backend; the peer's peak RSS.
@@ -7,13 +8,17 @@ nft_table=fcgate_bench
 # count_syns_to PORT: an output-hook counter of connection attempts (SYN without ACK) to PORT.
 # The output hook sees loopback traffic and the veth toward the namespace alike.
 count_syns_to() {
+  if [ -n "${dry_run:-}" ]; then
+    dry_say "run: nft: table inet $nft_table, an output-hook counter of SYNs to port $1"
+    return 0
+  fi
   nft delete table inet "$nft_table" 2>/dev/null || true
   nft add table inet "$nft_table"
   nft add chain inet "$nft_table" out '{ type filter hook output priority 0; policy accept; }'
   nft add rule inet "$nft_table" out tcp dport "$1" tcp flags '&' '(syn|ack)' == syn counter
 }
 
-remove_syn_counter() { nft delete table inet "$nft_table" 2>/dev/null || true; }
+remove_syn_counter() { [ -n "${dry_run:-}" ] || nft delete table inet "$nft_table" 2>/dev/null || true; }
 
 syns() {  # 0 when there is no counter (unix socket backends)
   { nft list chain inet "$nft_table" out 2>/dev/null || true; } |
@@ -86,20 +91,32 @@ to_ms() {
         printf "%.2f", v}'
 }
 
-# run_load URL POST_BODY OUT_DIR: the bounded closed-loop load (CONNECTIONS clients, DURATION)
-# with $LOADGEN; prints "requests/s p50_ms p99_ms errors answered" (see parse_h2load).
-run_load() {
-  local url=$1 post_body=$2 out=$3 limit=$((duration_seconds + 60)) args=()
+# load_command URL POST_BODY OUT_DIR: sets load_cmd, the bounded closed-loop load
+# (CONNECTIONS clients, DURATION) with $LOADGEN.
+load_command() {
+  local url=$1 post_body=$2 out=$3 limit=$((duration_seconds + 60))
   if [ "$LOADGEN" = wrk ]; then
-    [ -n "$post_body" ] && args=(-s "$bench_dir/post.lua")
-    timeout "$limit" wrk -t"$LOAD_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency \
-      "${args[@]}" "$url" >"$out/load.out" 2>&1 || log "wrk exited with $?"
+    load_cmd=(timeout "$limit" wrk -t"$LOAD_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency)
+    [ -n "$post_body" ] && load_cmd+=(-s "$bench_dir/post.lua")
+  else
+    load_cmd=(timeout "$limit" h2load --h1 -t"$LOAD_THREADS" -c"$CONNECTIONS" -D"$duration_seconds"
+      --log-file="$out/requests.log")
+    [ -n "$post_body" ] && load_cmd+=(-d "$post_body" -H 'Content-Type: application/octet-stream')
+  fi
+  load_cmd+=("$url")
+}
+
+# run_load URL POST_BODY OUT_DIR: load_command's load; prints "requests/s p50_ms p99_ms errors
+# answered" (see parse_h2load).
+run_load() {
+  local out=$3
+  load_command "$@"
+  if [ "$LOADGEN" = wrk ]; then
+    "${load_cmd[@]}" >"$out/load.out" 2>&1 || log "wrk exited with $?"
     parse_wrk "$out/load.out"
   else
-    [ -n "$post_body" ] && args=(-d "$post_body" -H 'Content-Type: application/octet-stream')
     rm -f "$out/requests.log"  # h2load appends
-    timeout "$limit" h2load --h1 -t"$LOAD_THREADS" -c"$CONNECTIONS" -D"$duration_seconds" \
-      --log-file="$out/requests.log" "${args[@]}" "$url" >"$out/load.out" 2>&1 || log "h2load exited with $?"
+    "${load_cmd[@]}" >"$out/load.out" 2>&1 || log "h2load exited with $?"
     parse_h2load "$out/load.out" "$out/requests.log"
   fi
 }

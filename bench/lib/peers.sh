@@ -1,17 +1,26 @@
-# The gateways under test: one config writer + starter per peer. Each runs in the foreground
-# on its own loopback port in front of the current backend (backends.sh), in PHP mode (document
+# shellcheck shell=bash disable=SC2034,SC2154,SC2153 # a library: the scripts sourcing it set and read its variables
+# The gateways under test, every script's config for each written here once: one writer per
+# peer, taking what differs (port, upstream, keepalive, workers, mode) as NAME=VALUE arguments,
+# and start_peer, which writes bench/run's setup of a peer in front of the current backend
+# (backends.sh) and starts it in the foreground on its own loopback port, in PHP mode (document
 # root, *.php to the backend) or app mode (everything to the backend: the demo app).
 #
-# Every peer gets the same resources: $WORKERS worker processes/threads, and where it can cap
-# or keep backend connections it is set up the way its documentation recommends for php-fpm,
-# with at most $PHP_CHILDREN connections in total (one per php-fpm worker).
+# bench/run's setup gives every peer the same resources: $WORKERS worker processes/threads, and
+# where it can cap or keep backend connections it is set up the way its documentation
+# recommends for php-fpm, with at most $PHP_CHILDREN connections in total (one per php-fpm
+# worker).
 #
-# start_peer NAME MODE PORT sets peer_pid. peer_note NAME says how the peer is configured.
+# An upstream is written HOST:PORT or unix:PATH everywhere; each writer spells it its peer's way.
+# start_peer NAME MODE PORT [WRITER ARGS...] sets peer_pid. peer_note NAME says how bench/run
+# configures the peer.
 
 all_peers="nginx nginx-keepalive haproxy caddy h2o lighttpd apache fcgate"
 # Not run unless asked for (--peers): what fcgate's own operations features cost, measured
 # against plain `fcgate` in the same run.
 extra_peers="fcgate-log fcgate-metrics"
+# fcgate's log filter and extra command-line flags (faults.sh: FCGATE_ARGS), for every fcgate peer.
+fcgate_rust_log=warn
+fcgate_flags=()
 
 peer_note() {
   case $1 in
@@ -34,55 +43,108 @@ peer_available() {
   case $1 in
     nginx | nginx-keepalive) program=nginx ;;
     apache) program=apache2 ;;
-    fcgate | fcgate-log | fcgate-metrics) [ -x "$work/bin/fcgate" ] || echo "fcgate was not built"; return 0 ;;
+    fcgate | fcgate-log | fcgate-metrics) [ -n "${dry_run:-}" ] || [ -x "$fcgate_bin" ] || echo "fcgate was not built"; return 0 ;;
     *) program=$1 ;;
   esac
-  command -v "$program" >/dev/null || echo "$program is not installed"
+  [ -n "${dry_run:-}" ] || command -v "$program" >/dev/null || echo "$program is not installed"
 }
 
+# start_peer NAME MODE PORT [ARGS...]: bench/run's config of NAME in front of the current
+# backend, with ARGS (NAME=VALUE) laid over it, written to $work/peers/NAME and started.
 start_peer() {
-  local name=$1 mode=$2 port=$3 dir="$work/peers/$1"
-  mkdir -p "$dir"
-  "write_$(tr - _ <<<"$name")" "$mode" "$port" "$dir"
+  local name=$1 mode=$2 port=$3 dir="$work/peers/$1" upstream
+  shift 3
+  [ -n "${dry_run:-}" ] || mkdir -p "$dir"
+  upstream=$(backend_address prefixed)
+  local common=(mode="$mode" port="$port" upstream="$upstream" workers="$WORKERS" root="$www")
   case $name in
-    nginx | nginx-keepalive) nginx -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/out.log" 2>&1 & ;;
-    haproxy) haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 & ;;
-    caddy) XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" HOME="$dir" \
-             caddy run --adapter caddyfile --config "$dir/Caddyfile" >"$dir/out.log" 2>&1 & ;;
-    h2o) h2o -c "$dir/h2o.conf" >"$dir/out.log" 2>&1 & ;;
-    lighttpd) lighttpd -D -f "$dir/lighttpd.conf" >"$dir/out.log" 2>&1 & ;;
-    apache) apache2 -f "$dir/apache.conf" -DFOREGROUND >"$dir/out.log" 2>&1 & ;;
-    fcgate | fcgate-log) RUST_LOG=warn "$work/bin/fcgate" --config "$dir/fcgate.toml" >"$dir/out.log" 2>&1 & ;;
+    nginx) write_nginx_conf "$dir" "${common[@]}" "$@" ;;
+    nginx-keepalive) write_nginx_conf "$dir" "${common[@]}" keepalive=$((PHP_CHILDREN / WORKERS)) "$@" ;;
+    haproxy) write_haproxy_cfg "$dir" "${common[@]}" max_conns="$PHP_CHILDREN" "$@" ;;
+    caddy) write_caddyfile "$dir" "${common[@]}" "$@" ;;
+    h2o) write_h2o_conf "$dir" "${common[@]}" "$@" ;;
+    lighttpd) write_lighttpd_conf "$dir" "${common[@]}" "$@" ;;
+    apache) write_apache_conf "$dir" "${common[@]}" per_process=$((PHP_CHILDREN / WORKERS)) "$@" ;;
+    fcgate | fcgate-log | fcgate-metrics)
+      # In front of php-fpm fcgate reads the pool's own config, as a deployment would, and
+      # takes its cap from pm.max_children; the demo app announces FCGI_MAX_CONNS 256, so there
+      # the cap is given as max_conns: the same $PHP_CHILDREN connections as every other peer.
+      # access_log off, as the nginx peers: logging costs CPU per request either way.
+      local args=(listen="127.0.0.1:$port" upstream="$upstream" access_log=off)
+      if [ "$mode" = php ]; then args+=(root="$www" php_fpm_config="$work/php-fpm.conf")
+      else args+=(max_conns="$PHP_CHILDREN"); fi
+      [ "$name" = fcgate-log ] && args+=(access_log="$dir/access.log")
+      [ "$name" = fcgate-metrics ] && args+=(admin_listen="127.0.0.1:$((port + 1000))")
+      write_fcgate_toml "$dir/fcgate.toml" "${args[@]}" "$@"
+      ;;
+    *) die "unknown peer $name" ;;
+  esac
+  start_peer_process "$name" "$dir" "$port"
+}
+
+# start_peer_process NAME DIR PORT: starts the peer on the config written in DIR; sets peer_pid.
+start_peer_process() {
+  local name=$1 dir=$2 port=$3
+  case $name in
+    nginx*) spawn "$dir/out.log" nginx -c "$dir/nginx.conf" -g 'daemon off;' ;;
+    haproxy) spawn "$dir/out.log" haproxy -db -f "$dir/haproxy.cfg" ;;
+    caddy) spawn "$dir/out.log" env XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" HOME="$dir" \
+             caddy run --adapter caddyfile --config "$dir/Caddyfile" ;;
+    h2o) spawn "$dir/out.log" h2o -c "$dir/h2o.conf" ;;
+    lighttpd) spawn "$dir/out.log" lighttpd -D -f "$dir/lighttpd.conf" ;;
+    apache) spawn "$dir/out.log" apache2 -f "$dir/apache.conf" -DFOREGROUND ;;
     fcgate-metrics)
       # The scraper runs as a child of the process that becomes fcgate, so stop_tree ends both.
-      (
-        while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$((port + 1000))/metrics" || true; done &
-        RUST_LOG=warn exec "$work/bin/fcgate" --config "$dir/fcgate.toml" >"$dir/out.log" 2>&1
-      ) &
-      ;;
+      # shellcheck disable=SC2016 # expanded by bash -c
+      spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 bash -c \
+        'while sleep 1; do curl -s -o /dev/null "$1" || true; done & shift; exec "$@"' scraper \
+        "http://127.0.0.1:$((port + 1000))/metrics" "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
+    fcgate*) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 \
+               "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
+    *) die "unknown peer $name" ;;
   esac
-  peer_pid=$!
+  peer_pid=$spawned_pid
 }
 
-write_nginx() { write_nginx_conf "$@" ""; }
-write_nginx_keepalive() { write_nginx_conf "$@" "keepalive $((PHP_CHILDREN / WORKERS));"; }
+# upstream_parts ADDRESS: sets the caller's up_host, up_port, up_socket from HOST:PORT or unix:PATH.
+upstream_parts() {
+  up_host="" up_port="" up_socket=""
+  if [[ $1 == unix:* ]]; then up_socket=${1#unix:}; else up_host=${1%:*} up_port=${1##*:}; fi
+}
 
+# write_nginx_conf DIR port=N upstream=ADDR [keepalive=N (per worker; empty: none)] [workers=N]
+#   [mode=php|app|php-debian] [root=DIR] [log_level=LEVEL] [h2_port=N (a second, h2c-only
+#   listener)] [extra_http=LINES] [extra_server=LINES]
+# php-debian: Debian's snippets/fastcgi-php.conf (PATH_INFO split), as its stock site does;
+# the snippet's include of fastcgi.conf is relative to DIR, so DIR links to /etc/nginx's.
 write_nginx_conf() {
-  local mode=$1 port=$2 dir=$3 keepalive=$4 keep_conn="" location
-  [ -n "$keepalive" ] && keep_conn="fastcgi_keep_conn on;"
-  if [ "$mode" = php ]; then
-    location="location ~ \\.php\$ {
+  local dir=$1 port="" upstream="" keepalive="" workers=${WORKERS:-2} mode=php root=${www:-} \
+    log_level=warn h2_port="" extra_http="" extra_server=""
+  shift
+  set_args "$@"
+  local keep_conn="" keepalive_line="" location h2_listen=""
+  [ -n "$keepalive" ] && keep_conn="fastcgi_keep_conn on;" keepalive_line="keepalive $keepalive;"
+  [ -n "$h2_port" ] && h2_listen="listen 127.0.0.1:$h2_port http2;"
+  case $mode in
+    php) location="location ~ \\.php\$ {
       include /etc/nginx/fastcgi_params;
       fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
       $keep_conn
       fastcgi_pass backend;
+    }" ;;
+    php-debian)
+      location="location ~ [^/]\\.php(/|\$) {
+      include snippets/fastcgi-php.conf;
+      $keep_conn
+      fastcgi_pass backend;
     }"
-  else
-    location="location / { include /etc/nginx/fastcgi_params; $keep_conn fastcgi_pass backend; }"
-  fi
-  cat >"$dir/nginx.conf" <<EOF
-worker_processes $WORKERS;
-error_log $dir/error.log warn;
+      act ln -sf /etc/nginx/fastcgi.conf /etc/nginx/snippets "$dir/" ;;
+    app) location="location / { include /etc/nginx/fastcgi_params; $keep_conn fastcgi_pass backend; }" ;;
+    *) die "nginx: unknown mode $mode" ;;
+  esac
+  write_config "$dir/nginx.conf" <<EOF
+worker_processes $workers;
+error_log $dir/error.log $log_level;
 pid $dir/nginx.pid;
 events { worker_connections 8192; }
 http {
@@ -96,21 +158,31 @@ http {
   # Bodies and responses up to fcgate's in-memory limits stay in memory here too.
   client_body_buffer_size 128k;
   fastcgi_buffers 32 8k;
-  upstream backend { server $(backend_address prefixed); $keepalive }
+  $extra_http
+  upstream backend { server $upstream; $keepalive_line }
   server {
     listen 127.0.0.1:$port;
-    root $www;
+    $h2_listen
+    root $root;
+    $extra_server
     $location
   }
 }
 EOF
 }
 
-write_haproxy() {
-  local mode=$1 port=$2 dir=$3
-  cat >"$dir/haproxy.cfg" <<EOF
+# write_haproxy_cfg DIR port=N upstream=ADDR max_conns=N [workers=N] [root=DIR] [multiplex=on
+#   (option mpxs-conns + option get-values in the fcgi-app)]
+write_haproxy_cfg() {
+  local dir=$1 port="" upstream="" max_conns="" workers=${WORKERS:-2} root=${www:-} mode="" multiplex=""
+  shift
+  set_args "$@"
+  local options="option keep-conn"
+  [ -n "$multiplex" ] && options+=$'\n  option mpxs-conns\n  option get-values'
+  # HAProxy spells a unix socket as a bare path.
+  write_config "$dir/haproxy.cfg" <<EOF
 global
-  nbthread $WORKERS
+  nbthread $workers
   maxconn 8192
 defaults
   mode http
@@ -119,9 +191,9 @@ defaults
   timeout server 60s
   timeout queue 60s
 fcgi-app php
-  docroot $www
+  docroot $root
   index index.php
-  option keep-conn
+  $options
 frontend web
   bind 127.0.0.1:$port
   default_backend app
@@ -130,21 +202,25 @@ backend app
   # Without these, idle connections parked per thread let HAProxy open more than php-fpm has
   # workers and a run now and then stalls at a few requests/s (seen here 1 run in 4).
   http-reuse always
-  server backend $(backend_address plain) proto fcgi maxconn $PHP_CHILDREN pool-max-conn $PHP_CHILDREN
+  server backend ${upstream#unix:} proto fcgi maxconn $max_conns pool-max-conn $max_conns
 EOF
 }
 
-write_caddy() {
-  local mode=$1 port=$2 dir=$3 handler
+# write_caddyfile DIR port=N upstream=ADDR [mode=php|app] [root=DIR]
+write_caddyfile() {
+  local dir=$1 port="" upstream="" mode=php root=${www:-} workers=""
+  shift
+  set_args "$@"
+  local handler target=${upstream/#unix:/unix/}
   if [ "$mode" = php ]; then
-    handler="root * $www
-  php_fastcgi $(backend_address prefixed | sed 's|^unix:|unix/|')"
+    handler="root * $root
+  php_fastcgi $target"
   else
-    handler="reverse_proxy $(backend_address prefixed | sed 's|^unix:|unix/|') {
+    handler="reverse_proxy $target {
     transport fastcgi
   }"
   fi
-  cat >"$dir/Caddyfile" <<EOF
+  write_config "$dir/Caddyfile" <<EOF
 {
   admin off
   auto_https off
@@ -156,34 +232,36 @@ http://127.0.0.1:$port {
 EOF
 }
 
-write_h2o() {
-  local mode=$1 port=$2 dir=$3 connect user=""
-  if [ "$backend_kind" = unix ]; then
-    connect="fastcgi.connect: { port: $backend_socket, type: unix }"
+# write_h2o_conf DIR port=N upstream=ADDR [mode=php|app] [workers=N] [root=DIR]
+write_h2o_conf() {
+  local dir=$1 port="" upstream="" mode=php workers=${WORKERS:-2} root=${www:-}
+  shift
+  set_args "$@"
+  local connect user="" up_host up_port up_socket
+  upstream_parts "$upstream"
+  if [ -n "$up_socket" ]; then
+    connect="fastcgi.connect: { port: $up_socket, type: unix }"
   else
-    connect="fastcgi.connect: { host: $backend_host, port: $backend_port, type: tcp }"
+    connect="fastcgi.connect: { host: $up_host, port: $up_port, type: tcp }"
   fi
   # h2o refuses to run as root; as nobody it opens its error log after dropping privileges.
-  [ "$(id -u)" = 0 ] && user="user: nobody" && chmod 777 "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    user="user: nobody"
+    [ -n "${dry_run:-}" ] || chmod 777 "$dir"
+  fi
+  local paths
   if [ "$mode" = php ]; then
-    cat >"$dir/h2o.conf" <<EOF
-num-threads: $WORKERS
-error-log: $dir/error.log
-$user
-listen: { host: 127.0.0.1, port: $port }
-hosts:
-  default:
-    paths:
-      /:
-        file.dir: $www
+    paths="        file.dir: $root
         file.custom-handler:
           extension: .php
           $connect
-          fastcgi.timeout.keepalive: 20000
-EOF
+          fastcgi.timeout.keepalive: 20000"
   else
-    cat >"$dir/h2o.conf" <<EOF
-num-threads: $WORKERS
+    paths="        $connect
+        fastcgi.timeout.keepalive: 20000"
+  fi
+  write_config "$dir/h2o.conf" <<EOF
+num-threads: $workers
 error-log: $dir/error.log
 $user
 listen: { host: 127.0.0.1, port: $port }
@@ -191,23 +269,25 @@ hosts:
   default:
     paths:
       /:
-        $connect
-        fastcgi.timeout.keepalive: 20000
+$paths
 EOF
-  fi
 }
 
-write_lighttpd() {
-  local mode=$1 port=$2 dir=$3 target
-  if [ "$backend_kind" = unix ]; then
-    target="\"socket\" => \"$backend_socket\""
+# write_lighttpd_conf DIR port=N upstream=ADDR [mode=php|app] [root=DIR]
+write_lighttpd_conf() {
+  local dir=$1 port="" upstream="" mode=php root=${www:-} workers=""
+  shift
+  set_args "$@"
+  local target up_host up_port up_socket match='".php"' check=enable
+  upstream_parts "$upstream"
+  if [ -n "$up_socket" ]; then
+    target="\"socket\" => \"$up_socket\""
   else
-    target="\"host\" => \"$backend_host\", \"port\" => $backend_port"
+    target="\"host\" => \"$up_host\", \"port\" => $up_port"
   fi
-  local match='".php"' check=enable
   [ "$mode" = app ] && match='"/"' && check=disable
-  cat >"$dir/lighttpd.conf" <<EOF
-server.document-root = "$www"
+  write_config "$dir/lighttpd.conf" <<EOF
+server.document-root = "$root"
 server.bind = "127.0.0.1"
 server.port = $port
 server.pid-file = "$dir/lighttpd.pid"
@@ -220,14 +300,18 @@ fastcgi.server = ( $match => (( $target, "check-local" => "$check" )) )
 EOF
 }
 
-write_apache() {
-  local mode=$1 port=$2 dir=$3 modules=/usr/lib/apache2/modules handler user=""
-  local per_process=$((PHP_CHILDREN / WORKERS)) target proxy_name
-  if [ "$backend_kind" = unix ]; then
-    target="unix:$backend_socket|fcgi://localhost/"
+# write_apache_conf DIR port=N upstream=ADDR per_process=N [mode=php|app] [workers=N] [root=DIR]
+# (per_process: mod_proxy_fcgi's connection pool per process, max=)
+write_apache_conf() {
+  local dir=$1 port="" upstream="" per_process="" mode=php workers=${WORKERS:-2} root=${www:-}
+  shift
+  set_args "$@"
+  local modules=/usr/lib/apache2/modules handler user="" target proxy_name
+  if [[ $upstream == unix:* ]]; then
+    target="$upstream|fcgi://localhost/"
     proxy_name="fcgi://localhost/"
   else
-    target="fcgi://$backend_host:$backend_port/"
+    target="fcgi://$upstream/"
     proxy_name=$target
   fi
   if [ "$mode" = php ]; then
@@ -241,8 +325,8 @@ write_apache() {
   fi
   [ "$(id -u)" = 0 ] && user="User www-data
 Group www-data"
-  mkdir -p "$dir/run"
-  cat >"$dir/apache.conf" <<EOF
+  [ -n "${dry_run:-}" ] || mkdir -p "$dir/run"
+  write_config "$dir/apache.conf" <<EOF
 ServerRoot $dir
 ServerName 127.0.0.1
 Listen 127.0.0.1:$port
@@ -255,48 +339,45 @@ LoadModule mpm_event_module $modules/mod_mpm_event.so
 LoadModule authz_core_module $modules/mod_authz_core.so
 LoadModule proxy_module $modules/mod_proxy.so
 LoadModule proxy_fcgi_module $modules/mod_proxy_fcgi.so
-# A fixed set of $WORKERS processes, so each one's pool of $per_process connections adds up
-# to at most $PHP_CHILDREN (one per php-fpm worker).
-StartServers $WORKERS
-ServerLimit $WORKERS
+# A fixed set of $workers processes, so each one's pool of $per_process connections adds up
+# to at most $((workers * per_process)) (one per php-fpm worker).
+StartServers $workers
+ServerLimit $workers
 ThreadsPerChild 64
-MaxRequestWorkers $((WORKERS * 64))
+MaxRequestWorkers $((workers * 64))
 MinSpareThreads 1
-MaxSpareThreads $((WORKERS * 64))
+MaxSpareThreads $((workers * 64))
 MaxConnectionsPerChild 0
 KeepAlive On
 MaxKeepAliveRequests 0
 KeepAliveTimeout 60
-DocumentRoot $www
-<Directory $www>
+DocumentRoot $root
+<Directory $root>
   Require all granted
 </Directory>
 $handler
 EOF
 }
 
-# In front of php-fpm fcgate reads the pool's own config, as a deployment would, and takes its
-# cap from pm.max_children ($PHP_CHILDREN); the demo app announces FCGI_MAX_CONNS 256, so there
-# the cap is given as max_conns: the same $PHP_CHILDREN connections as every other peer.
-write_fcgate_log() { write_fcgate "$@" "access_log = \"$3/access.log\""; }
-write_fcgate_metrics() { write_fcgate "$@" "admin_listen = \"127.0.0.1:$(($2 + 1000))\""; }
-
-write_fcgate() {
-  local mode=$1 port=$2 dir=$3 extra=${4:-} root="" cap="max_conns = $PHP_CHILDREN"
-  if [ "$mode" = php ]; then
-    root="root = \"$www\""
-    cap="php_fpm_config = \"$work/php-fpm.conf\""
-  fi
-  # access_log off, as the nginx peers: logging costs CPU per request either way (fcgate-log's
-  # extra setting turns it on instead).
-  cat >"$dir/fcgate.toml" <<EOF
-listen = "127.0.0.1:$port"
-$(grep -q '^access_log' <<<"$extra" || echo 'access_log = "off"')
-$extra
-$root
-
-[upstream]
-servers = ["$(backend_address prefixed)"]
-$cap
-EOF
+# write_fcgate_toml FILE listen=ADDR upstream=ADDR [root=DIR] [php_fpm_config=FILE]
+#   [max_conns=N] [access_log=off|PATH] [admin_listen=ADDR] [multiplex=MODE] [extra=LINES]
+# Settings left empty are left out: fcgate's defaults.
+write_fcgate_toml() {
+  local file=$1 listen="" upstream="" root="" php_fpm_config="" max_conns="" access_log="" \
+    admin_listen="" multiplex="" extra=""
+  shift
+  set_args "$@"
+  {
+    echo "listen = \"$listen\""
+    [ -z "$access_log" ] || echo "access_log = \"$access_log\""
+    [ -z "$admin_listen" ] || echo "admin_listen = \"$admin_listen\""
+    [ -z "$root" ] || echo "root = \"$root\""
+    [ -z "$extra" ] || echo "$extra"
+    echo
+    echo "[upstream]"
+    echo "servers = [\"$upstream\"]"
+    [ -z "$php_fpm_config" ] || echo "php_fpm_config = \"$php_fpm_config\""
+    [ -z "$max_conns" ] || echo "max_conns = $max_conns"
+    [ -z "$multiplex" ] || echo "multiplex = \"$multiplex\""
+  } | write_config "$file"
 }

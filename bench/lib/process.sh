@@ -1,14 +1,31 @@
-# Processes and ports for bench/run: start in the background, wait for a port, stop a process
-# tree, and find everything this run started. Every process the suite starts carries the run's
-# work directory's unique name in its command line, which is how cleanup finds them (and only them), even
-# after a run that was killed before its trap could fire.
+# shellcheck shell=bash disable=SC2034,SC2154 # a library: the scripts sourcing it set and read its variables
+# Processes and ports for every script in bench/: start in the background, wait for a port, stop
+# a process tree, and find everything a run started. Every process a run starts carries the
+# run's work directory's unique name in its command line, which is how cleanup finds them (and
+# only them), even after a run that was killed before its trap could fire. In a dry run
+# (harness.sh) spawn prints the command and the waits succeed at once.
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# spawn LOG COMMAND...: COMMAND in the background, stdout and stderr appended to LOG; sets
+# spawned_pid (empty in a dry run, where the command is printed instead).
+spawn() {
+  local log_file=$1
+  shift
+  spawned_pid=""
+  if [ -n "${dry_run:-}" ]; then
+    dry_say "start: $(shown "$@")  >> $log_file"
+    return 0
+  fi
+  "$@" >>"$log_file" 2>&1 9>&- </dev/null &
+  spawned_pid=$!
+}
+
 # wait_port HOST PORT [TENTHS]: true once something accepts on HOST:PORT, within TENTHS/10 s.
 wait_port() {
   local host=$1 port=$2 tries=${3:-150}
+  [ -z "${dry_run:-}" ] || return 0
   for _ in $(seq "$tries"); do
     (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
     sleep 0.1
@@ -19,6 +36,7 @@ wait_port() {
 # wait_socket PATH [TENTHS]: true once a unix socket exists at PATH.
 wait_socket() {
   local path=$1 tries=${2:-150}
+  [ -z "${dry_run:-}" ] || return 0
   for _ in $(seq "$tries"); do
     [ -S "$path" ] && return 0
     sleep 0.1
@@ -26,10 +44,21 @@ wait_socket() {
   return 1
 }
 
-# port_free PORT: true if nothing listens on TCP PORT (any address).
+# port_free PORT: true if nothing listens on TCP PORT (any address). Looked up, not connected
+# to: a probe connection would take a php-fpm worker for nothing.
 port_free() {
-  [ -z "$(ss -tlnH "( sport = :$1 )" 2>/dev/null)" ]
+  [ -n "${dry_run:-}" ] || [ -z "$(ss -tlnH "( sport = :$1 )" 2>/dev/null)" ]
 }
+
+# wait_listening PORT [TENTHS]: true once something listens on TCP PORT (looked up, as above).
+wait_listening() {
+  [ -z "${dry_run:-}" ] || return 0
+  for _ in $(seq "${2:-100}"); do port_free "$1" || return 0; sleep 0.1; done
+  return 1
+}
+
+# children PID: the direct children of PID (php-fpm's workers, nginx's workers).
+children() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
 # descendants PID: PID and every process below it, one per line.
 descendants() {
@@ -50,7 +79,7 @@ descendants() {
 # stop_tree PID: SIGTERM the process and its children, SIGKILL whatever is left after 3 s (h2o,
 # for one, waits out its idle FastCGI keep-alive connections before it exits on SIGTERM).
 stop_tree() {
-  local pid=$1 tree
+  local pid=${1:-} tree
   [ -n "$pid" ] || return 0
   tree=$(descendants "$pid" | tr '\n' ' ')
   # shellcheck disable=SC2086

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154 # a library: the scripts sourcing it set and read its variables
 # Turns the per-run rows ($work/runs.tsv) into the markdown table (medians over rounds, spread
 # of requests/s) and one gnuplot chart per scenario (requests/s and p99 per peer).
 #
@@ -148,4 +149,39 @@ write_report() {
     echo "  demo = fcgate's demo FastCGI app (near-zero work: the gateway's own cost); remote = hello with"
     echo "  php-fpm in a network namespace behind a veth pair, 1 ms delay each way (${delay_method:-not run})."
   } >"$file"
+}
+
+# headline RUNS: HISTORY.md's summary of a run, per scenario: fcgate's median requests/s and the
+# best other peer's (or, when only fcgate variants ran, each variant's).
+headline() {
+  awk -F '\t' '
+    function median(list,   n, v, i, j, t) {
+      n = split(list, v, " ")
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) {
+        t = v[j]; v[j] = v[j - 1]; v[j - 1] = t
+      }
+      return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }
+    $4 != "" {
+      if (!($1 in seen)) { seen[$1] = 1; scenarios[++n] = $1 }
+      key = $1 SUBSEP $2
+      if (!(key in rps)) peers[$1] = peers[$1] " " $2
+      rps[key] = rps[key] " " $4
+    }
+    END {
+      for (i = 1; i <= n; i++) {
+        s = scenarios[i]; fcgate = ""; best = ""; best_rps = -1; variants = ""
+        count = split(peers[s], list, " ")
+        for (k = 1; k <= count; k++) {
+          p = list[k]; m = median(rps[s SUBSEP p])
+          if (p == "fcgate") fcgate = sprintf("%d", m)
+          else if (p ~ /^fcgate-/) variants = variants sprintf(", %s %d", p, m)
+          else if (m > best_rps) { best_rps = m; best = p }
+        }
+        line = s ": fcgate " (fcgate == "" ? "–" : fcgate)
+        line = line (best != "" ? sprintf(", best peer %s %d", best, best_rps) : variants)
+        printf "%s%s", (i > 1 ? "; " : ""), line
+      }
+      if (n) print " req/s"
+    }' "$1"
 }
