@@ -17,7 +17,9 @@
 all_peers="nginx nginx-keepalive haproxy caddy h2o lighttpd apache fcgate"
 # Not run unless asked for (--peers): what fcgate's own operations features cost, measured
 # against plain `fcgate` in the same run.
-extra_peers="fcgate-log fcgate-metrics"
+# fcgate-baseline is fcgate as above from another build (FCGATE_BASELINE=path to its binary):
+# a change measured against the build before it, the two interleaved round by round.
+extra_peers="fcgate-log fcgate-metrics fcgate-baseline"
 # fcgate's log filter and extra command-line flags (faults.sh: FCGATE_ARGS), for every fcgate peer.
 fcgate_rust_log=warn
 fcgate_flags=()
@@ -34,6 +36,7 @@ peer_note() {
     fcgate) echo "fcgate, cap from the pool's pm.max_children (php_fpm_config; max_conns $PHP_CHILDREN for the demo app), defaults otherwise" ;;
     fcgate-log) echo "fcgate as above, access log on: combined format to a file" ;;
     fcgate-metrics) echo "fcgate as above, admin listener on and /metrics scraped once a second (curl) during the load" ;;
+    fcgate-baseline) echo "fcgate as above, the build in FCGATE_BASELINE (${FCGATE_BASELINE:-unset})" ;;
   esac
 }
 
@@ -44,6 +47,7 @@ peer_available() {
     nginx | nginx-keepalive) program=nginx ;;
     apache) program=apache2 ;;
     fcgate | fcgate-log | fcgate-metrics) [ -n "${dry_run:-}" ] || [ -x "$fcgate_bin" ] || echo "fcgate was not built"; return 0 ;;
+    fcgate-baseline) [ -n "${dry_run:-}" ] || [ -x "${FCGATE_BASELINE:-}" ] || echo "FCGATE_BASELINE is not an executable"; return 0 ;;
     *) program=$1 ;;
   esac
   [ -n "${dry_run:-}" ] || command -v "$program" >/dev/null || echo "$program is not installed"
@@ -65,7 +69,7 @@ start_peer() {
     h2o) write_h2o_conf "$dir" "${common[@]}" "$@" ;;
     lighttpd) write_lighttpd_conf "$dir" "${common[@]}" "$@" ;;
     apache) write_apache_conf "$dir" "${common[@]}" per_process=$((PHP_CHILDREN / WORKERS)) "$@" ;;
-    fcgate | fcgate-log | fcgate-metrics)
+    fcgate | fcgate-log | fcgate-metrics | fcgate-baseline)
       # In front of php-fpm fcgate reads the pool's own config, as a deployment would, and
       # takes its cap from pm.max_children; the demo app announces FCGI_MAX_CONNS 256, so there
       # the cap is given as max_conns: the same $PHP_CHILDREN connections as every other peer.
@@ -99,6 +103,8 @@ start_peer_process() {
       spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 bash -c \
         'while sleep 1; do curl -s -o /dev/null "$1" || true; done & shift; exec "$@"' scraper \
         "http://127.0.0.1:$((port + 1000))/metrics" "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
+    fcgate-baseline) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 \
+               "$FCGATE_BASELINE" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
     fcgate*) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 \
                "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
     *) die "unknown peer $name" ;;
