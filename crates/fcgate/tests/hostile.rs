@@ -645,3 +645,42 @@ async fn an_unread_http2_stream_loses_its_spooled_response_after_send_timeout() 
     );
     gateway.stop().await;
 }
+
+/// A client that leaves while the app is silent mid-response: dropping its body wakes the pump
+/// at once, which aborts the request; it does not wait for the app's next record or for
+/// read_timeout (a minute here) to free the backend's worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_the_app_is_silent_aborts_the_request_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = backend().await;
+    let relay = CountingRelay::start(backend.address()).await;
+    let gateway = start_gateway("", &relay.address(), "read_timeout = \"60s\"").await;
+    let mut client = tokio::net::TcpStream::connect(gateway.local_addr)
+        .await
+        .unwrap();
+    // The head, then a minute of silence before the (empty) body and END_REQUEST.
+    client
+        .write_all(b"GET /app?body=&end_delay_ms=60000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        let mut buffer = [0u8; 1024];
+        let read = client.read(&mut buffer).await.unwrap();
+        assert_ne!(read, 0, "closed before the head: {head:?}");
+        head.extend_from_slice(&buffer[..read]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"), "{head:?}");
+    let left = Instant::now();
+    drop(client);
+    support::wait_until("the backend sees the abort", || {
+        relay.abort_requests_seen() == 1
+    })
+    .await;
+    assert!(
+        left.elapsed() < Duration::from_secs(2),
+        "the abort came {:?} after the client left",
+        left.elapsed()
+    );
+    gateway.stop().await;
+}
