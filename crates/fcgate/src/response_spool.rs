@@ -32,6 +32,7 @@ use bytes::Bytes;
 use fcgi::client::{ResponseEvent, ResponseStream};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::body::ResponseBody;
 use crate::response_framing::{BodyFit, ClientFraming};
@@ -89,6 +90,9 @@ struct Spool {
     limits: SpoolLimits,
     /// The app's `Content-Length`, if it sent one.
     declared: Option<u64>,
+    /// Named in the pump's warnings: the request span carries it too, but only when debug
+    /// logging enables that span.
+    request_id: u64,
 }
 
 impl Spool {
@@ -312,13 +316,10 @@ pub fn spool_response(
         reader_done: Notify::new(),
         limits,
         declared: framing.declared(),
-    });
-    tokio::spawn(pump(
-        events,
-        Arc::clone(&spool),
-        already_received,
         request_id,
-    ));
+    });
+    // In the request's span, so the pump's debug lines sit under the request like the rest.
+    tokio::spawn(pump(events, Arc::clone(&spool), already_received).in_current_span());
     let reader = SpoolReader {
         spool,
         file_offset: 0,
@@ -332,13 +333,12 @@ pub fn spool_response(
 }
 
 /// Reads the backend to END_REQUEST into the spool; `received` counts the body bytes so far.
-async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64, request_id: u64) {
+async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64) {
+    let request_id = spool.request_id;
     loop {
         if spool.reader() == ReaderState::Gone {
-            tracing::debug!(
-                request = request_id,
-                "client went away mid-response; aborting the request"
-            );
+            // Debug logging enables the request span, which names the request.
+            tracing::debug!("client went away mid-response; aborting the request");
             return; // dropping the stream aborts the request
         }
         let event = tokio::select! {
@@ -374,7 +374,7 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64, 
                 log_length_mismatch(request_id, BodyFit::of(spool.declared, received));
                 spool.finish(Ok(()));
                 drop(events);
-                watch_reader(&spool, request_id).await;
+                watch_reader(&spool).await;
                 return;
             }
             Err(error) => {
@@ -391,7 +391,7 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64, 
 
 /// Watches a finished response until its client has taken it all or gone: bytes that wait
 /// `send_timeout` without the client taking any are dropped (module doc).
-async fn watch_reader(spool: &Spool, request_id: u64) {
+async fn watch_reader(spool: &Spool) {
     let timeout = spool.limits.send_timeout;
     loop {
         let stalled_since = {
@@ -407,7 +407,7 @@ async fn watch_reader(spool: &Spool, request_id: u64) {
         };
         if since.elapsed() >= timeout {
             tracing::warn!(
-                request = request_id,
+                request = spool.request_id,
                 "the client took nothing of its response for {timeout:?} (send_timeout); \
                  dropping the rest"
             );
