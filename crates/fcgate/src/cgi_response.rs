@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, StatusCode};
+use memchr::memchr;
 
 /// A header block longer than this without its terminating empty line is an error, so a
 /// backend that never ends its headers cannot make the gateway buffer without bound.
@@ -85,7 +86,7 @@ pub fn parse_head(buf: &Bytes) -> Result<HeadParse, CgiHeadError> {
     let window = &buf[..buf.len().min(MAX_HEAD_LEN)];
     let mut line_start = 0;
     let body_start = loop {
-        let Some(newline) = find_newline(&window[line_start..]) else {
+        let Some(newline) = memchr(b'\n', &window[line_start..]) else {
             if buf.len() >= MAX_HEAD_LEN {
                 return Err(CgiHeadError::TooLong);
             }
@@ -102,38 +103,6 @@ pub fn parse_head(buf: &Bytes) -> Result<HeadParse, CgiHeadError> {
     Ok(HeadParse::Complete { head, body_start })
 }
 
-fn find_newline(bytes: &[u8]) -> Option<usize> {
-    find_byte(bytes, b'\n')
-}
-
-/// `bytes.iter().position(..)` eight bytes at a time: heads are scanned twice per response,
-/// and a byte-wise loop was a fifth of the parser's cost.
-fn find_byte(bytes: &[u8], needle: u8) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let pattern = ONES * u64::from(needle);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
-            break;
-        };
-        // A zero byte in `word ^ pattern` is a match; the lowest flagged byte is exact (the
-        // classic has-zero-byte test only over-reports above a real zero).
-        let diff = u64::from_le_bytes(word) ^ pattern;
-        let zeros = diff.wrapping_sub(ONES) & !diff & HIGHS;
-        if zeros != 0 {
-            return Some(offset + zeros.trailing_zeros() as usize / 8);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&byte| byte == needle)
-        .map(|at| offset + at)
-}
-
 fn parse_lines(buf: &Bytes, lines_end: usize) -> Result<CgiHead, CgiHeadError> {
     let mut headers = HeaderMap::new();
     let mut status = None;
@@ -142,7 +111,7 @@ fn parse_lines(buf: &Bytes, lines_end: usize) -> Result<CgiHead, CgiHeadError> {
     while line_start < lines_end {
         line_number += 1;
         let newline =
-            find_newline(&buf[line_start..lines_end]).map_or(lines_end, |at| line_start + at);
+            memchr(b'\n', &buf[line_start..lines_end]).map_or(lines_end, |at| line_start + at);
         let line_end = if newline > line_start && buf[newline - 1] == b'\r' {
             newline - 1
         } else {
@@ -154,7 +123,7 @@ fn parse_lines(buf: &Bytes, lines_end: usize) -> Result<CgiHead, CgiHeadError> {
             line: line_number,
             text: excerpt(line),
         };
-        let colon = find_byte(line, b':').ok_or_else(malformed)?;
+        let colon = memchr(b':', line).ok_or_else(malformed)?;
         let (raw_name, raw_value) = (&line[..colon], &line[colon + 1..]);
         if raw_name
             .first()

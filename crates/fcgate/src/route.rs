@@ -303,13 +303,14 @@ pub(crate) fn percent_decode(raw: &str) -> Option<Vec<u8>> {
 /// a 400 in app mode as in PHP mode, before it reaches PATH_INFO or a log line.
 /// Checked on every request, so it scans the escapes in place instead of decoding a copy.
 pub(crate) fn decodes_to_control_characters(uri_path: &str) -> bool {
-    let hex = |byte: u8| char::from(byte).to_digit(16);
-    uri_path.as_bytes().windows(3).any(|escape| {
-        let (Some(high), Some(low)) = (hex(escape[1]), hex(escape[2])) else {
+    let path = uri_path.as_bytes();
+    let hex = |at: usize| path.get(at).and_then(|&byte| char::from(byte).to_digit(16));
+    memchr::memchr_iter(b'%', path).any(|percent| {
+        let (Some(high), Some(low)) = (hex(percent + 1), hex(percent + 2)) else {
             return false;
         };
         let byte = high << 4 | low;
-        escape[0] == b'%' && (byte < 0x20 || byte == 0x7f)
+        byte < 0x20 || byte == 0x7f
     })
 }
 

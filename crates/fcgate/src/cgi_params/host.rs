@@ -58,10 +58,10 @@ fn host_without_port(host: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let name = if host.first() == Some(&b'[') {
-        let close = host.iter().position(|&byte| byte == b']')?;
+        let close = memchr::memchr(b']', host)?;
         &host[..=close]
     } else {
-        host.split(|&byte| byte == b':').next()?
+        &host[..memchr::memchr(b':', host).unwrap_or(host.len())]
     };
     Some(name).filter(|name| !name.is_empty())
 }

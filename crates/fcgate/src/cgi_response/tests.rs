@@ -320,14 +320,6 @@ fn head_like_line() -> impl Strategy<Value = String> {
 
 proptest! {
     #[test]
-    fn find_byte_is_position(
-        bytes in prop::collection::vec(prop::sample::select(b"\n:a\r\x80\xff".to_vec()), 0..40),
-        needle in prop::sample::select(b"\n:\x80\xff".to_vec()),
-    ) {
-        prop_assert_eq!(find_byte(&bytes, needle), bytes.iter().position(|&byte| byte == needle));
-    }
-
-    #[test]
     fn same_answer_as_the_reference_parser(
         lines in prop::collection::vec(head_like_line(), 0..8),
         end in prop::sample::select(vec!["", "\r\n", "\n", "\r\nbody", "\nbody"]),
