@@ -403,7 +403,11 @@ impl Entry<'_> {
             }
             None => line.push('-'),
         }
-        let _ = write!(line, "\" {} {} \"", self.status, self.bytes_sent);
+        line.push_str("\" ");
+        push_decimal(&mut line, self.status);
+        line.push(' ');
+        push_decimal(&mut line, self.bytes_sent);
+        line.push_str(" \"");
         push_nginx_escaped(
             &mut line,
             request.referer.as_ref().map_or(b"-", HeaderValue::as_bytes),
@@ -424,20 +428,14 @@ impl Entry<'_> {
     fn json(&self) -> String {
         let request = &self.request;
         let backend = &self.backend;
-        let millis = |duration: Option<Duration>| {
-            duration.map_or_else(
-                || "null".to_owned(),
-                |duration| format!("{:.3}", duration.as_secs_f64() * 1000.0),
-            )
-        };
         let mut line = String::with_capacity(512);
         let _ = write!(
             line,
-            "{{\"time\":\"{}\",\"request_id\":{},\"client\":\"{}\",\"method\":",
-            rfc3339(request.time),
-            request.request_id,
-            request.client.ip(),
+            "{{\"time\":\"{}\",\"request_id\":",
+            rfc3339(request.time)
         );
+        push_decimal(&mut line, request.request_id);
+        let _ = write!(line, ",\"client\":\"{}\",\"method\":", request.client.ip());
         let request_line = request.line.as_ref();
         push_json_optional(
             &mut line,
@@ -453,15 +451,15 @@ impl Entry<'_> {
             &mut line,
             request_line.map(|request_line| protocol_name(request_line.version).as_bytes()),
         );
-        let _ = write!(
-            line,
-            ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{},\
-             \"queue_ms\":{},\"backend\":",
-            self.status,
-            self.bytes_sent,
-            millis(Some(self.duration)),
-            millis(backend.queue_wait),
-        );
+        line.push_str(",\"status\":");
+        push_decimal(&mut line, self.status);
+        line.push_str(",\"bytes_sent\":");
+        push_decimal(&mut line, self.bytes_sent);
+        line.push_str(",\"duration_ms\":");
+        push_millis(&mut line, Some(self.duration));
+        line.push_str(",\"queue_ms\":");
+        push_millis(&mut line, backend.queue_wait);
+        line.push_str(",\"backend\":");
         match &backend.address {
             Some(address) => push_json_string(&mut line, address.as_bytes()),
             None => line.push_str("null"),
@@ -469,12 +467,13 @@ impl Entry<'_> {
         let reused = backend
             .reused
             .map_or("null", |reused| if reused { "true" } else { "false" });
-        let _ = write!(
-            line,
-            ",\"backend_reused\":{reused},\"backend_header_ms\":{},\"retries\":{},\"referer\":",
-            millis(backend.header_time),
-            backend.retries,
-        );
+        line.push_str(",\"backend_reused\":");
+        line.push_str(reused);
+        line.push_str(",\"backend_header_ms\":");
+        push_millis(&mut line, backend.header_time);
+        line.push_str(",\"retries\":");
+        push_decimal(&mut line, backend.retries);
+        line.push_str(",\"referer\":");
         push_json_optional(
             &mut line,
             request.referer.as_ref().map(HeaderValue::as_bytes),
@@ -486,6 +485,21 @@ impl Entry<'_> {
         );
         line.push('}');
         line
+    }
+}
+
+/// An integer as `Display` writes it, without a pass through `core::fmt`.
+fn push_decimal(line: &mut String, value: impl itoa::Integer) {
+    line.push_str(itoa::Buffer::new().format(value));
+}
+
+/// Milliseconds with three decimals, or `null`; written in place, not through a `String` each.
+fn push_millis(line: &mut String, duration: Option<Duration>) {
+    match duration {
+        Some(duration) => {
+            let _ = write!(line, "{:.3}", duration.as_secs_f64() * 1000.0);
+        }
+        None => line.push_str("null"),
     }
 }
 

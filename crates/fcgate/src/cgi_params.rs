@@ -138,6 +138,9 @@ pub fn for_each_param(
         }
     };
     let mut composed = Vec::new();
+    // The body's length goes out twice: CONTENT_LENGTH and HTTP_CONTENT_LENGTH.
+    let mut length_digits = itoa::Buffer::new();
+    let body_length = length_digits.format(content_length).as_bytes();
     emit(b"QUERY_STRING", parts.uri.query().unwrap_or("").as_bytes());
     emit(b"REQUEST_METHOD", parts.method.as_str().as_bytes());
     let content_type = parts
@@ -151,7 +154,7 @@ pub fn for_each_param(
         || parts.headers.contains_key(CONTENT_LENGTH)
         || parts.headers.contains_key(TRANSFER_ENCODING);
     if has_body {
-        emit(b"CONTENT_LENGTH", Decimal::new(content_length).as_bytes());
+        emit(b"CONTENT_LENGTH", body_length);
     } else {
         emit(b"CONTENT_LENGTH", b"");
     }
@@ -214,11 +217,10 @@ pub fn for_each_param(
     if let Some(host) = host {
         emit(b"HTTP_HOST", host);
     }
-    let body_length = Decimal::new(content_length);
     header_params(
         parts,
         site.underscores_in_headers,
-        body_length.as_bytes(),
+        body_length,
         &mut composed,
         &mut emit,
     );

@@ -1,6 +1,7 @@
-//! Numbers and IP addresses as param text, written into fixed buffers on the stack: every
-//! request carries a few (ports, addresses, the body length), and `to_string` would cost an
-//! allocation and a pass through `core::fmt` for each.
+//! Numbers and IP addresses as param text, kept in fixed buffers on the stack: every request
+//! carries a few (ports, addresses), and `to_string` would cost an allocation and a pass through
+//! `core::fmt` for each. The digits are `itoa`'s; [`Decimal`] only keeps them, so a client
+//! connection's ports are written once, when it is accepted.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -16,18 +17,13 @@ pub(super) struct Decimal {
 }
 
 impl Decimal {
-    pub(super) fn new(mut value: u64) -> Decimal {
+    pub(super) fn new(value: u64) -> Decimal {
+        let mut buffer = itoa::Buffer::new();
+        let text = buffer.format(value).as_bytes();
+        // itoa writes at most MAX_DECIMAL_LEN digits for a u64.
+        let start = MAX_DECIMAL_LEN - text.len();
         let mut digits = [0u8; MAX_DECIMAL_LEN];
-        let mut start = MAX_DECIMAL_LEN;
-        loop {
-            start -= 1;
-            // `value % 10` is below 10: the cast cannot truncate.
-            digits[start] = b'0' + (value % 10) as u8;
-            value /= 10;
-            if value == 0 {
-                break;
-            }
-        }
+        digits[start..].copy_from_slice(text);
         Decimal {
             digits,
             // Below MAX_DECIMAL_LEN.
