@@ -8,6 +8,7 @@
 //! - [`http`]: a small HTTP/1.1 and HTTP/2 client, a bounded load runner, a raw byte exchange
 //!   and a slow reader.
 //! - [`pattern_bytes`]: the deterministic body both backends send for `size=N`.
+//! - [`wait_until`]: polls a condition another task or process makes true, with a deadline.
 //!
 //! Everything here panics with a readable message when the environment is broken (a backend that
 //! does not start, a port that cannot be bound): a harness failure must fail the test, loudly.
@@ -19,6 +20,8 @@ mod pattern;
 pub mod php;
 pub mod process;
 pub mod relay;
+mod wait;
 
 pub use listen::{php_fixture_docroot, Listen};
 pub use pattern::{is_pattern, pattern_bytes, pattern_from};
+pub use wait::wait_until;

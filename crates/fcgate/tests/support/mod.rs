@@ -6,11 +6,12 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::Child;
-use std::time::Duration;
 
 use fcgate::server::RunningGateway;
 use fcgi::client::PoolStats;
 use fcgi::net::Address;
+// The fcgi crate's tests wait the same way: one copy, in the testkit.
+pub use fcgi_testkit::wait_until;
 
 /// A gateway for `upstream` with the extra TOML `settings` (top-level keys first, then an
 /// optional `[upstream]` body in `upstream_settings`).
@@ -56,17 +57,6 @@ pub fn pool_stats(gateway: &RunningGateway) -> PoolStats {
 
 pub fn addr(gateway: &RunningGateway) -> SocketAddr {
     gateway.local_addr
-}
-
-/// Polls `condition` every few milliseconds for at most ten seconds.
-pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("not reached within 10 s: {what}");
 }
 
 /// Deterministic bytes that are not a short repeating pattern (xorshift64).

@@ -14,6 +14,8 @@ use fcgi::net::{Address, Listener};
 use fcgi::server::{
     serve_connection, Handler, HandlerOutcome, Request, ResponseWriter, ServerConfig,
 };
+// The gateway's tests wait the same way: one copy, in the testkit.
+pub use fcgi_testkit::wait_until;
 
 /// What the backend saw.
 #[derive(Default)]
@@ -162,15 +164,4 @@ pub async fn send(pool: &Pool, params: &[(&str, &str)]) -> Result<ResponseStream
             RequestBody::Empty,
         )
         .await
-}
-
-/// Polls `condition` every few milliseconds for at most ten seconds.
-pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("not reached within 10 s: {what}");
 }
