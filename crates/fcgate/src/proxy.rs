@@ -50,6 +50,36 @@ enum Answer {
     Lost(fcgi::client::ClientError),
 }
 
+/// A request routed to a script, its body read: what every attempt sends.
+struct Job<'a> {
+    parts: Parts,
+    target: ScriptTarget,
+    body: request_body::SpooledBody,
+    connection: &'a ConnectionInfo,
+    exchange: Exchange,
+    rules: RetryRules,
+}
+
+/// What [`Gateway::prepare`] made of a request.
+enum Prepared<'a> {
+    /// For the backend (boxed: a `Job` is far larger than a response).
+    Job(Box<Job<'a>>),
+    /// Answered already: a static file, a redirect, a 404.
+    Answered(Response<ResponseBody>),
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// A response or an error to answer with: no retry.
+    Done(Result<Response<ResponseBody>, GatewayError>),
+    /// Failed at server `index` in a way the retry policy decides on.
+    Failed {
+        index: usize,
+        failure: Failure,
+        error: Option<fcgi::client::ClientError>,
+    },
+}
+
 /// What one configuration put in force: the config, the pools of its servers, its access log.
 /// A reload builds a new one (keeping the pools of servers that did not change) and swaps it in
 /// whole; a request holds the one it started with until it ends.
@@ -187,6 +217,59 @@ impl Gateway {
         request_id: u64,
         facts: &mut BackendFacts,
     ) -> Result<Response<ResponseBody>, GatewayError> {
+        let job = match self
+            .prepare(generation, request, connection, request_id)
+            .await?
+        {
+            Prepared::Job(job) => job,
+            Prepared::Answered(response) => return Ok(response),
+        };
+        let mut attempts = Attempts::default();
+        loop {
+            let (index, failure, error) =
+                match self.attempt(generation, &job, &attempts, facts).await {
+                    Attempt::Done(result) => return result,
+                    Attempt::Failed {
+                        index,
+                        failure,
+                        error,
+                    } => (index, failure, error),
+                };
+            let upstream = &generation.upstream;
+            let Some(pause) =
+                self.after_failure(failure, index, upstream, &job.rules, &mut attempts)
+            else {
+                return Err(match (failure, error) {
+                    (_, Some(error)) => error.into(),
+                    (Failure::Overloaded, None) => GatewayError::Overloaded {
+                        attempts: attempts.overloaded_answers(),
+                    },
+                    _ => GatewayError::CannotMultiplex {
+                        attempts: attempts.cannot_multiplex_answers(),
+                    },
+                });
+            };
+            facts.retries += 1;
+            match (&failure, &error) {
+                (Failure::Connect { .. }, Some(error)) => {
+                    tracing::warn!(request = request_id, "trying again: {error}")
+                }
+                (_, Some(error)) => tracing::info!(request = request_id, "retrying: {error}"),
+                (_, None) => tracing::info!(request = request_id, "retrying: {failure:?}"),
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Checks the head and routes the request; a script's request also has its body read.
+    /// Static files, redirects and 404s are answered here.
+    async fn prepare<'a>(
+        &self,
+        generation: &Generation,
+        request: Request<Incoming>,
+        connection: &'a ConnectionInfo,
+        request_id: u64,
+    ) -> Result<Prepared<'a>, GatewayError> {
         let (parts, body) = request.into_parts();
         crate::request_guard::check(&parts, &generation.config.limits.head)?;
         let target = match &generation.config.site.mode {
@@ -195,9 +278,15 @@ impl Gateway {
             // because a thread hop per request costs more than the calls themselves.
             SiteMode::Php(site) => match route::resolve(site, parts.uri.path()) {
                 Route::Script(target) => target,
-                Route::Static { path } => return serve_static(path, parts).await,
-                Route::RedirectToDirectory { location } => return redirect(&location, &parts),
-                Route::NotFound => return Ok(plain_response(StatusCode::NOT_FOUND)),
+                Route::Static { path } => {
+                    return serve_static(path, parts).await.map(Prepared::Answered)
+                }
+                Route::RedirectToDirectory { location } => {
+                    return redirect(&location, &parts).map(Prepared::Answered)
+                }
+                Route::NotFound => {
+                    return Ok(Prepared::Answered(plain_response(StatusCode::NOT_FOUND)))
+                }
                 Route::BadRequest => return Err(GatewayError::BadRequest("invalid request path")),
             },
         };
@@ -205,18 +294,9 @@ impl Gateway {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-        let body = request_body::read_body(
-            body,
-            declared_length,
-            &generation.config.limits,
-            &self.body_budget,
-        )
-        .await?;
-        let content_length = body.len();
-
-        let site = &generation.config.site;
-        let upstream = &generation.upstream;
         let limits = &generation.config.limits;
+        let body =
+            request_body::read_body(body, declared_length, limits, &self.body_budget).await?;
         let exchange = Exchange {
             request_id,
             is_head: parts.method == http::Method::HEAD,
@@ -232,127 +312,126 @@ impl Gateway {
                 || generation.config.upstream.retry_non_idempotent,
             connect_timeout: generation.config.upstream.pool.connect_timeout,
         };
-        let mut attempts = Attempts::default();
-        loop {
-            let (index, server) = upstream
-                .pick(attempts.ruled_out())
-                .ok_or(GatewayError::NoUpstream)?;
-            let pool = server.pool();
-            let asked_at = Instant::now();
-            let checkout = if attempts.wants_fresh_connection() {
-                pool.checkout_fresh().await
-            } else {
-                pool.checkout().await
-            };
-            let queue_wait = asked_at.elapsed();
-            facts.queue_wait = Some(queue_wait);
-            server.metrics().queue_wait.observe(queue_wait);
-            let lease = match checkout {
-                Ok(lease) => lease,
-                Err(error) if error.is_connect() => {
-                    let failure = Failure::Connect {
-                        timeout: error.is_timeout(),
-                    };
-                    match self.after_failure(failure, index, upstream, &rules, &mut attempts) {
-                        Some(pause) => {
-                            facts.retries += 1;
-                            tracing::warn!(request = request_id, "trying again: {error}");
-                            tokio::time::sleep(pause).await;
-                            continue;
-                        }
-                        None => return Err(error.into()),
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            };
-            let reused = lease.was_reused();
-            facts.reused = Some(reused);
-            if generation.access_log.enabled() {
-                facts.address = Some(pool.address().to_string());
+        Ok(Prepared::Job(Box::new(Job {
+            parts,
+            target,
+            body,
+            connection,
+            exchange,
+            rules,
+        })))
+    }
+
+    /// One try: a server, a connection, the request sent and the response head read.
+    async fn attempt(
+        &self,
+        generation: &Generation,
+        job: &Job<'_>,
+        attempts: &Attempts,
+        facts: &mut BackendFacts,
+    ) -> Attempt {
+        let upstream = &generation.upstream;
+        let Some((index, server)) = upstream.pick(attempts.ruled_out()) else {
+            return Attempt::Done(Err(GatewayError::NoUpstream));
+        };
+        let pool = server.pool();
+        let asked_at = Instant::now();
+        let checkout = if attempts.wants_fresh_connection() {
+            pool.checkout_fresh().await
+        } else {
+            pool.checkout().await
+        };
+        let queue_wait = asked_at.elapsed();
+        facts.queue_wait = Some(queue_wait);
+        server.metrics().queue_wait.observe(queue_wait);
+        let lease = match checkout {
+            Ok(lease) => lease,
+            Err(error) if error.is_connect() => {
+                let timeout = error.is_timeout();
+                return Attempt::Failed {
+                    index,
+                    failure: Failure::Connect { timeout },
+                    error: Some(error),
+                };
             }
-            let sent_at = Instant::now();
-            tracing::debug!(
-                backend = %pool.address(),
-                connection = lease.connection_id(),
-                reused,
-                "sending to FastCGI"
-            );
-            let sent = lease
-                .send_request(
-                    |add| {
-                        cgi_params::for_each_param(
-                            &parts,
-                            connection,
-                            &target,
-                            content_length,
-                            site,
-                            add,
-                        )
-                    },
-                    body.request_body().await?,
-                )
-                .await;
-            let answer = match sent {
-                Ok(events) => {
-                    let answer = self.read_response(events, &exchange).await;
-                    let header_time = sent_at.elapsed();
-                    facts.header_time = Some(header_time);
-                    server.metrics().response_header.observe(header_time);
-                    answer
-                }
-                Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
-                Err(error) => Err(error.into()),
-            };
-            let (failure, error) = match answer {
-                Ok(Answer::Response(response)) => {
-                    upstream.record_success(index);
-                    server
-                        .metrics()
-                        .responses
-                        .record(response.status().as_u16());
-                    return Ok(response);
-                }
-                Err(error) => {
-                    if matches!(&error, GatewayError::Backend(cause) if cause.is_protocol()) {
-                        upstream.record_failure(index);
-                    }
-                    return Err(error);
-                }
-                // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
-                // safe to send again whatever its method; the pool has lowered its cap.
-                Ok(Answer::Overloaded) => (Failure::Overloaded, None),
-                Ok(Answer::CannotMultiplex) => (Failure::CannotMultiplex, None),
-                // The connection died before any answer. The app may or may not have read the
-                // request, so only requests that may be repeated go again (docs/architecture.md).
-                Ok(Answer::Lost(error)) => (
-                    Failure::ConnectionLost {
-                        reused,
-                        multiplexing_refused: error.is_multiplexing_refused(),
-                    },
-                    Some(error),
-                ),
-            };
-            match self.after_failure(failure, index, upstream, &rules, &mut attempts) {
-                Some(pause) => {
-                    facts.retries += 1;
-                    match &error {
-                        Some(error) => tracing::info!(request = request_id, "retrying: {error}"),
-                        None => tracing::info!(request = request_id, "retrying: {failure:?}"),
-                    }
-                    tokio::time::sleep(pause).await;
-                }
-                None => {
-                    return Err(match (failure, error) {
-                        (_, Some(error)) => error.into(),
-                        (Failure::Overloaded, None) => GatewayError::Overloaded {
-                            attempts: attempts.overloaded_answers(),
-                        },
-                        _ => GatewayError::CannotMultiplex {
-                            attempts: attempts.cannot_multiplex_answers(),
-                        },
-                    })
-                }
+            Err(error) => return Attempt::Done(Err(error.into())),
+        };
+        let reused = lease.was_reused();
+        facts.reused = Some(reused);
+        if generation.access_log.enabled() {
+            facts.address = Some(pool.address().to_string());
+        }
+        let sent_at = Instant::now();
+        tracing::debug!(
+            backend = %pool.address(),
+            connection = lease.connection_id(),
+            reused,
+            "sending to FastCGI"
+        );
+        let body = match job.body.request_body().await {
+            Ok(body) => body,
+            Err(error) => return Attempt::Done(Err(error)),
+        };
+        let site = &generation.config.site;
+        let content_length = job.body.len();
+        let write_params = |add: &mut dyn FnMut(&[u8], &[u8])| {
+            cgi_params::for_each_param(
+                &job.parts,
+                job.connection,
+                &job.target,
+                content_length,
+                site,
+                add,
+            )
+        };
+        let answer = match lease.send_request(write_params, body).await {
+            Ok(events) => {
+                let answer = self.read_response(events, &job.exchange).await;
+                let header_time = sent_at.elapsed();
+                facts.header_time = Some(header_time);
+                server.metrics().response_header.observe(header_time);
+                answer
             }
+            Err(error) if error.is_connection_lost() => Ok(Answer::Lost(error)),
+            Err(error) => Err(error.into()),
+        };
+        match answer {
+            Ok(Answer::Response(response)) => {
+                upstream.record_success(index);
+                server
+                    .metrics()
+                    .responses
+                    .record(response.status().as_u16());
+                Attempt::Done(Ok(response))
+            }
+            Err(error) => {
+                if matches!(&error, GatewayError::Backend(cause) if cause.is_protocol()) {
+                    upstream.record_failure(index);
+                }
+                Attempt::Done(Err(error))
+            }
+            // FCGI_OVERLOADED: the request was not processed (FastCGI 1.0 §5.5), so it is
+            // safe to send again whatever its method; the pool has lowered its cap.
+            Ok(Answer::Overloaded) => Attempt::Failed {
+                index,
+                failure: Failure::Overloaded,
+                error: None,
+            },
+            Ok(Answer::CannotMultiplex) => Attempt::Failed {
+                index,
+                failure: Failure::CannotMultiplex,
+                error: None,
+            },
+            // The connection died before any answer. The app may or may not have read the
+            // request, so only requests that may be repeated go again (docs/architecture.md).
+            Ok(Answer::Lost(error)) => Attempt::Failed {
+                index,
+                failure: Failure::ConnectionLost {
+                    reused,
+                    multiplexing_refused: error.is_multiplexing_refused(),
+                },
+                error: Some(error),
+            },
         }
     }
 
