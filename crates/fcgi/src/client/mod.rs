@@ -8,16 +8,17 @@
 
 mod capacity;
 mod connection;
-mod driver;
 mod error;
-mod events;
 mod lease;
 mod multiplex;
 mod pool;
 mod pool_config;
 mod probe;
-mod request_ids;
 mod stats;
+
+// The pool's files import the driver's settings and a request's events by the paths they had
+// before `connection/` held them.
+use connection::{driver, events};
 
 pub use capacity::{CapReduction, CapSource};
 pub use connection::{ConnectionId, RequestBody, ResponseEvent};

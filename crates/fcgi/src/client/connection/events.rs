@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::connection::{ConnectionId, EventResult, RequestKey, ResponseEvent, Shared};
-use super::error::{ClientError, ConnectionFailure};
+use super::shared::{ConnectionId, Shared};
+use super::state::{EventResult, RequestKey, ResponseEvent};
+use crate::client::error::{ClientError, ConnectionFailure};
 use crate::protocol::ProtocolStatus;
 
 /// Told what a request's response shows about the backend's capacity; the pool implements it.
@@ -37,7 +38,7 @@ pub(crate) struct FirstResponseWatch {
 }
 
 /// What the backend answers to one request, event by event; the pool-aware wrapper is
-/// [`super::ResponseStream`].
+/// [`crate::client::ResponseStream`].
 pub(crate) struct Events {
     pub(crate) request: RequestKey,
     shared: Arc<Shared>,

@@ -1,4 +1,5 @@
-//! Which FastCGI request ids are in use on one connection.
+//! Which FastCGI request ids are in use on one connection. The connection state (`state.rs`)
+//! owns the allocator and is its only user, so it needs no lock.
 //!
 //! An id becomes free again only when the backend's END_REQUEST for it has been read (FastCGI
 //! 1.0 §3.3: the application owns the id until then), so a late record can never be mistaken

@@ -1,0 +1,177 @@
+//! The task that owns one backend socket: the I/O shell around [`ConnectionState`]. It selects
+//! over the socket, the handles' command channel, the close signal and two timers (send timeout,
+//! retire grace), and hands whatever arrives to the state; what the state queues it writes with
+//! vectored writes straight from the frames' shared buffers. Every protocol rule is the
+//! state's; the timers and the socket are this file's.
+
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::shared::{ConnectionId, Shared};
+use super::state::{Command, ConnectionState, MAX_QUEUED_COMMANDS};
+use crate::client::error::ConnectionFailure;
+use crate::net::{ReadHalf, WriteHalf};
+
+/// How much the driver asks the socket for at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// A retired connection waits this long for the backend to close first, so the backend side,
+/// not the gateway's ephemeral ports, keeps the TIME_WAIT entry.
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
+/// At most this many buffers go into one vectored write.
+const MAX_IO_SLICES: usize = 64;
+
+/// What the pool learns when a driver stops.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClosedReport {
+    pub(crate) connection: ConnectionId,
+    /// It died of a protocol error with several requests in flight: the backend does not
+    /// multiplex.
+    pub(crate) multiplexing_refused: bool,
+}
+
+/// What the pool tells a new driver.
+pub(crate) struct DriverSettings {
+    pub(crate) send_timeout: Duration,
+    pub(crate) max_request_buffer: usize,
+    pub(crate) on_closed: Box<dyn FnOnce(ClosedReport) + Send>,
+}
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    read: ReadHalf,
+    write: WriteHalf,
+    read_buffer: BytesMut,
+    commands: mpsc::Receiver<Command>,
+    state: ConnectionState,
+    send_timeout: Duration,
+    write_deadline: Option<tokio::time::Instant>,
+    retire_deadline: Option<tokio::time::Instant>,
+}
+
+impl Driver {
+    /// Starts the driver of a freshly connected socket; `on_closed` runs once it has stopped.
+    pub(super) fn spawn(
+        shared: Arc<Shared>,
+        read: ReadHalf,
+        write: WriteHalf,
+        settings: DriverSettings,
+    ) -> mpsc::Sender<Command> {
+        let (commands, command_receiver) = mpsc::channel(MAX_QUEUED_COMMANDS);
+        let driver = Driver {
+            shared,
+            read,
+            write,
+            read_buffer: BytesMut::with_capacity(READ_CHUNK),
+            commands: command_receiver,
+            state: ConnectionState::new(settings.max_request_buffer),
+            send_timeout: settings.send_timeout,
+            write_deadline: None,
+            retire_deadline: None,
+        };
+        tokio::spawn(driver.run(settings.on_closed));
+        commands
+    }
+
+    /// Drives the socket until it ends, then tells the pool (`on_closed`) before the requests in
+    /// flight learn why: a request that retries finds the pool already knowing.
+    async fn run(mut self, on_closed: Box<dyn FnOnce(ClosedReport) + Send>) {
+        let failure = self.drive().await;
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.close.cancel();
+        let in_flight = self.state.in_flight();
+        if !matches!(failure, ConnectionFailure::ClosedByGateway) || in_flight > 0 {
+            tracing::debug!(
+                connection = self.shared.id,
+                backend = %self.shared.address,
+                in_flight,
+                "backend connection closed: {failure}"
+            );
+        }
+        let ending = self.state.end(failure);
+        on_closed(ClosedReport {
+            connection: self.shared.id,
+            multiplexing_refused: ending.multiplexing_refused,
+        });
+        self.state.fail_all(&ending.failure);
+    }
+
+    async fn drive(&mut self) -> ConnectionFailure {
+        loop {
+            if self.state.closes_now() {
+                return ConnectionFailure::ClosedByGateway;
+            }
+            let want_write = self.state.wants_write();
+            if want_write && self.write_deadline.is_none() {
+                self.write_deadline = Some(tokio::time::Instant::now() + self.send_timeout);
+            }
+            if self.state.is_retiring() && self.retire_deadline.is_none() {
+                self.retire_deadline = Some(tokio::time::Instant::now() + RETIRE_GRACE);
+            }
+            let take_commands = self.state.takes_commands();
+            if self.read_buffer.capacity() - self.read_buffer.len() < READ_CHUNK / 4 {
+                self.read_buffer.reserve(READ_CHUNK);
+            }
+            let multiplexed = self.shared.multiplexed.load(Ordering::Acquire);
+            let read_paused = self.state.reader_far_behind(multiplexed);
+            let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                biased;
+                _ = self.shared.close.cancelled() => return ConnectionFailure::ClosedByGateway,
+                result = write_some(&mut self.write, &self.state), if want_write => {
+                    match result {
+                        Ok(0) => return std::io::Error::from(std::io::ErrorKind::WriteZero).into(),
+                        Ok(count) => {
+                            self.write_deadline = None;
+                            self.state.wrote(count);
+                        }
+                        Err(error) => return error.into(),
+                    }
+                }
+                () = self.shared.reader_caught_up.notified(), if read_paused => {}
+                result = self.read.read_buf(&mut self.read_buffer), if !read_paused => match result {
+                    Ok(0) => {
+                        if self.state.closed_right_after_end(std::time::Instant::now()) {
+                            self.shared
+                                .closed_right_after_end
+                                .store(true, Ordering::Release);
+                        }
+                        return ConnectionFailure::ClosedByBackend;
+                    }
+                    Ok(_) => {
+                        let now = std::time::Instant::now();
+                        if let Err(failure) = self.state.on_read(&mut self.read_buffer, multiplexed, now) {
+                            return failure;
+                        }
+                        if self.state.in_flight() > 0 {
+                            // More is coming: do not let the backend wait for our ACK.
+                            self.read.acknowledge_now();
+                        }
+                    }
+                    Err(error) => return error.into(),
+                },
+                command = self.commands.recv(), if take_commands => match command {
+                    Some(command) => self.state.on_command(command),
+                    None => return ConnectionFailure::ClosedByGateway,
+                },
+                _ = tokio::time::sleep_until(self.write_deadline.unwrap_or(far_future)), if want_write => {
+                    return ConnectionFailure::SendTimeout(self.send_timeout);
+                }
+                _ = tokio::time::sleep_until(self.retire_deadline.unwrap_or(far_future)), if self.retire_deadline.is_some() => {
+                    return ConnectionFailure::ClosedByGateway;
+                }
+            }
+        }
+    }
+}
+
+async fn write_some(write: &mut WriteHalf, state: &ConnectionState) -> std::io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+    let filled = state.io_slices(&mut slices);
+    write.write_vectored(&slices[..filled]).await
+}

@@ -1,0 +1,1 @@
+//! Tests of `state.rs` (added in the next commit).
