@@ -16,8 +16,8 @@
 //! commands; a body longer than one record goes to the driver record by record, so the requests
 //! sharing a connection take turns on the socket instead of one upload holding it for its whole
 //! length. The pool decides which requests share a connection; the state keeps their ids apart.
-//! Imports run one way: handle → driver → state, handle → events → state; nothing imports the
-//! handle.
+//! Imports run one way — handle → driver → state, handle → events → state, handle → request →
+//! state — and no file here imports the handle.
 
 pub(super) mod driver;
 pub(super) mod events;
@@ -36,7 +36,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use self::driver::Driver;
+use self::driver::{Driver, DriverSettings};
+use self::events::Events;
 use self::request::{encode_head, MemoryBody};
 use self::shared::Shared;
 use self::state::{Command, Stdin};
@@ -44,8 +45,8 @@ use super::error::{ClientError, ConnectionFailure};
 use crate::net::{self, Address};
 use crate::protocol::MAX_RECORD_CONTENT;
 
-use self::driver::DriverSettings;
-use self::events::Events;
+// What the pool and the lease import from `super::connection`; the driver's settings and a
+// request's events keep their paths `super::driver` and `super::events` (`client/mod.rs`).
 pub use self::shared::ConnectionId;
 pub(crate) use self::state::RequestKey;
 pub use self::state::ResponseEvent;

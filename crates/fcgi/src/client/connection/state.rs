@@ -2,7 +2,9 @@
 //! from the backend go in; records to write, and each request's events, come out. Request ids,
 //! routes, the write queue, the decoder and every rule about them live here; `driver.rs` feeds
 //! the state from the socket and the command channel. Nothing here touches a socket or reads a
-//! clock (`now` is passed in), so `state_tests.rs` drives it alone.
+//! clock (`now` is passed in), so `state_tests.rs` drives it alone. Each request's events go
+//! straight into its channel: an unbounded send neither waits nor needs a runtime, and it spares
+//! the driver a second pass over what the state would otherwise hand back.
 //!
 //! **Request ids.** The state takes an id when it takes a request's `Begin` and frees it when it
 //! reads that request's END_REQUEST (FastCGI 1.0 §3.3: the application owns the id until then).
@@ -91,7 +93,7 @@ pub(super) enum Command {
 }
 
 /// Bytes queued for the socket: a request's head, or one record over a shared buffer.
-pub(super) enum Outgoing {
+enum Outgoing {
     Block(Bytes),
     Frame(Frame),
 }
