@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::connection::events::{Events, FirstResponseWatch, ResponseObserver};
 use super::connection::{Connection, ConnectionId, RequestBody, RequestKey, ResponseEvent};
 use super::error::{ClientError, ConnectionFailure};
-use super::events::{Events, FirstResponseWatch, ResponseObserver};
 use super::pool_config::PoolConfig;
 use crate::net::Address;
 

@@ -16,10 +16,6 @@ mod pool_config;
 mod probe;
 mod stats;
 
-// The pool's files import the driver's settings and a request's events by the paths they had
-// before `connection/` held them.
-use connection::{driver, events};
-
 pub use capacity::{CapReduction, CapSource};
 pub use connection::{ConnectionId, RequestBody, ResponseEvent};
 pub use error::{ClientError, ConnectionFailure};

@@ -34,13 +34,13 @@ use std::time::{Duration, Instant};
 use self::effects::{Checkout, ConnectFailure, Effect, Grant, Notice, PooledConnection};
 use self::state::{Effects, PoolState, ProbeOutcome};
 use self::waiters::{Queue, Senders, WaitGuard};
+use super::connection::driver::{ClosedReport, DriverSettings};
 use super::connection::{Connection, ConnectionId};
-use super::driver::{ClosedReport, DriverSettings};
 use super::error::ClientError;
 use super::lease::{Lease, LeaseOwner};
+use super::pool_config::PoolConfig;
 use super::probe::{self, BackendValues, ProbeError};
 use super::stats::PoolStats;
-use super::PoolConfig;
 use crate::net::Address;
 
 /// How long a GET_VALUES probe may take; it holds a slot (and maybe a worker) meanwhile.
