@@ -91,7 +91,9 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::Backend(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Backend(ClientError::RequestBody(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Backend(error) if error.is_request_body() => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             GatewayError::Backend(_)
             | GatewayError::BadResponseHead(_)
             | GatewayError::BadResponseLength(_)

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{send, start_echo_backend, wait_until};
-use fcgi::client::{
-    ClientError, ConnectionFailure, Multiplexing, Pool, PoolConfig, ResponseEvent, ResponseStream,
-};
+use fcgi::client::{ClientError, Multiplexing, Pool, PoolConfig, ResponseEvent, ResponseStream};
 use fcgi::net::{Address, Listener, Stream};
 use fcgi::protocol::{
     decode_pairs, encode_stream_record, EndRequest, ProtocolStatus, Record, RecordBody,
@@ -168,16 +166,7 @@ async fn a_reader_that_falls_behind_loses_only_its_own_request() {
             Err(error) => break error,
         }
     };
-    assert!(
-        matches!(
-            failure,
-            ClientError::Connection {
-                failure: ConnectionFailure::ResponseBufferExceeded { .. },
-                ..
-            }
-        ),
-        "{failure}"
-    );
+    assert!(failure.is_response_buffer_exceeded(), "{failure}");
     wait_until("the backend cancels the aborted handler", || {
         backend.counts.cancelled.load(Ordering::SeqCst) == 1
     })

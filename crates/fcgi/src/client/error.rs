@@ -1,9 +1,12 @@
 //! What can go wrong between the gateway and a backend, as one typed error.
 //!
-//! The gateway turns these into HTTP statuses in one place; the predicates here
-//! (`is_timeout`, `is_queue_timeout`, ...) are the contract, the Display text is for logs.
+//! [`ClientError`] is opaque: the gateway turns it into an HTTP status in one place by asking
+//! its predicates (`is_timeout`, `is_queue_timeout`, ...), which are the contract; the variants
+//! behind them ([`ErrorKind`], [`ConnectionFailure`]) are this crate's to change. Causes are
+//! kept typed (the `io::Error`, the `ProtocolError`), not as text; the Display text is for logs.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::Address;
@@ -11,19 +14,14 @@ use crate::protocol::ProtocolError;
 
 /// Why a connection stopped carrying requests. Cloneable because every request in flight on
 /// the connection receives a copy.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectionFailure {
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum ConnectionFailure {
     /// The backend closed the connection (EOF) before the request ended.
     #[error("the backend closed the connection")]
     ClosedByBackend,
-    /// A socket error; the kind and the OS message are kept.
-    #[error("backend socket error: {message}")]
-    Io {
-        /// The error's kind, for decisions.
-        kind: io::ErrorKind,
-        /// The OS message, for logs.
-        message: String,
-    },
+    /// A socket error, shared by every request that was on the connection.
+    #[error("backend socket error: {0}")]
+    Io(Arc<io::Error>),
     /// The backend sent bytes that are not valid FastCGI.
     #[error("the backend broke the FastCGI protocol: {0}")]
     Protocol(ProtocolError),
@@ -55,21 +53,54 @@ pub enum ConnectionFailure {
     #[error(
         "the backend failed with several requests on one connection ({0}); it does not multiplex"
     )]
-    MultiplexingRefused(String),
+    MultiplexingRefused(Box<ConnectionFailure>),
 }
 
-impl From<io::Error> for ConnectionFailure {
-    fn from(error: io::Error) -> Self {
-        ConnectionFailure::Io {
-            kind: error.kind(),
-            message: error.to_string(),
+/// Socket errors compare by kind: the same failure, whatever the OS said about it.
+impl PartialEq for ConnectionFailure {
+    fn eq(&self, other: &Self) -> bool {
+        use ConnectionFailure as F;
+        match (self, other) {
+            (F::ClosedByBackend, F::ClosedByBackend) | (F::ClosedByGateway, F::ClosedByGateway) => {
+                true
+            }
+            (F::Io(a), F::Io(b)) => a.kind() == b.kind(),
+            (F::Protocol(a), F::Protocol(b)) => a == b,
+            (
+                F::Unexpected {
+                    record_type: a,
+                    request_id: b,
+                },
+                F::Unexpected {
+                    record_type: c,
+                    request_id: d,
+                },
+            ) => (a, b) == (c, d),
+            (F::SendTimeout(a), F::SendTimeout(b)) => a == b,
+            (F::ResponseBufferExceeded { limit: a }, F::ResponseBufferExceeded { limit: b }) => {
+                a == b
+            }
+            (F::MultiplexingRefused(a), F::MultiplexingRefused(b)) => a == b,
+            _ => false,
         }
     }
 }
 
-/// A request to a backend failed.
+impl From<io::Error> for ConnectionFailure {
+    fn from(error: io::Error) -> Self {
+        ConnectionFailure::Io(Arc::new(error))
+    }
+}
+
+/// A request to a backend failed. Ask the predicates what happened; the Display text says it
+/// for the log.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+#[error(transparent)]
+pub struct ClientError(#[from] ErrorKind);
+
+/// What [`ClientError`] holds.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ErrorKind {
     /// The connection could not be established.
     #[error("connecting to {address} failed: {source}")]
     Connect {
@@ -136,10 +167,10 @@ impl ClientError {
     /// A connect, read or send deadline passed.
     pub fn is_timeout(&self) -> bool {
         matches!(
-            self,
-            ClientError::ConnectTimeout { .. }
-                | ClientError::ReadTimeout { .. }
-                | ClientError::Connection {
+            &self.0,
+            ErrorKind::ConnectTimeout { .. }
+                | ErrorKind::ReadTimeout { .. }
+                | ErrorKind::Connection {
                     failure: ConnectionFailure::SendTimeout(_),
                     ..
                 }
@@ -148,17 +179,17 @@ impl ClientError {
 
     /// The request waited in the queue for `queue_timeout` and never reached the backend.
     pub fn is_queue_timeout(&self) -> bool {
-        matches!(self, ClientError::QueueTimeout { .. })
+        matches!(&self.0, ErrorKind::QueueTimeout { .. })
     }
 
     /// The backend or its queue is full: the request never reached the application, and trying
     /// again a little later may succeed (503 with Retry-After).
     pub fn is_overloaded(&self) -> bool {
         matches!(
-            self,
-            ClientError::QueueTimeout { .. }
-                | ClientError::QueueFull { .. }
-                | ClientError::ListenQueueFull { .. }
+            &self.0,
+            ErrorKind::QueueTimeout { .. }
+                | ErrorKind::QueueFull { .. }
+                | ErrorKind::ListenQueueFull { .. }
         )
     }
 
@@ -166,10 +197,10 @@ impl ClientError {
     /// connection before any answer, the backend most likely closed it while it sat idle.
     pub fn is_connection_lost(&self) -> bool {
         matches!(
-            self,
-            ClientError::Connection {
+            &self.0,
+            ErrorKind::Connection {
                 failure: ConnectionFailure::ClosedByBackend
-                    | ConnectionFailure::Io { .. }
+                    | ConnectionFailure::Io(_)
                     | ConnectionFailure::MultiplexingRefused(_),
                 ..
             }
@@ -180,8 +211,8 @@ impl ClientError {
     /// a connection of its own even if this one was fresh.
     pub fn is_multiplexing_refused(&self) -> bool {
         matches!(
-            self,
-            ClientError::Connection {
+            &self.0,
+            ErrorKind::Connection {
                 failure: ConnectionFailure::MultiplexingRefused(_),
                 ..
             }
@@ -190,25 +221,53 @@ impl ClientError {
 
     /// A connect found the backend's listen queue full.
     pub fn is_listen_queue_full(&self) -> bool {
-        matches!(self, ClientError::ListenQueueFull { .. })
+        matches!(&self.0, ErrorKind::ListenQueueFull { .. })
     }
 
     /// The backend could not be reached at all.
     pub fn is_connect(&self) -> bool {
         matches!(
-            self,
-            ClientError::Connect { .. } | ClientError::ConnectTimeout { .. }
+            &self.0,
+            ErrorKind::Connect { .. } | ErrorKind::ConnectTimeout { .. }
         )
     }
 
     /// The backend answered with something that is not FastCGI.
     pub fn is_protocol(&self) -> bool {
         matches!(
-            self,
-            ClientError::Connection {
+            &self.0,
+            ErrorKind::Connection {
                 failure: ConnectionFailure::Protocol(_),
                 ..
             }
         )
+    }
+
+    /// The request body could not be read from where the gateway kept it: the gateway's own
+    /// fault, not the backend's.
+    pub fn is_request_body(&self) -> bool {
+        matches!(self.0, ErrorKind::RequestBody(_))
+    }
+
+    /// The backend sent nothing for `read_timeout`.
+    pub fn is_read_timeout(&self) -> bool {
+        matches!(self.0, ErrorKind::ReadTimeout { .. })
+    }
+
+    /// The response ran `max_request_buffer` bytes ahead of its reader on a shared connection,
+    /// and this request alone was aborted.
+    pub fn is_response_buffer_exceeded(&self) -> bool {
+        matches!(
+            &self.0,
+            ErrorKind::Connection {
+                failure: ConnectionFailure::ResponseBufferExceeded { .. },
+                ..
+            }
+        )
+    }
+
+    /// The request had already ended; nothing more will come for it.
+    pub fn is_request_ended(&self) -> bool {
+        matches!(self.0, ErrorKind::RequestEnded)
     }
 }

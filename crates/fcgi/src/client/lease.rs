@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::connection::events::{Events, FirstResponseWatch, ResponseObserver};
 use super::connection::{Connection, ConnectionId, RequestBody, RequestKey, ResponseEvent};
-use super::error::{ClientError, ConnectionFailure};
+use super::error::{ClientError, ConnectionFailure, ErrorKind};
 use super::pool_config::PoolConfig;
 use crate::net::Address;
 
@@ -123,10 +123,10 @@ impl Lease {
     {
         let config = self.pool.config();
         let Some(connection) = self.connection.as_ref() else {
-            return Err(ClientError::Connection {
+            return Err(ClientError::from(ErrorKind::Connection {
                 address: self.pool.address().clone(),
                 failure: ConnectionFailure::ClosedByGateway,
-            });
+            }));
         };
         let first_request = connection.requests_started() == 0;
         let last_request = connection.requests_started() + 1 >= self.pool.keepalive_requests()
@@ -235,8 +235,8 @@ impl Lease {
         if !self.multiplexed {
             return; // dropping closes it
         }
-        if let (Some(connection), Some(request), ClientError::ReadTimeout { .. }) =
-            (&self.connection, self.request, error)
+        if let (Some(connection), Some(request), true) =
+            (&self.connection, self.request, error.is_read_timeout())
         {
             connection.abort(request, false);
         }
@@ -262,10 +262,10 @@ impl ResponseStream {
     /// The next event, or why none will come. After [`ResponseEvent::End`] do not call again.
     pub async fn next_event(&mut self) -> Result<ResponseEvent, ClientError> {
         let Some(events) = self.events.as_mut() else {
-            return Err(ClientError::RequestEnded);
+            return Err(ClientError::from(ErrorKind::RequestEnded));
         };
         if self.done {
-            return Err(ClientError::RequestEnded);
+            return Err(ClientError::from(ErrorKind::RequestEnded));
         }
         let event = events.next_event().await;
         self.settle(&event);
@@ -276,7 +276,7 @@ impl ResponseStream {
     /// yet. Lets the caller answer small, finished responses without waiting or spooling.
     pub fn try_next_event(&mut self) -> Option<Result<ResponseEvent, ClientError>> {
         if self.done {
-            return Some(Err(ClientError::RequestEnded));
+            return Some(Err(ClientError::from(ErrorKind::RequestEnded)));
         }
         let event = self.events.as_mut()?.try_next_event()?;
         self.settle(&event);

@@ -18,7 +18,7 @@ mod stats;
 
 pub use capacity::{CapReduction, CapSource};
 pub use connection::{ConnectionId, RequestBody, ResponseEvent};
-pub use error::{ClientError, ConnectionFailure};
+pub use error::ClientError;
 pub use lease::{Lease, ResponseStream};
 pub use pool::Pool;
 pub use pool_config::{ConfiguredCap, Multiplexing, PoolConfig};

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::shared::{ConnectionId, Shared};
 use super::state::{EventResult, RequestKey, ResponseEvent};
-use crate::client::error::{ClientError, ConnectionFailure};
+use crate::client::error::{ClientError, ConnectionFailure, ErrorKind};
 use crate::protocol::ProtocolStatus;
 
 /// Told what a request's response shows about the backend's capacity; the pool implements it.
@@ -109,10 +109,10 @@ impl Events {
             }
             Some(Some(Err(failure))) => Err(self.failed(failure)),
             Some(None) => Err(self.failed(ConnectionFailure::ClosedByBackend)),
-            None => Err(ClientError::ReadTimeout {
+            None => Err(ClientError::from(ErrorKind::ReadTimeout {
                 address: self.shared.address.clone(),
                 timeout: self.read_timeout,
-            }),
+            })),
         }
     }
 
@@ -132,10 +132,10 @@ impl Events {
     }
 
     fn failed(&self, failure: ConnectionFailure) -> ClientError {
-        ClientError::Connection {
+        ClientError::from(ErrorKind::Connection {
             address: self.shared.address.clone(),
             failure,
-        }
+        })
     }
 
     fn report_silence(&mut self) {

@@ -41,7 +41,7 @@ use self::events::Events;
 use self::request::{encode_head, MemoryBody};
 use self::shared::Shared;
 use self::state::{Command, Stdin};
-use super::error::{ClientError, ConnectionFailure};
+use super::error::{ClientError, ConnectionFailure, ErrorKind};
 use crate::net::{self, Address};
 use crate::protocol::MAX_RECORD_CONTENT;
 
@@ -237,7 +237,7 @@ impl Connection {
             reader
                 .read_exact(&mut chunk)
                 .await
-                .map_err(ClientError::RequestBody)?;
+                .map_err(|error| ClientError::from(ErrorKind::RequestBody(error)))?;
             remaining -= chunk_len as u64;
             let stdin = Stdin {
                 content: chunk.freeze(),
@@ -264,10 +264,10 @@ impl Connection {
     }
 
     fn failed(&self, failure: ConnectionFailure) -> ClientError {
-        ClientError::Connection {
+        ClientError::from(ErrorKind::Connection {
             address: self.shared.address.clone(),
             failure,
-        }
+        })
     }
 }
 

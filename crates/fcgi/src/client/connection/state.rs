@@ -315,7 +315,7 @@ impl ConnectionState {
                 ConnectionFailure::Protocol(_) | ConnectionFailure::Unexpected { .. }
             );
         let failure = if multiplexing_refused {
-            ConnectionFailure::MultiplexingRefused(failure.to_string())
+            ConnectionFailure::MultiplexingRefused(Box::new(failure))
         } else {
             failure
         };

@@ -36,7 +36,7 @@ use self::state::{Effects, PoolState, ProbeOutcome};
 use self::waiters::{Queue, Senders, WaitGuard};
 use super::connection::driver::{ClosedReport, DriverSettings};
 use super::connection::{Connection, ConnectionId};
-use super::error::ClientError;
+use super::error::{ClientError, ErrorKind};
 use super::lease::{Lease, LeaseOwner};
 use super::pool_config::PoolConfig;
 use super::probe::{self, BackendValues, ProbeError};
@@ -155,18 +155,18 @@ impl Pool {
                 Step::Lease(lease) => return Ok(lease),
                 Step::Connect => Grant::OpenSlot,
                 Step::QueueFull => {
-                    return Err(ClientError::QueueFull {
+                    return Err(ClientError::from(ErrorKind::QueueFull {
                         address: inner.address.clone(),
                         max_queue: inner.config.max_queue,
-                    })
+                    }))
                 }
                 Step::Wait(guard) => match guard.wait(deadline).await {
                     Some(grant) => grant,
                     None => {
-                        return Err(ClientError::QueueTimeout {
+                        return Err(ClientError::from(ErrorKind::QueueTimeout {
                             address: inner.address.clone(),
                             timeout: inner.config.queue_timeout,
-                        })
+                        }))
                     }
                 },
             };
@@ -352,23 +352,23 @@ impl PoolInner {
             // connect(2) on a unix socket whose listen queue is full fails with EAGAIN.
             Ok(Err(source)) if source.kind() == std::io::ErrorKind::WouldBlock => (
                 ConnectFailure::ListenQueueFull,
-                ClientError::ListenQueueFull {
+                ClientError::from(ErrorKind::ListenQueueFull {
                     address: self.address.clone(),
-                },
+                }),
             ),
             Ok(Err(source)) => (
                 ConnectFailure::Failed,
-                ClientError::Connect {
+                ClientError::from(ErrorKind::Connect {
                     address: self.address.clone(),
                     source,
-                },
+                }),
             ),
             Err(_) => (
                 ConnectFailure::Failed,
-                ClientError::ConnectTimeout {
+                ClientError::from(ErrorKind::ConnectTimeout {
                     address: self.address.clone(),
                     timeout: config.connect_timeout,
-                },
+                }),
             ),
         };
         slot.disarm();
