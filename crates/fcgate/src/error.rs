@@ -56,7 +56,7 @@ pub enum GatewayError {
     BadRequest(&'static str),
     /// The client stopped sending the body or sent a malformed one.
     #[error("reading the request body from the client failed: {0}")]
-    ClientBody(String),
+    ClientBody(#[source] hyper::Error),
     /// The client sent no body bytes for `client_body_timeout`.
     #[error("the client sent no request body bytes for {timeout:?} ({received} bytes received)")]
     ClientBodyTimeout {

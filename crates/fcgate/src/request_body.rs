@@ -173,7 +173,7 @@ pub async fn read_body(
         let Some(frame) = frame else {
             break;
         };
-        let frame = frame.map_err(|error| GatewayError::ClientBody(error.to_string()))?;
+        let frame = frame.map_err(GatewayError::ClientBody)?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers carry nothing FastCGI can pass on
         };
