@@ -1,10 +1,10 @@
 //! What the pool's state machine asks of the world: the inputs it is fed besides its events (the
 //! facts a connection handle knows about itself) and the effects it returns.
 //!
-//! The state (`state.rs`) never touches a socket, a channel or a clock: each event comes in with
+//! The state (`state/`) never touches a socket, a channel or a clock: each event comes in with
 //! `now`, and whatever must happen outside — hand something to a waiter, close or retire a
 //! connection, mark it shared, start a GET_VALUES probe, write a log line — comes back as an
-//! [`Effect`] that the pool handle (`mod.rs`) carries out. Tests feed events and read effects.
+//! [`Effect`] that the pool handle (`pool/mod.rs`) carries out. Tests feed events and read effects.
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! pure pool state, and the tasks that do its I/O.
 //!
 //! Every rule — the cap, the idle stack, the FIFO queue, multiplexing, saturation, what the
-//! backend's closes teach — lives in [`PoolState`] (`state.rs`), fed events with `now` and
+//! backend's closes teach — lives in [`PoolState`] (`state/`), fed events with `now` and
 //! returning effects (`effects.rs`). This module holds that state under one lock, feeds it what
 //! happens (a checkout, a connect's outcome, a lease coming back, a driver stopping, a probe's
 //! answer, the reaper's tick) and carries out the effects while still holding the lock, so their

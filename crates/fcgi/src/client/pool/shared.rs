@@ -1,7 +1,7 @@
 //! The pool's connections while multiplexing is on: each carries any number of requests up to
 //! the per-connection limit, and a checkout takes a request slot on the least-loaded one.
 //!
-//! Pure bookkeeping, owned by the pool state (`state.rs`), which decides when connections join
+//! Pure bookkeeping, owned by the pool state (`state/`), which decides when connections join
 //! and leave; here only the list and its arithmetic: which connection has room, which has spent
 //! its request or age budget (draining: no new requests, closed once its last one ends), which
 //! sat idle past `keepalive_timeout`.

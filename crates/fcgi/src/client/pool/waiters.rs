@@ -1,7 +1,7 @@
 //! The waiting side of the queue: the channel each queued checkout is granted through, and the
 //! guard that makes giving up (timeout, client gone) return whatever was granted, exactly once.
 //!
-//! The pool state (`state.rs`) keeps the queue's order and decides every grant; here only the
+//! The pool state (`state/`) keeps the queue's order and decides every grant; here only the
 //! delivery. A waiter leaves in one of two ways, told apart under the pool's lock: still queued
 //! — it is taken out and nothing was granted; or already granted — the grant is in its channel
 //! (or on its way, sent under the same lock), and the guard takes it out and gives it back.

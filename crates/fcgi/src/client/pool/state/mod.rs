@@ -15,7 +15,14 @@
 //!
 //! Nothing here reads a clock or touches a socket: `now` comes with each event, and what must
 //! happen outside comes back as [`Effect`]s, in order (`effects.rs`). The pool handle
-//! (`mod.rs`) holds this state under its lock and carries them out.
+//! (`pool/mod.rs`) holds this state under its lock and carries them out.
+//!
+//! One type, its events grouped by file: here the type, checkouts, waiters and connects, and
+//! the slot rules every event ends with (`fill_from_queue`, `grant_request_slots`);
+//! `returns.rs` requests ending, the backend closing connections, idle expiry; `backend.rs`
+//! what the backend shows (saturation, FCGI_OVERLOADED, close patterns, GET_VALUES answers,
+//! multiplexing on and off); `figures.rs` the figures and the invariants. `tests/` drives it
+//! with fake connections and a clock that moves only when told.
 
 mod backend;
 mod figures;
