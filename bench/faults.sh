@@ -53,16 +53,12 @@ connections=32
 PHP_CHILDREN=4
 WORKERS=2  # nginx worker_processes; keepalive 2 each: 4 connections at most, one per php-fpm child
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 LOAD_WAIT=0 ;;
     --scenarios) [ $# -ge 2 ] || die "--scenarios needs a value"; scenarios=${2//,/ }; shift ;;
     --peers) [ $# -ge 2 ] || die "--peers needs a value"; peers=${2//,/ }; shift ;;
-    --no-build) build="" ;;
-    --dry-run) dry_run=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument $1" ;;
+    *) common_arg "$1" ;;
   esac
   shift
 done

@@ -69,7 +69,6 @@ source "$bench_dir/lib/process.sh"   # log, die, wait_port, wait_socket, port_fr
 source "$bench_dir/lib/backends.sh"  # start_backend php-unix, write_fpm_conf
 source "$bench_dir/lib/peers.sh"     # start_peer, write_nginx_conf, write_fcgate_toml
 source "$bench_dir/lib/install.sh"   # ensure_packages
-usage() { sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   arg=$1 value=""
@@ -82,10 +81,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=${value%s} ;;
     --attacks) ATTACKS=${value//,/ } ;;
     --peers) PEERS=${value//,/ } ;;
-    --no-build) build="" ;;
-    --dry-run) dry_run=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument $1" ;;
+    *) common_arg "$1" ;;
   esac
   shift
 done

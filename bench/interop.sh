@@ -79,7 +79,6 @@ BIG_SIZE=5242880
 GET_PATH='/interop/get?alpha=1&beta=two%20words&gamma'
 build=1
 
-usage() { sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   arg=$1 value=""
   case $arg in
@@ -88,10 +87,7 @@ while [ $# -gt 0 ]; do
   esac
   case $arg in
     --peers) PEERS=$value ;;
-    --no-build) build="" ;;
-    --dry-run) dry_run=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument $1" ;;
+    *) common_arg "$1" ;;
   esac
   shift
 done

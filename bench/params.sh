@@ -27,13 +27,9 @@ source "$bench_dir/lib/peers.sh"     # write_nginx_conf, write_fcgate_toml, star
 PORT_BASE=${PORT_BASE:-18700}
 build=1
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
-    --no-build) build="" ;;
-    --dry-run) dry_run=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument $1" ;;
+    *) common_arg "$1" ;;
   esac
   shift
 done

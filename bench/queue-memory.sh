@@ -35,7 +35,6 @@ LOAD_WAIT=${LOAD_WAIT:-300}
 # shellcheck source-path=SCRIPTDIR
 source "$bench_dir/lib/harness.sh"
 source "$bench_dir/lib/process.sh"  # log, die
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -43,10 +42,7 @@ while [ $# -gt 0 ]; do
     --counts=*) counts=${1#*=} ;;
     --kinds) [ $# -ge 2 ] || die "--kinds needs a value"; kinds=$2; shift ;;
     --kinds=*) kinds=${1#*=} ;;
-    --no-build) build="" ;;
-    --dry-run) dry_run=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument $1" ;;
+    *) common_arg "$1" ;;
   esac
   shift
 done

@@ -50,7 +50,6 @@ source "$bench_dir/lib/install.sh"
 source "$bench_dir/lib/backends.sh"  # write_fpm_conf, start_fpm
 source "$bench_dir/lib/peers.sh"     # write_nginx_conf, write_fcgate_toml, start_peer_process
 source "$bench_dir/lib/measure.sh"   # count_syns_to, syns, remove_syn_counter, to_ms
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   arg=$1 value=""
@@ -64,10 +63,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNECTIONS=$value ;;
     --backends) BACKENDS=${value//,/ } ;;
     --peers) PEERS=${value//,/ } ;;
-    --no-build) build="" ;;
-    --dry-run) dry_run=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument $1" ;;
+    *) common_arg "$1" ;;
   esac
   shift
 done

@@ -7,6 +7,20 @@
 # Expects: bench_dir, repo. Uses: dry_run (non-empty: dry run), work.
 
 dry_run=${dry_run:-}
+
+# usage: the calling script's header comment, its help text.
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; /^# shellcheck /d; s/^# \{0,1\}//'; }
+
+# common_arg ARG: the options every bench script takes (--no-build, --dry-run, --help); any
+# other argument is an error.
+common_arg() {
+  case $1 in
+    --no-build) build="" ;;
+    --dry-run) dry_run=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument $1" ;;
+  esac
+}
 results_dir=${RESULTS_DIR:-$bench_dir/results}
 
 # set_args NAME=VALUE...: assigns each VALUE to the caller's variable NAME, which the caller

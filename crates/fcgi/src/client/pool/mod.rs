@@ -323,7 +323,9 @@ impl PoolInner {
     }
 
     async fn connect(self: &Arc<Self>) -> Result<Lease, ClientError> {
-        let slot = ConnectSlot { pool: Some(self) };
+        let slot = SlotGuard::new(self, |state, now, fx| {
+            state.connect_failed(now, ConnectFailure::Cancelled, fx)
+        });
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let weak = Arc::downgrade(self);
         let config = &self.config;
@@ -399,7 +401,9 @@ impl PoolInner {
         if !self.update(|state, _, _| state.probe_started()) {
             return None;
         }
-        let slot = ProbeSlot { pool: Some(self) };
+        let slot = SlotGuard::new(self, |state, now, fx| {
+            state.probe_ended(now, ProbeOutcome::Unusable, fx)
+        });
         let answer = probe::get_values(&self.address, timeout).await;
         slot.disarm();
         let outcome = match &answer {
@@ -412,40 +416,34 @@ impl PoolInner {
     }
 }
 
-/// The slot of a connect in progress: a checkout dropped while connecting gives it back.
-struct ConnectSlot<'a> {
+/// The event that gives a slot back, for a guard to feed when its holder is dropped half-way.
+type GiveBack = fn(&mut PoolState<Connection>, Instant, &mut Effects<Connection>);
+
+/// The slot of a connect or probe in progress: dropped before it ended (the checkout or the
+/// probe cancelled), it feeds the state `give_back`.
+struct SlotGuard<'a> {
     pool: Option<&'a PoolInner>,
+    give_back: GiveBack,
 }
 
-impl ConnectSlot<'_> {
-    fn disarm(mut self) {
-        self.pool = None;
-    }
-}
-
-impl Drop for ConnectSlot<'_> {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.update(|state, now, fx| state.connect_failed(now, ConnectFailure::Cancelled, fx));
+impl<'a> SlotGuard<'a> {
+    fn new(pool: &'a PoolInner, give_back: GiveBack) -> SlotGuard<'a> {
+        SlotGuard {
+            pool: Some(pool),
+            give_back,
         }
     }
-}
 
-/// The slot of a probe in progress, given back if the probe is dropped half-way.
-struct ProbeSlot<'a> {
-    pool: Option<&'a PoolInner>,
-}
-
-impl ProbeSlot<'_> {
+    /// The holder ended and reports its outcome itself.
     fn disarm(mut self) {
         self.pool = None;
     }
 }
 
-impl Drop for ProbeSlot<'_> {
+impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.take() {
-            pool.update(|state, now, fx| state.probe_ended(now, ProbeOutcome::Unusable, fx));
+            pool.update(self.give_back);
         }
     }
 }
