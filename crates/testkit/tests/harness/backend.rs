@@ -6,8 +6,8 @@ use std::time::Duration;
 use fcgi_testkit::backend::{BackendOptions, Mode, TestBackend};
 use fcgi_testkit::{is_pattern, Listen};
 
-use crate::eventually;
 use crate::fastcgi::{Connection, Reply};
+use fcgi_testkit::wait_until;
 
 fn params(query: &str) -> Vec<(String, String)> {
     vec![
@@ -64,7 +64,7 @@ async fn describes_each_request_and_the_connection_that_carried_it() {
         assert_eq!(backend.requests(), 3);
         assert_eq!(backend.connections_accepted(), 2);
         assert_eq!(backend.max_connections_open(), 2);
-        eventually("only the kept connection is open", || {
+        wait_until("only the kept connection is open", || {
             backend.connections_open() == 1
         })
         .await;
@@ -220,7 +220,7 @@ async fn close_idle_connections_spares_busy_ones() {
         let reply = ask(&mut busy, "sleep_ms=300", true).await;
         (reply, busy)
     });
-    eventually("the slow request has arrived", || backend.requests() == 2).await;
+    wait_until("the slow request has arrived", || backend.requests() == 2).await;
 
     backend.close_idle_connections();
     assert!(
@@ -233,7 +233,7 @@ async fn close_idle_connections_spares_busy_ones() {
     // Once idle it can be closed too.
     backend.close_idle_connections();
     assert!(busy.closed_within(Duration::from_secs(1)).await);
-    eventually("no connection is open", || backend.connections_open() == 0).await;
+    wait_until("no connection is open", || backend.connections_open() == 0).await;
     assert_eq!(backend.connections_accepted(), 2);
 }
 

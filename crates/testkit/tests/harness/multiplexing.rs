@@ -20,8 +20,8 @@ use fcgi_testkit::{php_fixture_docroot, Listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::eventually;
 use crate::fastcgi::{self, as_pairs, php_params};
+use fcgi_testkit::wait_until;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -194,7 +194,7 @@ async fn the_relay_counts_aborts_and_ids_reused_before_their_end_request() {
     let mut client = MultiplexingClient::open(&relay.address()).await;
     client.request(1, "sleep_ms=60000").await;
     client.request(2, "sleep_ms=60000").await;
-    eventually("both requests are in flight", || {
+    wait_until("both requests are in flight", || {
         relay.max_concurrent_requests_on_one_connection() == 2
     })
     .await;
@@ -217,7 +217,7 @@ async fn the_relay_counts_aborts_and_ids_reused_before_their_end_request() {
     );
 
     client.request(2, "token=too-early").await;
-    eventually("the early reuse is counted", || {
+    wait_until("the early reuse is counted", || {
         relay.id_reused_while_active() == 1
     })
     .await;
@@ -301,7 +301,7 @@ async fn the_relay_watches_php_fpm_over_tcp_and_unix() {
             .write_raw(&[1, 2, 0, 1, 0, 0, 0, 0])
             .await
             .unwrap();
-        eventually("the abort is seen", || relay.abort_requests_seen() == 1).await;
+        wait_until("the abort is seen", || relay.abort_requests_seen() == 1).await;
         assert_eq!(relay.requests_begun(), 3);
         assert_eq!(relay.max_concurrent_requests_on_one_connection(), 1);
         assert_eq!(relay.id_reused_while_active(), 0);

@@ -6,8 +6,8 @@ use fcgi::net::Address;
 use fcgi_testkit::php::{signals, PhpCgi, PhpFpm, PhpFpmOptions, ProcessManager};
 use fcgi_testkit::{php_fixture_docroot, Listen};
 
-use crate::eventually;
 use crate::fastcgi::{self, as_pairs, php_params, Connection};
+use fcgi_testkit::wait_until;
 
 async fn get(address: &Address, script: &str, query: &str) -> fastcgi::Reply {
     let params = php_params(&php_fixture_docroot(), script, query);
@@ -197,7 +197,7 @@ async fn php_fpm_reloads_on_sigusr2_and_dies_whole_on_drop() {
     let (_, _, group) = process_status(master).unwrap();
 
     fpm.signal(signals::SIGUSR2);
-    eventually("php-fpm is ready again after the reload", || {
+    wait_until("php-fpm is ready again after the reload", || {
         fpm.log().matches("ready to handle connections").count() >= 2
     })
     .await;
@@ -208,7 +208,7 @@ async fn php_fpm_reloads_on_sigusr2_and_dies_whole_on_drop() {
     );
 
     drop(fpm);
-    eventually("every php-fpm process is gone", || {
+    wait_until("every php-fpm process is gone", || {
         live_processes_in_group(group) == 0
     })
     .await;
@@ -223,13 +223,13 @@ async fn php_cgi_serves_on_unix_and_tcp() {
         let reply = get(&cgi.address(), "/hello.php", "").await;
         assert_eq!(reply.body(), b"Hello, world!", "{listen:?}: {}", cgi.log());
         let parent = cgi.master_pid();
-        eventually("php-cgi has forked its 2 children", || {
+        wait_until("php-cgi has forked its 2 children", || {
             live_children(parent) == 2
         })
         .await;
         let (_, _, group) = process_status(parent).unwrap();
         drop(cgi);
-        eventually("every php-cgi process is gone", || {
+        wait_until("every php-cgi process is gone", || {
             live_processes_in_group(group) == 0
         })
         .await;

@@ -4,7 +4,7 @@ use fcgi::net::{Address, Listener};
 use fcgi_testkit::relay::CountingRelay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::eventually;
+use fcgi_testkit::wait_until;
 
 /// A backend that answers each connection with everything it read, once the client half-closes,
 /// or closes at once when the first bytes are `close`.
@@ -55,7 +55,7 @@ async fn relays_both_ways_and_counts_connections_over_tcp_and_unix() {
         for _ in 0..3 {
             clients.push(fcgi::net::connect(&relay.address()).await.unwrap());
         }
-        eventually("three connections are accepted", || {
+        wait_until("three connections are accepted", || {
             relay.connections_opened() == 3
         })
         .await;
@@ -63,7 +63,7 @@ async fn relays_both_ways_and_counts_connections_over_tcp_and_unix() {
         for client in &mut clients {
             client.write_all(b">").await.unwrap();
         }
-        eventually("three connections are open", || {
+        wait_until("three connections are open", || {
             relay.connections_open() == 3
         })
         .await;
@@ -77,7 +77,7 @@ async fn relays_both_ways_and_counts_connections_over_tcp_and_unix() {
         assert_eq!(answer, b">ping over the relay");
 
         drop(clients.remove(0));
-        eventually("two connections are closed", || {
+        wait_until("two connections are closed", || {
             relay.connections_open() == 1
         })
         .await;
@@ -100,7 +100,7 @@ async fn a_backend_close_reaches_the_client() {
     .await
     .expect("the relay should close the client's side when the backend closes");
     assert_eq!(read.unwrap(), 0);
-    eventually("the relayed connection is gone", || {
+    wait_until("the relayed connection is gone", || {
         relay.connections_open() == 0
     })
     .await;
@@ -115,7 +115,7 @@ async fn a_dead_backend_means_an_immediate_close() {
     let mut rest = Vec::new();
     assert_eq!(client.read_to_end(&mut rest).await.unwrap_or(0), 0);
     assert_eq!(relay.connections_opened(), 1);
-    eventually("the failed connection is not counted as open", || {
+    wait_until("the failed connection is not counted as open", || {
         relay.connections_open() == 0
     })
     .await;
