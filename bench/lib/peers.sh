@@ -367,10 +367,11 @@ EOF
 
 # write_fcgate_toml FILE listen=ADDR upstream=ADDR [root=DIR] [php_fpm_config=FILE]
 #   [max_conns=N] [access_log=off|PATH] [admin_listen=ADDR] [multiplex=MODE] [extra=LINES]
+#   [upstream_extra=LINES]  (extra: top-level lines; upstream_extra: lines in [upstream])
 # Settings left empty are left out: fcgate's defaults.
 write_fcgate_toml() {
   local file=$1 listen="" upstream="" root="" php_fpm_config="" max_conns="" access_log="" \
-    admin_listen="" multiplex="" extra=""
+    admin_listen="" multiplex="" extra="" upstream_extra=""
   shift
   set_args "$@"
   {
@@ -385,5 +386,6 @@ write_fcgate_toml() {
     [ -z "$php_fpm_config" ] || echo "php_fpm_config = \"$php_fpm_config\""
     [ -z "$max_conns" ] || echo "max_conns = $max_conns"
     [ -z "$multiplex" ] || echo "multiplex = \"$multiplex\""
+    [ -z "$upstream_extra" ] || echo "$upstream_extra"
   } | write_config "$file"
 }

@@ -165,6 +165,10 @@ pub struct SettingFlags {
     /// Idle time before a pooled connection is closed [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keepalive_timeout: Option<Duration>,
+    /// Idle time before a connection that holds one of the backend's workers (a backend that
+    /// does not multiplex: php-fpm, php-cgi) is closed, so others get the worker [default: 250ms]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub worker_idle_timeout: Option<Duration>,
     /// Total lifetime of a backend connection [default: 1h]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub keepalive_time: Option<Duration>,

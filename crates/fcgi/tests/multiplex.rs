@@ -37,10 +37,13 @@ fn multiplexing_server() -> ServerConfig {
     }
 }
 
+/// Idle connections stay for the whole test (`worker_idle_timeout`), so connection counts show
+/// how requests were spread, not how a loaded machine spaced them.
 fn pool_config(max_conns: usize, multiplex: Multiplexing) -> PoolConfig {
     PoolConfig {
         multiplex,
         max_reqs_per_conn: 1000,
+        worker_idle_timeout: Duration::from_secs(60),
         ..PoolConfig::with_max_conns(max_conns)
     }
 }

@@ -36,10 +36,13 @@ async fn request(pool: &Pool, params: &[(&str, &str)]) -> Result<String, ClientE
 }
 
 /// A configured cap and no multiplexing: nothing to ask the backend, so no management
-/// connection shows up in the connection counts.
+/// connection shows up in the connection counts. Idle connections stay for the whole test, so
+/// the counts show the pool's reuse and not how a loaded machine spaced the requests (giving
+/// workers back after `worker_idle_timeout` is the pool state's unit tests' subject).
 fn config(max_conns: usize) -> PoolConfig {
     PoolConfig {
         multiplex: Multiplexing::Off,
+        worker_idle_timeout: Duration::from_secs(60),
         ..PoolConfig::with_max_conns(max_conns)
     }
 }

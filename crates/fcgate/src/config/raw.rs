@@ -121,6 +121,9 @@ pub struct RawUpstream {
     /// `upstream.keepalive_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub keepalive_timeout: Option<Duration>,
+    /// `upstream.worker_idle_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub worker_idle_timeout: Option<Duration>,
     /// `upstream.keepalive_time`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub keepalive_time: Option<Duration>,
@@ -219,6 +222,9 @@ impl RawConfig {
                     .keepalive_requests
                     .or(self.upstream.keepalive_requests),
                 keepalive_timeout: flags.keepalive_timeout.or(self.upstream.keepalive_timeout),
+                worker_idle_timeout: flags
+                    .worker_idle_timeout
+                    .or(self.upstream.worker_idle_timeout),
                 keepalive_time: flags.keepalive_time.or(self.upstream.keepalive_time),
                 connect_timeout: flags.connect_timeout.or(self.upstream.connect_timeout),
                 read_timeout: flags.read_timeout.or(self.upstream.read_timeout),

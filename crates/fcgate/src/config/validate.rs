@@ -429,6 +429,11 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             raw.keepalive_timeout,
             defaults.keepalive_timeout,
         )?,
+        worker_idle_timeout: positive(
+            "upstream.worker_idle_timeout",
+            raw.worker_idle_timeout,
+            defaults.worker_idle_timeout,
+        )?,
         keepalive_time: positive(
             "upstream.keepalive_time",
             raw.keepalive_time,

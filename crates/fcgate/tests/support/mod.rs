@@ -26,8 +26,16 @@ pub async fn start_gateway(
     } else {
         "access_log = \"off\"\n"
     };
+    // Idle connections stay for the whole test unless it says otherwise: connection counts then
+    // show the pool's reuse, not how a loaded machine spaced the requests. Handing workers back
+    // after `worker_idle_timeout` is shared_backend.rs's subject.
+    let worker_idle_timeout = if upstream_settings.contains("worker_idle_timeout") {
+        ""
+    } else {
+        "worker_idle_timeout = \"60s\"\n"
+    };
     let text = format!(
-        "listen = \"127.0.0.1:0\"\n{access_log}{settings}\n[upstream]\nservers = [\"{upstream}\"]\n{upstream_settings}\n"
+        "listen = \"127.0.0.1:0\"\n{access_log}{settings}\n[upstream]\nservers = [\"{upstream}\"]\n{worker_idle_timeout}{upstream_settings}\n"
     );
     let config = fcgate::config::parse_file_text(&text)
         .unwrap_or_else(|error| panic!("{error}\n{text}"))

@@ -58,6 +58,11 @@ pub struct PoolConfig {
     pub keepalive_requests: u64,
     /// An idle connection unused this long is closed.
     pub keepalive_timeout: Duration,
+    /// An idle connection that holds a worker of the backend's — one that does not multiplex
+    /// (php-fpm, php-cgi, fcgiwrap, most FastCGI libraries) gives each connection a process —
+    /// is closed after this, if `keepalive_timeout` has not come first: it keeps that worker
+    /// from every other client of the backend (another gateway, nginx beside it, a cron job).
+    pub worker_idle_timeout: Duration,
     /// A connection older than this is retired after its current request.
     pub keepalive_time: Duration,
     /// Time allowed to establish a connection.
@@ -96,6 +101,9 @@ impl PoolConfig {
     /// Unread response bytes per request before it is aborted: far above what a reader that
     /// keeps up (the gateway's spool) ever leaves behind.
     pub const DEFAULT_MAX_REQUEST_BUFFER: usize = 8 << 20;
+    /// Long enough to carry a connection across the gaps of a busy pool, short enough that
+    /// another client of the backend gets its worker well within a second.
+    pub const DEFAULT_WORKER_IDLE_TIMEOUT: Duration = Duration::from_millis(250);
 
     /// A configuration with an explicit cap (tests and embedders).
     pub fn with_max_conns(max_conns: usize) -> PoolConfig {
@@ -114,6 +122,7 @@ impl Default for PoolConfig {
             max_queue: 4096,
             keepalive_requests: 10_000,
             keepalive_timeout: Duration::from_secs(60),
+            worker_idle_timeout: PoolConfig::DEFAULT_WORKER_IDLE_TIMEOUT,
             keepalive_time: Duration::from_secs(3600),
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),

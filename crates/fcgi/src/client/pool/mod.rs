@@ -460,9 +460,13 @@ fn check_invariants(state: &PoolState<Connection>) {
 }
 
 async fn reap_idle_connections(pool: Weak<PoolInner>) {
+    // A quarter of the shorter idle timeout: a connection outstays it by at most that much.
     let period = match pool.upgrade() {
-        Some(inner) => (inner.config.keepalive_timeout / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        Some(inner) => {
+            let config = &inner.config;
+            (config.keepalive_timeout.min(config.worker_idle_timeout) / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1))
+        }
         None => return,
     };
     let mut ticker = tokio::time::interval(period);

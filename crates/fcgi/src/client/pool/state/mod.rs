@@ -52,6 +52,7 @@ struct Limits {
     max_idle: usize,
     keepalive_requests: u64,
     keepalive_timeout: Duration,
+    worker_idle_timeout: Duration,
     keepalive_time: Duration,
     max_reqs_per_conn: usize,
     multiplex: Multiplexing,
@@ -137,6 +138,7 @@ impl<C: PooledConnection> PoolState<C> {
                 max_idle: config.max_idle.unwrap_or(usize::MAX),
                 keepalive_requests: config.keepalive_requests,
                 keepalive_timeout: config.keepalive_timeout,
+                worker_idle_timeout: config.worker_idle_timeout,
                 keepalive_time: config.keepalive_time,
                 max_reqs_per_conn: config.max_reqs_per_conn,
                 multiplex: config.multiplex,
@@ -321,6 +323,22 @@ impl<C: PooledConnection> PoolState<C> {
             per_connection: self.multiplex.per_connection(),
             keepalive_requests: self.keepalive_requests(),
             keepalive_time: self.limits.keepalive_time,
+        }
+    }
+
+    /// How long a connection of its own may sit idle: `worker_idle_timeout` while it may be
+    /// holding a worker — the backend has not said it multiplexes — else `keepalive_timeout`.
+    fn exclusive_idle_timeout(&self) -> Duration {
+        let multiplexing_backend = self
+            .backend_values
+            .as_ref()
+            .is_some_and(|values| values.mpxs_conns == Some(true));
+        if multiplexing_backend {
+            self.limits.keepalive_timeout
+        } else {
+            self.limits
+                .worker_idle_timeout
+                .min(self.limits.keepalive_timeout)
         }
     }
 

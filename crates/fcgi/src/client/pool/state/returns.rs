@@ -116,8 +116,12 @@ impl<C: PooledConnection> PoolState<C> {
         }
     }
 
-    /// Closes what sat idle past `keepalive_timeout` or lived past `keepalive_time`.
+    /// Closes what sat idle past its idle timeout or lived past `keepalive_time`. A connection
+    /// of its own holds one of the backend's workers unless the backend said it multiplexes:
+    /// it goes after `worker_idle_timeout`, so other clients of the backend get that worker.
+    /// Shared connections hold none and stay for `keepalive_timeout`.
     pub(crate) fn tick(&mut self, now: Instant, fx: &mut Effects<C>) {
+        let exclusive_idle_timeout = self.exclusive_idle_timeout();
         let limits = &self.limits;
         let expired_shared = self.shared.take_idle_where(|entry| {
             entry.draining
@@ -130,7 +134,7 @@ impl<C: PooledConnection> PoolState<C> {
         while index < self.idle.len() {
             let idle = &self.idle[index];
             let expired = idle.connection.is_closed()
-                || now.saturating_duration_since(idle.since) >= limits.keepalive_timeout
+                || now.saturating_duration_since(idle.since) >= exclusive_idle_timeout
                 || now.saturating_duration_since(idle.opened_at) >= limits.keepalive_time;
             if expired {
                 fx.push(Effect::Close(self.idle.remove(index).connection));

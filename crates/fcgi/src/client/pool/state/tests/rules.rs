@@ -216,6 +216,8 @@ fn idle_connections_expire_after_keepalive_timeout_and_keepalive_time() {
     let mut pool = Pool::new(&PoolConfig {
         keepalive_timeout: Duration::from_secs(10),
         keepalive_time: Duration::from_secs(25),
+        // Longer than keepalive_timeout: that one decides here.
+        worker_idle_timeout: Duration::from_secs(3600),
         multiplex: Multiplexing::Off,
         ..PoolConfig::with_max_conns(2)
     });
@@ -237,6 +239,56 @@ fn idle_connections_expire_after_keepalive_timeout_and_keepalive_time() {
     pool.complete(&busy);
     pool.run(|state, now, fx| state.tick(now, fx));
     assert_eq!(pool.closed(), vec![busy.id], "older than keepalive_time");
+}
+
+#[test]
+fn an_idle_connection_that_holds_a_worker_is_released_after_worker_idle_timeout() {
+    let mut pool = Pool::new(&PoolConfig {
+        worker_idle_timeout: Duration::from_millis(250),
+        multiplex: Multiplexing::Off,
+        ..PoolConfig::with_max_conns(2)
+    });
+    let connection = pool.open_one();
+    pool.complete(&connection);
+    pool.advance(Duration::from_millis(249));
+    pool.run(|state, now, fx| state.tick(now, fx));
+    assert_eq!(pool.closed(), Vec::<ConnectionId>::new());
+    pool.advance(Duration::from_millis(1));
+    pool.run(|state, now, fx| state.tick(now, fx));
+    assert_eq!(
+        pool.closed(),
+        vec![connection.id],
+        "its worker goes back to the backend"
+    );
+    assert_eq!(pool.state.open(), 0);
+}
+
+#[test]
+fn a_backend_that_multiplexes_keeps_idle_connections_for_keepalive_timeout() {
+    // Not multiplexing (as configured), but the backend said it could: its connections hold no
+    // worker of their own.
+    let mut pool = Pool::new(&PoolConfig {
+        worker_idle_timeout: Duration::from_millis(250),
+        keepalive_timeout: Duration::from_secs(60),
+        multiplex: Multiplexing::Off,
+        ..PoolConfig::with_max_conns(2)
+    });
+    assert!(pool.run(|state, _, _| state.probe_started()));
+    let values = BackendValues {
+        max_conns: None,
+        max_reqs: None,
+        mpxs_conns: Some(true),
+    };
+    pool.run(|state, now, fx| state.probe_ended(now, ProbeOutcome::Answered(values), fx));
+    let connection = pool.open_one();
+    pool.complete(&connection);
+    pool.drain_effects();
+    pool.advance(Duration::from_secs(59));
+    pool.run(|state, now, fx| state.tick(now, fx));
+    assert_eq!(pool.closed(), Vec::<ConnectionId>::new());
+    pool.advance(Duration::from_secs(1));
+    pool.run(|state, now, fx| state.tick(now, fx));
+    assert_eq!(pool.closed(), vec![connection.id]);
 }
 
 #[test]

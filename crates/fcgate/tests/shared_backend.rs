@@ -1,0 +1,82 @@
+//! Several clients of one backend: two fcgate instances in front of one php-fpm pool whose
+//! workers each serve one connection at a time. An instance that has finished a burst must give
+//! the workers back quickly (`worker_idle_timeout`), or the other one's requests wait in
+//! php-fpm's listen backlog until `keepalive_timeout`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fcgi::client::PoolConfig;
+use fcgi_testkit::http::{run_load, HttpClient};
+use fcgi_testkit::php::{PhpFpm, PhpFpmOptions, ProcessManager};
+use fcgi_testkit::php_fixture_docroot;
+use http::Request;
+use http_body_util::Full;
+use support::{pool_stats, start_gateway, wait_until};
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_one_instances_burst_the_other_is_served_within_a_second() {
+    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
+        pm: ProcessManager::Static,
+        max_children: 2,
+        ..PhpFpmOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    // Each instance is told the pool's size, as a deployment would be (php_fpm_config), and
+    // keeps the default idle policy (start_gateway keeps connections longer unless told).
+    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
+    let upstream = format!(
+        "max_conns = 2\nworker_idle_timeout = \"{}ms\"\n",
+        PoolConfig::DEFAULT_WORKER_IDLE_TIMEOUT.as_millis()
+    );
+    let first = start_gateway(&site, &fpm.address(), &upstream).await;
+    let second = start_gateway(&site, &fpm.address(), &upstream).await;
+
+    let burst = run_load(
+        first.local_addr,
+        400,
+        16,
+        Duration::from_secs(30),
+        |i| get(&format!("/hello.php?burst={i}")),
+        |_, response| response.status == 200,
+    )
+    .await;
+    assert_eq!(burst.count(200), 400, "{burst:?}");
+
+    // The burst is over; the first instance held both workers a moment ago.
+    let mut client = HttpClient::http1(second.local_addr).await;
+    let asked = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.get("/hello.php")).await;
+    let waited = asked.elapsed();
+    let response = answer
+        .unwrap_or_else(|_| {
+            panic!(
+                "the second instance's request got no answer within 5 s: the first instance \
+                 still holds the workers ({:?})\n{}",
+                pool_stats(&first),
+                fpm.log()
+            )
+        })
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered after {waited:?}; first instance: {:?}",
+        pool_stats(&first)
+    );
+    wait_until("the first instance lets go of every worker", || {
+        pool_stats(&first).open == 0
+    })
+    .await;
+}
