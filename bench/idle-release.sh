@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/idle-release.sh: what handing idle workers back costs and what it buys
-# (upstream.worker_idle_timeout). php-fpm, 4 static workers on a unix socket, behind fcgate with
-# max_conns = 4, two ways in turn:
+# (upstream.worker_idle_timeout, and the look at a local backend's listen queue). php-fpm, 4
+# static workers on a unix socket, behind fcgate with max_conns = 4, in turn:
 #   release  worker_idle_timeout = "250ms" (the default)
-#   keep     worker_idle_timeout = "60s" (idle connections kept, as before the setting existed)
+#   keep     worker_idle_timeout = "60s": idle connections kept, but handed over when someone
+#            waits in php-fpm's listen queue
+#   before   with FCGATE_BASELINE=/path/to/an/older/fcgate: that build, its defaults
 # The cost: ROUNDS requests to hello.php, each after a quiet spell of QUIET seconds (longer than
 # 250 ms: with release each one connects anew); time to the whole response (curl), median and
 # 90th percentile, and the same for a request right after (warm).
@@ -16,7 +18,7 @@
 #   bench/idle-release.sh [--no-build] [--dry-run]     # ROUNDS=40 QUIET=0.5 by default
 #
 # --dry-run prints what would be installed, written, started and run, and does none of it.
-# Environment: ROUNDS, QUIET, PORT (19400: the first fcgate; the second on +1).
+# Environment: ROUNDS, QUIET, PORT (19400: the first fcgate; the second on +1), FCGATE_BASELINE.
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
@@ -65,15 +67,16 @@ write_fpm_conf "$work/php-fpm.conf" listen="$socket" children=4
 start_fpm "$work/php-fpm.conf"
 wait_socket "$socket" || die "php-fpm did not start (see $work/php-fpm.log)"
 
-# start_gateway NAME PORT TIMEOUT: an fcgate on PORT with worker_idle_timeout TIMEOUT, its
-# metrics on PORT + 1000; sets peer_pid.
+# start_gateway NAME PORT TIMEOUT: an fcgate on PORT with worker_idle_timeout TIMEOUT (none
+# given: the baseline build, on its defaults), its metrics on PORT + 1000; sets peer_pid.
 start_gateway() {
-  local dir="$work/$1"
+  local dir="$work/$1" peer=fcgate extra=""
+  [ -n "$3" ] && extra="worker_idle_timeout = \"$3\"" || peer=fcgate-baseline
   [ -n "$dry_run" ] || mkdir -p "$dir"
   write_fcgate_toml "$dir/fcgate.toml" listen="127.0.0.1:$2" upstream="unix:$socket" \
     root="$www" max_conns=4 access_log=off admin_listen="127.0.0.1:$(($2 + 1000))" \
-    upstream_extra="worker_idle_timeout = \"$3\""
-  start_peer_process fcgate "$dir" "$2"
+    upstream_extra="$extra"
+  start_peer_process "$peer" "$dir" "$2"
   wait_port 127.0.0.1 "$2" || die "fcgate did not start (see $dir/out.log)"
 }
 
@@ -119,8 +122,13 @@ variant() {
   sleep 1  # php-fpm's workers see the closes and take new connections again
 }
 
+variants="release keep"
 variant release 250ms
 variant keep 60s
+if [ -n "${FCGATE_BASELINE:-}" ]; then
+  variants="$variants before"
+  variant before ""
+fi
 
 if [ -n "$dry_run" ]; then
   echo
@@ -144,20 +152,24 @@ report() {
   echo
   echo "| worker_idle_timeout | after a quiet spell: median / p90 ms | warm: median / p90 ms | backend connections opened for the $((ROUNDS * 2)) requests | second instance's first request, ms |"
   echo "|---|--:|--:|--:|--:|"
-  local name quiet warm second opened
-  for name in release keep; do
+  local name quiet warm second opened label
+  for name in $variants; do
     read -r qm qp < <(stats quiet "$work/$name.times")
     read -r wm wp < <(stats warm "$work/$name.times")
     second=$(awk '$1 == "second" {printf "%.0f", $2 * 1000}' "$work/$name.times")
     opened=$(awk '$1 == "opened" {print $2}' "$work/$name.times")
     [ "$second" -lt 5000 ] || second="no answer within 5000"
     quiet="$qm / $qp" warm="$wm / $wp"
-    printf '| %s | %s | %s | %s | %s |\n' "$([ $name = release ] && echo '250ms (default)' || echo '60s')" \
-      "$quiet" "$warm" "$opened" "$second"
+    case $name in
+      release) label="250ms (default)" ;;
+      keep) label="60s" ;;
+      before) label="unset: $(basename "$FCGATE_BASELINE")" ;;
+    esac
+    printf '| %s | %s | %s | %s | %s |\n' "$label" "$quiet" "$warm" "$opened" "$second"
   done
 }
 report >"$work/report.md"
-headline=$(awk -F ' [|] ' '/^[|] (250ms|60s)/ {
+headline=$(awk -F ' [|] ' '/^[|] (250ms|60s|unset)/ {
     sub(/^[|] /, "", $1); printf "%s%s: quiet %s ms, %s connections, second instance %s ms", (n++ ? "; " : ""), $1, $2, $4, $5
   }' "$work/report.md")
 publish_result idle-release.md "$headline" <"$work/report.md"

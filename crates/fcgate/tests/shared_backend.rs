@@ -1,7 +1,7 @@
 //! Several clients of one backend: two fcgate instances in front of one php-fpm pool whose
 //! workers each serve one connection at a time. An instance that has finished a burst must give
-//! the workers back quickly (`worker_idle_timeout`), or the other one's requests wait in
-//! php-fpm's listen backlog until `keepalive_timeout`.
+//! the workers back quickly (`worker_idle_timeout`), and at once when it sees someone waiting in
+//! php-fpm's listen queue, or the other one's requests wait there until `keepalive_timeout`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use fcgi::client::PoolConfig;
 use fcgi_testkit::http::{run_load, HttpClient};
 use fcgi_testkit::php::{PhpFpm, PhpFpmOptions, ProcessManager};
-use fcgi_testkit::php_fixture_docroot;
+use fcgi_testkit::{php_fixture_docroot, Listen};
 use http::Request;
 use http_body_util::Full;
 use support::{pool_stats, start_gateway, wait_until};
@@ -79,4 +79,57 @@ async fn after_one_instances_burst_the_other_is_served_within_a_second() {
         pool_stats(&first).open == 0
     })
     .await;
+}
+
+/// One php-fpm worker, held by the first instance's idle connection, which it would keep for
+/// a minute (`worker_idle_timeout = "60s"`): only its look at php-fpm's listen queue can see the
+/// second instance waiting there and hand the worker over.
+async fn a_client_waiting_in_the_listen_queue_gets_the_idle_worker(listen: Listen) {
+    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
+        listen,
+        pm: ProcessManager::Static,
+        max_children: 1,
+        ..PhpFpmOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
+    let upstream = "max_conns = 1\nworker_idle_timeout = \"60s\"\n";
+    let first = start_gateway(&site, &fpm.address(), upstream).await;
+    let second = start_gateway(&site, &fpm.address(), upstream).await;
+    let mut client = HttpClient::http1(first.local_addr).await;
+    assert_eq!(client.get("/hello.php").await.unwrap().status, 200);
+    assert_eq!(pool_stats(&first).idle, 1, "{:?}", pool_stats(&first));
+
+    let mut client = HttpClient::http1(second.local_addr).await;
+    let asked = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.get("/hello.php")).await;
+    let waited = asked.elapsed();
+    let response = answer
+        .unwrap_or_else(|_| {
+            panic!(
+                "no answer within 5 s: the first instance kept the worker ({:?})",
+                pool_stats(&first)
+            )
+        })
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered after {waited:?}; first instance: {:?}",
+        pool_stats(&first)
+    );
+    assert_eq!(pool_stats(&first).open, 0, "{:?}", pool_stats(&first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_on_php_fpms_unix_socket_gets_the_idle_worker() {
+    a_client_waiting_in_the_listen_queue_gets_the_idle_worker(Listen::Unix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_on_php_fpms_tcp_port_gets_the_idle_worker() {
+    a_client_waiting_in_the_listen_queue_gets_the_idle_worker(Listen::Tcp).await;
 }

@@ -7,6 +7,7 @@
 //! - [`server`]: the application side — an async FastCGI server that runs a handler per request.
 #![warn(missing_docs)]
 
+pub mod backlog;
 pub mod client;
 pub mod idle;
 pub mod net;

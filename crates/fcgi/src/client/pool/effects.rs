@@ -109,6 +109,10 @@ pub(crate) enum Notice {
     IdleClosedByBackend {
         connection: ConnectionId,
     },
+    IdleClosedForBacklog {
+        closed: usize,
+        queued: u32,
+    },
     IdleExpired {
         exclusive: usize,
         shared: usize,

@@ -72,6 +72,31 @@ impl<C: PooledConnection> PoolState<C> {
         true
     }
 
+    /// Whether a look at the backend's listen queue could change anything: only connections
+    /// of its own sitting idle hold workers someone queued there might be waiting for.
+    pub(crate) fn wants_backlog_look(&self) -> bool {
+        !self.idle.is_empty()
+    }
+
+    /// The backend's listen queue holds `queued` connections: clients waiting for a worker
+    /// while this pool keeps some idle. They get them now, not after `worker_idle_timeout`.
+    /// Returns how many connections were closed.
+    pub(crate) fn backlog_seen(&mut self, queued: u32, fx: &mut Effects<C>) -> usize {
+        if queued == 0 || self.idle.is_empty() {
+            return 0;
+        }
+        let closed = self.idle.len();
+        for idle in std::mem::take(&mut self.idle) {
+            fx.push(Effect::Close(idle.connection));
+        }
+        fx.push(Effect::Notice(Notice::IdleClosedForBacklog {
+            closed,
+            queued,
+        }));
+        self.fill_from_queue(fx);
+        closed
+    }
+
     /// The backend refused a request with FCGI_OVERLOADED.
     pub(crate) fn overloaded(
         &mut self,

@@ -34,6 +34,7 @@ enum Step {
     Unanswered(usize),
     Overloaded(usize),
     ProbeAnswers(Option<bool>, Option<usize>),
+    BacklogSeen(u32),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -50,6 +51,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u64..30).prop_map(Step::Tick),
         1 => any::<usize>().prop_map(Step::Unanswered),
         1 => any::<usize>().prop_map(Step::Overloaded),
+        1 => (0u32..3).prop_map(Step::BacklogSeen),
         1 => (proptest::option::of(any::<bool>()), proptest::option::of(1usize..6))
             .prop_map(|(mpxs, max_conns)| Step::ProbeAnswers(mpxs, max_conns)),
     ]
@@ -191,6 +193,9 @@ impl World {
                     let outcome = ProbeOutcome::Answered(values);
                     pool.run(|s, now, fx| s.probe_ended(now, outcome, fx));
                 }
+            }
+            Step::BacklogSeen(queued) => {
+                pool.run(|s, _, fx| s.backlog_seen(queued, fx));
             }
             Step::ConnectSucceeds | Step::ConnectFails { .. } => {}
         }

@@ -292,6 +292,23 @@ fn a_backend_that_multiplexes_keeps_idle_connections_for_keepalive_timeout() {
 }
 
 #[test]
+fn clients_waiting_in_the_backends_listen_queue_get_the_idle_workers_at_once() {
+    let mut pool = Pool::with_cap(2);
+    let first = pool.open_one();
+    let second = pool.open_one();
+    pool.complete(&first);
+    pool.complete(&second);
+    assert!(pool.state.wants_backlog_look());
+    pool.drain_effects();
+    assert_eq!(pool.run(|state, _, fx| state.backlog_seen(0, fx)), 0);
+    assert_eq!(pool.closed(), Vec::<ConnectionId>::new(), "nobody waits");
+    assert_eq!(pool.run(|state, _, fx| state.backlog_seen(1, fx)), 2);
+    assert_eq!(pool.closed(), vec![first.id, second.id]);
+    assert_eq!(pool.state.open(), 0);
+    assert!(!pool.state.wants_backlog_look());
+}
+
+#[test]
 fn beyond_max_idle_the_least_recently_used_is_closed() {
     let mut pool = Pool::new(&PoolConfig {
         max_idle: Some(1),
