@@ -3,15 +3,16 @@
 //! clients waiting for a free worker — another gateway, nginx beside this one, a cron job, or
 //! this pool's own fresh connection. `ss -l` shows the same figure as Recv-Q.
 //!
-//! A unix socket's queue comes from the kernel's sock_diag netlink interface (a `unix_diag`
-//! dump of listening sockets with their names and queue lengths, matched by path); a TCP
-//! listener's from `/proc/net/tcp` and `tcp6`, whose `rx_queue` column is the accept queue for a
-//! socket in LISTEN state. Only an address this host listens on has an answer: a remote backend,
-//! or a host name other than `localhost`, gives `None`. The two netlink structures are encoded
-//! and read here by hand — 24 and 16 bytes plus a few attributes — rather than through the
-//! netlink crates, none of which is on the vetted list; the socket itself is rustix's. The
-//! encoding and parsing are pure functions, tested on byte and text fixtures; `waiting` is the
-//! blocking I/O around them (a few tens of microseconds; callers run it on a blocking thread).
+//! Both come from the kernel's sock_diag netlink interface, asked for listening sockets only (the
+//! kernel walks its listening tables, not every connection, which is what keeps this cheap where
+//! reading `/proc/net/tcp` would cost milliseconds on a busy host): a `unix_diag` dump with names
+//! and queue lengths, matched by path, or an `inet_diag` dump of TCP listeners, matched by port and
+//! address. Only an address this host listens on has an answer: a remote backend, or a host name
+//! other than `localhost`, gives `None`. The few netlink structures are encoded and read here by
+//! hand rather than through the netlink crates, none of which is on the vetted list; the socket
+//! itself is rustix's. Encoding and parsing are pure functions tested on byte fixtures;
+//! `waiting` is the blocking I/O around them (tens of microseconds; callers run it on a blocking
+//! thread).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -28,18 +29,15 @@ pub fn waiting(address: &Address) -> io::Result<Option<u32>> {
             let Some((ip, port)) = local_endpoint(authority) else {
                 return Ok(None);
             };
-            let mut found = None;
-            for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-                let text = match std::fs::read_to_string(table) {
-                    Ok(text) => text,
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                    Err(error) => return Err(error),
-                };
-                if let Some(queued) = tcp_listen_queue(&text, ip, port) {
-                    found = Some(found.unwrap_or(0) + queued);
+            for family in [AF_INET, AF_INET6] {
+                let found = dump(&inet_dump_request(family), |body| {
+                    tcp_listener_queue(body, ip, port)
+                })?;
+                if found.is_some() {
+                    return Ok(found);
                 }
             }
-            Ok(found)
+            Ok(None)
         }
     }
 }
@@ -58,52 +56,7 @@ fn local_endpoint(authority: &str) -> Option<(IpAddr, u16)> {
     ip.is_loopback().then_some((ip, port))
 }
 
-/// The accept queue of the LISTEN socket on `ip:port` (or on the unspecified address and
-/// `port`) in the text of `/proc/net/tcp` or `tcp6`.
-fn tcp_listen_queue(table: &str, ip: IpAddr, port: u16) -> Option<u32> {
-    const LISTEN: &str = "0A";
-    table.lines().skip(1).find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let local = fields.nth(1)?;
-        let state = fields.nth(1)?;
-        let queues = fields.next()?;
-        if state != LISTEN {
-            return None;
-        }
-        let (local_ip, local_port) = local.split_once(':')?;
-        if u16::from_str_radix(local_port, 16).ok()? != port {
-            return None;
-        }
-        let local_ip = proc_ip(local_ip)?;
-        if local_ip != ip && !local_ip.is_unspecified() {
-            return None;
-        }
-        let (_, rx_queue) = queues.split_once(':')?;
-        u32::from_str_radix(rx_queue, 16).ok()
-    })
-}
-
-/// An address as /proc/net/tcp{,6} prints it: the kernel's 32-bit words in hex, each in host
-/// byte order.
-fn proc_ip(hex: &str) -> Option<IpAddr> {
-    let word = |index: usize| -> Option<[u8; 4]> {
-        let text = hex.get(index * 8..index * 8 + 8)?;
-        Some(u32::from_str_radix(text, 16).ok()?.to_ne_bytes())
-    };
-    match hex.len() {
-        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
-        32 => {
-            let mut octets = [0u8; 16];
-            for index in 0..4 {
-                octets[index * 4..index * 4 + 4].copy_from_slice(&word(index)?);
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(octets)))
-        }
-        _ => None,
-    }
-}
-
-// ---- unix sockets: sock_diag ------------------------------------------------------------------
+// ---- sock_diag ---------------------------------------------------------------------------------
 
 const NLMSG_HEADER: usize = 16;
 const NLMSG_ERROR: u16 = 2;
@@ -112,6 +65,9 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const AF_UNIX: u8 = 1;
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const IPPROTO_TCP: u8 = 6;
 const TCP_LISTEN: u32 = 10;
 const UDIAG_SHOW_NAME: u32 = 0x1;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
@@ -119,6 +75,53 @@ const UNIX_DIAG_NAME: u16 = 0;
 const UNIX_DIAG_RQLEN: u16 = 4;
 /// `struct unix_diag_msg`: family, type, state, pad, inode, cookie.
 const UNIX_DIAG_MSG: usize = 16;
+/// Where `struct inet_diag_msg` keeps the source port (big-endian), the source address (4 or 16
+/// bytes), and `idiag_rqueue` (for a listener, its accept queue).
+const INET_SPORT: usize = 4;
+const INET_SRC: usize = 8;
+const INET_RQUEUE: usize = 56;
+
+/// A dump request for every listening TCP socket of `family` (`struct inet_diag_req_v2`).
+fn inet_dump_request(family: u8) -> [u8; NLMSG_HEADER + 56] {
+    let mut message = [0u8; NLMSG_HEADER + 56];
+    let length = message.len() as u32;
+    message[0..4].copy_from_slice(&length.to_ne_bytes());
+    message[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    message[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    message[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // family, protocol, extensions, pad, states, then the socket id (all zero: any).
+    message[16] = family;
+    message[17] = IPPROTO_TCP;
+    message[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    message
+}
+
+/// The accept queue in one `inet_diag_msg`, if it is the listener for `ip:port` (or for the
+/// unspecified address and `port`).
+fn tcp_listener_queue(body: &[u8], ip: IpAddr, port: u16) -> Option<u32> {
+    let family = *body.first()?;
+    let sport = u16::from_be_bytes(body.get(INET_SPORT..INET_SPORT + 2)?.try_into().ok()?);
+    if sport != port {
+        return None;
+    }
+    let source = match family {
+        AF_INET => {
+            let octets: [u8; 4] = body.get(INET_SRC..INET_SRC + 4)?.try_into().ok()?;
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        AF_INET6 => {
+            let octets: [u8; 16] = body.get(INET_SRC..INET_SRC + 16)?.try_into().ok()?;
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    if source != ip && !source.is_unspecified() {
+        return None;
+    }
+    Some(u32::from_ne_bytes(
+        body.get(INET_RQUEUE..INET_RQUEUE + 4)?.try_into().ok()?,
+    ))
+}
 
 /// A dump request for every listening unix socket, with its name and queue lengths.
 fn unix_dump_request(sequence: u32) -> [u8; NLMSG_HEADER + 24] {
@@ -135,55 +138,68 @@ fn unix_dump_request(sequence: u32) -> [u8; NLMSG_HEADER + 24] {
     message
 }
 
-/// What one datagram of the dump's answer said.
-#[derive(Debug, PartialEq, Eq)]
-enum DumpPart {
-    /// The socket named `path` is listening with this many connections queued.
-    Found(u32),
-    /// Not in this datagram; more follow.
-    More,
-    /// The dump is over without it.
-    Done,
-}
-
-fn unix_dump_part(datagram: &[u8], path: &[u8]) -> io::Result<DumpPart> {
+/// Reads one datagram of a dump's answer, handing each socket's message to `matches`: the first
+/// one it takes, and whether the datagram ends the dump.
+fn dump_part<T>(
+    datagram: &[u8],
+    matches: &mut impl FnMut(&[u8]) -> Option<T>,
+) -> io::Result<(Option<T>, bool)> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag answer");
     let mut at = 0;
+    let mut found = None;
     while at + NLMSG_HEADER <= datagram.len() {
-        let field = |offset: usize, len: usize| datagram.get(at + offset..at + offset + len);
-        let length = u32::from_ne_bytes(
-            field(0, 4)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(bad)?,
-        ) as usize;
-        let kind = u16::from_ne_bytes(
-            field(4, 2)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(bad)?,
-        );
+        let header = &datagram[at..at + NLMSG_HEADER];
+        let length = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = u16::from_ne_bytes([header[4], header[5]]);
         if length < NLMSG_HEADER || at + length > datagram.len() {
             return Err(bad());
         }
+        let body = &datagram[at + NLMSG_HEADER..at + length];
         match kind {
-            NLMSG_DONE => return Ok(DumpPart::Done),
+            NLMSG_DONE => return Ok((found, true)),
             NLMSG_ERROR => {
-                let errno = field(NLMSG_HEADER, 4)
+                let errno = body
+                    .get(..4)
                     .and_then(|b| b.try_into().ok())
                     .map(i32::from_ne_bytes)
                     .ok_or_else(bad)?;
                 return Err(io::Error::from_raw_os_error(-errno));
             }
-            SOCK_DIAG_BY_FAMILY => {
-                let body = &datagram[at + NLMSG_HEADER..at + length];
-                if let Some(queued) = listening_socket_named(body, path) {
-                    return Ok(DumpPart::Found(queued));
-                }
-            }
+            SOCK_DIAG_BY_FAMILY if found.is_none() => found = matches(body),
             _ => {}
         }
         at += align(length);
     }
-    Ok(DumpPart::More)
+    Ok((found, false))
+}
+
+/// Sends the dump `request` and reads the answer to its end; the first socket `matches` takes.
+fn dump<T>(request: &[u8], mut matches: impl FnMut(&[u8]) -> Option<T>) -> io::Result<Option<T>> {
+    use rustix::net::{
+        netlink, recv, sendto, socket, AddressFamily, RecvFlags, SendFlags, SocketType,
+    };
+
+    let fd = socket(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        Some(netlink::SOCK_DIAG),
+    )?;
+    sendto(
+        &fd,
+        request,
+        SendFlags::empty(),
+        &netlink::SocketAddrNetlink::new(0, 0),
+    )?;
+    let mut buffer = vec![0u8; 32 * 1024];
+    let mut found = None;
+    loop {
+        let (received, _) = recv(&fd, &mut buffer[..], RecvFlags::empty())?;
+        let (hit, ended) = dump_part(&buffer[..received], &mut matches)?;
+        found = found.or(hit);
+        if ended || received == 0 {
+            return Ok(found);
+        }
+    }
 }
 
 /// The queue length in one `unix_diag_msg` and its attributes, if it names `path`.
@@ -214,74 +230,27 @@ fn align(length: usize) -> usize {
 }
 
 fn unix_waiting(path: &Path) -> io::Result<Option<u32>> {
-    use rustix::net::{
-        netlink, recv, sendto, socket, AddressFamily, RecvFlags, SendFlags, SocketType,
-    };
     use std::os::unix::ffi::OsStrExt;
 
-    let wanted = match path.canonicalize() {
-        Ok(path) => path,
-        Err(_) => return Ok(None),
+    let Ok(resolved) = path.canonicalize() else {
+        return Ok(None);
     };
-    let fd = socket(
-        AddressFamily::NETLINK,
-        SocketType::DGRAM,
-        Some(netlink::SOCK_DIAG),
-    )?;
-    let kernel = netlink::SocketAddrNetlink::new(0, 0);
-    sendto(&fd, &unix_dump_request(1), SendFlags::empty(), &kernel)?;
-    let mut buffer = vec![0u8; 32 * 1024];
     // The name the backend bound, as given or as resolved.
     let mut names = vec![path.as_os_str().as_bytes().to_vec()];
-    if wanted.as_path() != path {
-        names.push(wanted.as_os_str().as_bytes().to_vec());
+    if resolved.as_path() != path {
+        names.push(resolved.as_os_str().as_bytes().to_vec());
     }
-    let mut found = None;
-    loop {
-        let (received, _) = recv(&fd, &mut buffer[..], RecvFlags::empty())?;
-        let datagram = &buffer[..received];
-        let mut done = false;
-        for name in &names {
-            match unix_dump_part(datagram, name)? {
-                DumpPart::Found(queued) => found = Some(queued),
-                DumpPart::Done => done = true,
-                DumpPart::More => {}
-            }
-        }
-        // Read the dump to its end: the socket is dropped right after, but a dump half read
-        // would be no cheaper.
-        if done {
-            return Ok(found);
-        }
-    }
+    dump(&unix_dump_request(1), |body| {
+        names
+            .iter()
+            .find_map(|name| listening_socket_named(body, name))
+    })
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:2328 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
-   2: 0100007F:2328 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
-";
-    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000001000000:2329 00000000000000000000000000000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0
-";
-
-    #[test]
-    fn a_tcp_listener_shows_its_accept_queue() {
-        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        assert_eq!(tcp_listen_queue(TCP, localhost, 9000), Some(3));
-        // Listening on 0.0.0.0:8080 takes connections to 127.0.0.1:8080 too.
-        assert_eq!(tcp_listen_queue(TCP, localhost, 8080), Some(0));
-        assert_eq!(tcp_listen_queue(TCP, localhost, 9001), None);
-        assert_eq!(
-            tcp_listen_queue(TCP6, IpAddr::V6(Ipv6Addr::LOCALHOST), 9001),
-            Some(2)
-        );
-    }
 
     #[test]
     fn only_this_hosts_addresses_are_looked_up() {
@@ -346,26 +315,58 @@ mod tests {
         );
     }
 
+    fn named(path: &'static [u8]) -> impl FnMut(&[u8]) -> Option<u32> {
+        move |body| listening_socket_named(body, path)
+    }
+
     #[test]
     fn the_dump_answer_is_searched_by_path() {
         let mut datagram = listener(b"/run/other.sock", 5);
         datagram.extend(listener(b"/run/php/fpm.sock", 3));
-        assert_eq!(
-            unix_dump_part(&datagram, b"/run/php/fpm.sock").unwrap(),
-            DumpPart::Found(3)
-        );
-        assert_eq!(
-            unix_dump_part(&datagram, b"/run/none.sock").unwrap(),
-            DumpPart::More
-        );
-        let done = message(NLMSG_DONE, &[0; 4]);
-        assert_eq!(
-            unix_dump_part(&done, b"/run/none.sock").unwrap(),
-            DumpPart::Done
-        );
+        let part = |datagram: &[u8], path| dump_part(datagram, &mut named(path)).unwrap();
+        assert_eq!(part(&datagram, b"/run/php/fpm.sock"), (Some(3), false));
+        assert_eq!(part(&datagram, b"/run/none.sock"), (None, false));
+        datagram.extend(message(NLMSG_DONE, &[0; 4]));
+        assert_eq!(part(&datagram, b"/run/php/fpm.sock"), (Some(3), true));
+        assert_eq!(part(&datagram, b"/run/none.sock"), (None, true));
         let error = message(NLMSG_ERROR, &(-1i32).to_ne_bytes());
-        assert!(unix_dump_part(&error, b"/x").is_err());
-        assert!(unix_dump_part(&datagram[..20], b"/x").is_err());
+        assert!(dump_part(&error, &mut named(b"/x")).is_err());
+        assert!(dump_part(&datagram[..20], &mut named(b"/x")).is_err());
+    }
+
+    fn tcp_listener(family: u8, port: u16, address: &[u8], queued: u32) -> Vec<u8> {
+        let mut body = vec![0u8; 72];
+        body[0] = family;
+        body[1] = TCP_LISTEN as u8;
+        body[INET_SPORT..INET_SPORT + 2].copy_from_slice(&port.to_be_bytes());
+        body[INET_SRC..INET_SRC + address.len()].copy_from_slice(address);
+        body[INET_RQUEUE..INET_RQUEUE + 4].copy_from_slice(&queued.to_ne_bytes());
+        body
+    }
+
+    #[test]
+    fn a_tcp_listener_is_matched_by_port_and_address() {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let on_loopback = tcp_listener(AF_INET, 9000, &[127, 0, 0, 1], 3);
+        assert_eq!(tcp_listener_queue(&on_loopback, localhost, 9000), Some(3));
+        assert_eq!(tcp_listener_queue(&on_loopback, localhost, 9001), None);
+        // Listening on 0.0.0.0 (or [::]) takes connections to 127.0.0.1 too.
+        let anywhere = tcp_listener(AF_INET6, 9000, &[0; 16], 2);
+        assert_eq!(tcp_listener_queue(&anywhere, localhost, 9000), Some(2));
+        let elsewhere = tcp_listener(AF_INET, 9000, &[10, 0, 0, 5], 1);
+        assert_eq!(tcp_listener_queue(&elsewhere, localhost, 9000), None);
+    }
+
+    #[test]
+    fn the_tcp_dump_request_asks_for_listeners_of_one_family() {
+        let request = inet_dump_request(AF_INET6);
+        assert_eq!(u32::from_ne_bytes(request[0..4].try_into().unwrap()), 72);
+        assert_eq!(u16::from_ne_bytes(request[6..8].try_into().unwrap()), 0x301);
+        assert_eq!((request[16], request[17]), (AF_INET6, IPPROTO_TCP));
+        assert_eq!(
+            u32::from_ne_bytes(request[20..24].try_into().unwrap()),
+            1 << 10
+        );
     }
 
     #[test]
