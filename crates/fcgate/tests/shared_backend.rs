@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fcgate::server::RunningGateway;
 use fcgi::client::PoolConfig;
 use fcgi_testkit::http::{run_load, HttpClient};
 use fcgi_testkit::php::{PhpFpm, PhpFpmOptions, ProcessManager};
@@ -22,27 +23,66 @@ fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path).body(Full::new(Bytes::new())).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_one_instances_burst_the_other_is_served_within_a_second() {
-    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
+/// Two gateways in front of one php-fpm with `workers` static workers on `listen`, both given
+/// the pool's size and the `[upstream]` lines in `idle_policy`; `None` without php-fpm.
+async fn two_gateways_on_one_pool(
+    workers: u32,
+    listen: Listen,
+    idle_policy: &str,
+) -> Option<(PhpFpm, RunningGateway, RunningGateway)> {
+    let fpm = PhpFpm::start(PhpFpmOptions {
+        listen,
         pm: ProcessManager::Static,
-        max_children: 2,
+        max_children: workers,
         ..PhpFpmOptions::default()
     })
-    .await
+    .await?;
+    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
+    let upstream = format!("max_conns = {workers}\n{idle_policy}\n");
+    let first = start_gateway(&site, &fpm.address(), &upstream).await;
+    let second = start_gateway(&site, &fpm.address(), &upstream).await;
+    Some((fpm, first, second))
+}
+
+/// The second gateway's first request must be answered within a second while the first one
+/// has just held every worker.
+async fn assert_second_served_within_a_second(first: &RunningGateway, second: &RunningGateway) {
+    let mut client = HttpClient::http1(second.local_addr).await;
+    let asked = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.get("/hello.php")).await;
+    let waited = asked.elapsed();
+    let response = answer
+        .unwrap_or_else(|_| {
+            panic!(
+                "the second gateway's request got no answer within 5 s: the first one still \
+                 holds the workers ({:?})",
+                pool_stats(first)
+            )
+        })
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered after {waited:?}; first gateway: {:?}",
+        pool_stats(first)
+    );
+    wait_until("the first gateway lets go of every worker", || {
+        pool_stats(first).open == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_one_instances_burst_the_other_is_served_within_a_second() {
+    // The default idle policy (start_gateway keeps connections longer unless told).
+    let idle_policy = format!(
+        "worker_idle_timeout = \"{}ms\"",
+        PoolConfig::DEFAULT_WORKER_IDLE_TIMEOUT.as_millis()
+    );
+    let Some((_fpm, first, second)) = two_gateways_on_one_pool(2, Listen::Unix, &idle_policy).await
     else {
         return;
     };
-    // Each instance is told the pool's size, as a deployment would be (php_fpm_config), and
-    // keeps the default idle policy (start_gateway keeps connections longer unless told).
-    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
-    let upstream = format!(
-        "max_conns = 2\nworker_idle_timeout = \"{}ms\"\n",
-        PoolConfig::DEFAULT_WORKER_IDLE_TIMEOUT.as_millis()
-    );
-    let first = start_gateway(&site, &fpm.address(), &upstream).await;
-    let second = start_gateway(&site, &fpm.address(), &upstream).await;
-
     let burst = run_load(
         first.local_addr,
         400,
@@ -53,75 +93,21 @@ async fn after_one_instances_burst_the_other_is_served_within_a_second() {
     )
     .await;
     assert_eq!(burst.count(200), 400, "{burst:?}");
-
-    // The burst is over; the first instance held both workers a moment ago.
-    let mut client = HttpClient::http1(second.local_addr).await;
-    let asked = Instant::now();
-    let answer = tokio::time::timeout(Duration::from_secs(5), client.get("/hello.php")).await;
-    let waited = asked.elapsed();
-    let response = answer
-        .unwrap_or_else(|_| {
-            panic!(
-                "the second instance's request got no answer within 5 s: the first instance \
-                 still holds the workers ({:?})\n{}",
-                pool_stats(&first),
-                fpm.log()
-            )
-        })
-        .unwrap();
-    assert_eq!(response.status, 200);
-    assert!(
-        waited < Duration::from_secs(1),
-        "answered after {waited:?}; first instance: {:?}",
-        pool_stats(&first)
-    );
-    wait_until("the first instance lets go of every worker", || {
-        pool_stats(&first).open == 0
-    })
-    .await;
+    assert_second_served_within_a_second(&first, &second).await;
 }
 
-/// One php-fpm worker, held by the first instance's idle connection, which it would keep for
-/// a minute (`worker_idle_timeout = "60s"`): only its look at php-fpm's listen queue can see the
-/// second instance waiting there and hand the worker over.
+/// One php-fpm worker, held by the first gateway's idle connection, which it would keep for a
+/// minute (`worker_idle_timeout = "60s"`): only its look at php-fpm's listen queue can see the
+/// second gateway waiting there and hand the worker over.
 async fn a_client_waiting_in_the_listen_queue_gets_the_idle_worker(listen: Listen) {
-    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
-        listen,
-        pm: ProcessManager::Static,
-        max_children: 1,
-        ..PhpFpmOptions::default()
-    })
-    .await
-    else {
+    let idle_policy = "worker_idle_timeout = \"60s\"";
+    let Some((_fpm, first, second)) = two_gateways_on_one_pool(1, listen, idle_policy).await else {
         return;
     };
-    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
-    let upstream = "max_conns = 1\nworker_idle_timeout = \"60s\"\n";
-    let first = start_gateway(&site, &fpm.address(), upstream).await;
-    let second = start_gateway(&site, &fpm.address(), upstream).await;
     let mut client = HttpClient::http1(first.local_addr).await;
     assert_eq!(client.get("/hello.php").await.unwrap().status, 200);
     assert_eq!(pool_stats(&first).idle, 1, "{:?}", pool_stats(&first));
-
-    let mut client = HttpClient::http1(second.local_addr).await;
-    let asked = Instant::now();
-    let answer = tokio::time::timeout(Duration::from_secs(5), client.get("/hello.php")).await;
-    let waited = asked.elapsed();
-    let response = answer
-        .unwrap_or_else(|_| {
-            panic!(
-                "no answer within 5 s: the first instance kept the worker ({:?})",
-                pool_stats(&first)
-            )
-        })
-        .unwrap();
-    assert_eq!(response.status, 200);
-    assert!(
-        waited < Duration::from_secs(1),
-        "answered after {waited:?}; first instance: {:?}",
-        pool_stats(&first)
-    );
-    assert_eq!(pool_stats(&first).open, 0, "{:?}", pool_stats(&first));
+    assert_second_served_within_a_second(&first, &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
