@@ -3,16 +3,16 @@
 //! clients waiting for a free worker — another gateway, nginx beside this one, a cron job, or
 //! this pool's own fresh connection. `ss -l` shows the same figure as Recv-Q.
 //!
-//! Both come from the kernel's sock_diag netlink interface, asked for listening sockets only (the
-//! kernel walks its listening tables, not every connection, which is what keeps this cheap where
-//! reading `/proc/net/tcp` would cost milliseconds on a busy host): a `unix_diag` dump with names
-//! and queue lengths, matched by path, or an `inet_diag` dump of TCP listeners, matched by port and
-//! address. Only an address this host listens on has an answer: a remote backend, or a host name
-//! other than `localhost`, gives `None`. The few netlink structures are encoded and read here by
-//! hand rather than through the netlink crates, none of which is on the vetted list; the socket
-//! itself is rustix's. Encoding and parsing are pure functions tested on byte fixtures;
-//! `waiting` is the blocking I/O around them (tens of microseconds; callers run it on a blocking
-//! thread).
+//! The figure comes, for a unix socket and a TCP port alike, from the kernel's sock_diag netlink
+//! interface, asked for listening sockets only (the kernel walks its listening tables, not every
+//! connection, which keeps a look at about 30 µs where reading `/proc/net/tcp` costs
+//! milliseconds on a busy host): a `unix_diag` dump with names and queue lengths, matched by
+//! path, or an `inet_diag` dump of TCP listeners, matched by port and address. Only an address
+//! this host listens on has an answer: a remote backend, or a host name other than `localhost`,
+//! gives `None`. The few netlink structures are encoded and read here by hand rather than
+//! through the netlink crates, none of which is on the vetted list; the socket itself is
+//! rustix's. Encoding and parsing are pure functions tested on byte fixtures; `waiting` is the
+//! blocking I/O around them (callers run it on a blocking thread).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
