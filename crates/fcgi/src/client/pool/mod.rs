@@ -23,6 +23,7 @@
 mod effects;
 mod notices;
 mod owner;
+mod reaper;
 mod shared;
 mod state;
 mod waiters;
@@ -115,7 +116,7 @@ impl Pool {
             next_connection_id: AtomicU64::new(1),
             first_probe_done: tokio::sync::watch::Sender::new(!probe),
         });
-        tokio::spawn(reap_idle_connections(Arc::downgrade(&inner)));
+        tokio::spawn(reaper::reap_idle_connections(Arc::downgrade(&inner)));
         if probe {
             PoolInner::start_probe(&inner);
         }
@@ -457,62 +458,4 @@ fn check_invariants(state: &PoolState<Connection>) {
     }
     #[cfg(not(debug_assertions))]
     let _ = state;
-}
-
-/// How often the reaper looks, at most: often enough that a client waiting in a local
-/// backend's listen queue gets a worker this pool keeps idle within a few tens of milliseconds.
-const BACKLOG_LOOK_PERIOD: Duration = Duration::from_millis(250);
-
-/// The reaper: every quarter of the shorter idle timeout (and of `BACKLOG_LOOK_PERIOD`) it
-/// closes what expired, then — when the pool keeps connections of its own idle and the backend
-/// listens on this host — looks at the backend's listen queue (`crate::backlog`) on a blocking
-/// thread. A backend that is not local, or a look that fails (no netlink in a sandbox), stops
-/// the looking for good; `worker_idle_timeout` still hands workers back then.
-async fn reap_idle_connections(pool: Weak<PoolInner>) {
-    // A connection outstays its timeout by at most a period.
-    let period = match pool.upgrade() {
-        Some(inner) => {
-            let config = &inner.config;
-            (config
-                .keepalive_timeout
-                .min(config.worker_idle_timeout)
-                .min(BACKLOG_LOOK_PERIOD)
-                / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1))
-        }
-        None => return,
-    };
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut look_at_backlog = true;
-    loop {
-        ticker.tick().await;
-        let Some(inner) = pool.upgrade() else {
-            return;
-        };
-        let look = inner.update(|state, now, fx| {
-            state.tick(now, fx);
-            state.wants_backlog_look()
-        });
-        if !(look && look_at_backlog) {
-            continue;
-        }
-        let address = inner.address.clone();
-        drop(inner);
-        let seen = tokio::task::spawn_blocking(move || crate::backlog::waiting(&address)).await;
-        let Some(inner) = pool.upgrade() else {
-            return;
-        };
-        match seen {
-            Ok(Ok(Some(queued))) => {
-                inner.update(|state, _, fx| state.backlog_seen(queued, fx));
-            }
-            Ok(Ok(None)) => look_at_backlog = false,
-            Ok(Err(error)) => {
-                tracing::debug!(backend = %inner.address, "the backend's listen queue cannot be read ({error}); idle connections go after worker_idle_timeout");
-                look_at_backlog = false;
-            }
-            Err(_) => look_at_backlog = false,
-        }
-    }
 }
