@@ -222,7 +222,7 @@ impl LiveFigures {
                 .map(|(name, server, _)| (label(name), u64::from(!server.is_down())))
                 .collect(),
         )?;
-        let server_counters: [(&str, &str, StatsField); 8] = [
+        let server_counters: [(&str, &str, StatsField); 9] = [
             (
                 "backend_connections_opened",
                 "Connections established.",
@@ -251,6 +251,12 @@ impl LiveFigures {
                 "backend_listen_queue_full",
                 "Connects refused because the backend's listen queue was full.",
                 |stats| stats.listen_queue_full,
+            ),
+            (
+                "backend_connections_yielded",
+                "Busy connections closed as their requests ended, for other clients seen waiting \
+                 in the backend's listen queue.",
+                |stats| stats.yielded,
             ),
             (
                 "backend_queue_rejections",

@@ -44,6 +44,9 @@ pub struct PoolStats {
     pub overloaded: u64,
     /// Connects refused because the backend's listen queue was full.
     pub listen_queue_full: u64,
+    /// Busy connections closed as their requests ended, for other clients of the backend
+    /// seen waiting in its listen queue.
+    pub yielded: u64,
     /// What the backend announced through FCGI_GET_VALUES, if asked and answered.
     pub backend_values: Option<BackendValues>,
     /// Requests per connection in force (configured, or learned from the backend's closes).

@@ -109,9 +109,12 @@ pub(crate) enum Notice {
     IdleClosedByBackend {
         connection: ConnectionId,
     },
-    IdleClosedForBacklog {
-        closed: usize,
-        queued: u32,
+    /// Other clients wait in the backend's listen queue: idle connections were closed, and
+    /// `yielding` busy ones go back when their requests end.
+    SharingWithOthers {
+        others: usize,
+        idle_closed: usize,
+        yielding: usize,
     },
     IdleExpired {
         exclusive: usize,

@@ -28,8 +28,12 @@ pub(super) fn log(backend: &Address, notice: &Notice) {
         Notice::IdleExpired { exclusive, shared } => {
             tracing::debug!(%backend, closed = exclusive, shared, "closed idle connections past keepalive_timeout or keepalive_time")
         }
-        Notice::IdleClosedForBacklog { closed, queued } => {
-            tracing::debug!(%backend, closed, queued, "clients wait in the backend's listen queue: idle connections closed to hand their workers over")
+        Notice::SharingWithOthers {
+            others,
+            idle_closed,
+            yielding,
+        } => {
+            tracing::debug!(%backend, others, idle_closed, yielding, "other clients wait in the backend's listen queue: handing workers over (idle connections closed, busy ones closed as their requests end)")
         }
         Notice::StuckConnectionServed { connection, waited } => {
             tracing::info!(%backend, connection, "a connection that waited in the backend's backlog got a worker after {waited:?}")

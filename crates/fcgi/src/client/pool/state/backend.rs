@@ -13,6 +13,9 @@ use crate::client::probe::BackendValues;
 
 /// Backend closes at the same request count, in a row, before that count is adopted.
 const CLOSE_PATTERN_EVIDENCE: u32 = 3;
+/// How long others seen in the backend's listen queue explain a fresh connection of this pool
+/// left unanswered there: a few looks at the queue (at most 250 ms apart, see `reaper.rs`).
+const SHARING_EVIDENCE: Duration = Duration::from_secs(1);
 
 impl<C: PooledConnection> PoolState<C> {
     // ---- what responses show --------------------------------------------------------------
@@ -31,6 +34,13 @@ impl<C: PooledConnection> PoolState<C> {
         } else {
             average - average / 8 + waited / 8
         };
+        if let Some(leased) = self
+            .leased
+            .iter_mut()
+            .find(|leased| leased.id == connection)
+        {
+            leased.awaiting_answer = false;
+        }
         if let Some(position) = self.stuck.iter().position(|id| *id == connection) {
             self.stuck.swap_remove(position);
             fx.push(Effect::Notice(Notice::StuckConnectionServed {
@@ -57,6 +67,11 @@ impl<C: PooledConnection> PoolState<C> {
             // Nobody is being served: the app is slow (or down), not short of workers.
             return false;
         }
+        if self.sharing_lately(now) {
+            // It queues behind other clients of the backend, who get workers as this pool's
+            // connections go back: the backend's workers are shared, not fewer than the cap.
+            return true;
+        }
         if !self.stuck.contains(&connection) {
             self.stuck.push(connection);
         }
@@ -72,29 +87,57 @@ impl<C: PooledConnection> PoolState<C> {
         true
     }
 
-    /// Whether a look at the backend's listen queue could change anything: only connections
-    /// of its own sitting idle hold workers someone queued there might be waiting for.
+    /// Whether a look at the backend's listen queue could change anything: only while this
+    /// pool holds connections of its own (idle or busy), which hold workers someone queued
+    /// there might be waiting for.
     pub(crate) fn wants_backlog_look(&self) -> bool {
-        !self.idle.is_empty()
+        !self.idle.is_empty() || !self.leased.is_empty()
     }
 
-    /// The backend's listen queue holds `queued` connections: clients waiting for a worker
-    /// while this pool keeps some idle. They get them now, not after `worker_idle_timeout`.
-    /// Returns how many connections were closed.
-    pub(crate) fn backlog_seen(&mut self, queued: u32, fx: &mut Effects<C>) -> usize {
-        if queued == 0 || self.idle.is_empty() {
+    /// The backend's listen queue holds `queued` connections. Those beyond the ones this pool
+    /// may have there itself (connects and probes in progress, fresh connections with no answer
+    /// yet) are other clients of the backend waiting for a worker: idle connections are closed
+    /// at once, and while others still wait, busy connections go back as their requests end —
+    /// up to a quarter of them, at least one, per look. A request of this pool that needs a
+    /// connection then connects anew and queues behind them, so the backend's FIFO accept queue
+    /// shares its workers among all its clients, each getting about as many as it keeps asking
+    /// for, with no coordinator. Returns how many idle connections were closed.
+    pub(crate) fn backlog_seen(&mut self, now: Instant, queued: u32, fx: &mut Effects<C>) -> usize {
+        let own = self.connecting
+            + self.probing
+            + self
+                .leased
+                .iter()
+                .filter(|leased| leased.awaiting_answer)
+                .count();
+        let others = usize::try_from(queued)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(own);
+        if others == 0 {
+            self.yield_budget = 0;
             return 0;
         }
-        let closed = self.idle.len();
+        self.others_waiting_seen = Some(now);
+        let idle_closed = self.idle.len();
         for idle in std::mem::take(&mut self.idle) {
             fx.push(Effect::Close(idle.connection));
         }
-        fx.push(Effect::Notice(Notice::IdleClosedForBacklog {
-            closed,
-            queued,
+        let busy = self.leased.len();
+        self.yield_budget = others.saturating_sub(idle_closed).min(busy.div_ceil(4));
+        fx.push(Effect::Notice(Notice::SharingWithOthers {
+            others,
+            idle_closed,
+            yielding: self.yield_budget,
         }));
         self.fill_from_queue(fx);
-        closed
+        idle_closed
+    }
+
+    /// Whether others were seen waiting in the backend's listen queue lately: a fresh
+    /// connection of this pool left unanswered is then waiting its turn behind them.
+    pub(crate) fn sharing_lately(&self, now: Instant) -> bool {
+        self.others_waiting_seen
+            .is_some_and(|seen| now.saturating_duration_since(seen) < SHARING_EVIDENCE)
     }
 
     /// The backend refused a request with FCGI_OVERLOADED.

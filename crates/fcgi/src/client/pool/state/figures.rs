@@ -81,6 +81,7 @@ impl<C: PooledConnection> PoolState<C> {
             saturation_events: self.counters.saturation_events,
             overloaded: self.counters.overloaded,
             listen_queue_full: self.counters.listen_queue_full,
+            yielded: self.counters.yielded,
             backend_values: self.backend_values.clone(),
             keepalive_requests: self.keepalive_requests(),
         }

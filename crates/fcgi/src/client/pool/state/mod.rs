@@ -68,6 +68,9 @@ struct Idle<C> {
 struct Leased {
     id: ConnectionId,
     opened_at: Instant,
+    /// A fresh connection whose first request has no answer yet: it may still be waiting in
+    /// the backend's listen queue, where a look at the queue counts it among the waiting.
+    awaiting_answer: bool,
 }
 
 /// Figures only counted, never decided by.
@@ -81,6 +84,7 @@ struct Counters {
     saturation_events: u64,
     overloaded: u64,
     listen_queue_full: u64,
+    yielded: u64,
 }
 
 /// What a GET_VALUES probe came back with.
@@ -121,6 +125,10 @@ pub(crate) struct PoolState<C> {
     learned_keepalive_requests: u64,
     /// The last connect failed: ask the backend's limits again once it is back.
     unreachable: bool,
+    /// When a look at the backend's listen queue last found other clients waiting there.
+    others_waiting_seen: Option<Instant>,
+    /// Busy connections to close as their requests end, for other clients waiting there.
+    yield_budget: usize,
     backend_values: Option<BackendValues>,
     counters: Counters,
 }
@@ -163,6 +171,8 @@ impl<C: PooledConnection> PoolState<C> {
             close_pattern: (0, 0),
             learned_keepalive_requests: 0,
             unreachable: false,
+            others_waiting_seen: None,
+            yield_budget: 0,
             backend_values: None,
             counters: Counters::default(),
         }
@@ -203,6 +213,7 @@ impl<C: PooledConnection> PoolState<C> {
             self.leased.push(Leased {
                 id: idle.connection.id(),
                 opened_at: idle.opened_at,
+                awaiting_answer: false,
             });
             self.counters.reused += 1;
             return Checkout::Exclusive(idle.connection);
@@ -282,6 +293,7 @@ impl<C: PooledConnection> PoolState<C> {
         self.leased.push(Leased {
             id: connection.id(),
             opened_at: now,
+            awaiting_answer: true,
         });
         false
     }

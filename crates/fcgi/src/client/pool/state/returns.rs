@@ -192,6 +192,15 @@ impl<C: PooledConnection> PoolState<C> {
             self.fill_from_queue(fx);
             return;
         }
+        if self.yield_budget > 0 && !self.multiplex.enabled() {
+            // Its worker goes to a client waiting in the backend's listen queue; a waiter of
+            // this pool connects anew and queues behind it.
+            self.yield_budget -= 1;
+            self.counters.yielded += 1;
+            fx.push(Effect::Close(connection));
+            self.fill_from_queue(fx);
+            return;
+        }
         if self.multiplex.enabled() {
             fx.push(Effect::SetShared(connection.clone(), true));
             self.shared.push(connection, 0, opened_at, now);
@@ -202,6 +211,7 @@ impl<C: PooledConnection> PoolState<C> {
             self.leased.push(Leased {
                 id: connection.id(),
                 opened_at,
+                awaiting_answer: false,
             });
             self.counters.reused += 1;
             fx.push(Effect::Grant {

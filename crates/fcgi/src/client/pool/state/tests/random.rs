@@ -195,7 +195,7 @@ impl World {
                 }
             }
             Step::BacklogSeen(queued) => {
-                pool.run(|s, _, fx| s.backlog_seen(queued, fx));
+                pool.run(|s, now, fx| s.backlog_seen(now, queued, fx));
             }
             Step::ConnectSucceeds | Step::ConnectFails { .. } => {}
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::Pool;
+use super::{Fake, Pool};
 use crate::client::connection::ConnectionId;
 use crate::client::pool::effects::{
     Checkout, ConnectFailure, Effect, Grant, Notice, RequestEnd, Return,
@@ -300,12 +300,95 @@ fn clients_waiting_in_the_backends_listen_queue_get_the_idle_workers_at_once() {
     pool.complete(&second);
     assert!(pool.state.wants_backlog_look());
     pool.drain_effects();
-    assert_eq!(pool.run(|state, _, fx| state.backlog_seen(0, fx)), 0);
+    assert_eq!(pool.run(|state, now, fx| state.backlog_seen(now, 0, fx)), 0);
     assert_eq!(pool.closed(), Vec::<ConnectionId>::new(), "nobody waits");
-    assert_eq!(pool.run(|state, _, fx| state.backlog_seen(1, fx)), 2);
+    assert_eq!(pool.run(|state, now, fx| state.backlog_seen(now, 1, fx)), 2);
     assert_eq!(pool.closed(), vec![first.id, second.id]);
     assert_eq!(pool.state.open(), 0);
     assert!(!pool.state.wants_backlog_look());
+}
+
+/// Opens `count` connections whose first requests have been answered (their workers took
+/// them: they are not in the backend's listen queue).
+fn open_answered(pool: &mut Pool, count: usize) -> Vec<Fake> {
+    (0..count)
+        .map(|_| {
+            let connection = pool.open_one();
+            let id = connection.id;
+            pool.run(|state, _, fx| state.first_response(id, Duration::from_millis(1), fx));
+            connection
+        })
+        .collect()
+}
+
+#[test]
+fn others_waiting_in_the_listen_queue_get_busy_workers_as_their_requests_end() {
+    let mut pool = Pool::with_cap(4);
+    let busy = open_answered(&mut pool, 4);
+    let first_waiter = pool.wait();
+    let second_waiter = pool.wait();
+    assert!(
+        pool.state.wants_backlog_look(),
+        "busy connections hold workers"
+    );
+    pool.drain_effects();
+    // Four others queue there: a quarter of the four busy connections goes back per look.
+    assert_eq!(pool.run(|state, now, fx| state.backlog_seen(now, 4, fx)), 0);
+    pool.drain_effects();
+    pool.complete(&busy[0]);
+    let effects = pool.drain_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::Close(closed), Effect::Grant { waiter, grant: Grant::OpenSlot }]
+            if closed.id == busy[0].id && *waiter == first_waiter),
+        "its worker goes to the others; the oldest waiter connects anew, queueing behind them: \
+         {effects:?}"
+    );
+    // One per look: the next connection goes to the next waiter as usual.
+    pool.complete(&busy[1]);
+    assert_eq!(
+        pool.grants(),
+        vec![(second_waiter, Grant::Connection(busy[1].clone()))]
+    );
+    assert_eq!(pool.state.stats().yielded, 1);
+    assert_eq!(pool.state.cap(), 4, "sharing is not a lower cap");
+}
+
+#[test]
+fn a_pools_own_fresh_connections_in_the_listen_queue_are_not_others() {
+    let mut pool = Pool::with_cap(5);
+    let answered = open_answered(&mut pool, 2);
+    let _queued = [pool.open_one(), pool.open_one()];
+    assert_eq!(pool.checkout(), Checkout::Connect); // a connect in progress
+    pool.drain_effects();
+    // Three in the queue, all this pool's own.
+    pool.run(|state, now, fx| state.backlog_seen(now, 3, fx));
+    pool.complete(&answered[0]);
+    assert_eq!(pool.closed(), Vec::<ConnectionId>::new());
+    assert_eq!(pool.state.stats().yielded, 0);
+    // Two more are someone else's: the idle connection goes at once, a busy one at its end.
+    assert_eq!(pool.run(|state, now, fx| state.backlog_seen(now, 5, fx)), 1);
+    assert_eq!(pool.closed(), vec![answered[0].id]);
+    pool.complete(&answered[1]);
+    assert_eq!(pool.closed(), vec![answered[1].id]);
+}
+
+#[test]
+fn a_fresh_connection_queued_behind_others_does_not_lower_the_cap() {
+    let mut pool = Pool::with_cap(4);
+    let served = open_answered(&mut pool, 1);
+    let queued = pool.open_one();
+    pool.complete(&served[0]);
+    pool.drain_effects();
+    // One other client and this pool's fresh connection wait in the queue.
+    pool.run(|state, now, fx| state.backlog_seen(now, 2, fx));
+    assert!(pool.run(|state, now, fx| state.still_unanswered(now, queued.id, 0, fx)));
+    assert_eq!(pool.state.cap(), 4);
+    assert_eq!(pool.state.stats().saturation_events, 0);
+    // Without others seen lately, the same silence is saturation again.
+    pool.advance(Duration::from_secs(2));
+    let another = pool.open_one();
+    assert!(pool.run(|state, now, fx| state.still_unanswered(now, another.id, 0, fx)));
+    assert!(pool.state.cap() < 4);
 }
 
 #[test]
