@@ -194,6 +194,9 @@ pub struct SettingFlags {
     /// Re-resolve upstream host names this often [default: each answer's TTL, within 1s..5min]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub resolve_interval: Option<Duration>,
+    /// Longest wait for the name servers' answer about one upstream host name [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub resolver_timeout: Option<Duration>,
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {

@@ -165,13 +165,28 @@ pub struct UpstreamConfig {
 
 /// `upstream.resolver` and `upstream.resolve_interval`: the name servers asked for servers
 /// written as host names, and how often they are asked again (`upstream/discovery.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolutionConfig {
     /// The name servers; empty: those of /etc/resolv.conf (and /etc/hosts first).
     pub name_servers: Vec<SocketAddr>,
     /// Re-resolve this often; `None`: when the answer's TTL runs out, within
     /// [`crate::upstream::discovery::TTL_FLOOR`] and [`crate::upstream::discovery::TTL_CEILING`].
     pub resolve_interval: Option<Duration>,
+    /// `upstream.resolver_timeout`: the longest one name's lookup may take, every name server
+    /// and retry included.
+    pub timeout: Duration,
+}
+
+impl Default for ResolutionConfig {
+    fn default() -> Self {
+        ResolutionConfig {
+            name_servers: Vec::new(),
+            resolve_interval: None,
+            // resolv.conf's default `timeout:5`; nginx's resolver_timeout is 30s, but a name
+            // server that has not answered in 5 s is not going to, and start waits for it.
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// One FastCGI server and its part in balancing, written `ADDR [weight=N] [backup]`.

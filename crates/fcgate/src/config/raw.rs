@@ -146,6 +146,9 @@ pub struct RawUpstream {
     /// `upstream.resolve_interval`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub resolve_interval: Option<Duration>,
+    /// `upstream.resolver_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub resolver_timeout: Option<Duration>,
 }
 
 /// Parses the text of a config file. Syntax errors, wrong types and unknown keys come back as
@@ -242,6 +245,7 @@ impl RawConfig {
                     Some(flags.resolver.clone())
                 },
                 resolve_interval: flags.resolve_interval.or(self.upstream.resolve_interval),
+                resolver_timeout: flags.resolver_timeout.or(self.upstream.resolver_timeout),
             },
         }
     }

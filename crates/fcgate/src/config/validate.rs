@@ -518,8 +518,8 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
 /// The port of a name server given without one.
 pub const DNS_PORT: u16 = 53;
 
-/// `upstream.resolver` (each `IP`, `IP:PORT` or `[v6]:PORT`, as nginx's `resolver`) and
-/// `upstream.resolve_interval`.
+/// `upstream.resolver` (each `IP`, `IP:PORT` or `[v6]:PORT`, as nginx's `resolver`),
+/// `upstream.resolve_interval` and `upstream.resolver_timeout`.
 fn validate_resolution(raw: &RawUpstream) -> Result<ResolutionConfig, ConfigError> {
     let name_servers = raw
         .resolver
@@ -556,6 +556,11 @@ fn validate_resolution(raw: &RawUpstream) -> Result<ResolutionConfig, ConfigErro
     Ok(ResolutionConfig {
         name_servers,
         resolve_interval,
+        timeout: positive(
+            "upstream.resolver_timeout",
+            raw.resolver_timeout,
+            ResolutionConfig::default().timeout,
+        )?,
     })
 }
 

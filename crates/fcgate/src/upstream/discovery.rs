@@ -78,6 +78,7 @@ pub enum ResolveError {
 pub(crate) struct NameResolver {
     resolver: TokioResolver,
     interval: Option<Duration>,
+    timeout: Duration,
 }
 
 /// The addresses one name has now, and for how long the answer holds.
@@ -120,6 +121,8 @@ impl NameResolver {
         };
         let options = builder.options_mut();
         options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // Each try may take the whole timeout; the lookup as a whole is bounded in `lookup`.
+        options.timeout = config.timeout;
         options.positive_min_ttl = Some(TTL_FLOOR);
         options.positive_max_ttl = Some(TTL_CEILING);
         let resolver = builder
@@ -128,6 +131,7 @@ impl NameResolver {
         Ok(NameResolver {
             resolver,
             interval: config.resolve_interval,
+            timeout: config.timeout,
         })
     }
 
@@ -135,10 +139,9 @@ impl NameResolver {
     /// the TTL, and a round must see a change as soon as it is asked for).
     async fn lookup(&self, host: &str, port: u16) -> Result<Answer, String> {
         self.resolver.clear_cache();
-        let answer = self
-            .resolver
-            .lookup_ip(host)
+        let answer = tokio::time::timeout(self.timeout, self.resolver.lookup_ip(host))
             .await
+            .map_err(|_| format!("no answer within {:?}", self.timeout))?
             .map_err(|error| error.to_string())?;
         let mut ips: Vec<IpAddr> = answer.iter().collect();
         ips.sort_unstable();
