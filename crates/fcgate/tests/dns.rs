@@ -216,8 +216,14 @@ async fn gateway(dns: &Dnsmasq, port: u16, upstream: &str) -> RunningGateway {
 }
 
 fn config(dns: &Dnsmasq, port: u16, upstream: &str) -> fcgate::config::Config {
+    config_with(dns, port, "", upstream)
+}
+
+/// A gateway config with the `top`-level settings and the `[upstream]` ones, whose one server
+/// is `NAME` at `port`, resolved by `dns`.
+fn config_with(dns: &Dnsmasq, port: u16, top: &str, upstream: &str) -> fcgate::config::Config {
     let text = format!(
-        "listen = \"127.0.0.1:0\"\naccess_log = \"off\"\n[upstream]\nservers = [\"{NAME}:{port}\"]\n\
+        "listen = \"127.0.0.1:0\"\naccess_log = \"off\"\n{top}\n[upstream]\nservers = [\"{NAME}:{port}\"]\n\
          resolver = [\"{}\"]\nworker_idle_timeout = \"60s\"\n{upstream}\n",
         dns.address()
     );
@@ -257,7 +263,13 @@ async fn a_name_with_two_addresses_is_two_servers_sharing_the_traffic() {
         return;
     };
     let (port, backends) = backends(2).await;
-    let gateway = gateway(&dns, port, "resolve_interval = \"200ms\"").await;
+    let config = config_with(
+        &dns,
+        port,
+        "admin_listen = \"127.0.0.1:0\"",
+        "resolve_interval = \"200ms\"",
+    );
+    let gateway = fcgate::server::start(config).await.unwrap();
     assert_eq!(
         addresses(&gateway),
         [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}")]
@@ -270,6 +282,15 @@ async fn a_name_with_two_addresses_is_two_servers_sharing_the_traffic() {
     let mut client = HttpClient::http1(gateway.local_addr).await;
     get_ok(&mut client, 40).await;
     assert_eq!((backends[0].requests(), backends[1].requests()), (20, 20));
+
+    // /metrics: `server` is the address, `name` the host name as written.
+    let mut admin = HttpClient::http1(gateway.admin_addr.unwrap()).await;
+    let metrics = admin.get("/metrics").await.unwrap().text();
+    for host in [2, 3] {
+        let series =
+            format!("fcgate_backend_up{{server=\"127.0.0.{host}:{port}\",name=\"{name}\"}} 1");
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
