@@ -251,24 +251,22 @@ pub(crate) async fn discover(
 /// it, or shutdown) or dropped: the task holds only a [`Weak`] between rounds, so it can never
 /// outlive the generation it serves.
 pub(crate) async fn rediscover(upstream: Weak<Upstream>, resolver: NameResolver, first: Duration) {
+    let Some(retired) = upstream.upgrade().map(|upstream| upstream.retired.clone()) else {
+        return;
+    };
     let mut delay = first;
     // Names whose last round failed: warned about once, not every round.
     let mut failing: HashSet<usize> = HashSet::new();
     loop {
-        let (config, current, retired) = {
-            let Some(upstream) = upstream.upgrade() else {
-                return;
-            };
-            (
-                Arc::clone(&upstream.config),
-                upstream.servers(),
-                upstream.retired.clone(),
-            )
-        };
         tokio::select! {
             () = retired.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+        // Only this task changes the servers, so `current` stays the latest for the round.
+        let (config, current) = match upstream.upgrade() {
+            Some(upstream) => (Arc::clone(&upstream.config), upstream.servers()),
+            None => return,
+        };
         let mut endpoints = Vec::with_capacity(config.servers.len());
         let mut shortest_ttl: Option<Duration> = None;
         let mut any_failed = false;
