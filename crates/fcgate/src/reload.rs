@@ -8,9 +8,10 @@
 //! change keeps its pool (open connections, queue, what was learnt about the backend) and its
 //! figures; a removed or changed one drains: its idle connections close at once, busy ones
 //! when their request ends. Host names are resolved again first (a name that fails keeps its
-//! last addresses), and the old upstream's re-resolution task stops when the new one starts. A moved listener starts accepting before the old one stops, and
-//! connections already accepted on the old one go on. Settings sized once at start are
-//! reported as needing a restart rather than half-applied.
+//! last addresses), and the old upstream's re-resolution task stops when the new one starts.
+//! A moved listener starts accepting before the old one stops, and connections already
+//! accepted on the old one go on. Settings sized once at start are reported as needing a
+//! restart rather than half-applied.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

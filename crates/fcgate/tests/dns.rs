@@ -174,10 +174,16 @@ fn find_dnsmasq() -> Option<PathBuf> {
             .is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1");
         let install = "apt-get install dnsmasq-base";
         if in_ci {
-            panic!("dnsmasq is not installed; CI=true, so this is a failure, not a skip. Install it: {install}");
+            panic!(
+                "dnsmasq is not installed; CI=true, so this is a failure, not a skip. \
+                 Install it: {install}"
+            );
         }
         let bar = "!".repeat(78);
-        eprintln!("\n{bar}\n!! SKIPPING A DNS TEST: dnsmasq is not installed.\n!! Install it: {install}\n{bar}\n");
+        eprintln!(
+            "\n{bar}\n!! SKIPPING A DNS TEST: dnsmasq is not installed.\n\
+             !! Install it: {install}\n{bar}\n"
+        );
     }
     found
 }
@@ -223,7 +229,8 @@ fn config(dns: &Dnsmasq, port: u16, upstream: &str) -> fcgate::config::Config {
 /// is `NAME` at `port`, resolved by `dns`.
 fn config_with(dns: &Dnsmasq, port: u16, top: &str, upstream: &str) -> fcgate::config::Config {
     let text = format!(
-        "listen = \"127.0.0.1:0\"\naccess_log = \"off\"\n{top}\n[upstream]\nservers = [\"{NAME}:{port}\"]\n\
+        "listen = \"127.0.0.1:0\"\naccess_log = \"off\"\n{top}\n\
+         [upstream]\nservers = [\"{NAME}:{port}\"]\n\
          resolver = [\"{}\"]\nworker_idle_timeout = \"60s\"\n{upstream}\n",
         dns.address()
     );

@@ -226,7 +226,11 @@ pub(crate) async fn discover(
                 let last_good = previous.map(|set| last_good_by_name(set, &name));
                 match last_good {
                     Some(addresses) if !addresses.is_empty() => {
-                        tracing::warn!(server = %name, "cannot resolve ({reason}); keeping its last addresses: {}", list(&addresses));
+                        tracing::warn!(
+                            server = %name,
+                            "cannot resolve ({reason}); keeping its last addresses: {}",
+                            list(&addresses)
+                        );
                         endpoints.push(addresses);
                     }
                     _ => {
