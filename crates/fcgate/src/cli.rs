@@ -187,6 +187,16 @@ pub struct SettingFlags {
     /// Longest wait for a backend connection before 503 [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub queue_timeout: Option<Duration>,
+    /// Name server `IP` or `IP:PORT` for upstream host names, repeatable; replaces
+    /// upstream.resolver [default: those of /etc/resolv.conf]
+    #[arg(long, value_name = "ADDR")]
+    pub resolver: Vec<String>,
+    /// Re-resolve upstream host names this often [default: each answer's TTL, within 1s..5min]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub resolve_interval: Option<Duration>,
+    /// Longest wait for the name servers' answer about one upstream host name [default: 5s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub resolver_timeout: Option<Duration>,
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {

@@ -22,6 +22,7 @@ mod raw;
 mod validate;
 
 pub use raw::{parse_file_text, RawConfig, RawUpstream};
+pub use validate::DNS_PORT;
 
 /// The validated configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +159,34 @@ pub struct UpstreamConfig {
     pub retry_non_idempotent: bool,
     /// `keepalive_requests` was given explicitly (php-fpm's `pm.max_requests` does not apply).
     pub keepalive_requests_set: bool,
+    /// How servers written as host names are resolved, and how often again.
+    pub resolution: ResolutionConfig,
+}
+
+/// `upstream.resolver` and `upstream.resolve_interval`: the name servers asked for servers
+/// written as host names, and how often they are asked again (`upstream/discovery.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolutionConfig {
+    /// The name servers; empty: those of /etc/resolv.conf (and /etc/hosts first).
+    pub name_servers: Vec<SocketAddr>,
+    /// Re-resolve this often; `None`: when the answer's TTL runs out, within
+    /// [`crate::upstream::discovery::TTL_FLOOR`] and [`crate::upstream::discovery::TTL_CEILING`].
+    pub resolve_interval: Option<Duration>,
+    /// `upstream.resolver_timeout`: the longest one name's lookup may take, every name server
+    /// and retry included.
+    pub timeout: Duration,
+}
+
+impl Default for ResolutionConfig {
+    fn default() -> Self {
+        ResolutionConfig {
+            name_servers: Vec::new(),
+            resolve_interval: None,
+            // resolv.conf's default `timeout:5`; nginx's resolver_timeout is 30s, but a name
+            // server that has not answered in 5 s is not going to, and start waits for it.
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// One FastCGI server and its part in balancing, written `ADDR [weight=N] [backup]`.

@@ -43,7 +43,9 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Check { config }) => {
-            config::check(&cli)?;
+            let checked = config::check(&cli)?;
+            // A server's host name must resolve, as it must to start.
+            upstream::discovery::discover(&checked.upstream, None).await?;
             println!("{}: configuration OK", config.display());
             Ok(())
         }
@@ -114,8 +116,9 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     let servers: Vec<String> = running
         .gateway
         .upstream()
-        .pools()
-        .map(|pool| pool.address().to_string())
+        .servers()
+        .iter()
+        .map(|server| server.label())
         .collect();
     println!(
         "fcgate listening on http://{}/ (FastCGI: {})",
@@ -128,8 +131,8 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     // Ready once each backend has said what it can take (or did not answer within the probe's
     // timeout), so the first requests are not sent against a default cap.
-    let upstream = running.gateway.upstream();
-    let probes = upstream.pools().map(fcgi::client::Pool::first_probe);
+    let pools: Vec<_> = running.gateway.upstream().pools().collect();
+    let probes = pools.iter().map(fcgi::client::Pool::first_probe);
     let _ = tokio::time::timeout(FIRST_PROBE_WAIT, futures_util::future::join_all(probes)).await;
     systemd::notify("READY=1");
     loop {

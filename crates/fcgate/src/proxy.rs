@@ -36,7 +36,7 @@ use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
 use crate::retry::{Attempts, Failure, Next, RetryRules};
 use crate::route::{self, Route};
-use crate::upstream::Upstream;
+use crate::upstream::{ServerSet, Upstream};
 
 /// What the backend made of one attempt.
 enum Answer {
@@ -103,10 +103,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the pools; must run inside the tokio runtime. `access_log` is started by the
-    /// caller (it can fail: a file that cannot be opened).
-    pub fn new(config: Config, access_log: AccessLog) -> Arc<Gateway> {
-        let upstream = Upstream::new(&config.upstream);
+    /// A gateway for `config` with its `upstream` ([`Upstream::start`]) and `access_log`, both
+    /// started by the caller (either can fail: a name that does not resolve, a file that
+    /// cannot be opened).
+    pub fn new(config: Config, upstream: Arc<Upstream>, access_log: AccessLog) -> Arc<Gateway> {
         let body_budget = BodyBudget::new(config.limits.max_request_body_buffer_total);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(Generation {
@@ -224,20 +224,24 @@ impl Gateway {
             Prepared::Job(job) => job,
             Prepared::Answered(response) => return Ok(response),
         };
+        // Every attempt picks from the servers in force now, so the indices ruled out keep
+        // meaning the same servers whatever re-resolution swaps in meanwhile.
+        let servers = generation.upstream.servers();
         let mut attempts = Attempts::default();
         loop {
-            let (index, failure, error) =
-                match self.attempt(generation, &job, &attempts, facts).await {
-                    Attempt::Done(result) => return result,
-                    Attempt::Failed {
-                        index,
-                        failure,
-                        error,
-                    } => (index, failure, error),
-                };
-            let upstream = &generation.upstream;
+            let (index, failure, error) = match self
+                .attempt(generation, &servers, &job, &attempts, facts)
+                .await
+            {
+                Attempt::Done(result) => return result,
+                Attempt::Failed {
+                    index,
+                    failure,
+                    error,
+                } => (index, failure, error),
+            };
             let Some(pause) =
-                self.after_failure(failure, index, upstream, &job.rules, &mut attempts)
+                self.after_failure(failure, index, &servers, &job.rules, &mut attempts)
             else {
                 return Err(match (failure, error) {
                     (_, Some(error)) => error.into(),
@@ -326,11 +330,11 @@ impl Gateway {
     async fn attempt(
         &self,
         generation: &Generation,
+        upstream: &ServerSet,
         job: &Job<'_>,
         attempts: &Attempts,
         facts: &mut BackendFacts,
     ) -> Attempt {
-        let upstream = &generation.upstream;
         let Some((index, server)) = upstream.pick(attempts.ruled_out()) else {
             return Attempt::Done(Err(GatewayError::NoUpstream));
         };
@@ -442,7 +446,7 @@ impl Gateway {
         &self,
         failure: Failure,
         index: usize,
-        upstream: &Upstream,
+        upstream: &ServerSet,
         rules: &RetryRules,
         attempts: &mut Attempts,
     ) -> Option<std::time::Duration> {

@@ -7,24 +7,20 @@
 //! started with, new requests get the new one. A server whose address and pool settings did not
 //! change keeps its pool (open connections, queue, what was learnt about the backend) and its
 //! figures; a removed or changed one drains: its idle connections close at once, busy ones
-//! when their request ends. A moved listener starts accepting before the old one stops, and
-//! connections already accepted on the old one go on. Settings sized once at start are
-//! reported as needing a restart rather than half-applied.
+//! when their request ends. Host names are resolved again first (a name that fails keeps its
+//! last addresses), and the old upstream's re-resolution task stops when the new one starts.
+//! A moved listener starts accepting before the old one stops, and connections already
+//! accepted on the old one go on. Settings sized once at start are reported as needing a
+//! restart rather than half-applied.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use fcgi::client::Pool;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::proxy::Generation;
 use crate::server::{bind, RunningGateway};
-use crate::upstream::Upstream;
-
-/// How often a removed pool is looked at until its last request has ended.
-const DRAIN_POLL: Duration = Duration::from_millis(100);
+use crate::upstream::{drain, ResolveError, Upstream};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +51,9 @@ pub enum ReloadError {
     /// The new access log could not be opened.
     #[error("{0}")]
     AccessLog(std::io::Error),
+    /// A new server's host name does not resolve.
+    #[error("{0}")]
+    Resolve(ResolveError),
 }
 
 /// Puts `config` in force in `running`.
@@ -64,6 +63,12 @@ pub(crate) async fn reload(
 ) -> Result<Reloaded, ReloadError> {
     let current = running.gateway.current();
     let old = &current.config;
+    // A name that fails now keeps the addresses the running upstream has for it.
+    let discovered = current
+        .upstream
+        .discover_for_reload(&config.upstream)
+        .await
+        .map_err(ReloadError::Resolve)?;
     // The same address as configured, or the one bound for it (a configured port 0).
     let same_listener = config.listen == old.listen || config.listen == running.listen_addr();
     let moved_listener = match same_listener {
@@ -87,7 +92,8 @@ pub(crate) async fn reload(
     for setting in &needs_restart {
         tracing::warn!("reload: `{setting}` changed; it takes effect only after a restart");
     }
-    let (upstream, unused) = Upstream::reconfigured(Some(&current.upstream), &config.upstream);
+    let (upstream, unused) =
+        Upstream::reconfigured(Some(&current.upstream), &config.upstream, discovered);
     let kept_servers = current.upstream.len() - unused.len();
     let new_servers = upstream.len() - kept_servers;
     let drain_within = config.shutdown_timeout;
@@ -111,7 +117,7 @@ pub(crate) async fn reload(
     };
     let drained_servers = unused.len();
     for pool in unused {
-        tokio::spawn(drain(pool, drain_within));
+        tokio::spawn(drain(pool, drain_within, "removed by reload"));
     }
     Ok(Reloaded {
         kept_servers,
@@ -141,20 +147,4 @@ fn sized_at_start(old: &Config, new: &Config, client_slots: usize) -> Vec<&'stat
         changed.push("user/group");
     }
     changed
-}
-
-/// Closes a pool no longer in use: idle connections now, busy ones as their requests end (the
-/// pool's read timeouts bound how long that is), then gives up after `patience` more.
-async fn drain(pool: Pool, patience: Duration) {
-    let address = pool.address().to_string();
-    pool.close_idle();
-    let mut waited = Duration::ZERO;
-    let limit = pool.config().read_timeout + patience;
-    while pool.outstanding() > 0 && waited < limit {
-        tokio::time::sleep(DRAIN_POLL).await;
-        waited += DRAIN_POLL;
-        pool.close_idle();
-    }
-    pool.close_idle();
-    tracing::info!(backend = %address, "reload: server removed; its pool is drained");
 }

@@ -29,6 +29,7 @@ use crate::client_connection::{ClientConnections, HttpFront};
 use crate::config::Config;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadError, Reloaded};
+use crate::upstream::Upstream;
 
 /// The longest pause of accepting after it failed (out of file descriptors).
 const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -129,10 +130,13 @@ impl BoundGateway {
             None => None,
         };
         let access_log = AccessLog::start(&config.access_log, config.access_log_format)?;
+        let upstream = Upstream::start(&config.upstream)
+            .await
+            .map_err(std::io::Error::other)?;
         Ok(BoundGateway {
             listener,
             admin_listener,
-            gateway: Gateway::new(config, access_log),
+            gateway: Gateway::new(config, upstream, access_log),
         })
     }
 
@@ -295,6 +299,7 @@ impl Acceptor {
         {
             tracing::warn!("shutdown_timeout passed with requests still in flight; closing them");
         }
+        generation.upstream.retire();
         for pool in generation.upstream.pools() {
             pool.close_idle();
         }

@@ -150,15 +150,31 @@ impl LiveFigures {
 
     fn encode_servers(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let upstream = self.gateway.upstream();
-        let servers: Vec<_> = upstream
-            .servers()
+        let snapshot = upstream.servers();
+        // `server` is the address connected to, as it always was; a server found by DNS also
+        // has `name`, its host name as configured, to group its addresses by.
+        let servers: Vec<_> = snapshot
             .iter()
             .map(|server| {
-                let name = server.pool().address().to_string();
-                (name, server, server.pool().stats())
+                let mut labels: Labels = vec![("server", server.pool().address().to_string())];
+                if let Some(name) = server.name() {
+                    labels.push(("name", name.to_owned()));
+                }
+                (labels, server, server.pool().stats())
             })
             .collect();
-        let label = |name: &String| vec![("server", name.clone())];
+        let (rounds_ok, rounds_failed) = upstream.resolution_rounds();
+        counters(
+            encoder,
+            "upstream_resolutions",
+            "Rounds of re-resolving the servers written as host names: `ok`, or `failed` (some \
+             name kept its last addresses).",
+            vec![
+                (vec![("result", "ok".to_owned())], rounds_ok),
+                (vec![("result", "failed".to_owned())], rounds_failed),
+            ],
+        )?;
+        let label = |labels: &Labels| labels.clone();
         let per_server = |value: &dyn Fn(&fcgi::client::PoolStats) -> u64| -> Vec<(Labels, u64)> {
             servers
                 .iter()

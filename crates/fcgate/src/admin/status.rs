@@ -65,10 +65,10 @@ impl History {
     /// Records one sample per server, `elapsed` seconds after the previous one. Servers no
     /// longer configured (after a reload) lose their history.
     fn sample(&self, gateway: &Gateway, time: u64, elapsed: f64) {
-        let upstream = gateway.upstream();
+        let upstream = gateway.upstream().servers();
         let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut seen = Vec::with_capacity(upstream.servers().len());
-        for server in upstream.servers() {
+        let mut seen = Vec::with_capacity(upstream.len());
+        for server in upstream.iter() {
             let address = server.pool().address().to_string();
             let stats = server.pool().stats();
             let responses = server.metrics().responses.total();
@@ -99,10 +99,9 @@ impl History {
 
     /// The document `/status.json` answers.
     pub fn report(&self, gateway: &Gateway, connections: &ClientConnections) -> StatusReport {
-        let upstream = gateway.upstream();
+        let upstream = gateway.upstream().servers();
         let histories = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
         let servers = upstream
-            .servers()
             .iter()
             .map(|server| {
                 let address = server.pool().address().to_string();
@@ -130,6 +129,7 @@ impl History {
                     saturation_events: stats.saturation_events,
                     overloaded: stats.overloaded,
                     responses: server.metrics().responses.total(),
+                    name: server.name().map(str::to_owned),
                     address,
                     history,
                 }
@@ -201,6 +201,9 @@ struct ClientReport {
 #[derive(Serialize)]
 struct ServerReport {
     address: String,
+    /// The host name it was found under (`upstream/discovery.rs`); `null` for a server
+    /// configured by address.
+    name: Option<String>,
     cap: usize,
     ceiling: usize,
     cap_source: String,

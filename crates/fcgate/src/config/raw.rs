@@ -141,6 +141,14 @@ pub struct RawUpstream {
     /// `upstream.queue_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub queue_timeout: Option<Duration>,
+    /// `upstream.resolver`: name servers, still as text (`IP` or `IP:PORT`).
+    pub resolver: Option<Vec<String>>,
+    /// `upstream.resolve_interval`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub resolve_interval: Option<Duration>,
+    /// `upstream.resolver_timeout`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub resolver_timeout: Option<Duration>,
 }
 
 /// Parses the text of a config file. Syntax errors, wrong types and unknown keys come back as
@@ -231,6 +239,13 @@ impl RawConfig {
                 send_timeout: flags.send_timeout.or(self.upstream.send_timeout),
                 keep_conn: flags.keep_conn.or(self.upstream.keep_conn),
                 queue_timeout: flags.queue_timeout.or(self.upstream.queue_timeout),
+                resolver: if flags.resolver.is_empty() {
+                    self.upstream.resolver
+                } else {
+                    Some(flags.resolver.clone())
+                },
+                resolve_interval: flags.resolve_interval.or(self.upstream.resolve_interval),
+                resolver_timeout: flags.resolver_timeout.or(self.upstream.resolver_timeout),
             },
         }
     }

@@ -642,3 +642,57 @@ fn user_and_group_are_looked_up_at_load_time() {
         assert!(refused.starts_with(prefix), "{text:?} -> {refused}");
     }
 }
+
+#[test]
+fn name_resolution_settings_take_nginx_style_addresses_and_default_to_the_system() {
+    let config = validate_text("[upstream]\nservers = [\"php.internal:9000\"]\n").unwrap();
+    assert_eq!(config.upstream.resolution, ResolutionConfig::default());
+    assert_eq!(config.upstream.resolution.timeout, Duration::from_secs(5));
+
+    let config = validate_text(
+        "[upstream]\nresolver = [\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\"]\n\
+         resolve_interval = \"10s\"\nresolver_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let resolution = &config.upstream.resolution;
+    assert_eq!(
+        resolution.name_servers,
+        [
+            "10.0.0.2:53".parse().unwrap(),
+            "127.0.0.1:5353".parse().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert_eq!(resolution.resolve_interval, Some(Duration::from_secs(10)));
+    assert_eq!(resolution.timeout, Duration::from_secs(1));
+
+    let flags = parse_args(&["--resolver", "127.0.0.1:5353", "--resolve-interval", "2s"]);
+    let config = RawConfig::default()
+        .merge_flags(&flags.settings)
+        .validate()
+        .unwrap();
+    assert_eq!(
+        config.upstream.resolution.name_servers,
+        ["127.0.0.1:5353".parse().unwrap()]
+    );
+    assert_eq!(
+        config.upstream.resolution.resolve_interval,
+        Some(Duration::from_secs(2))
+    );
+
+    for (text, key) in [
+        ("resolver = [\"dns.internal\"]", "upstream.resolver[0]"),
+        (
+            "resolver = [\"1.1.1.1\", \"1.1.1.1:dns\"]",
+            "upstream.resolver[1]",
+        ),
+        ("resolve_interval = \"0s\"", "upstream.resolve_interval"),
+        ("resolver_timeout = \"0s\"", "upstream.resolver_timeout"),
+    ] {
+        let message = refusal(&format!("[upstream]\n{text}\n"));
+        assert!(
+            message.starts_with(&format!("{key}: ")),
+            "{text}: {message}"
+        );
+    }
+}

@@ -12,8 +12,8 @@ use fcgi::net::Address;
 
 use super::raw::{RawConfig, RawUpstream};
 use super::{
-    ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite, SiteConfig, SiteMode,
-    UpstreamConfig, UpstreamServer,
+    ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite, ResolutionConfig,
+    SiteConfig, SiteMode, UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::php_fpm_config::FpmLimits;
@@ -511,6 +511,56 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         health,
         retry_non_idempotent: raw.retry_non_idempotent.unwrap_or(false),
         keepalive_requests_set: raw.keepalive_requests.is_some(),
+        resolution: validate_resolution(raw)?,
+    })
+}
+
+/// The port of a name server given without one.
+pub const DNS_PORT: u16 = 53;
+
+/// `upstream.resolver` (each `IP`, `IP:PORT` or `[v6]:PORT`, as nginx's `resolver`),
+/// `upstream.resolve_interval` and `upstream.resolver_timeout`.
+fn validate_resolution(raw: &RawUpstream) -> Result<ResolutionConfig, ConfigError> {
+    let name_servers = raw
+        .resolver
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(position, text)| {
+            let text = text.trim();
+            text.parse::<SocketAddr>()
+                .or_else(|_| {
+                    text.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+                })
+                .map_err(|_| {
+                    ConfigError::invalid(
+                        format!("upstream.resolver[{position}]"),
+                        format!(
+                            "`{text}` is not a name server's IP address (`IP`, `IP:PORT` or \
+                             `[v6]:PORT`); a name server given by name would need a resolver \
+                             of its own"
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolve_interval = match raw.resolve_interval {
+        Some(interval) => Some(positive(
+            "upstream.resolve_interval",
+            Some(interval),
+            interval,
+        )?),
+        None => None,
+    };
+    Ok(ResolutionConfig {
+        name_servers,
+        resolve_interval,
+        timeout: positive(
+            "upstream.resolver_timeout",
+            raw.resolver_timeout,
+            ResolutionConfig::default().timeout,
+        )?,
     })
 }
 
