@@ -1,7 +1,8 @@
-//! Several clients of one backend: two fcgate instances in front of one php-fpm pool whose
-//! workers each serve one connection at a time. An instance that has finished a burst must give
-//! the workers back quickly (`worker_idle_timeout`), and at once when it sees someone waiting in
-//! php-fpm's listen queue, or the other one's requests wait there until `keepalive_timeout`.
+//! Several clients of one backend: two fcgate instances in front of one php-fpm (or php-cgi)
+//! pool whose workers each serve one connection at a time. An instance that has finished a
+//! burst must give the workers back quickly (`worker_idle_timeout`), and at once when it sees
+//! someone waiting in the backend's listen queue, or the other one's requests wait there until
+//! `keepalive_timeout`; two instances loaded at once must share the workers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use fcgate::server::RunningGateway;
 use fcgi::client::PoolConfig;
 use fcgi_testkit::http::{run_load, HttpClient};
-use fcgi_testkit::php::{PhpFpm, PhpFpmOptions, ProcessManager};
+use fcgi_testkit::php::{PhpCgi, PhpFpm, PhpFpmOptions, ProcessManager};
 use fcgi_testkit::{php_fixture_docroot, Listen};
 use http::Request;
 use http_body_util::Full;
@@ -74,12 +75,8 @@ async fn assert_second_served_within_a_second(first: &RunningGateway, second: &R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_one_instances_burst_the_other_is_served_within_a_second() {
-    // The default idle policy (start_gateway keeps connections longer unless told).
-    let idle_policy = format!(
-        "worker_idle_timeout = \"{}ms\"",
-        PoolConfig::DEFAULT_WORKER_IDLE_TIMEOUT.as_millis()
-    );
-    let Some((_fpm, first, second)) = two_gateways_on_one_pool(2, Listen::Unix, &idle_policy).await
+    let Some((_fpm, first, second)) =
+        two_gateways_on_one_pool(2, Listen::Unix, &default_idle_policy()).await
     else {
         return;
     };
@@ -118,4 +115,72 @@ async fn a_client_waiting_on_php_fpms_unix_socket_gets_the_idle_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waiting_on_php_fpms_tcp_port_gets_the_idle_worker() {
     a_client_waiting_in_the_listen_queue_gets_the_idle_worker(Listen::Tcp).await;
+}
+
+/// The default idle policy (start_gateway keeps connections longer unless told).
+fn default_idle_policy() -> String {
+    format!(
+        "worker_idle_timeout = \"{}ms\"",
+        PoolConfig::DEFAULT_WORKER_IDLE_TIMEOUT.as_millis()
+    )
+}
+
+/// Loads both gateways at once (16 connections each, for `LOAD_TIME`) and checks each got at
+/// least 30% of the requests served, and nothing but 200s.
+async fn assert_loaded_at_once_both_get_a_share(first: &RunningGateway, second: &RunningGateway) {
+    const LOAD_TIME: Duration = Duration::from_secs(3);
+    let load = |gateway: &RunningGateway| {
+        run_load(
+            gateway.local_addr,
+            u64::MAX / 4,
+            16,
+            LOAD_TIME,
+            |i| get(&format!("/hello.php?i={i}")),
+            |_, response| response.status == 200,
+        )
+    };
+    let (first_load, second_load) = tokio::join!(load(first), load(second));
+    let (served_first, served_second) = (first_load.count(200), second_load.count(200));
+    let total = served_first + served_second;
+    for (name, report, served) in [
+        ("first", &first_load, served_first),
+        ("second", &second_load, served_second),
+    ] {
+        assert_eq!(
+            report.responses(),
+            served,
+            "the {name} gateway answered something else than 200: {report:?}"
+        );
+        assert!(
+            served * 10 >= total * 3,
+            "the {name} gateway served {served} of {total} requests: {:?} / {:?}",
+            pool_stats(first),
+            pool_stats(second)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_loaded_at_once_share_php_fpms_workers() {
+    let Some((_fpm, first, second)) =
+        two_gateways_on_one_pool(4, Listen::Unix, &default_idle_policy()).await
+    else {
+        return;
+    };
+    assert_loaded_at_once_both_get_a_share(&first, &second).await;
+    assert!(
+        pool_stats(&first).yielded + pool_stats(&second).yielded > 0,
+        "shared by handing connections over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_loaded_at_once_share_php_cgis_children_with_no_configuration() {
+    let Some(cgi) = PhpCgi::start(2, Listen::Tcp).await else {
+        return;
+    };
+    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
+    let first = start_gateway(&site, &cgi.address(), &default_idle_policy()).await;
+    let second = start_gateway(&site, &cgi.address(), &default_idle_policy()).await;
+    assert_loaded_at_once_both_get_a_share(&first, &second).await;
 }
