@@ -433,6 +433,7 @@ impl Gateway {
                 failure: Failure::ConnectionLost {
                     reused,
                     multiplexing_refused: error.is_multiplexing_refused(),
+                    sent: !error.is_not_sent(),
                 },
                 error: Some(error),
             },

@@ -41,6 +41,10 @@ pub enum Failure {
         reused: bool,
         /// It was a shared connection the backend refused to multiplex on.
         multiplexing_refused: bool,
+        /// Some of the request was written. When none was, the application never saw it and
+        /// it goes again whatever its method (a worker that exits after its last request
+        /// closed the connection the request was handed).
+        sent: bool,
     },
 }
 
@@ -171,8 +175,9 @@ impl Attempts {
             Failure::ConnectionLost {
                 reused,
                 multiplexing_refused,
+                sent,
             } => {
-                if !rules.repeatable {
+                if sent && !rules.repeatable {
                     return give_up(false);
                 }
                 if (reused || multiplexing_refused) && !self.fresh_connection {
@@ -316,6 +321,7 @@ mod tests {
         let lost = Failure::ConnectionLost {
             reused: true,
             multiplexing_refused: false,
+            sent: true,
         };
         assert_eq!(
             attempts.after(lost, 0, now, &RULES, one_server),
@@ -327,6 +333,7 @@ mod tests {
         let fresh_lost = Failure::ConnectionLost {
             reused: false,
             multiplexing_refused: false,
+            sent: true,
         };
         assert_eq!(
             attempts.after(fresh_lost, 0, now, &RULES, one_server),
@@ -340,6 +347,7 @@ mod tests {
         let lost = Failure::ConnectionLost {
             reused: false,
             multiplexing_refused: false,
+            sent: true,
         };
         assert_eq!(
             attempts.after(lost, 0, Instant::now(), &RULES, two_servers),
@@ -354,6 +362,7 @@ mod tests {
         let refused = Failure::ConnectionLost {
             reused: false,
             multiplexing_refused: true,
+            sent: true,
         };
         assert_eq!(
             attempts.after(refused, 0, Instant::now(), &RULES, one_server),
@@ -373,6 +382,7 @@ mod tests {
             let lost = Failure::ConnectionLost {
                 reused,
                 multiplexing_refused: false,
+                sent: true,
             };
             assert_eq!(
                 attempts.after(lost, 0, Instant::now(), &rules, two_servers),
@@ -389,5 +399,24 @@ mod tests {
             two_servers,
         );
         assert_eq!(verdict, retried(RetryReason::ConnectFailed, 0, true));
+    }
+
+    #[test]
+    fn a_request_that_may_not_be_repeated_goes_again_when_not_a_byte_of_it_was_sent() {
+        let rules = RetryRules {
+            repeatable: false,
+            ..RULES
+        };
+        let mut attempts = Attempts::default();
+        let unsent = Failure::ConnectionLost {
+            reused: true,
+            multiplexing_refused: false,
+            sent: false,
+        };
+        assert_eq!(
+            attempts.after(unsent, 0, Instant::now(), &rules, one_server),
+            retried(RetryReason::ConnectionLost, 0, false)
+        );
+        assert!(attempts.wants_fresh_connection());
     }
 }

@@ -54,6 +54,10 @@ pub(crate) enum ConnectionFailure {
         "the backend failed with several requests on one connection ({0}); it does not multiplex"
     )]
     MultiplexingRefused(Box<ConnectionFailure>),
+    /// The connection failed (for the reason inside) before a single byte of this request was
+    /// written: the application never saw it, so it may go again whatever its method.
+    #[error("{0}, before the request was sent")]
+    NotSent(Box<ConnectionFailure>),
 }
 
 /// Socket errors compare by kind: the same failure, whatever the OS said about it.
@@ -81,6 +85,7 @@ impl PartialEq for ConnectionFailure {
                 a == b
             }
             (F::MultiplexingRefused(a), F::MultiplexingRefused(b)) => a == b,
+            (F::NotSent(a), F::NotSent(b)) => a == b,
             _ => false,
         }
     }
@@ -201,7 +206,20 @@ impl ClientError {
             ErrorKind::Connection {
                 failure: ConnectionFailure::ClosedByBackend
                     | ConnectionFailure::Io(_)
-                    | ConnectionFailure::MultiplexingRefused(_),
+                    | ConnectionFailure::MultiplexingRefused(_)
+                    | ConnectionFailure::NotSent(_),
+                ..
+            }
+        )
+    }
+
+    /// The connection failed before any byte of the request was written: nothing reached the
+    /// application, so sending it again cannot run it twice — a POST included.
+    pub fn is_not_sent(&self) -> bool {
+        matches!(
+            &self.0,
+            ErrorKind::Connection {
+                failure: ConnectionFailure::NotSent(_),
                 ..
             }
         )

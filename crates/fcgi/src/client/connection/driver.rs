@@ -99,6 +99,17 @@ impl Driver {
             multiplexing_refused: ending.multiplexing_refused,
         });
         self.state.fail_all(&ending.failure);
+        // Requests still in the command queue never reached the state, let alone the socket:
+        // typically one handed this connection just as the backend closed it (a worker
+        // recycling right after its END_REQUEST). They may go again whatever their method.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Begin { events, .. } = command {
+                let _ = events.send(Err(ConnectionFailure::NotSent(Box::new(
+                    ending.failure.clone(),
+                ))));
+            }
+        }
     }
 
     async fn drive(&mut self) -> ConnectionFailure {

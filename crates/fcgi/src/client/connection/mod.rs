@@ -194,14 +194,21 @@ impl Connection {
             .unwrap_or_default();
         let (events, event_receiver) = mpsc::unbounded_channel();
         let unread = Arc::new(AtomicUsize::new(0));
-        self.command(Command::Begin {
-            request,
-            events,
-            unread: Arc::clone(&unread),
-            head,
-            stdin,
-        })
-        .await?;
+        // A driver already gone never saw the request: the application did not either.
+        self.commands
+            .send(Command::Begin {
+                request,
+                events,
+                unread: Arc::clone(&unread),
+                head,
+                stdin,
+            })
+            .await
+            .map_err(|_| {
+                self.failed(ConnectionFailure::NotSent(Box::new(
+                    ConnectionFailure::ClosedByBackend,
+                )))
+            })?;
         if let Some((reader, length)) = streamed_body {
             if let Err(error) = self.stream_body(request, reader, length).await {
                 // Half a request is on the wire; on a shared connection only it must go.

@@ -128,6 +128,9 @@ struct Route {
     /// Aborted for running too far ahead of its reader: its output is dropped, and the route
     /// stays until END_REQUEST so the id is not reused before the backend lets go of it.
     overflowed: bool,
+    /// `queued_bytes` when its BEGIN_REQUEST was queued: until `written_bytes` passes it, not
+    /// a byte of this request has left.
+    queued_at: u64,
 }
 
 /// How the connection ended, for the pool and then for the requests in flight.
@@ -155,6 +158,9 @@ pub(super) struct ConnectionState {
     close_when_flushed: bool,
     /// When the last END_REQUEST arrived: a close right after it is a worker recycling.
     last_end: Option<Instant>,
+    /// Bytes ever queued and ever written: which requests a failure caught unsent.
+    queued_bytes: u64,
+    written_bytes: u64,
 }
 
 impl ConnectionState {
@@ -169,6 +175,8 @@ impl ConnectionState {
             retiring: false,
             close_when_flushed: false,
             last_end: None,
+            queued_bytes: 0,
+            written_bytes: 0,
         }
     }
 
@@ -193,8 +201,9 @@ impl ConnectionState {
                     events,
                     unread,
                     overflowed: false,
+                    queued_at: self.queued_bytes,
                 });
-                self.outgoing.push_back(Outgoing::Block(head.freeze()));
+                self.queue(Outgoing::Block(head.freeze()));
                 self.queue_stdin(id, stdin);
             }
             Command::Write { request, stdin } => {
@@ -292,6 +301,7 @@ impl ConnectionState {
 
     /// `count` bytes of the queue went out.
     pub(super) fn wrote(&mut self, mut count: usize) {
+        self.written_bytes += count as u64;
         while count > 0 {
             let Some(front) = self.outgoing.front() else {
                 return;
@@ -325,11 +335,22 @@ impl ConnectionState {
         }
     }
 
-    /// Tells every request in flight that the connection is gone, and why.
+    /// Tells every request in flight that the connection is gone, and why — and a request of
+    /// which not a byte was written, that it was never sent.
     pub(super) fn fail_all(&mut self, failure: &ConnectionFailure) {
         for route in self.routes.drain(..) {
-            let _ = route.events.send(Err(failure.clone()));
+            let failure = if self.written_bytes <= route.queued_at {
+                ConnectionFailure::NotSent(Box::new(failure.clone()))
+            } else {
+                failure.clone()
+            };
+            let _ = route.events.send(Err(failure));
         }
+    }
+
+    fn queue(&mut self, outgoing: Outgoing) {
+        self.queued_bytes += outgoing.len() as u64;
+        self.outgoing.push_back(outgoing);
     }
 
     fn id_of(&self, request: RequestKey) -> Option<RequestId> {
@@ -342,17 +363,17 @@ impl ConnectionState {
     fn queue_stdin(&mut self, id: RequestId, stdin: Stdin) {
         if !stdin.content.is_empty() {
             let frame = Frame::new(RecordType::Stdin, id, stdin.content);
-            self.outgoing.push_back(Outgoing::Frame(frame));
+            self.queue(Outgoing::Frame(frame));
         }
         if stdin.end_of_stream {
             let end = Frame::end_of_stream(RecordType::Stdin, id);
-            self.outgoing.push_back(Outgoing::Frame(end));
+            self.queue(Outgoing::Frame(end));
         }
     }
 
     fn queue_abort(&mut self, id: RequestId) {
         let abort = Frame::new(RecordType::AbortRequest, id, Bytes::new());
-        self.outgoing.push_back(Outgoing::Frame(abort));
+        self.queue(Outgoing::Frame(abort));
     }
 
     fn route(

@@ -307,6 +307,7 @@ fn a_protocol_error_with_several_requests_in_flight_means_multiplexing_is_refuse
     let mut state = ConnectionState::new(LIMIT);
     let mut first = begin(&mut state, 0);
     let mut second = begin(&mut state, 1);
+    written(&mut state);
     let failure = read(&mut state, &garbage, true).unwrap_err();
     assert!(matches!(failure, ConnectionFailure::Protocol(_)));
     let ending = state.end(failure);
@@ -327,6 +328,7 @@ fn a_protocol_error_with_several_requests_in_flight_means_multiplexing_is_refuse
     // Alone, or closed rather than broken: nothing learned about multiplexing.
     let mut state = ConnectionState::new(LIMIT);
     let mut alone = begin(&mut state, 0);
+    written(&mut state);
     let failure = read(&mut state, &garbage, false).unwrap_err();
     let ending = state.end(failure);
     assert!(!ending.multiplexing_refused);
@@ -466,4 +468,38 @@ fn a_close_right_after_end_request_is_told_apart_from_a_later_one() {
         !state.closed_right_after_end(ended),
         "a request was in flight: not a worker leaving after its last one"
     );
+}
+
+#[test]
+fn a_request_not_a_byte_of_which_was_written_is_told_it_was_never_sent() {
+    let mut state = ConnectionState::new(LIMIT);
+    let mut sent = begin(&mut state, 0);
+    written(&mut state);
+    let mut unsent = begin(&mut state, 1);
+    // One byte of the second leaves, then the socket fails.
+    let mut partly = begin(&mut state, 2);
+    let mut slices = [IoSlice::new(&[]); 8];
+    state.io_slices(&mut slices);
+    let ending = state.end(ConnectionFailure::ClosedByBackend);
+    state.fail_all(&ending.failure);
+    assert!(matches!(
+        sent.next(),
+        Some(Err(ConnectionFailure::ClosedByBackend))
+    ));
+    assert!(matches!(
+        unsent.next(),
+        Some(Err(ConnectionFailure::NotSent(_)))
+    ));
+    assert!(matches!(
+        partly.next(),
+        Some(Err(ConnectionFailure::NotSent(_)))
+    ));
+    let mut state = ConnectionState::new(LIMIT);
+    let mut partly = begin(&mut state, 0);
+    state.wrote(1);
+    state.fail_all(&ConnectionFailure::ClosedByBackend);
+    assert!(matches!(
+        partly.next(),
+        Some(Err(ConnectionFailure::ClosedByBackend))
+    ));
 }
