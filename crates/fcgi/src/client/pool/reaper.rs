@@ -16,10 +16,11 @@ const BACKLOG_LOOK_PERIOD: Duration = Duration::from_millis(250);
 const SHARING_LOOK_PERIOD: Duration = Duration::from_millis(10);
 
 /// The reaper: every quarter of the shorter idle timeout (and of `BACKLOG_LOOK_PERIOD`; every
-/// `SHARING_LOOK_PERIOD` while others wait for the backend's workers) it closes what expired, then — when the pool holds connections of its own and the backend listens
-/// on this host — looks at the backend's listen queue (`crate::backlog`) on a blocking
-/// thread. A backend that is not local, or a look that fails (no netlink in a sandbox), stops
-/// the looking for good; `worker_idle_timeout` still hands workers back then.
+/// `SHARING_LOOK_PERIOD` while others wait for the backend's workers) it closes what expired,
+/// then — when the pool holds connections of its own and the backend listens on this host —
+/// looks at the backend's listen queue (`crate::backlog`) on a blocking thread. A backend that
+/// is not local, or a look that fails (no netlink in a sandbox), stops the looking for good;
+/// `worker_idle_timeout` still hands workers back then.
 pub(super) async fn reap_idle_connections(pool: Weak<PoolInner>) {
     // A connection outstays its timeout by at most a period.
     let period = match pool.upgrade() {

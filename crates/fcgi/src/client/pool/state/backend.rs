@@ -14,7 +14,7 @@ use crate::client::probe::BackendValues;
 /// Backend closes at the same request count, in a row, before that count is adopted.
 const CLOSE_PATTERN_EVIDENCE: u32 = 3;
 /// How long others seen in the backend's listen queue explain a fresh connection of this pool
-/// left unanswered there: a few looks at the queue (at most 250 ms apart, see `reaper.rs`).
+/// left unanswered there: several looks at the queue (62 ms apart at most, see `reaper.rs`).
 const SHARING_EVIDENCE: Duration = Duration::from_secs(1);
 
 impl<C: PooledConnection> PoolState<C> {
