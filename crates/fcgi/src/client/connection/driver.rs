@@ -82,6 +82,19 @@ impl Driver {
     /// flight learn why: a request that retries finds the pool already knowing.
     async fn run(mut self, on_closed: Box<dyn FnOnce(ClosedReport) + Send>) {
         let failure = self.drive().await;
+        // Before anyone hears of the close: the pool learns from it when the requests return.
+        let closed_by_backend = matches!(
+            failure,
+            ConnectionFailure::ClosedByBackend | ConnectionFailure::Io(_)
+        );
+        if closed_by_backend && self.state.closed_right_after_end(std::time::Instant::now()) {
+            self.shared
+                .closed_right_after_end
+                .store(true, Ordering::Release);
+        }
+        self.shared
+            .requests_ended
+            .store(self.state.requests_ended(), Ordering::Release);
         self.shared.closed.store(true, Ordering::Release);
         self.shared.close.cancel();
         let in_flight = self.state.in_flight();
@@ -146,14 +159,7 @@ impl Driver {
                 }
                 () = self.shared.reader_caught_up.notified(), if read_paused => {}
                 result = self.read.read_buf(&mut self.read_buffer), if !read_paused => match result {
-                    Ok(0) => {
-                        if self.state.closed_right_after_end(std::time::Instant::now()) {
-                            self.shared
-                                .closed_right_after_end
-                                .store(true, Ordering::Release);
-                        }
-                        return ConnectionFailure::ClosedByBackend;
-                    }
+                    Ok(0) => return ConnectionFailure::ClosedByBackend,
                     Ok(_) => {
                         let now = std::time::Instant::now();
                         if let Err(failure) = self.state.on_read(&mut self.read_buffer, multiplexed, now) {

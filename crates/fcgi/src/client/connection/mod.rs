@@ -122,6 +122,11 @@ impl Connection {
         self.shared.requests_started.load(Ordering::Relaxed)
     }
 
+    /// Requests the backend finished on this connection; known once it has closed.
+    pub(crate) fn requests_ended(&self) -> u64 {
+        self.shared.requests_ended.load(Ordering::Acquire)
+    }
+
     /// Time since the connection was established.
     pub(crate) fn age(&self) -> Duration {
         self.shared.opened_at.elapsed()

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) close: CancellationToken,
     /// The backend closed the connection right after an END_REQUEST (see `state.rs`).
     pub(crate) closed_right_after_end: AtomicBool,
+    /// Requests the backend finished on it, set when the driver stops.
+    pub(crate) requests_ended: AtomicU64,
     /// Requests share this connection: a reader that falls behind costs its request, since
     /// pausing the socket would stall the others. Alone on it, a request pauses the socket.
     pub(crate) multiplexed: AtomicBool,
@@ -49,6 +51,7 @@ impl Shared {
             requests_started: AtomicU64::new(0),
             close: CancellationToken::new(),
             closed_right_after_end: AtomicBool::new(false),
+            requests_ended: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
             max_request_buffer,
             reader_caught_up: Notify::new(),

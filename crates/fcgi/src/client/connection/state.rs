@@ -158,6 +158,10 @@ pub(super) struct ConnectionState {
     close_when_flushed: bool,
     /// When the last END_REQUEST arrived: a close right after it is a worker recycling.
     last_end: Option<Instant>,
+    /// A record arrived after the last END_REQUEST: the backend was answering again.
+    heard_since_end: bool,
+    /// END_REQUESTs read: the requests the backend finished on this connection.
+    requests_ended: u64,
     /// Bytes ever queued and ever written: which requests a failure caught unsent.
     queued_bytes: u64,
     written_bytes: u64,
@@ -175,6 +179,8 @@ impl ConnectionState {
             retiring: false,
             close_when_flushed: false,
             last_end: None,
+            heard_since_end: false,
+            requests_ended: 0,
             queued_bytes: 0,
             written_bytes: 0,
         }
@@ -241,13 +247,20 @@ impl ConnectionState {
         Ok(())
     }
 
-    /// Whether the backend's close, seen `now`, came right after an END_REQUEST with nothing
-    /// else in flight: a worker that exits after its last request, not a dead backend.
+    /// Whether the backend's close (or reset), seen `now`, came right after an END_REQUEST
+    /// with nothing heard since: a worker that exits after its last request, not a dead
+    /// backend — even when the next request had already been handed the connection, which is
+    /// the race a learned close pattern ends.
     pub(super) fn closed_right_after_end(&self, now: Instant) -> bool {
-        self.routes.is_empty()
+        !self.heard_since_end
             && self
                 .last_end
                 .is_some_and(|at| now.saturating_duration_since(at) < CLOSE_RIGHT_AFTER_END)
+    }
+
+    /// The requests the backend finished on this connection.
+    pub(super) fn requests_ended(&self) -> u64 {
+        self.requests_ended
     }
 
     /// Requests in flight: begun, and no END_REQUEST read for them yet.
@@ -395,11 +408,14 @@ impl ConnectionState {
             }
             return Ok(());
         };
+        self.heard_since_end = true;
         let event = match record.body {
             RecordBody::Stdout(data) => ResponseEvent::Stdout(data),
             RecordBody::Stderr(data) => ResponseEvent::Stderr(data),
             RecordBody::EndRequest(end) => {
                 self.last_end = Some(now);
+                self.heard_since_end = false;
+                self.requests_ended += 1;
                 let route = self.routes.swap_remove(position);
                 self.ids.release(route.id);
                 let _ = route.events.send(Ok(ResponseEvent::End(end)));

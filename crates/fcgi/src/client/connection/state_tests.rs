@@ -463,10 +463,15 @@ fn a_close_right_after_end_request_is_told_apart_from_a_later_one() {
     assert!(state.closed_right_after_end(ended + Duration::from_millis(1)));
     assert!(!state.closed_right_after_end(ended + Duration::from_millis(5)));
 
-    let _busy = begin(&mut state, 1);
+    // The next request handed the connection in that instant does not change it: the
+    // backend had not answered it.
+    let _next = begin(&mut state, 1);
+    assert!(state.closed_right_after_end(ended + Duration::from_millis(1)));
+    assert_eq!(state.requests_ended(), 1);
+    read_at(&mut state, &stdout(1, b"x"), false, ended).unwrap();
     assert!(
-        !state.closed_right_after_end(ended),
-        "a request was in flight: not a worker leaving after its last one"
+        !state.closed_right_after_end(ended + Duration::from_millis(1)),
+        "the backend was answering the next request: not a worker leaving after its last one"
     );
 }
 

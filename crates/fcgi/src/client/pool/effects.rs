@@ -21,6 +21,8 @@ pub(crate) trait PooledConnection: Clone {
     fn is_closed(&self) -> bool;
     /// Requests started on it so far.
     fn requests_started(&self) -> u64;
+    /// Requests the backend finished on it, once it has closed.
+    fn requests_ended(&self) -> u64;
     /// The backend closed it right after an END_REQUEST, as a worker exiting after its last
     /// request does.
     fn closed_right_after_end(&self) -> bool;

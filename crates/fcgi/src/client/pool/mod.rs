@@ -86,6 +86,9 @@ impl PooledConnection for Connection {
     fn requests_started(&self) -> u64 {
         Connection::requests_started(self)
     }
+    fn requests_ended(&self) -> u64 {
+        Connection::requests_ended(self)
+    }
 
     fn closed_right_after_end(&self) -> bool {
         Connection::closed_right_after_end(self)

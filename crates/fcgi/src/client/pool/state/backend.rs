@@ -233,7 +233,7 @@ impl<C: PooledConnection> PoolState<C> {
             // An idle timeout or a restart, not a worker's last request: no pattern to learn.
             return;
         }
-        let requests = closed.requests_started();
+        let requests = closed.requests_ended();
         if requests == 0 || requests >= self.keepalive_requests() {
             self.close_pattern = (0, 0);
             return;

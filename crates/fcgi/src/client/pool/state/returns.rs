@@ -36,8 +36,12 @@ impl<C: PooledConnection> PoolState<C> {
                 }
             }
             Return::Unused => self.put_back(now, connection, opened_at, fx),
-            // The holder closes it, after its FCGI_ABORT_REQUEST is out.
-            Return::Lost => self.fill_from_queue(fx),
+            // The holder closes it, after its FCGI_ABORT_REQUEST is out. A backend that closed
+            // it right after its previous END_REQUEST shows its request count all the same.
+            Return::Lost => {
+                self.learn_close_pattern(&connection, fx);
+                self.fill_from_queue(fx);
+            }
         }
     }
 

@@ -26,6 +26,8 @@ pub(super) struct Fake {
     pub(super) closed: Rc<Cell<bool>>,
     pub(super) requests: Rc<Cell<u64>>,
     pub(super) closed_right_after_end: Rc<Cell<bool>>,
+    /// Started requests the backend never finished (lost with the connection).
+    pub(super) unfinished: Rc<Cell<u64>>,
 }
 
 impl PartialEq for Fake {
@@ -45,6 +47,9 @@ impl PooledConnection for Fake {
     }
     fn requests_started(&self) -> u64 {
         self.requests.get()
+    }
+    fn requests_ended(&self) -> u64 {
+        self.requests.get() - self.unfinished.get()
     }
     fn closed_right_after_end(&self) -> bool {
         self.closed_right_after_end.get()
@@ -102,6 +107,7 @@ impl Pool {
             closed: Rc::default(),
             requests: Rc::default(),
             closed_right_after_end: Rc::default(),
+            unfinished: Rc::default(),
         };
         self.next_id += 1;
         fake

@@ -454,6 +454,32 @@ fn closes_after_the_same_request_count_teach_keepalive_requests() {
 }
 
 #[test]
+fn a_connection_lost_with_the_next_request_just_handed_it_teaches_the_count_too() {
+    // Under load a returning connection goes straight to the next request, which is then lost
+    // with it when the worker exits after its last request: the count is what it finished.
+    let mut pool = Pool::with_cap(1);
+    for round in 1..=3 {
+        let connection = pool.open_one();
+        connection.requests.set(6);
+        connection.unfinished.set(1);
+        connection.closed_right_after_end.set(true);
+        connection.closed.set(true);
+        pool.lose(&connection);
+        let learned = pool
+            .notices()
+            .contains(&Notice::ClosePatternLearned { requests: 5 });
+        assert_eq!(learned, round == 3, "round {round}");
+    }
+    assert_eq!(pool.state.keepalive_requests(), 5);
+    // A connection lost in the middle of a request teaches nothing.
+    let connection = pool.open_one();
+    connection.requests.set(3);
+    connection.closed.set(true);
+    pool.lose(&connection);
+    assert_eq!(pool.state.keepalive_requests(), 5);
+}
+
+#[test]
 fn a_failed_connect_asks_the_backend_its_limits_again_once_it_is_back() {
     let mut pool = Pool::new(&PoolConfig {
         multiplex: Multiplexing::Off,
