@@ -44,6 +44,8 @@ impl<C: PooledConnection> SharedConnections<C> {
         self.entries.len()
     }
 
+    // Only the invariant checks (debug builds and tests) list or probe the entries this way.
+    #[cfg(any(test, debug_assertions))]
     pub(super) fn iter(&self) -> impl Iterator<Item = &SharedConnection<C>> {
         self.entries.iter()
     }
@@ -79,6 +81,7 @@ impl<C: PooledConnection> SharedConnections<C> {
     }
 
     /// Whether some connection has a free request slot, without taking it.
+    #[cfg(any(test, debug_assertions))]
     pub(super) fn has_room(&self, budget: &Budget, now: Instant) -> bool {
         self.entries.iter().any(|entry| {
             !entry.draining

@@ -1,9 +1,8 @@
 //! What the pool state shows: its figures, and the invariants every event must leave true.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::PoolState;
-use crate::client::connection::ConnectionId;
 use crate::client::pool::effects::PooledConnection;
 use crate::client::stats::PoolStats;
 
@@ -20,6 +19,7 @@ impl<C: PooledConnection> PoolState<C> {
             + self.retiring.len()
     }
 
+    #[cfg(any(test, debug_assertions))]
     pub(crate) fn cap(&self) -> usize {
         self.capacity.cap()
     }
@@ -87,9 +87,12 @@ impl<C: PooledConnection> PoolState<C> {
         }
     }
 
-    /// Checks what every event must leave true; a description of the first broken rule.
-    pub(crate) fn check_invariants(&self, now: Instant) -> Result<(), String> {
-        let mut ids: Vec<ConnectionId> = self.idle.iter().map(|i| i.connection.id()).collect();
+    /// Checks what every event must leave true; a description of the first broken rule. Run
+    /// after every event in debug builds and tests only (`pool/mod.rs`).
+    #[cfg(any(test, debug_assertions))]
+    pub(crate) fn check_invariants(&self, now: std::time::Instant) -> Result<(), String> {
+        let mut ids: Vec<crate::client::connection::ConnectionId> =
+            self.idle.iter().map(|i| i.connection.id()).collect();
         ids.extend(self.leased.iter().map(|leased| leased.id));
         ids.extend(self.shared.iter().map(|entry| entry.connection.id()));
         ids.extend(self.retiring.iter().copied());
