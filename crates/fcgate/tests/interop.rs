@@ -68,6 +68,75 @@ async fn perl_fcgi_on_libfcgi() {
     site.assert_pooled_connections_held(2, 0);
 }
 
+/// A single-process app that keeps its connection (libfcgi honours FCGI_KEEP_CONN) serves one
+/// connection at a time: a new one waits in its listen queue until that one closes. With no cap
+/// configured the gateway learns that under load, and meanwhile no request may sit on a
+/// connection that no worker took: 64 clients, the slowest answered within a second. (Requests
+/// sent on such connections waited 2.4 to 10 s, until the served connection retired.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_process_libfcgi_app_under_64_clients_keeps_every_request_moving() {
+    if !perl_module_present("FCGI", "libfcgi-perl") {
+        return;
+    }
+    let app = ForeignApp::start("perl-fcgi", Listen::Unix, |address, _| {
+        let mut command = Command::new("perl");
+        command
+            .arg(interop_file("perl_fcgi.pl"))
+            .arg(perl_listen(address))
+            .arg("1");
+        command
+    })
+    .await;
+    let site = Site::start(
+        "perl-fcgi, one process",
+        "/",
+        Backend::Foreign(app),
+        "",
+        "queue_timeout = \"15s\"",
+    )
+    .await;
+    let report = site
+        .within(
+            "64 clients",
+            Duration::from_secs(40),
+            run_load(
+                site.gateway.local_addr,
+                6_000,
+                64,
+                Duration::from_secs(30),
+                |i| {
+                    Request::get(format!("/?op=echo&word=token-{i}"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap()
+                },
+                |i, response| response.body == format!("echo: token-{i}\n").as_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (report.count(200), report.bodies_ok),
+        (6_000, 6_000),
+        "{report:?}\n{}",
+        site.context()
+    );
+    let stats = pool_stats(&site.gateway);
+    assert!(
+        stats.saturation_events > 0,
+        "the default cap of 4 was never found too high for one process\n{}",
+        site.context()
+    );
+    assert!(
+        report.slowest < Duration::from_secs(1),
+        "a request waited {:?} with 64 clients on a one-process app\n{report:?}\n{}",
+        report.slowest,
+        site.context()
+    );
+    eprintln!(
+        "one-process libfcgi app: 6,000 requests from 64 clients in {:?}, slowest {:?}",
+        report.elapsed, report.slowest
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fcgiwrap_running_a_cgi_script() {
     let Some(fcgiwrap) = find_executable("fcgiwrap") else {

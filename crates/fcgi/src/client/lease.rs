@@ -27,6 +27,12 @@ const SATURATION_FACTOR: u32 = 4;
 /// However slow the backend usually is, judge a silent fresh connection within this.
 const MAX_SATURATION_BOUND: Duration = Duration::from_secs(10);
 
+/// How long a fresh connection may stay silent before that counts as a sign of saturation,
+/// given the usual wait for a fresh connection's first answer.
+pub(crate) fn saturation_bound(usual_wait: Duration) -> Duration {
+    (usual_wait * SATURATION_FACTOR).clamp(MIN_SATURATION_BOUND, MAX_SATURATION_BOUND)
+}
+
 /// What a lease needs from the pool it came from: its settings, and where the connection
 /// goes when the request ends. The pool implements it; a lease never sees the pool's state.
 pub(crate) trait LeaseOwner: ResponseObserver {
@@ -128,7 +134,9 @@ impl Lease {
                 failure: ConnectionFailure::ClosedByGateway,
             }));
         };
-        let first_request = connection.requests_started() == 0;
+        // Only a fresh connection the backend has not answered on yet (the pool's handshake)
+        // can be sitting in its listen backlog.
+        let maybe_in_backlog = connection.requests_started() == 0 && !connection.worker_confirmed();
         let last_request = connection.requests_started() + 1 >= self.pool.keepalive_requests()
             || connection.age() >= config.keepalive_time;
         // A shared connection is never ended by one of its requests: the pool drains it.
@@ -137,13 +145,11 @@ impl Lease {
             .send_request(self.keep_conn, write_params, body, config.read_timeout)
             .await?;
         self.request = Some(events.request);
-        // Only a fresh connection can be sitting in the backend's listen backlog.
-        let watch = first_request.then(|| {
+        let watch = maybe_in_backlog.then(|| {
             let (usual_wait, completed_before) = self.pool.first_response_baseline();
             FirstResponseWatch {
                 sent_at: tokio::time::Instant::now(),
-                bound: (usual_wait * SATURATION_FACTOR)
-                    .clamp(MIN_SATURATION_BOUND, MAX_SATURATION_BOUND),
+                bound: saturation_bound(usual_wait),
                 completed_before,
                 looks: 0,
             }

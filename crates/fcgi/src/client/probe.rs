@@ -73,12 +73,10 @@ async fn let_the_backend_close(mut stream: net::Stream) {
 
 async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
     let mut stream = net::connect(address).await.map_err(ProbeError::Connect)?;
-    let mut request = BytesMut::new();
-    encode_get_values(
-        &mut request,
-        &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS],
-    );
-    stream.write_all(&request).await.map_err(ProbeError::Io)?;
+    stream
+        .write_all(&values_request())
+        .await
+        .map_err(ProbeError::Io)?;
     let mut buffer = BytesMut::with_capacity(512);
     let mut decoder = RecordDecoder;
     loop {
@@ -96,6 +94,20 @@ async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
             return Err(ProbeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
     }
+}
+
+/// FCGI_GET_VALUES asking for the three values this crate reads, then an empty one: libfcgi
+/// (Perl's FCGI, fcgiwrap) answers a management record only once it has read the next record's
+/// header, so without one after it the question would wait — and a single-process app would be
+/// held — until the asker gives up. The second answer, when it comes, is ignored.
+pub(crate) fn values_request() -> BytesMut {
+    let mut request = BytesMut::new();
+    encode_get_values(
+        &mut request,
+        &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS],
+    );
+    encode_get_values(&mut request, &[]);
+    request
 }
 
 fn parse_values(pairs: &[(bytes::Bytes, bytes::Bytes)]) -> BackendValues {

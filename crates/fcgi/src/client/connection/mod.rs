@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use self::driver::{Driver, DriverSettings};
 use self::events::Events;
@@ -48,8 +48,8 @@ use crate::protocol::MAX_RECORD_CONTENT;
 // What the pool and the lease import from `super::connection`; the driver's settings and a
 // request's events keep their paths `super::driver` and `super::events` (`client/mod.rs`).
 pub use self::shared::ConnectionId;
-pub(crate) use self::state::RequestKey;
 pub use self::state::ResponseEvent;
+pub(crate) use self::state::{HandshakeAnswer, RequestKey};
 
 /// The request body to send as FCGI_STDIN.
 pub enum RequestBody {
@@ -107,6 +107,26 @@ impl Connection {
     /// after its last request does.
     pub(crate) fn closed_right_after_end(&self) -> bool {
         self.shared.closed_right_after_end.load(Ordering::Acquire)
+    }
+
+    /// Starts the handshake on a new connection (see `state::Command::Handshake`); the answer
+    /// comes through the receiver, which closes without one if the connection ends first.
+    pub(crate) async fn handshake(
+        &self,
+    ) -> Result<oneshot::Receiver<HandshakeAnswer>, ClientError> {
+        let (answer, receiver) = oneshot::channel();
+        self.command(Command::Handshake { answer }).await?;
+        Ok(receiver)
+    }
+
+    /// The backend answered on this connection before its first request: it is not waiting in
+    /// the listen queue, so that request needs no watch for saturation.
+    pub(crate) fn confirm_worker(&self) {
+        self.shared.worker_confirmed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn worker_confirmed(&self) -> bool {
+        self.shared.worker_confirmed.load(Ordering::Acquire)
     }
 
     /// Whether requests share this connection; the pool says so when it puts the connection in

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) close: CancellationToken,
     /// The backend closed the connection right after an END_REQUEST (see `state.rs`).
     pub(crate) closed_right_after_end: AtomicBool,
+    /// The backend answered on it before its first request (see `Connection::ask_values`).
+    pub(crate) worker_confirmed: AtomicBool,
     /// Requests the backend finished on it, set when the driver stops.
     pub(crate) requests_ended: AtomicU64,
     /// Requests share this connection: a reader that falls behind costs its request, since
@@ -51,6 +53,7 @@ impl Shared {
             requests_started: AtomicU64::new(0),
             close: CancellationToken::new(),
             closed_right_after_end: AtomicBool::new(false),
+            worker_confirmed: AtomicBool::new(false),
             requests_ended: AtomicU64::new(0),
             multiplexed: AtomicBool::new(false),
             max_request_buffer,

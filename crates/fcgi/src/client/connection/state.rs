@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Decoder;
 
 use super::request_ids::RequestIds;
 use crate::client::error::ConnectionFailure;
+use crate::client::probe;
 use crate::protocol::{
     EndRequest, Frame, Record, RecordBody, RecordDecoder, RecordType, RequestId, HEADER_LEN,
 };
@@ -62,6 +63,25 @@ pub enum ResponseEvent {
 
 pub(super) type EventResult = Result<ResponseEvent, ConnectionFailure>;
 
+/// How the backend met the handshake asked on this connection (see [`Command::Handshake`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandshakeAnswer {
+    /// FCGI_GET_VALUES_RESULT or FCGI_UNKNOWN_TYPE: the app read the question.
+    Answered,
+    /// A request's answer came first: the app does not answer management records at all.
+    Ignored,
+}
+
+/// Where the handshake on this connection stands.
+enum Handshake {
+    NotAsked,
+    Waiting(oneshot::Sender<HandshakeAnswer>),
+    /// Answered (or given up on): further management answers are echoes to ignore — Go's
+    /// net/http/fcgi follows each GET_VALUES_RESULT with an empty one, libfcgi answers the
+    /// trailing question only when the next record arrives.
+    Over,
+}
+
 /// A piece of a request's FCGI_STDIN stream: at most one record of content, and whether the
 /// stream ends with it. Both leave in the same write (see `request.rs`).
 #[derive(Debug, Default)]
@@ -85,6 +105,12 @@ pub(super) enum Command {
     },
     /// More of a request's body; one record per command, so requests take turns on the socket.
     Write { request: RequestKey, stdin: Stdin },
+    /// Ask FCGI_GET_VALUES (FastCGI 1.0 §4.1) before any request, and tell `answer` when the
+    /// backend answers: that shows a worker took the connection out of the listen queue. (The
+    /// question is the probe's, with an empty GET_VALUES after it for libfcgi's sake.)
+    Handshake {
+        answer: oneshot::Sender<HandshakeAnswer>,
+    },
     /// No more requests: the driver waits for the backend to close (bounded).
     Retire,
     /// The caller gave up on a request: send FCGI_ABORT_REQUEST (FastCGI 1.0 §5.4), and with
@@ -165,6 +191,7 @@ pub(super) struct ConnectionState {
     /// Bytes ever queued and ever written: which requests a failure caught unsent.
     queued_bytes: u64,
     written_bytes: u64,
+    handshake: Handshake,
 }
 
 impl ConnectionState {
@@ -183,6 +210,7 @@ impl ConnectionState {
             requests_ended: 0,
             queued_bytes: 0,
             written_bytes: 0,
+            handshake: Handshake::NotAsked,
         }
     }
 
@@ -216,6 +244,10 @@ impl ConnectionState {
                 if let Some(id) = self.id_of(request) {
                     self.queue_stdin(id, stdin);
                 }
+            }
+            Command::Handshake { answer } => {
+                self.queue(Outgoing::Block(probe::values_request().freeze()));
+                self.handshake = Handshake::Waiting(answer);
             }
             Command::Retire => self.retiring = true,
             Command::Abort { request, close } => {
@@ -389,12 +421,30 @@ impl ConnectionState {
         self.queue(Outgoing::Frame(abort));
     }
 
+    fn end_handshake(&mut self, answer: HandshakeAnswer) {
+        if let Handshake::Waiting(waiting) = std::mem::replace(&mut self.handshake, Handshake::Over)
+        {
+            let _ = waiting.send(answer);
+        }
+    }
+
     fn route(
         &mut self,
         record: Record,
         multiplexed: bool,
         now: Instant,
     ) -> Result<(), ConnectionFailure> {
+        let management_answer = matches!(
+            record.body,
+            RecordBody::GetValuesResult(_) | RecordBody::UnknownType(_)
+        );
+        if record.request_id == RequestId::MANAGEMENT
+            && management_answer
+            && !matches!(self.handshake, Handshake::NotAsked)
+        {
+            self.end_handshake(HandshakeAnswer::Answered);
+            return Ok(());
+        }
         let position = self
             .routes
             .iter()
@@ -408,6 +458,9 @@ impl ConnectionState {
             }
             return Ok(());
         };
+        // The backend reads its records in order: a request sent after the question is answered
+        // first only by an app that skips management records.
+        self.end_handshake(HandshakeAnswer::Ignored);
         self.heard_since_end = true;
         let event = match record.body {
             RecordBody::Stdout(data) => ResponseEvent::Stdout(data),

@@ -105,6 +105,9 @@ pub(crate) enum Notice {
     NoMaxConnsAnnounced {
         cap: usize,
     },
+    MaxConnsOfOneNotTrusted {
+        cap: usize,
+    },
     ClosePatternLearned {
         requests: u64,
     },
@@ -131,6 +134,15 @@ pub(crate) enum Notice {
         idle_closed: usize,
         cap: usize,
     },
+    /// A new connection's FCGI_GET_VALUES went unanswered while others were served: it is
+    /// closed, and the request it was for goes back to the head of the queue.
+    NoWorkerForNewConnection {
+        connection: ConnectionId,
+        cap: usize,
+    },
+    /// The backend does not answer FCGI_GET_VALUES on a new connection: requests go out on new
+    /// connections without waiting for proof that a worker took them.
+    HandshakeIgnored,
     Overloaded {
         connection: ConnectionId,
     },

@@ -33,12 +33,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use self::effects::{Checkout, ConnectFailure, Effect, Grant, Notice, PooledConnection};
-use self::state::{Effects, PoolState, ProbeOutcome};
+use self::state::{Effects, HandshakeVerdict, PoolState, ProbeOutcome};
 use self::waiters::{Queue, Senders, WaitGuard};
 use super::connection::driver::{ClosedReport, DriverSettings};
-use super::connection::{Connection, ConnectionId};
+use super::connection::{Connection, ConnectionId, HandshakeAnswer};
 use super::error::{ClientError, ErrorKind};
-use super::lease::{Lease, LeaseOwner};
+use super::lease::{saturation_bound, Lease, LeaseOwner};
 use super::pool_config::PoolConfig;
 use super::probe::{self, BackendValues, ProbeError};
 use super::stats::PoolStats;
@@ -154,8 +154,10 @@ impl Pool {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + inner.config.queue_timeout;
         let mut backoff = LISTEN_QUEUE_BACKOFF;
+        // Set once a new connection of this checkout found no worker: it goes first in line.
+        let mut again = false;
         loop {
-            let grant = match PoolInner::checkout(inner, fresh) {
+            let grant = match PoolInner::checkout(inner, fresh, again) {
                 Step::Lease(lease) => return Ok(lease),
                 Step::Connect => Grant::OpenSlot,
                 Step::QueueFull => {
@@ -174,21 +176,23 @@ impl Pool {
                     }
                 },
             };
-            let error = match grant {
+            let connected = match grant {
                 Grant::Connection(connection) if fresh => {
                     // Its slot is ours: open a new connection in it instead.
                     inner.update(|state, _, fx| state.exchange_for_connect(connection, fx));
-                    match inner.connect().await {
-                        Ok(lease) => return Ok(lease),
-                        Err(error) => error,
-                    }
+                    inner.connect(deadline).await
                 }
                 Grant::Connection(connection) => return Ok(inner.lease(connection, true, false)),
                 Grant::Request(connection) => return Ok(inner.lease(connection, true, true)),
-                Grant::OpenSlot => match inner.connect().await {
-                    Ok(lease) => return Ok(lease),
-                    Err(error) => error,
-                },
+                Grant::OpenSlot => inner.connect(deadline).await,
+            };
+            let error = match connected {
+                Connected::Lease(lease) => return Ok(lease),
+                Connected::Again => {
+                    again = true;
+                    continue;
+                }
+                Connected::Failed(error) => error,
             };
             // A full listen queue means the backend is busy, not gone: wait and try again.
             if !error.is_listen_queue_full() || tokio::time::Instant::now() + backoff > deadline {
@@ -231,6 +235,29 @@ impl Pool {
             state.close_idle(fx);
         });
     }
+}
+
+/// What a connect in a checkout's slot came to.
+enum Connected {
+    Lease(Lease),
+    /// The new connection found no worker, or refused the handshake; nothing was sent on it.
+    /// The request checks out again, first in line.
+    Again,
+    Failed(ClientError),
+}
+
+/// How a new connection's handshake (`state/backend.rs`) ended.
+enum Handshake {
+    /// A worker answered on it.
+    Answered,
+    /// Not asked, or not answered while nothing showed why: the request goes out regardless.
+    Skipped,
+    /// Others were served while it waited: it has no worker. Its slot is given back already.
+    NoWorker,
+    /// It closed before answering.
+    Refused,
+    /// The checkout's queue deadline passed while it waited.
+    TimedOut,
 }
 
 /// What a checkout got under the lock.
@@ -295,10 +322,14 @@ impl PoolInner {
         }
     }
 
-    fn checkout(inner: &Arc<PoolInner>, fresh: bool) -> Step {
+    fn checkout(inner: &Arc<PoolInner>, fresh: bool, again: bool) -> Step {
         let mut core = inner.lock();
         let mut fx = Vec::new();
-        let checkout = core.state.checkout(Instant::now(), fresh, &mut fx);
+        let checkout = if again {
+            core.state.checkout_again(Instant::now(), &mut fx)
+        } else {
+            core.state.checkout(Instant::now(), fresh, &mut fx)
+        };
         let step = match checkout {
             Checkout::Exclusive(connection) => Step::Lease(inner.lease(connection, true, false)),
             Checkout::Shared(connection) => Step::Lease(inner.lease(connection, true, true)),
@@ -326,7 +357,9 @@ impl PoolInner {
         )
     }
 
-    async fn connect(self: &Arc<Self>) -> Result<Lease, ClientError> {
+    /// Opens a connection in the slot a checkout got, and — on a backend that answers — waits
+    /// for a worker to answer on it before handing it out (`handshake`).
+    async fn connect(self: &Arc<Self>, deadline: tokio::time::Instant) -> Connected {
         let slot = SlotGuard::new(self, |state, now, fx| {
             state.connect_failed(now, ConnectFailure::Cancelled, fx)
         });
@@ -349,11 +382,35 @@ impl PoolInner {
         .await;
         let (failure, error) = match opened {
             Ok(Ok(connection)) => {
-                slot.disarm();
                 tracing::debug!(backend = %self.address, connection = id, "connected");
-                let shared =
-                    self.update(|state, now, fx| state.connected(now, connection.clone(), fx));
-                return Ok(self.lease(connection, false, shared));
+                let answered = match self.handshake(&connection, deadline).await {
+                    Handshake::Answered => true,
+                    Handshake::Skipped => false,
+                    Handshake::NoWorker => {
+                        // The state gave the slot back with its verdict.
+                        slot.disarm();
+                        connection.close();
+                        return Connected::Again;
+                    }
+                    Handshake::Refused => {
+                        slot.disarm();
+                        self.update(|state, _, fx| state.handshake_refused(fx));
+                        return Connected::Again;
+                    }
+                    Handshake::TimedOut => {
+                        // The slot guard gives the slot back.
+                        connection.close();
+                        return Connected::Failed(ClientError::from(ErrorKind::QueueTimeout {
+                            address: self.address.clone(),
+                            timeout: config.queue_timeout,
+                        }));
+                    }
+                };
+                slot.disarm();
+                let shared = self.update(|state, now, fx| {
+                    state.connected(now, connection.clone(), answered, fx)
+                });
+                return Connected::Lease(self.lease(connection, false, shared));
             }
             // connect(2) on a unix socket whose listen queue is full fails with EAGAIN.
             Ok(Err(source)) if source.kind() == std::io::ErrorKind::WouldBlock => (
@@ -379,7 +436,75 @@ impl PoolInner {
         };
         slot.disarm();
         self.update(|state, now, fx| state.connect_failed(now, failure, fx));
-        Err(error)
+        Connected::Failed(error)
+    }
+
+    /// Asks FCGI_GET_VALUES on a new connection and waits for the answer, judging the silence
+    /// every bound (the same as for a first response) until the state's verdict or `deadline`.
+    async fn handshake(
+        &self,
+        connection: &Connection,
+        deadline: tokio::time::Instant,
+    ) -> Handshake {
+        let (wanted, (usual_wait, completed_before)) = {
+            let core = self.lock();
+            (
+                core.state.wants_handshake(),
+                core.state.first_response_baseline(),
+            )
+        };
+        if !wanted {
+            return Handshake::Skipped;
+        }
+        let Ok(mut answer) = connection.handshake().await else {
+            return Handshake::Refused;
+        };
+        let asked_at = tokio::time::Instant::now();
+        let bound = saturation_bound(usual_wait);
+        let mut looks = 1;
+        loop {
+            let look_at = (asked_at + bound * looks).min(deadline);
+            match tokio::time::timeout_at(look_at, &mut answer).await {
+                Ok(Ok(HandshakeAnswer::Answered)) => {
+                    connection.confirm_worker();
+                    let id = connection.id();
+                    self.update(|state, _, _| state.handshake_answered(id));
+                    return Handshake::Answered;
+                }
+                // No request went out yet, so nothing can have been answered first.
+                Ok(Ok(HandshakeAnswer::Ignored) | Err(_)) => return Handshake::Refused,
+                Err(_) if look_at >= deadline => {
+                    self.update(|state, _, _| state.handshake_timed_out());
+                    return Handshake::TimedOut;
+                }
+                Err(_) => {}
+            }
+            let id = connection.id();
+            let verdict = self
+                .update(|state, now, fx| state.handshake_unanswered(now, id, completed_before, fx));
+            match verdict {
+                HandshakeVerdict::KeepWaiting => looks += 1,
+                HandshakeVerdict::NoWorker => return Handshake::NoWorker,
+                HandshakeVerdict::SendAnyway => {
+                    self.hear_late_answer(answer);
+                    return Handshake::Skipped;
+                }
+            }
+        }
+    }
+
+    /// The request went out without the handshake's answer: if the answer still comes, the
+    /// backend does answer, and later connections ask again.
+    fn hear_late_answer(&self, answer: tokio::sync::oneshot::Receiver<HandshakeAnswer>) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        let within = self.config.read_timeout;
+        tokio::spawn(async move {
+            if let Ok(Ok(answer)) = tokio::time::timeout(within, answer).await {
+                inner.update(|state, _, _| state.late_handshake_answer(answer));
+            }
+        });
     }
 
     fn backend_closed(&self, report: ClosedReport) {

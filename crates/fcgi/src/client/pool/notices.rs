@@ -19,6 +19,9 @@ pub(super) fn log(backend: &Address, notice: &Notice) {
         Notice::NoMaxConnsAnnounced { cap } => {
             tracing::info!(%backend, "the backend does not announce FCGI_MAX_CONNS (php-fpm never does): the cap stays {cap} and adapts; set max_conns or php_fpm_config to give the real figure")
         }
+        Notice::MaxConnsOfOneNotTrusted { cap } => {
+            tracing::info!(%backend, "the backend announces FCGI_MAX_CONNS=1, as libfcgi does in each of its processes however many there are: the cap stays {cap} and adapts; set max_conns to give the real figure")
+        }
         Notice::ClosePatternLearned { requests } => {
             tracing::info!(%backend, "the backend closes connections after {requests} requests (pm.max_requests?); retiring them at {requests}");
         }
@@ -44,6 +47,12 @@ pub(super) fn log(backend: &Address, notice: &Notice) {
             cap,
         } => {
             tracing::warn!(%backend, connection, idle_closed, cap, "a new connection got no answer while others were served: the backend has fewer workers than the pool had connections")
+        }
+        Notice::NoWorkerForNewConnection { connection, cap } => {
+            tracing::warn!(%backend, connection, cap, "a new connection got no worker while others were served: closed before any request was sent on it; its request waits for the next free connection")
+        }
+        Notice::HandshakeIgnored => {
+            tracing::info!(%backend, "the backend does not answer FCGI_GET_VALUES on a new connection: requests go out on new connections without waiting for a worker to take them")
         }
         Notice::Overloaded { connection } => {
             tracing::debug!(%backend, connection, "FCGI_OVERLOADED")

@@ -120,8 +120,10 @@ impl<C: PooledConnection> PoolState<C> {
         if self.multiplex.enabled() && !self.idle.is_empty() {
             return Err("idle exclusive connections while multiplexing".into());
         }
-        if self.waiters.len() > self.limits.max_queue {
-            return Err("more waiters than max_queue".into());
+        // A request back from a connect slot (`checkout_again`) waits even in a full queue;
+        // there are never more of those than slots.
+        if self.waiters.len() > self.limits.max_queue + self.capacity.ceiling() {
+            return Err("more waiters than max_queue and the slots".into());
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use self::backend::HandshakeSupport;
+pub(crate) use self::backend::HandshakeVerdict;
 use super::effects::{
     Checkout, ConnectFailure, Effect, Grant, PooledConnection, RequestEnd, Return, WaiterId,
 };
@@ -56,6 +58,7 @@ struct Limits {
     keepalive_time: Duration,
     max_reqs_per_conn: usize,
     multiplex: Multiplexing,
+    keep_conn: bool,
 }
 
 struct Idle<C> {
@@ -129,6 +132,13 @@ pub(crate) struct PoolState<C> {
     others_waiting_seen: Option<Instant>,
     /// Busy connections to close as their requests end, for other clients waiting there.
     yield_budget: usize,
+    /// Whether the backend answers FCGI_GET_VALUES asked on a new connection.
+    handshakes: HandshakeSupport,
+    /// New connections closed unanswered while still in the backend's listen queue, oldest
+    /// first. They stay there until the backend accepts them and finds them closed, and must
+    /// not be taken for other clients meanwhile; gone once a later connection is answered (the
+    /// queue is FIFO) or the queue is seen empty.
+    ghosts: Vec<ConnectionId>,
     backend_values: Option<BackendValues>,
     counters: Counters,
 }
@@ -150,6 +160,7 @@ impl<C: PooledConnection> PoolState<C> {
                 keepalive_time: config.keepalive_time,
                 max_reqs_per_conn: config.max_reqs_per_conn,
                 multiplex: config.multiplex,
+                keep_conn: config.keep_conn,
             },
             capacity,
             multiplex: MultiplexState::new(
@@ -173,6 +184,8 @@ impl<C: PooledConnection> PoolState<C> {
             unreachable: false,
             others_waiting_seen: None,
             yield_budget: 0,
+            handshakes: HandshakeSupport::Unknown,
+            ghosts: Vec::new(),
             backend_values: None,
             counters: Counters::default(),
         }
@@ -187,6 +200,23 @@ impl<C: PooledConnection> PoolState<C> {
         &mut self,
         now: Instant,
         fresh: bool,
+        fx: &mut Effects<C>,
+    ) -> Checkout<C> {
+        self.take(now, fresh, false, fx)
+    }
+
+    /// A checkout by a request that had a connect slot already and lost it — its new
+    /// connection found no worker (`handshake_unanswered`): it waited longest, so if it must
+    /// wait again, it does so first in line.
+    pub(crate) fn checkout_again(&mut self, now: Instant, fx: &mut Effects<C>) -> Checkout<C> {
+        self.take(now, false, true, fx)
+    }
+
+    fn take(
+        &mut self,
+        now: Instant,
+        fresh: bool,
+        first_in_line: bool,
         fx: &mut Effects<C>,
     ) -> Checkout<C> {
         if self.multiplex.enabled() {
@@ -218,17 +248,22 @@ impl<C: PooledConnection> PoolState<C> {
             self.counters.reused += 1;
             return Checkout::Exclusive(idle.connection);
         }
-        if self.slot_free() {
+        // First in line, it may take a free slot whoever waits behind it.
+        if self.slot_free() || (first_in_line && self.open() < self.capacity.cap()) {
             self.connecting += 1;
             return Checkout::Connect;
         }
-        if self.waiters.len() >= self.limits.max_queue {
+        if self.waiters.len() >= self.limits.max_queue && !first_in_line {
             self.counters.queue_rejections += 1;
             return Checkout::QueueFull;
         }
         let id = self.next_waiter;
         self.next_waiter += 1;
-        self.waiters.push_back(id);
+        if first_in_line {
+            self.waiters.push_front(id);
+        } else {
+            self.waiters.push_back(id);
+        }
         Checkout::Wait(id)
     }
 
@@ -276,9 +311,16 @@ impl<C: PooledConnection> PoolState<C> {
 
     // ---- connecting ---------------------------------------------------------------------
 
-    /// A connect in a slot from `checkout` (or an `OpenSlot` grant) succeeded. Returns true
-    /// when the connection is shared, carrying this request as its first.
-    pub(crate) fn connected(&mut self, now: Instant, connection: C, fx: &mut Effects<C>) -> bool {
+    /// A connect in a slot from `checkout` (or an `OpenSlot` grant) succeeded; `answered`: the
+    /// backend already answered on it (a handshake), so it is not waiting in the listen queue.
+    /// Returns true when the connection is shared, carrying this request as its first.
+    pub(crate) fn connected(
+        &mut self,
+        now: Instant,
+        connection: C,
+        answered: bool,
+        fx: &mut Effects<C>,
+    ) -> bool {
         self.connecting -= 1;
         self.counters.opened += 1;
         if std::mem::take(&mut self.unreachable) && self.wants_probe() {
@@ -293,7 +335,7 @@ impl<C: PooledConnection> PoolState<C> {
         self.leased.push(Leased {
             id: connection.id(),
             opened_at: now,
-            awaiting_answer: true,
+            awaiting_answer: !answered,
         });
         false
     }

@@ -128,7 +128,7 @@ impl Pool {
     pub(super) fn connected(&mut self, fake: &Fake) -> bool {
         fake.requests.set(fake.requests.get() + 1);
         let connection = fake.clone();
-        self.run(|state, now, fx| state.connected(now, connection, fx))
+        self.run(|state, now, fx| state.connected(now, connection, false, fx))
     }
 
     pub(super) fn complete(&mut self, fake: &Fake) {

@@ -12,7 +12,7 @@ use crate::client::connection::ConnectionId;
 use crate::client::pool::effects::{
     Checkout, ConnectFailure, Effect, Grant, RequestEnd, Return, WaiterId,
 };
-use crate::client::pool::state::ProbeOutcome;
+use crate::client::pool::state::{HandshakeVerdict, ProbeOutcome};
 use crate::client::pool_config::{Multiplexing, PoolConfig};
 use crate::client::probe::BackendValues;
 
@@ -21,9 +21,13 @@ use crate::client::probe::BackendValues;
 /// One thing that may happen to a pool; indexes pick among what exists at that moment.
 #[derive(Clone, Copy, Debug)]
 enum Step {
-    Checkout { fresh: bool },
+    Checkout {
+        fresh: bool,
+    },
     ConnectSucceeds,
-    ConnectFails { listen_queue_full: bool },
+    ConnectFails {
+        listen_queue_full: bool,
+    },
     WaiterTakesGrant(usize),
     WaiterLeaves(usize),
     RequestCompletes(usize, bool),
@@ -35,6 +39,10 @@ enum Step {
     Overloaded(usize),
     ProbeAnswers(Option<bool>, Option<usize>),
     BacklogSeen(u32),
+    /// A connect in progress gets no answer to its handshake (`refused`: it closes instead).
+    HandshakeFails {
+        refused: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -52,6 +60,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<usize>().prop_map(Step::Unanswered),
         1 => any::<usize>().prop_map(Step::Overloaded),
         1 => (0u32..3).prop_map(Step::BacklogSeen),
+        1 => any::<bool>().prop_map(|refused| Step::HandshakeFails { refused }),
         1 => (proptest::option::of(any::<bool>()), proptest::option::of(1usize..6))
             .prop_map(|(mpxs, max_conns)| Step::ProbeAnswers(mpxs, max_conns)),
     ]
@@ -197,7 +206,30 @@ impl World {
             Step::BacklogSeen(queued) => {
                 pool.run(|s, now, fx| s.backlog_seen(now, queued, fx));
             }
-            Step::ConnectSucceeds | Step::ConnectFails { .. } => {}
+            Step::HandshakeFails { refused } if self.connecting > 0 => {
+                let id = pool.next_id;
+                let gave_back = if refused {
+                    pool.run(|s, _, fx| s.handshake_refused(fx));
+                    true
+                } else {
+                    let verdict = pool.run(|s, now, fx| s.handshake_unanswered(now, id, 0, fx));
+                    verdict == HandshakeVerdict::NoWorker
+                };
+                if gave_back {
+                    self.connecting -= 1;
+                    self.absorb(pool)?;
+                    match pool.run(|s, now, fx| s.checkout_again(now, fx)) {
+                        Checkout::Exclusive(c) => self.exclusive.push(c),
+                        Checkout::Shared(c) => self.shared.push(c),
+                        Checkout::Connect => self.connecting += 1,
+                        Checkout::Wait(waiter) => self.queued.push_front(waiter),
+                        Checkout::QueueFull => {
+                            prop_assert!(false, "a request checking out again is never refused")
+                        }
+                    }
+                }
+            }
+            Step::ConnectSucceeds | Step::ConnectFails { .. } | Step::HandshakeFails { .. } => {}
         }
         // What the effects closed, the drivers report closed.
         let closed: Vec<ConnectionId> = pool

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use super::{Fake, Pool};
 use crate::client::connection::ConnectionId;
+use crate::client::connection::HandshakeAnswer;
 use crate::client::pool::effects::{
     Checkout, ConnectFailure, Effect, Grant, Notice, RequestEnd, Return,
 };
-use crate::client::pool::state::ProbeOutcome;
+use crate::client::pool::state::{HandshakeVerdict, ProbeOutcome};
 use crate::client::pool_config::{Multiplexing, PoolConfig};
 use crate::client::probe::BackendValues;
 
@@ -423,6 +424,140 @@ fn a_fresh_connection_left_unanswered_while_others_are_served_lowers_the_cap() {
     assert_eq!(pool.state.cap(), 1);
     assert_eq!(pool.closed(), vec![served.id]);
     assert_eq!(pool.state.stats().saturation_events, 1);
+}
+
+// ---- the handshake on a new connection ---------------------------------------------------------
+
+/// A checkout that connects: the connection it opens, before any verdict on its handshake.
+fn connecting(pool: &mut Pool) -> Fake {
+    assert_eq!(pool.checkout(), Checkout::Connect);
+    pool.fake()
+}
+
+fn verdict(pool: &mut Pool, connection: &Fake, completed_before: u64) -> HandshakeVerdict {
+    let id = connection.id;
+    pool.run(|state, now, fx| state.handshake_unanswered(now, id, completed_before, fx))
+}
+
+#[test]
+fn a_new_connection_with_no_worker_gives_its_request_back_first_in_line() {
+    let mut pool = Pool::with_cap(2);
+    let served = open_answered(&mut pool, 1);
+    let unanswered = connecting(&mut pool);
+    let _waiter = pool.wait();
+    // The served connection's request ends and goes to the waiter: others are being served.
+    pool.complete(&served[0]);
+    pool.drain_effects();
+    assert!(pool.state.wants_handshake());
+    assert_eq!(
+        verdict(&mut pool, &unanswered, 0),
+        HandshakeVerdict::NoWorker
+    );
+    assert!(matches!(
+        pool.notices().as_slice(),
+        [
+            Notice::CapLowered { to: 1, .. },
+            Notice::NoWorkerForNewConnection { cap: 1, .. }
+        ]
+    ));
+    assert_eq!(pool.state.open(), 1, "its slot is given back");
+    assert_eq!(pool.state.stats().saturation_events, 1);
+    // Checking out again, it waits ahead of the later request.
+    let again = match pool.run(|state, now, fx| state.checkout_again(now, fx)) {
+        Checkout::Wait(again) => again,
+        other => panic!("expected to wait, got {other:?}"),
+    };
+    let _later = pool.wait();
+    pool.complete(&served[0]);
+    assert_eq!(
+        pool.grants(),
+        vec![(again, Grant::Connection(served[0].clone()))]
+    );
+}
+
+#[test]
+fn without_evidence_a_handshake_waits_only_on_a_backend_known_to_answer() {
+    let mut pool = Pool::with_cap(2);
+    // Nobody served, nothing known: the app may skip management records. Send anyway.
+    let first = connecting(&mut pool);
+    assert_eq!(verdict(&mut pool, &first, 0), HandshakeVerdict::SendAnyway);
+    assert!(matches!(
+        pool.notices().as_slice(),
+        [Notice::HandshakeIgnored]
+    ));
+    assert!(!pool.state.wants_handshake());
+    // Its answer came after all, before the request's: later connections ask again.
+    pool.run(|state, _, _| state.late_handshake_answer(HandshakeAnswer::Answered));
+    assert!(pool.state.wants_handshake());
+    // Known to answer, nobody served: the app is slow to accept, not short of workers.
+    let second = connecting(&mut pool);
+    assert_eq!(
+        verdict(&mut pool, &second, 0),
+        HandshakeVerdict::KeepWaiting
+    );
+    assert_eq!(pool.state.cap(), 2);
+    // A request's answer before the handshake's: the app skips management records.
+    pool.run(|state, _, _| state.late_handshake_answer(HandshakeAnswer::Ignored));
+    assert!(
+        pool.state.wants_handshake(),
+        "one that answered stays trusted"
+    );
+    // Unless a handshake waits out a request's whole queue time: then it is unknown again.
+    pool.run(|state, _, _| state.handshake_timed_out());
+    assert_eq!(verdict(&mut pool, &second, 0), HandshakeVerdict::SendAnyway);
+}
+
+#[test]
+fn a_handshake_queued_behind_other_clients_keeps_waiting_for_its_turn() {
+    let mut pool = Pool::with_cap(4);
+    let served = open_answered(&mut pool, 1);
+    let queued = connecting(&mut pool);
+    pool.complete(&served[0]);
+    // This pool's handshake and one other client wait in the listen queue.
+    pool.run(|state, now, fx| state.backlog_seen(now, 2, fx));
+    assert_eq!(
+        verdict(&mut pool, &queued, 0),
+        HandshakeVerdict::KeepWaiting
+    );
+    assert_eq!(pool.state.cap(), 4);
+}
+
+#[test]
+fn connections_closed_in_the_listen_queue_are_not_taken_for_other_clients() {
+    let mut pool = Pool::with_cap(2);
+    let served = open_answered(&mut pool, 1);
+    let ghost = connecting(&mut pool);
+    pool.complete(&served[0]);
+    assert_eq!(verdict(&mut pool, &ghost, 0), HandshakeVerdict::NoWorker);
+    pool.drain_effects();
+    // The closed connection is still in the queue until the backend accepts it: not others.
+    let busy = pool.checkout();
+    assert_eq!(busy, Checkout::Exclusive(served[0].clone()));
+    pool.run(|state, now, fx| state.backlog_seen(now, 1, fx));
+    pool.complete(&served[0]);
+    assert_eq!(pool.closed(), Vec::<ConnectionId>::new());
+    assert_eq!(pool.state.stats().yielded, 0);
+    // A connection opened after it was answered: the backend has accepted the ghost too, so
+    // one in the queue now is somebody else.
+    pool.advance(Duration::from_secs(2));
+    let later = pool.fake();
+    let later_id = later.id;
+    pool.run(|state, _, _| state.handshake_answered(later_id));
+    assert_eq!(pool.run(|state, now, fx| state.backlog_seen(now, 1, fx)), 1);
+    assert_eq!(pool.closed(), vec![served[0].id]);
+}
+
+#[test]
+fn a_connection_closed_during_its_handshake_stops_handshakes() {
+    let mut pool = Pool::with_cap(2);
+    let _refused = connecting(&mut pool);
+    pool.run(|state, _, fx| state.handshake_refused(fx));
+    assert_eq!(pool.state.open(), 0);
+    assert!(!pool.state.wants_handshake());
+    assert!(matches!(
+        pool.notices().as_slice(),
+        [Notice::HandshakeIgnored]
+    ));
 }
 
 #[test]
