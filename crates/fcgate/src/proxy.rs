@@ -348,7 +348,7 @@ impl Gateway {
         let queue_wait = asked_at.elapsed();
         facts.queue_wait = Some(queue_wait);
         server.metrics().queue_wait.observe(queue_wait);
-        let lease = match checkout {
+        let mut lease = match checkout {
             Ok(lease) => lease,
             Err(error) if error.is_connect() => {
                 let timeout = error.is_timeout();
@@ -388,6 +388,9 @@ impl Gateway {
                 add,
             )
         };
+        if !job.rules.repeatable {
+            lease.set_unrepeatable();
+        }
         let answer = match lease.send_request(write_params, body).await {
             Ok(events) => {
                 let answer = self.read_response(events, &job.exchange).await;

@@ -435,6 +435,46 @@ async fn a_backend_closing_after_every_request_causes_no_errors_for_get() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_to_a_backend_closing_connections_at_counts_that_never_repeat_never_fail() {
+    // Like php-fpm with pm.max_requests = 5 whose workers also serve other clients: each
+    // connection closes half a millisecond after its 5th to 15th END_REQUEST, so no count can
+    // be learnt, and a POST handed the connection in that instant is lost with it.
+    // The gateway asks the worker on a reused connection first (one FCGI_GET_VALUES round
+    // trip); a connection that closes instead carried nothing, and the POST goes on another.
+    let backend = TestBackend::start(BackendOptions {
+        server: fcgi::server::ServerConfig {
+            close_after_requests: Some(5),
+            close_after_requests_jitter: 10,
+            close_after_requests_delay: Duration::from_micros(500),
+            ..fcgi::server::ServerConfig::default()
+        },
+        ..BackendOptions::default()
+    })
+    .await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let report = run_load(
+        gateway.local_addr,
+        3_000,
+        8,
+        Duration::from_secs(60),
+        |i| {
+            Request::post(format!("/?token=p{i}"))
+                .body(Full::new(Bytes::from_static(b"order=1")))
+                .unwrap()
+        },
+        |i, response| response.header("x-token") == Some(format!("p{i}").as_str()),
+    )
+    .await;
+    let stats = pool_stats(&gateway);
+    assert_eq!(report.count(200), 3_000, "{report:?}\n{stats:?}");
+    assert_eq!(report.bodies_ok, 3_000);
+    assert!(
+        stats.opened >= 3_000 / 15,
+        "the backend closed connections as configured: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_to_a_backend_recycling_every_10_requests_fails_none_once_the_pattern_is_learned() {
     // Like php-fpm with pm.max_requests = 10. A POST meeting a connection the backend just
     // closed may not be retried; after the pool has seen three connections close at 10, it

@@ -40,6 +40,9 @@ pub(crate) trait LeaseOwner: ResponseObserver {
     fn config(&self) -> &PoolConfig;
     /// Requests per connection in force (configured, or learned from the backend's closes).
     fn keepalive_requests(&self) -> u64;
+    /// Whether the backend answers FCGI_GET_VALUES on a request connection (see
+    /// [`Lease::set_unrepeatable`]).
+    fn answers_handshakes(&self) -> bool;
     /// The usual wait for a fresh connection's first answer, and the requests completed so far.
     fn first_response_baseline(&self) -> (Duration, u64);
     /// A connection of its own comes back.
@@ -80,6 +83,8 @@ pub struct Lease {
     multiplexed: bool,
     /// The request's id once sent: what to abort when it is given up.
     request: Option<RequestKey>,
+    /// See [`Lease::set_unrepeatable`].
+    unrepeatable: bool,
 }
 
 impl Lease {
@@ -98,6 +103,7 @@ impl Lease {
             keep_conn,
             multiplexed,
             request: None,
+            unrepeatable: false,
         }
     }
 
@@ -114,6 +120,19 @@ impl Lease {
     /// True when the connection carried an earlier request.
     pub fn was_reused(&self) -> bool {
         self.reused
+    }
+
+    /// The request must not run twice (a POST). On a connection that carried requests before,
+    /// an FCGI_GET_VALUES goes ahead of it in the same write: a worker that closes the
+    /// connection right after its last response (php-fpm's `pm.max_requests`, php-cgi's
+    /// `PHP_FCGI_MAX_REQUESTS`) just as the request is handed it never answers that question,
+    /// and since the backend reads its records in order, it never read the request either —
+    /// so the failure says nothing was sent ([`ClientError::is_not_sent`]) and the request may
+    /// go again on another connection. Costs the backend one short answer, no round trip; not
+    /// done on a new connection (its handshake proved a worker), a shared one, or a backend
+    /// that does not answer management records.
+    pub fn set_unrepeatable(&mut self) {
+        self.unrepeatable = true;
     }
 
     /// Sends the request. FCGI_KEEP_CONN is set unless the pool is configured without it or
@@ -141,8 +160,16 @@ impl Lease {
             || connection.age() >= config.keepalive_time;
         // A shared connection is never ended by one of its requests: the pool drains it.
         self.keep_conn = self.multiplexed || (config.keep_conn && !last_request);
+        let ask_first =
+            self.unrepeatable && self.reused && !self.multiplexed && self.pool.answers_handshakes();
         let mut events = connection
-            .send_request(self.keep_conn, write_params, body, config.read_timeout)
+            .send_request(
+                self.keep_conn,
+                ask_first,
+                write_params,
+                body,
+                config.read_timeout,
+            )
             .await?;
         self.request = Some(events.request);
         let watch = maybe_in_backlog.then(|| {

@@ -37,6 +37,14 @@ pub struct ServerConfig {
     /// Close the connection after this many requests on it (like php-fpm `pm.max_requests`);
     /// `None` = never.
     pub close_after_requests: Option<u64>,
+    /// With `close_after_requests`: each connection closes after up to this many more, drawn at
+    /// random — like php-fpm workers that also served other clients, whose counts per
+    /// connection differ, so a client cannot learn one.
+    pub close_after_requests_jitter: u64,
+    /// With `close_after_requests`: how long the connection lingers after its last END_REQUEST
+    /// before it closes, as a php worker runs its shutdown first. A client may hand it another
+    /// request in between, which is then lost.
+    pub close_after_requests_delay: std::time::Duration,
     /// Answer GET_VALUES and other management records (§4). `false` ignores them silently, as
     /// applications that never implemented them do — for testing clients against such apps.
     pub answer_management_records: bool,
@@ -67,6 +75,8 @@ impl Default for ServerConfig {
             max_params_bytes: 1 << 20,
             max_stdin_bytes: 64 << 20,
             close_after_requests: None,
+            close_after_requests_jitter: 0,
+            close_after_requests_delay: std::time::Duration::ZERO,
             answer_management_records: true,
         }
     }

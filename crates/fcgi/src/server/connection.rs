@@ -78,8 +78,19 @@ pub(crate) async fn drive_connection<H: Handler>(
 ) -> Result<(), ServerError> {
     let (read_half, write_half) = stream.into_split();
     let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
+    let jitter = config.close_after_requests_jitter;
+    let close_delay = config.close_after_requests_delay;
+    let mut state = ConnectionState::new(config, budget);
+    if jitter > 0 {
+        // std's per-instance random hash keys: randomness enough for a test knob.
+        use std::hash::{BuildHasher, Hasher};
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        state.close_later_by(draw % (jitter + 1));
+    }
     let mut driver = Driver {
-        state: ConnectionState::new(config, budget),
+        state,
         handler,
         writer: write_half,
         outgoing_tx,
@@ -87,6 +98,7 @@ pub(crate) async fn drive_connection<H: Handler>(
         running: HashMap::new(),
         task_slots: HashMap::new(),
         write_buffer: BytesMut::new(),
+        close_delay,
     };
     // Dropping the driver on return aborts the handlers still running (the JoinSet owns them).
     driver
@@ -108,6 +120,8 @@ struct Driver<H> {
     running: HashMap<Slot, AbortHandle>,
     task_slots: HashMap<TaskId, Slot>,
     write_buffer: BytesMut,
+    /// `close_after_requests_delay`.
+    close_delay: std::time::Duration,
 }
 
 impl<H: Handler> Driver<H> {
@@ -221,6 +235,9 @@ impl<H: Handler> Driver<H> {
             self.write_buffer.clear();
         }
         if close {
+            if !self.close_delay.is_zero() {
+                tokio::time::sleep(self.close_delay).await;
+            }
             // The peer may already be gone; the records it needed were written above.
             let _ = self.writer.shutdown().await;
         }

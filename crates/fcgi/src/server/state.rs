@@ -66,6 +66,8 @@ pub(crate) struct ConnectionState {
     active: HashMap<RequestId, ActiveRequest>,
     next_generation: u64,
     accepted_requests: u64,
+    /// Requests after which the connection closes (`close_after_requests`, plus its jitter).
+    close_after: Option<u64>,
     /// Take no new requests; close once the active ones end.
     closing: bool,
     closed: bool,
@@ -74,6 +76,7 @@ pub(crate) struct ConnectionState {
 impl ConnectionState {
     pub(crate) fn new(config: Arc<ServerConfig>, budget: Arc<RequestBudget>) -> Self {
         ConnectionState {
+            close_after: config.close_after_requests,
             config,
             budget,
             active: HashMap::new(),
@@ -82,6 +85,12 @@ impl ConnectionState {
             closing: false,
             closed: false,
         }
+    }
+
+    /// This connection closes `extra` requests later than `close_after_requests` says (its
+    /// share of `close_after_requests_jitter`, drawn by the caller).
+    pub(crate) fn close_later_by(&mut self, extra: u64) {
+        self.close_after = self.close_after.map(|limit| limit + extra);
     }
 
     /// Whether no request is in progress: nothing is lost if the connection closes now.
@@ -260,8 +269,7 @@ impl ConnectionState {
         );
         self.accepted_requests += 1;
         if self
-            .config
-            .close_after_requests
+            .close_after
             .is_some_and(|limit| self.accepted_requests >= limit)
         {
             self.closing = true;

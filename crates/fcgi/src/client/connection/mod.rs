@@ -191,10 +191,13 @@ impl Connection {
 
     /// Sends BEGIN_REQUEST, the params that `write_params` produces and the body, and returns
     /// the stream of what the backend answers. `keep_conn` is the FCGI_KEEP_CONN flag: without
-    /// it the backend closes the connection after this request (FastCGI 1.0 §5.1).
+    /// it the backend closes the connection after this request (FastCGI 1.0 §5.1). `ask_first`:
+    /// FCGI_GET_VALUES goes ahead of it, so that a connection that dies before answering proves
+    /// the request unread (`state::Command::Begin`).
     pub(crate) async fn send_request<F>(
         &self,
         keep_conn: bool,
+        ask_first: bool,
         write_params: F,
         body: RequestBody,
         read_timeout: Duration,
@@ -227,6 +230,7 @@ impl Connection {
                 unread: Arc::clone(&unread),
                 head,
                 stdin,
+                ask_first,
             })
             .await
             .map_err(|_| {
@@ -326,7 +330,7 @@ mod tests {
         let (connection, mut receiver) = detached();
         let sender = tokio::spawn(async move {
             connection
-                .send_request(true, |_| {}, body, Duration::from_secs(1))
+                .send_request(true, false, |_| {}, body, Duration::from_secs(1))
                 .await
                 .map(|_| ())
         });

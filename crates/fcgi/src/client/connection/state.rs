@@ -75,7 +75,8 @@ pub(crate) enum HandshakeAnswer {
 /// Where the handshake on this connection stands.
 enum Handshake {
     NotAsked,
-    Waiting(oneshot::Sender<HandshakeAnswer>),
+    /// Asked and not answered yet; the sender is whoever waits for the answer, if anyone.
+    Waiting(Option<oneshot::Sender<HandshakeAnswer>>),
     /// Answered (or given up on): further management answers are echoes to ignore — Go's
     /// net/http/fcgi follows each GET_VALUES_RESULT with an empty one, libfcgi answers the
     /// trailing question only when the next record arrives.
@@ -102,6 +103,10 @@ pub(super) enum Command {
         unread: Arc<AtomicUsize>,
         head: BytesMut,
         stdin: Stdin,
+        /// The request must not run twice: FCGI_GET_VALUES goes ahead of it in the same write.
+        /// The backend reads its records in order, so if the connection ends with the question
+        /// unanswered, the request was never read — it failed as not sent.
+        ask_first: bool,
     },
     /// More of a request's body; one record per command, so requests take turns on the socket.
     Write { request: RequestKey, stdin: Stdin },
@@ -157,6 +162,8 @@ struct Route {
     /// `queued_bytes` when its BEGIN_REQUEST was queued: until `written_bytes` passes it, not
     /// a byte of this request has left.
     queued_at: u64,
+    /// An FCGI_GET_VALUES went ahead of it (`Command::Begin::ask_first`).
+    behind_question: bool,
 }
 
 /// How the connection ended, for the pool and then for the requests in flight.
@@ -222,6 +229,7 @@ impl ConnectionState {
                 unread,
                 mut head,
                 stdin,
+                ask_first,
             } => {
                 let Some(id) = self.ids.allocate() else {
                     // 65,535 requests in flight on one connection: this one alone is refused.
@@ -229,6 +237,10 @@ impl ConnectionState {
                     return;
                 };
                 stamp_request_id(&mut head, id);
+                if ask_first {
+                    self.queue(Outgoing::Block(probe::values_request().freeze()));
+                    self.handshake = Handshake::Waiting(None);
+                }
                 self.routes.push(Route {
                     id,
                     sequence: request.sequence,
@@ -236,6 +248,7 @@ impl ConnectionState {
                     unread,
                     overflowed: false,
                     queued_at: self.queued_bytes,
+                    behind_question: ask_first,
                 });
                 self.queue(Outgoing::Block(head.freeze()));
                 self.queue_stdin(id, stdin);
@@ -247,7 +260,7 @@ impl ConnectionState {
             }
             Command::Handshake { answer } => {
                 self.queue(Outgoing::Block(probe::values_request().freeze()));
-                self.handshake = Handshake::Waiting(answer);
+                self.handshake = Handshake::Waiting(Some(answer));
             }
             Command::Retire => self.retiring = true,
             Command::Abort { request, close } => {
@@ -383,8 +396,11 @@ impl ConnectionState {
     /// Tells every request in flight that the connection is gone, and why — and a request of
     /// which not a byte was written, that it was never sent.
     pub(super) fn fail_all(&mut self, failure: &ConnectionFailure) {
+        // The backend never got past the question: it read none of the requests behind it.
+        let question_unanswered = matches!(self.handshake, Handshake::Waiting(_));
         for route in self.routes.drain(..) {
-            let failure = if self.written_bytes <= route.queued_at {
+            let unread = route.behind_question && question_unanswered;
+            let failure = if self.written_bytes <= route.queued_at || unread {
                 ConnectionFailure::NotSent(Box::new(failure.clone()))
             } else {
                 failure.clone()
@@ -422,7 +438,8 @@ impl ConnectionState {
     }
 
     fn end_handshake(&mut self, answer: HandshakeAnswer) {
-        if let Handshake::Waiting(waiting) = std::mem::replace(&mut self.handshake, Handshake::Over)
+        if let Handshake::Waiting(Some(waiting)) =
+            std::mem::replace(&mut self.handshake, Handshake::Over)
         {
             let _ = waiting.send(answer);
         }

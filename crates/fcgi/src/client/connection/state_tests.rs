@@ -46,6 +46,11 @@ impl Request {
 
 /// Begins request number `sequence` with a short body.
 fn begin(state: &mut ConnectionState, sequence: u64) -> Request {
+    begin_asking(state, sequence, false)
+}
+
+/// Begins request number `sequence`; with `ask_first`, FCGI_GET_VALUES goes ahead of it.
+fn begin_asking(state: &mut ConnectionState, sequence: u64, ask_first: bool) -> Request {
     let (events, receiver) = mpsc::unbounded_channel();
     let unread = Arc::new(AtomicUsize::new(0));
     let key = RequestKey { sequence };
@@ -58,6 +63,7 @@ fn begin(state: &mut ConnectionState, sequence: u64) -> Request {
             content: Bytes::from_static(b"body"),
             end_of_stream: true,
         },
+        ask_first,
     });
     Request {
         key,
@@ -505,6 +511,51 @@ fn a_request_not_a_byte_of_which_was_written_is_told_it_was_never_sent() {
     state.fail_all(&ConnectionFailure::ClosedByBackend);
     assert!(matches!(
         partly.next(),
+        Some(Err(ConnectionFailure::ClosedByBackend))
+    ));
+}
+
+#[test]
+fn a_request_behind_a_question_never_answered_was_never_read() {
+    // A worker that closes right after its last response: everything was written, nothing read.
+    let mut state = ConnectionState::new(LIMIT);
+    let mut request = begin_asking(&mut state, 0, true);
+    let records = written(&mut state);
+    assert_eq!(
+        records[..2],
+        [
+            (RecordType::GetValues, 0, 48),
+            (RecordType::GetValues, 0, 0)
+        ],
+        "the question, and the empty one libfcgi needs after it, go first: {records:?}"
+    );
+    assert_eq!(records[2].0, RecordType::BeginRequest);
+    state.fail_all(&ConnectionFailure::ClosedByBackend);
+    assert!(matches!(
+        request.next(),
+        Some(Err(ConnectionFailure::NotSent(_)))
+    ));
+
+    // Answered, the backend was reading: the request may have run.
+    let mut state = ConnectionState::new(LIMIT);
+    let mut request = begin_asking(&mut state, 0, true);
+    written(&mut state);
+    read(
+        &mut state,
+        &record(RecordType::GetValuesResult, 0, b""),
+        false,
+    )
+    .unwrap();
+    // Echoes of the question (Go sends an empty result after each) are no protocol error.
+    read(
+        &mut state,
+        &record(RecordType::GetValuesResult, 0, b""),
+        false,
+    )
+    .unwrap();
+    state.fail_all(&ConnectionFailure::ClosedByBackend);
+    assert!(matches!(
+        request.next(),
         Some(Err(ConnectionFailure::ClosedByBackend))
     ));
 }

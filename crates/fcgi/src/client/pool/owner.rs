@@ -42,6 +42,10 @@ impl LeaseOwner for PoolInner {
         self.keepalive_requests.load(Ordering::Relaxed)
     }
 
+    fn answers_handshakes(&self) -> bool {
+        self.lock().state.answers_handshakes()
+    }
+
     fn first_response_baseline(&self) -> (Duration, u64) {
         self.lock().state.first_response_baseline()
     }

@@ -147,6 +147,12 @@ impl<C: PooledConnection> PoolState<C> {
             && !multiplexing_backend
     }
 
+    /// Whether the backend has answered a handshake: a request that must not run twice may then
+    /// be preceded by the same question on a reused connection (`Lease::set_unrepeatable`).
+    pub(crate) fn answers_handshakes(&self) -> bool {
+        self.handshakes == HandshakeSupport::Answered && !self.multiplex.enabled()
+    }
+
     /// A new connection's FCGI_GET_VALUES was answered: a worker has it. (What
     /// it announced is not taken for the backend's limits: one worker of a prefork app answers
     /// for itself — libfcgi says FCGI_MAX_CONNS=1 in each of fcgiwrap's processes.)
