@@ -459,3 +459,33 @@ async fn a_name_that_does_not_resolve_at_start_is_an_error_naming_it() {
         "{error:#}"
     );
 }
+
+#[tokio::test]
+async fn localhost_is_one_server_with_one_cap_whichever_family_the_backend_listens_on() {
+    // Where /etc/hosts makes `localhost` 127.0.0.1 and ::1 (Debian's does): one backend, not
+    // two servers that would each get the cap. This one listens on IPv4 only; connects by name
+    // try both, in order. Without ::1 in /etc/hosts it checks the connect by name alone.
+    let backend = TestBackend::start_at(
+        &Address::Tcp("127.0.0.1:0".into()),
+        BackendOptions::default(),
+    )
+    .await;
+    let Address::Tcp(bound) = backend.address() else {
+        unreachable!("a TCP backend has a TCP address")
+    };
+    let port: u16 = bound.rsplit_once(':').unwrap().1.parse().unwrap();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\naccess_log = \"off\"\n\
+         [upstream]\nservers = [\"localhost:{port}\"]\nmax_conns = 2\n"
+    );
+    let config = fcgate::config::parse_file_text(&text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let gateway = fcgate::server::start(config).await.unwrap();
+    let servers = addresses(&gateway);
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    get_ok(&mut client, 10).await;
+    assert_eq!(backend.requests(), 10);
+}

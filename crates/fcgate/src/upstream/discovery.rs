@@ -79,6 +79,8 @@ pub(crate) struct NameResolver {
     resolver: TokioResolver,
     interval: Option<Duration>,
     timeout: Duration,
+    /// The system's configuration (no `resolver` set): what getaddrinfo would answer too.
+    system: bool,
 }
 
 /// The addresses one name has now, and for how long the answer holds.
@@ -132,6 +134,7 @@ impl NameResolver {
             resolver,
             interval: config.resolve_interval,
             timeout: config.timeout,
+            system: config.name_servers.is_empty(),
         })
     }
 
@@ -150,10 +153,7 @@ impl NameResolver {
             return Err("no A or AAAA record".to_owned());
         }
         Ok(Answer {
-            addresses: ips
-                .into_iter()
-                .map(|ip| Address::Tcp(SocketAddr::new(ip, port).to_string()))
-                .collect(),
+            addresses: servers_for(host, port, ips, self.system),
             ttl: answer
                 .valid_until()
                 .saturating_duration_since(Instant::now()),
@@ -163,6 +163,27 @@ impl NameResolver {
     fn next_round(&self, shortest_ttl: Option<Duration>) -> Duration {
         next_round(self.interval, shortest_ttl)
     }
+}
+
+/// The servers a name's addresses make: one per address — except for one IPv4 and one IPv6
+/// address both on loopback (`localhost` is 127.0.0.1 and ::1 in most /etc/hosts). That is one
+/// backend on this host, listening on one of them or on both (php-fpm's `listen = 9000` binds
+/// `[::]`, which takes IPv4 too): two servers would give it the cap twice, its surplus waiting
+/// in its listen queue. It stays one server under its name, whose connects try the two in the
+/// system's order — when `system` says the system resolves names as this resolver does (no
+/// `resolver` set), else the connects could not find the name. (Several IPv4 loopback aliases,
+/// 127.0.0.2 and 127.0.0.3, are backends of their own.)
+fn servers_for(host: &str, port: u16, ips: Vec<IpAddr>, system: bool) -> Vec<Address> {
+    let one_host_both_families = system
+        && ips.len() == 2
+        && ips.iter().filter(|ip| ip.is_ipv4()).count() == 1
+        && ips.iter().all(IpAddr::is_loopback);
+    if one_host_both_families {
+        return vec![Address::Tcp(format!("{host}:{port}"))];
+    }
+    ips.into_iter()
+        .map(|ip| Address::Tcp(SocketAddr::new(ip, port).to_string()))
+        .collect()
 }
 
 /// How long until the next round: `resolve_interval` if set, else the shortest TTL of this
@@ -357,6 +378,31 @@ mod tests {
         for literal in ["127.0.0.1:9000", "[::1]:9000", "unix:/run/php.sock"] {
             assert_eq!(host_name(&address(literal)), None, "{literal}");
         }
+    }
+
+    #[test]
+    fn localhost_in_both_families_is_one_server_and_any_other_name_one_per_address() {
+        let v4 = IpAddr::from([127, 0, 0, 1]);
+        let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        assert_eq!(
+            servers_for("localhost", 9000, vec![v4, v6], true),
+            vec![address("localhost:9000")]
+        );
+        assert_eq!(
+            servers_for("localhost", 9000, vec![v4, v6], false),
+            vec![address("127.0.0.1:9000"), address("[::1]:9000")],
+            "with name servers of its own, connects could not resolve the name"
+        );
+        let remote = IpAddr::from([10, 0, 0, 5]);
+        assert_eq!(
+            servers_for("php.internal", 9000, vec![v4, remote], true),
+            vec![address("127.0.0.1:9000"), address("10.0.0.5:9000")]
+        );
+        let alias = IpAddr::from([127, 0, 0, 2]);
+        assert_eq!(
+            servers_for("app.test", 9000, vec![v4, alias], true),
+            vec![address("127.0.0.1:9000"), address("127.0.0.2:9000")]
+        );
     }
 
     #[test]

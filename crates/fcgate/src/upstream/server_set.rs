@@ -74,8 +74,11 @@ impl Server {
     /// (`php.internal:9000 (10.0.0.7:9000)`).
     pub fn label(&self) -> String {
         match &self.name {
-            Some(name) => format!("{name} ({})", self.pool.address()),
-            None => self.pool.address().to_string(),
+            // A name on loopback alone is connected to by name (`discovery::servers_for`).
+            Some(name) if **name != *self.pool.address().to_string() => {
+                format!("{name} ({})", self.pool.address())
+            }
+            _ => self.pool.address().to_string(),
         }
     }
 

@@ -223,11 +223,12 @@ impl<C: PooledConnection> PoolState<C> {
         HandshakeVerdict::NoWorker
     }
 
-    /// A new connection closed before answering its FCGI_GET_VALUES: the backend may drop
+    /// A new connection closed before answering its FCGI_GET_VALUES. On a backend that has
+    /// answered before, it is going away (a restart); on one not known to answer, it may drop
     /// connections that send management records, so new ones stop asking. The slot is free;
     /// the request checks out again.
     pub(crate) fn handshake_refused(&mut self, fx: &mut Effects<C>) {
-        if self.handshakes != HandshakeSupport::Ignored {
+        if self.handshakes == HandshakeSupport::Unknown {
             self.handshakes = HandshakeSupport::Ignored;
             fx.push(Effect::Notice(Notice::HandshakeIgnored));
         }

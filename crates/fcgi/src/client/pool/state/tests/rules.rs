@@ -548,7 +548,7 @@ fn connections_closed_in_the_listen_queue_are_not_taken_for_other_clients() {
 }
 
 #[test]
-fn a_connection_closed_during_its_handshake_stops_handshakes() {
+fn a_connection_closed_during_its_handshake_stops_handshakes_unless_the_backend_answered_one() {
     let mut pool = Pool::with_cap(2);
     let _refused = connecting(&mut pool);
     pool.run(|state, _, fx| state.handshake_refused(fx));
@@ -558,6 +558,14 @@ fn a_connection_closed_during_its_handshake_stops_handshakes() {
         pool.notices().as_slice(),
         [Notice::HandshakeIgnored]
     ));
+
+    // One that answered before is restarting, not refusing.
+    let mut pool = Pool::with_cap(2);
+    let answered = connecting(&mut pool);
+    pool.run(|state, _, _| state.handshake_answered(answered.id));
+    let _refused = connecting(&mut pool);
+    pool.run(|state, _, fx| state.handshake_refused(fx));
+    assert!(pool.state.wants_handshake());
 }
 
 #[test]
