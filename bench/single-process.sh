@@ -86,7 +86,7 @@ url() { echo "http://127.0.0.1:$PORT/?op=echo&word=x"; }
 wrk_figures() {
   awk 'function ms(v) {if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000}
        /requests in/ {r = $1}
-       /^ +Latency/ {m = ms($4)}
+       /^ +Latency +[0-9]/ {m = ms($4)}
        /^ +99%/ {p = ms($2)}
        /timeout/ {t = $NF}
        /Non-2xx/ {n = $NF}
