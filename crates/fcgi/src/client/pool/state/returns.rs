@@ -190,8 +190,12 @@ impl<C: PooledConnection> PoolState<C> {
             self.fill_from_queue(fx);
             return;
         }
-        if self.open() >= self.capacity.cap() {
-            // Counting this one, the pool is above the cap: it goes.
+        // Counting this one, the pool's connections are above the cap: it goes. Connects and
+        // probes in progress do not count: a new connection waiting for a worker's answer may
+        // find none and give its slot back, and one that has a worker is not closed for it.
+        // (Closing it undershot: two silent new connections at once took a 2-worker pool's
+        // cap from 4 to 1, the second counting one fewer served.)
+        if self.open() - self.connecting - self.probing >= self.capacity.cap() {
             fx.push(Effect::Close(connection));
             self.fill_from_queue(fx);
             return;

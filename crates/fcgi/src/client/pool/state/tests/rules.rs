@@ -476,6 +476,31 @@ fn a_new_connection_with_no_worker_gives_its_request_back_first_in_line() {
 }
 
 #[test]
+fn new_connections_with_no_worker_never_take_the_cap_below_the_workers_serving() {
+    // Cap 4, two workers: two connections answered, two more wait for a worker.
+    let mut pool = Pool::with_cap(4);
+    let served = open_answered(&mut pool, 2);
+    let silent = [connecting(&mut pool), connecting(&mut pool)];
+    pool.complete(&served[0]);
+    assert_eq!(
+        verdict(&mut pool, &silent[0], 0),
+        HandshakeVerdict::NoWorker
+    );
+    assert_eq!(pool.state.cap(), 2);
+    // A served connection coming back is not closed for the other one still waiting ...
+    let again = pool.checkout();
+    assert_eq!(again, Checkout::Exclusive(served[0].clone()));
+    pool.complete(&served[0]);
+    assert_eq!(pool.closed(), Vec::<ConnectionId>::new());
+    // ... so when that one finds no worker either, two are still serving.
+    assert_eq!(
+        verdict(&mut pool, &silent[1], 0),
+        HandshakeVerdict::NoWorker
+    );
+    assert_eq!(pool.state.cap(), 2);
+}
+
+#[test]
 fn without_evidence_a_handshake_waits_only_on_a_backend_known_to_answer() {
     let mut pool = Pool::with_cap(2);
     // Nobody served, nothing known: the app may skip management records. Send anyway.
