@@ -16,6 +16,7 @@ package_for() {
     ps) echo procps ;;
     h2load) echo nghttp2-client ;;
     cgi-fcgi) echo libfcgi-bin ;;
+    dnsmasq) echo dnsmasq-base ;;  # the binary, without the service
     flock) echo util-linux ;;
     *) echo "$1" ;;
   esac
