@@ -5,7 +5,8 @@
 # on TCP port 9000. The instances (in the root namespace, on ports PORT, +1, +2) find the hosts
 # by DNS: dnsmasq on loopback answers php.scale.test with both addresses from a hosts file, and
 # each instance asks it again every second (`resolver`, `resolve_interval`); each is told the
-# pool's size (max_conns = 4). Scenarios, each ROUNDS times, SECONDS_EACH s of load:
+# pool's size (max_conns = 4) and its status page (php_fpm_status_path, pm.status_path), where
+# it sees other clients waiting in a remote pool's listen queue. Scenarios, each ROUNDS times, SECONDS_EACH s of load:
 #   all        wrk -c16 on all three at once
 #   bursts     one instance after the other, SECONDS_EACH / 2 s each, the next starting as the
 #              previous stops; its first request timed alone with curl
@@ -102,7 +103,8 @@ backend_host() {
     delay_in "$host"
     delay_method="NFQUEUE + bench/nfq-delay.c in each namespace (no sch_netem here), 1 ms each way"
   fi
-  write_fpm_conf "$work/fpm-$host.conf" listen="${host_ip[$host]}:9000" children=4
+  write_fpm_conf "$work/fpm-$host.conf" listen="${host_ip[$host]}:9000" children=4 \
+    extra="pm.status_path = /fpm-status"
   start_fpm "$work/fpm-$host.conf" netns="$ns"
   fpm_of[$host]=${fpm_pid:-}
 }
@@ -156,7 +158,8 @@ start_instance() {
   [ -n "$dry_run" ] || mkdir -p "$dir"
   write_fcgate_toml "$dir/fcgate.toml" listen="127.0.0.1:$((PORT + i))" upstream="$NAME:9000" \
     root="$www" max_conns=4 access_log=off \
-    upstream_extra="resolver = [\"127.0.0.1:$DNS_PORT\"]
+    upstream_extra="php_fpm_status_path = \"/fpm-status\"
+resolver = [\"127.0.0.1:$DNS_PORT\"]
 resolve_interval = \"1s\"
 queue_timeout = \"5s\""
   start_peer_process fcgate "$dir" "$((PORT + i))"

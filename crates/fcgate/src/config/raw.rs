@@ -97,6 +97,8 @@ pub struct RawUpstream {
     pub php_fpm_config: Option<PathBuf>,
     /// `upstream.php_fpm_pool`
     pub php_fpm_pool: Option<String>,
+    /// `upstream.php_fpm_status_path`
+    pub php_fpm_status_path: Option<String>,
     /// `upstream.max_fails`
     pub max_fails: Option<u32>,
     /// `upstream.fail_timeout`
@@ -214,6 +216,8 @@ impl RawConfig {
                     .clone()
                     .or(self.upstream.php_fpm_config),
                 php_fpm_pool: flags.php_fpm_pool.clone().or(self.upstream.php_fpm_pool),
+                // File-only: it belongs with the backend's description, beside its servers.
+                php_fpm_status_path: self.upstream.php_fpm_status_path,
                 max_fails: flags.max_fails.or(self.upstream.max_fails),
                 fail_timeout: flags.fail_timeout.or(self.upstream.fail_timeout),
                 health_interval: flags.health_interval.or(self.upstream.health_interval),

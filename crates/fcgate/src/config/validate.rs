@@ -472,6 +472,15 @@ fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             Some(limit) => limit,
             None => defaults.max_reqs_per_conn,
         },
+        php_fpm_status_path: match &raw.php_fpm_status_path {
+            Some(path) if !path.starts_with('/') => {
+                return Err(ConfigError::invalid(
+                    "upstream.php_fpm_status_path",
+                    format!("\"{path}\" is not a path (pm.status_path starts with /)"),
+                ))
+            }
+            path => path.clone(),
+        },
         ..defaults
     };
     // An explicit max_conns wins over php-fpm's figure; pm.max_requests still applies.

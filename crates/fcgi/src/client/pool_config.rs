@@ -90,6 +90,10 @@ pub struct PoolConfig {
     /// gets an error — the connection is never paused for one reader, so this is the flow
     /// control FastCGI lacks; on a connection of its own the request pauses the socket instead.
     pub max_request_buffer: usize,
+    /// php-fpm's `pm.status_path`, for a backend on another host: its listen queue cannot be
+    /// read from here, so the pool asks php-fpm's status page for it (on a connection of its
+    /// own) to see other clients waiting for workers. `None`: not asked.
+    pub php_fpm_status_path: Option<String>,
 }
 
 impl PoolConfig {
@@ -134,6 +138,7 @@ impl Default for PoolConfig {
             multiplex: Multiplexing::Auto,
             max_reqs_per_conn: PoolConfig::DEFAULT_MAX_REQS_PER_CONN,
             max_request_buffer: PoolConfig::DEFAULT_MAX_REQUEST_BUFFER,
+            php_fpm_status_path: None,
         }
     }
 }

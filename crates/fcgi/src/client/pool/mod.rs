@@ -21,6 +21,7 @@
 //!   reports the outcome on drop.
 
 mod effects;
+mod fpm_status;
 mod notices;
 mod owner;
 mod reaper;
