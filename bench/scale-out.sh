@@ -41,7 +41,7 @@ build=1
 source "$bench_dir/lib/harness.sh"
 source "$bench_dir/lib/process.sh"
 source "$bench_dir/lib/install.sh"
-source "$bench_dir/lib/backends.sh"  # find_fpm, write_fpm_conf, start_fpm, ensure_nfq_delay_tools
+source "$bench_dir/lib/backends.sh"  # find_fpm, write_fpm_conf, start_fpm, create_netns
 source "$bench_dir/lib/peers.sh"     # write_fcgate_toml, start_peer_process
 
 while [ $# -gt 0 ]; do
@@ -58,19 +58,20 @@ find_fpm
 make_work fcgate-scale-out
 hosts=(a b)
 declare -A host_ip=([a]=10.231.77.2 [b]=10.231.78.2) gateway_ip=([a]=10.231.77.1 [b]=10.231.78.1)
-declare -A fpm_of=() delayer_of=() queue_of=([a]=8 [b]=9)
+declare -A fpm_of=() delayer_of=()
 instance_pids=("" "" "")
 dns_pid=""
 cleanup() {
   set +e
   [ -z "$dry_run" ] || return 0
   local pid host
-  for pid in "${instance_pids[@]}" "$dns_pid" "${fpm_of[@]}" "${delayer_of[@]}"; do
+  for pid in "${instance_pids[@]}" "$dns_pid" "${fpm_of[@]}"; do
     stop_tree "$pid"
   done
   for host in "${hosts[@]}"; do
-    ip link del "fso-${host}0" 2>/dev/null
-    ip netns del "fcgso-$host" 2>/dev/null
+    use_host "$host"
+    delayer_pid=${delayer_of[$host]:-}
+    delete_netns
   done
   kill_run "$work"
   rm -rf "$work"
@@ -80,55 +81,23 @@ prepare_fcgate "$build"
 www="$work/www"
 [ -n "$dry_run" ] || { cp -r "$bench_dir/www" "$www"; chmod -R a+rX "$www"; }
 
-# backend_host HOST: namespace fcgso-HOST behind veth fso-HOST0/1 with 1 ms each way, and
-# php-fpm on HOST's address, port 9000.
+# backend_host HOST: namespace fcgso-HOST behind veth fso-HOST0/1 with 1 ms each way (bench/run's
+# create_netns, on HOST's names and addresses), and php-fpm on HOST's address, port 9000.
 backend_host() {
-  local host=$1 ns=fcgso-$1 outside=fso-${1}0 inside=fso-${1}1
-  if [ -z "$dry_run" ]; then
-    ip link del "$outside" 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-  fi
-  act ip netns add "$ns"
-  act ip link add "$outside" type veth peer name "$inside"
-  act ip link set "$inside" netns "$ns"
-  act ip addr add "${gateway_ip[$host]}/30" dev "$outside"
-  act ip -n "$ns" addr add "${host_ip[$host]}/30" dev "$inside"
-  act ip link set "$outside" up
-  act ip -n "$ns" link set "$inside" up
-  act ip -n "$ns" link set lo up
-  if act tc qdisc add dev "$outside" root netem delay 1ms 2>/dev/null; then
-    act ip netns exec "$ns" tc qdisc add dev "$inside" root netem delay 1ms
-    delay_method="tc netem, 1 ms each way"
-  else
-    delay_in "$host"
-    delay_method="NFQUEUE + bench/nfq-delay.c in each namespace (no sch_netem here), 1 ms each way"
-  fi
-  write_fpm_conf "$work/fpm-$host.conf" listen="${host_ip[$host]}:9000" children=4 \
+  use_host "$1"
+  delayer_pid=""
+  create_netns
+  delayer_of[$1]=${delayer_pid:-}
+  write_fpm_conf "$work/fpm-$1.conf" listen="${host_ip[$1]}:9000" children=4 \
     extra="pm.status_path = /fpm-status"
-  start_fpm "$work/fpm-$host.conf" netns="$ns"
-  fpm_of[$host]=${fpm_pid:-}
+  start_fpm "$work/fpm-$1.conf" netns="$netns"
+  fpm_of[$1]=${fpm_pid:-}
 }
 
-# delay_in HOST: what start_nfq_delay does for bench/run's one namespace, for HOST's.
-delay_in() {
-  local host=$1 ns=fcgso-$1 inside=fso-${1}1 queue=${queue_of[$1]} binary="$work/bin/nfq-delay"
-  if [ -n "$dry_run" ]; then
-    dry_say "delay: NFQUEUE $queue in $ns held 1 ms by bench/nfq-delay.c (without sch_netem)"
-    return 0
-  fi
-  ensure_nfq_delay_tools
-  [ -x "$binary" ] || cc -O2 -Wall -o "$binary" "$bench_dir/nfq-delay.c" -lnetfilter_queue -lnfnetlink ||
-    die "cannot build bench/nfq-delay.c"
-  ip netns exec "$ns" "$binary" "$queue" 1000 >>"$work/nfq-delay-$host.out" 2>&1 &
-  delayer_of[$host]=$!
-  for _ in $(seq 50); do
-    # shellcheck disable=SC2016 # awk
-    ip netns exec "$ns" awk -v q="$queue" '$1 == q {found = 1} END {exit !found}' \
-      /proc/net/netfilter/nfnetlink_queue 2>/dev/null && break
-    sleep 0.1
-  done
-  ip netns exec "$ns" iptables -A INPUT -i "$inside" -j NFQUEUE --queue-num "$queue" --queue-bypass
-  ip netns exec "$ns" iptables -A OUTPUT -o "$inside" -j NFQUEUE --queue-num "$queue" --queue-bypass
+# use_host HOST: points backends.sh's namespace variables at HOST's.
+use_host() {
+  netns=fcgso-$1 veth_host=fso-${1}0 veth_ns=fso-${1}1
+  veth_host_ip=${gateway_ip[$1]} veth_ns_ip=${host_ip[$1]}
 }
 
 # name_hosts HOST...: the hosts file dnsmasq answers php.scale.test from; re-read on SIGHUP.

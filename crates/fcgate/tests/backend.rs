@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fcgi_testkit::backend::{BackendOptions, Mode, TestBackend};
-use fcgi_testkit::http::{raw_exchange, run_load, HttpClient};
+use fcgi_testkit::http::{raw_exchange, run_load, HttpClient, LoadReport};
 use http::Request;
 use http_body_util::Full;
 use support::{pool_stats, start_gateway, wait_until};
@@ -452,19 +452,7 @@ async fn posts_to_a_backend_closing_connections_at_counts_that_never_repeat_neve
     })
     .await;
     let gateway = start_gateway("", &backend.address(), "").await;
-    let report = run_load(
-        gateway.local_addr,
-        3_000,
-        8,
-        Duration::from_secs(60),
-        |i| {
-            Request::post(format!("/?token=p{i}"))
-                .body(Full::new(Bytes::from_static(b"order=1")))
-                .unwrap()
-        },
-        |i, response| response.header("x-token") == Some(format!("p{i}").as_str()),
-    )
-    .await;
+    let report = post_load(&gateway, 3_000, 8).await;
     let stats = pool_stats(&gateway);
     assert_eq!(report.count(200), 3_000, "{report:?}\n{stats:?}");
     assert_eq!(report.bodies_ok, 3_000);
@@ -499,10 +487,20 @@ async fn post_to_a_backend_recycling_every_10_requests_fails_none_once_the_patte
     .await;
     assert_eq!(warm_up.count(200), 300, "GETs are retried: {warm_up:?}");
     assert_eq!(pool_stats(&gateway).keepalive_requests, 10);
-    let report = run_load(
+    let report = post_load(&gateway, 2_000, 4).await;
+    assert_eq!(report.count(200), 2_000, "{report:?}");
+}
+
+/// `total` POSTs from `concurrency` clients, each answered with its own token.
+async fn post_load(
+    gateway: &fcgate::server::RunningGateway,
+    total: u64,
+    concurrency: usize,
+) -> LoadReport {
+    run_load(
         gateway.local_addr,
-        2_000,
-        4,
+        total,
+        concurrency,
         Duration::from_secs(60),
         |i| {
             Request::post(format!("/?token=p{i}"))
@@ -511,6 +509,5 @@ async fn post_to_a_backend_recycling_every_10_requests_fails_none_once_the_patte
         },
         |i, response| response.header("x-token") == Some(format!("p{i}").as_str()),
     )
-    .await;
-    assert_eq!(report.count(200), 2_000, "{report:?}");
+    .await
 }

@@ -12,6 +12,9 @@
 //! FCGI_GET_VALUES one where multiplexing is asked for). The whole file takes about 15 s on 2
 //! cores; Go's app is built at test time (`go build`, standard library only, about 1 s).
 //!
+//! Beside them: a single-process libfcgi app under 64 clients, and libfcgi's one-shot client
+//! `cgi-fcgi` sharing a php-fpm pool with fcgate.
+//!
 //! A missing interpreter or package is a loud skip on a developer machine and a failure with
 //! CI=true (scripts/test and .ci/run install them).
 
@@ -28,7 +31,8 @@ use bytes::Bytes;
 use fcgate::server::RunningGateway;
 use fcgi::net::Address;
 use fcgi_testkit::http::{run_load, HttpClient, Response};
-use fcgi_testkit::php::PhpCgi;
+use fcgi_testkit::php::{PhpCgi, PhpFpm, PhpFpmOptions, ProcessManager};
+use fcgi_testkit::php_fixture_docroot;
 use fcgi_testkit::process::ProcessGroup;
 use fcgi_testkit::relay::CountingRelay;
 use fcgi_testkit::Listen;
@@ -135,6 +139,106 @@ async fn a_single_process_libfcgi_app_under_64_clients_keeps_every_request_movin
         "one-process libfcgi app: 6,000 requests from 64 clients in {:?}, slowest {:?}",
         report.elapsed, report.slowest
     );
+}
+
+/// A foreign client beside fcgate on one php-fpm pool: libfcgi's `cgi-fcgi`, one request and
+/// out, as a cron job or a health check would. fcgate's idle connection holds the pool's only
+/// worker and would keep it a minute (`worker_idle_timeout = "60s"`); its look at php-fpm's
+/// listen queue sees the newcomer and hands the worker over, so it is served within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_cgi_fcgi_client_gets_the_worker_fcgate_holds_within_a_second() {
+    let Some(cgi_fcgi) = find_executable("cgi-fcgi") else {
+        report_missing("cgi-fcgi", "apt-get install -y libfcgi-bin");
+        return;
+    };
+    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
+        listen: Listen::Unix,
+        pm: ProcessManager::Static,
+        max_children: 1,
+        ..PhpFpmOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let docroot = php_fixture_docroot();
+    let site = format!("root = {:?}", docroot.display().to_string());
+    let upstream = "max_conns = 1\nworker_idle_timeout = \"60s\"";
+    let gateway = start_gateway(&site, &fpm.address(), upstream).await;
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/hello.php").await.unwrap().status, 200);
+    assert_eq!(pool_stats(&gateway).idle, 1, "fcgate holds the worker");
+
+    let Address::Unix(socket) = fpm.address() else {
+        unreachable!("php-fpm was started on a unix socket")
+    };
+    let mut command = Command::new(cgi_fcgi);
+    command
+        .args(["-bind", "-connect"])
+        .arg(&socket)
+        .env_clear()
+        .env("SCRIPT_FILENAME", docroot.join("hello.php"))
+        .env("SCRIPT_NAME", "/hello.php")
+        .env("REQUEST_METHOD", "GET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || run_for_at_most(command, READY_WITHIN))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.is_some_and(|status| status.success()) && stdout.ends_with("Hello, world!"),
+        "cgi-fcgi: {:?} after {waited:?}\n{stdout}\n{}\n{:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        pool_stats(&gateway),
+        fpm.log()
+    );
+    assert!(
+        waited < Duration::from_secs(1),
+        "cgi-fcgi waited {waited:?} for the worker fcgate held"
+    );
+}
+
+/// What a command printed, and how it exited (`None`: killed after `limit`).
+struct Finished {
+    status: Option<std::process::ExitStatus>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs `command`, killing it after `limit`: a client left waiting for a worker forever must
+/// fail the test, not hang it.
+fn run_for_at_most(mut command: Command, limit: Duration) -> Finished {
+    use std::io::Read;
+    let mut child = command.spawn().expect("cgi-fcgi starts");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut stdout);
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_end(&mut stderr);
+    }
+    Finished {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
