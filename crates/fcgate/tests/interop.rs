@@ -766,6 +766,7 @@ impl ForeignApp {
             let address = match listen {
                 Listen::Unix => Address::Unix(directory.path().join(format!("{name}.sock"))),
                 Listen::Tcp => Address::Tcp(format!("127.0.0.1:{}", free_loopback_port())),
+                Listen::TcpOn(_) => unreachable!("the apps listen on loopback"),
             };
             let mut command = command(&address, directory.path());
             let mut app = ForeignApp::spawn(&mut command, address, directory);

@@ -15,10 +15,10 @@ use fcgate::server::RunningGateway;
 use fcgi::client::PoolConfig;
 use fcgi_testkit::http::{run_load, HttpClient};
 use fcgi_testkit::php::{PhpCgi, PhpFpm, PhpFpmOptions, ProcessManager};
-use fcgi_testkit::{php_fixture_docroot, Listen};
+use fcgi_testkit::{non_loopback_address, php_fixture_docroot, Listen};
 use http::Request;
 use http_body_util::Full;
-use support::{pool_stats, start_gateway, wait_until};
+use support::{backends_probed, pool_stats, start_gateway, wait_until};
 
 fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path).body(Full::new(Bytes::new())).unwrap()
@@ -115,6 +115,56 @@ async fn a_client_waiting_on_php_fpms_unix_socket_gets_the_idle_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waiting_on_php_fpms_tcp_port_gets_the_idle_worker() {
     a_client_waiting_in_the_listen_queue_gets_the_idle_worker(Listen::Tcp).await;
+}
+
+/// A php-fpm pool on another host — here on an address of this machine that is not loopback, so
+/// no gateway reads its listen queue — with `pm.status_path`. The first gateway's idle connection
+/// holds the only worker and would keep it a minute; reading php-fpm's status page, it sees the
+/// second gateway's connection waiting in the listen queue and hands the worker over. php-fpm
+/// refreshes that figure once a second, so this takes up to about a second and a quarter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_on_a_remote_php_fpm_gets_the_idle_worker_through_its_status_page() {
+    let Some(ip) = non_loopback_address() else {
+        let bar = "!".repeat(78);
+        eprintln!("\n{bar}\n!! SKIPPING: this host has no address but loopback, so no backend here can look remote.\n{bar}\n");
+        return;
+    };
+    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
+        listen: Listen::TcpOn(ip),
+        pm: ProcessManager::Static,
+        max_children: 1,
+        status_path: Some("/fpm-status".into()),
+        ..PhpFpmOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let site = format!("root = {:?}", php_fixture_docroot().display().to_string());
+    let upstream =
+        "max_conns = 1\nworker_idle_timeout = \"60s\"\nphp_fpm_status_path = \"/fpm-status\"\n";
+    let first = start_gateway(&site, &fpm.address(), upstream).await;
+    backends_probed(&first).await;
+    let second = start_gateway(&site, &fpm.address(), upstream).await;
+    backends_probed(&second).await;
+    let mut client = HttpClient::http1(first.local_addr).await;
+    assert_eq!(client.get("/hello.php").await.unwrap().status, 200);
+    assert_eq!(pool_stats(&first).idle, 1, "{:?}", pool_stats(&first));
+    let mut client = HttpClient::http1(second.local_addr).await;
+    let asked = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.get("/hello.php")).await;
+    let waited = asked.elapsed();
+    let first_stats = pool_stats(&first);
+    assert_eq!(
+        answer.map(|response| response.unwrap().status).ok(),
+        Some(http::StatusCode::OK),
+        "no answer within 10 s: the first gateway kept the worker ({first_stats:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(2),
+        "answered after {waited:?}; first gateway: {first_stats:?}"
+    );
+    assert_eq!(first_stats.open, 0, "handed over: {first_stats:?}");
 }
 
 /// The default idle policy (start_gateway keeps connections longer unless told).

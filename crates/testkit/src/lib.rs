@@ -22,6 +22,6 @@ pub mod process;
 pub mod relay;
 mod wait;
 
-pub use listen::{php_fixture_docroot, Listen};
+pub use listen::{non_loopback_address, php_fixture_docroot, Listen};
 pub use pattern::{is_pattern, pattern_bytes, pattern_from};
 pub use wait::wait_until;

@@ -97,7 +97,7 @@ impl PhpCgi {
             }
             if let Some(status) = cgi.process.exit_status() {
                 let log = cgi.log();
-                if listen == Listen::Tcp && log.contains("listen socket") {
+                if listen.is_tcp() && log.contains("listen socket") {
                     return None;
                 }
                 panic!("php-cgi exited during startup ({status}). Its output:\n{log}");

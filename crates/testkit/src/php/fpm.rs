@@ -142,7 +142,7 @@ impl PhpFpm {
                 return Some(fpm);
             }
             if let Some(status) = fpm.process.exit_status() {
-                if options.listen == Listen::Tcp && log.contains("Address already in use") {
+                if options.listen.is_tcp() && log.contains("Address already in use") {
                     return None;
                 }
                 panic!("php-fpm exited during startup ({status}). Its log:\n{log}");
