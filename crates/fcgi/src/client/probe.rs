@@ -5,9 +5,10 @@
 //! keep the connection open, and with process-per-connection backends an open connection holds a
 //! worker. A backend that ignores management records is given `timeout`, no more.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -99,15 +100,21 @@ async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
 /// FCGI_GET_VALUES asking for the three values this crate reads, then an empty one: libfcgi
 /// (Perl's FCGI, fcgiwrap) answers a management record only once it has read the next record's
 /// header, so without one after it the question would wait — and a single-process app would be
-/// held — until the asker gives up. The second answer, when it comes, is ignored.
-pub(crate) fn values_request() -> BytesMut {
-    let mut request = BytesMut::new();
-    encode_get_values(
-        &mut request,
-        &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS],
-    );
-    encode_get_values(&mut request, &[]);
-    request
+/// held — until the asker gives up. The second answer, when it comes, is ignored. Encoded once:
+/// it goes ahead of every POST on a reused connection (`Lease::set_unrepeatable`).
+pub(crate) fn values_request() -> Bytes {
+    static QUESTION: OnceLock<Bytes> = OnceLock::new();
+    QUESTION
+        .get_or_init(|| {
+            let mut request = BytesMut::new();
+            encode_get_values(
+                &mut request,
+                &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS],
+            );
+            encode_get_values(&mut request, &[]);
+            request.freeze()
+        })
+        .clone()
 }
 
 fn parse_values(pairs: &[(bytes::Bytes, bytes::Bytes)]) -> BackendValues {

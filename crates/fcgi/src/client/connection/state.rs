@@ -238,7 +238,7 @@ impl ConnectionState {
                 };
                 stamp_request_id(&mut head, id);
                 if ask_first {
-                    self.queue(Outgoing::Block(probe::values_request().freeze()));
+                    self.queue(Outgoing::Block(probe::values_request()));
                     self.handshake = Handshake::Waiting(None);
                 }
                 self.routes.push(Route {
@@ -259,7 +259,7 @@ impl ConnectionState {
                 }
             }
             Command::Handshake { answer } => {
-                self.queue(Outgoing::Block(probe::values_request().freeze()));
+                self.queue(Outgoing::Block(probe::values_request()));
                 self.handshake = Handshake::Waiting(Some(answer));
             }
             Command::Retire => self.retiring = true,
