@@ -16,6 +16,7 @@ use http::request::Parts;
 use http::Version;
 
 use crate::config::SiteConfig;
+use crate::tls::TlsFacts;
 use host::{request_host, ServerName};
 use text::{Decimal, IpText};
 
@@ -27,6 +28,7 @@ pub struct ConnectionInfo {
     remote_addr: SocketAddr,
     local_addr: SocketAddr,
     https: bool,
+    tls: Option<TlsFacts>,
     remote_ip: IpText,
     remote_port: Decimal,
     local_ip: IpText,
@@ -40,6 +42,7 @@ impl ConnectionInfo {
             remote_addr,
             local_addr,
             https,
+            tls: None,
             remote_ip: IpText::plain(remote_addr.ip()),
             remote_port: Decimal::new(u64::from(remote_addr.port())),
             local_ip: IpText::plain(local_addr.ip()),
@@ -57,9 +60,23 @@ impl ConnectionInfo {
         self.local_addr
     }
 
+    /// The same connection, over TLS with `facts`.
+    pub fn with_tls(self, facts: TlsFacts) -> ConnectionInfo {
+        ConnectionInfo {
+            https: true,
+            tls: Some(facts),
+            ..self
+        }
+    }
+
     /// Whether the client connection is TLS.
     pub fn https(&self) -> bool {
         self.https
+    }
+
+    /// The TLS version and cipher, when fcgate terminated TLS itself.
+    pub fn tls(&self) -> Option<&TlsFacts> {
+        self.tls.as_ref()
     }
 }
 
@@ -78,6 +95,12 @@ impl std::fmt::Debug for ConnectionInfo {
 /// passed to the app as HTTP_HOST and SERVER_NAME.
 pub fn is_valid_host(host: &[u8]) -> bool {
     host::is_authority_without_userinfo(host)
+}
+
+/// The host the request names (its URI authority, else its Host header) without the port;
+/// `None` when it names none or a malformed one.
+pub fn request_host_name(parts: &Parts) -> Option<&[u8]> {
+    request_host(parts).and_then(host::host_without_port)
 }
 
 /// What the request runs: in PHP mode a script file under the document root; in app mode the
@@ -181,6 +204,11 @@ pub fn for_each_param(
     );
     if conn.https {
         emit(b"HTTPS", b"on");
+    }
+    // Apache mod_ssl's names (nginx users pass them as `$ssl_protocol`, `$ssl_cipher`).
+    if let Some(tls) = &conn.tls {
+        emit(b"SSL_PROTOCOL", tls.protocol.as_bytes());
+        emit(b"SSL_CIPHER", tls.cipher.as_bytes());
     }
     emit(b"GATEWAY_INTERFACE", b"CGI/1.1");
     emit(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use fcgi::net::Address;
 
+use crate::listen_spec::ListenSpec;
 use crate::size::ByteSize;
 
 /// fcgate: an HTTP/1.1 and HTTP/2 gateway to FastCGI applications with a shared, capped,
@@ -60,9 +61,10 @@ impl Cli {
 /// One optional flag per setting; `None` means "use the file's value, else the default".
 #[derive(Debug, Clone, Default, Args)]
 pub struct SettingFlags {
-    /// HTTP listen address, IPv4:PORT or bracketed IPv6 [default: 127.0.0.1:8080]
+    /// Listen address, IPv4:PORT or bracketed IPv6, then `tls` and/or `proxy_protocol`
+    /// (e.g. "0.0.0.0:443 tls"); repeat for several [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Vec<ListenSpec>,
     /// Document root; setting it turns on PHP mode (static files, scripts, front controller)
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -222,7 +224,7 @@ mod tests {
         let cli = Cli::try_parse_from(["fcgate"]).unwrap();
         assert!(cli.command.is_none());
         assert!(cli.config_file().is_none());
-        assert!(cli.settings.listen.is_none());
+        assert!(cli.settings.listen.is_empty());
         assert!(cli.settings.servers.is_empty());
         assert!(cli.settings.keep_conn.is_none());
     }

@@ -49,6 +49,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
@@ -64,7 +65,9 @@ use fcgi::idle::Registration;
 use crate::body::ResponseBody;
 use crate::cgi_params::ConnectionInfo;
 use crate::config::Config;
+use crate::listen_spec::ListenSpec;
 use crate::proxy::Gateway;
+use crate::tls::{TlsFacts, TlsSetup};
 
 /// How long an HTTP/1.1 connection must have had no request in flight before it is parked.
 /// Long enough that a client sending request after request never pays for a new hyper
@@ -135,6 +138,8 @@ pub struct HttpFront {
     http2: http2::Builder<TokioExecutor>,
     header_timeout: Duration,
     send_timeout: Duration,
+    /// The certificates of the generation this front was built from.
+    tls: Option<Arc<TlsSetup>>,
     gateway: Arc<Gateway>,
     connections: Arc<ClientConnections>,
 }
@@ -164,6 +169,7 @@ impl HttpFront {
             http2,
             header_timeout,
             send_timeout: config.limits.send_timeout,
+            tls: generation.tls.clone(),
             gateway,
             connections,
         }
@@ -171,16 +177,54 @@ impl HttpFront {
 
     /// Serves one accepted connection until it closes, shutdown has drained it, or the accept
     /// loop asked it to make room while it was idle (`registration`'s token, a child of the
-    /// shutdown token: both end the connection the same way).
+    /// shutdown token: both end the connection the same way). `sockets` are the connection's
+    /// two ends; on a `tls` listener the handshake comes first.
     pub async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
-        info: ConnectionInfo,
+        sockets: SocketEnds,
+        listener: ListenSpec,
         registration: Registration,
     ) {
         let _open = Counted::new(&self.connections.open);
-        let client = info.remote_addr();
+        let client = sockets.peer;
         let activity = Arc::new(Activity::new(registration));
+        let deadline = Instant::now() + self.header_timeout;
+        // Built in a plain function so that nothing of `Opened` stays in this task's future
+        // beside the connection future it moves into: a parked connection costs this future.
+        let connection = match self
+            .open(stream, sockets, listener, deadline, &activity)
+            .await
+        {
+            Ok(Some(opened)) => self.connection(opened, activity),
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%client, "client connection failed before its first request: {error}");
+                return;
+            }
+        };
+        let result = connection.await;
+        if let Err(error) = result {
+            log_connection_error(client, &error);
+            if let Some(status) = status_hyper_answered(&error) {
+                self.gateway.count_refused_by_hyper(client, status);
+            }
+        }
+    }
+
+    /// The opened connection's hyper side: the service every request goes through, served as
+    /// HTTP/2 or HTTP/1.1 until the connection ends.
+    fn connection(
+        &self,
+        opened: Opened,
+        activity: Arc<Activity>,
+    ) -> impl Future<Output = hyper::Result<()>> + '_ {
+        let Opened {
+            socket,
+            info,
+            protocol,
+            read_ahead,
+        } = opened;
         let service = {
             let gateway = Arc::clone(&self.gateway);
             let info = Arc::new(info);
@@ -198,30 +242,90 @@ impl HttpFront {
                 }
             })
         };
-        let deadline = Instant::now() + self.header_timeout;
-        let result = match self.read_preface(&stream, deadline, &activity).await {
-            Ok(Some((Protocol::Http2, read_ahead))) => {
+        match protocol {
+            Protocol::Http2 => Either::Left(async move {
                 let _http2 = Counted::new(&self.connections.http2);
-                self.serve_http2(stream, read_ahead, service, activity)
+                self.serve_http2(socket, read_ahead, service, activity)
                     .await
-            }
-            Ok(Some((Protocol::Http1, read_ahead))) => {
+            }),
+            Protocol::Http1 => Either::Right(async move {
                 let _http1 = Counted::new(&self.connections.http1);
-                self.serve_http1(stream, read_ahead, service, activity)
+                self.serve_http1(socket, read_ahead, service, activity)
                     .await
-            }
-            Ok(None) => Ok(()),
-            Err(error) => {
-                tracing::debug!(%client, "client connection failed before its first request: {error}");
-                Ok(())
-            }
-        };
-        if let Err(error) = result {
-            log_connection_error(client, &error);
-            if let Some(status) = status_hyper_answered(&error) {
-                self.gateway.count_refused_by_hyper(client, status);
-            }
+            }),
         }
+    }
+
+    /// Everything before the first request: the TLS handshake on a `tls` listener (ALPN then
+    /// says which HTTP), the preface sniff on a plain one. `None` when the client sent nothing
+    /// in time, closed, or shutdown began.
+    async fn open(
+        &self,
+        stream: TcpStream,
+        sockets: SocketEnds,
+        listener: ListenSpec,
+        deadline: Instant,
+        activity: &Activity,
+    ) -> io::Result<Option<Opened>> {
+        let info = ConnectionInfo::new(sockets.peer, sockets.local, false);
+        if !listener.tls {
+            let Some((protocol, read_ahead)) =
+                self.read_preface(&stream, deadline, activity).await?
+            else {
+                return Ok(None);
+            };
+            return Ok(Some(Opened {
+                socket: ClientSocket::Plain(stream),
+                info,
+                protocol,
+                read_ahead,
+            }));
+        }
+        // Boxed: the handshake's state (rustls' connection, the timer) would otherwise be part of
+        // every connection task's future, plain ones and parked ones included.
+        Box::pin(self.handshake(stream, info, deadline, activity)).await
+    }
+
+    /// The TLS handshake, bounded by `deadline`; ALPN then says which HTTP.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        info: ConnectionInfo,
+        deadline: Instant,
+        activity: &Activity,
+    ) -> io::Result<Option<Opened>> {
+        let Some(tls) = &self.tls else {
+            // Validation requires certificates for a `tls` listener; a reload that removed
+            // them stops the listener too. Nothing to present meanwhile.
+            return Err(io::Error::other("no TLS certificate configured"));
+        };
+        let handshake = tls.acceptor().accept(stream);
+        let stream = tokio::select! {
+            biased;
+            _ = activity.closing().cancelled() => return Ok(None),
+            done = tokio::time::timeout_at(deadline, handshake) => match done {
+                Ok(stream) => stream.map_err(|error| {
+                    io::Error::new(error.kind(), format!("TLS handshake failed: {error}"))
+                })?,
+                Err(_elapsed) => return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake not done within client_header_timeout",
+                )),
+            },
+        };
+        let (_, session) = stream.get_ref();
+        // RFC 9113 §3.2: over TLS, HTTP/2 is chosen with ALPN, never by sniffing.
+        let protocol = match session.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        let info = info.with_tls(TlsFacts::of(session));
+        Ok(Some(Opened {
+            socket: ClientSocket::Tls(Box::new(stream)),
+            info,
+            protocol,
+            read_ahead: Bytes::new(),
+        }))
     }
 
     /// Reads until the first bytes tell HTTP/2's preface from an HTTP/1.1 request line, holding
@@ -258,7 +362,7 @@ impl HttpFront {
 
     async fn serve_http2<S>(
         &self,
-        stream: TcpStream,
+        stream: ClientSocket,
         read_ahead: Bytes,
         service: S,
         activity: Arc<Activity>,
@@ -310,7 +414,7 @@ impl HttpFront {
     /// Serves HTTP/1.1 requests on `stream`, parking it whenever it idles (see the module doc).
     async fn serve_http1<S>(
         &self,
-        mut stream: TcpStream,
+        mut stream: ClientSocket,
         mut read_ahead: Bytes,
         mut service: S,
         activity: Arc<Activity>,
@@ -341,9 +445,12 @@ impl HttpFront {
             if read_ahead.is_empty() {
                 let _parked = Counted::new(&self.connections.parked);
                 let keepalive_deadline = idle_since + self.header_timeout;
-                match wait_readable(&stream, keepalive_deadline, activity.closing()).await {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(()),
+                match stream
+                    .wait_for_data(keepalive_deadline, activity.closing())
+                    .await
+                {
+                    Ok(Some(first_bytes)) => read_ahead = first_bytes,
+                    Ok(None) => return Ok(()),
                     Err(error) => {
                         tracing::debug!("parked client connection failed: {error}");
                         return Ok(());
@@ -430,6 +537,129 @@ enum Http1End {
 enum Protocol {
     Http1,
     Http2,
+}
+
+/// The two ends of an accepted TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketEnds {
+    /// The client's address (or the proxy's, before its PROXY header).
+    pub peer: SocketAddr,
+    /// The address it connected to.
+    pub local: SocketAddr,
+}
+
+/// A connection ready for its first request.
+struct Opened {
+    socket: ClientSocket,
+    info: ConnectionInfo,
+    protocol: Protocol,
+    /// Bytes read while telling the protocol, which hyper must read first.
+    read_ahead: Bytes,
+}
+
+/// The client's socket, with TLS or without.
+enum ClientSocket {
+    Plain(TcpStream),
+    // Boxed: rustls' connection state is over a kilobyte, and most connections are plain.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl ClientSocket {
+    /// Waits, holding no buffer, until the client sends something, and returns what was read to
+    /// find out (always nothing on a plain socket, whose readiness is enough; a TLS socket must
+    /// decrypt a record to know whether it holds data or only a close or a ticket). `None` when
+    /// the client closed, `deadline` passed or `closing` was cancelled first.
+    async fn wait_for_data(
+        &mut self,
+        deadline: Instant,
+        closing: &CancellationToken,
+    ) -> io::Result<Option<Bytes>> {
+        match self {
+            ClientSocket::Plain(stream) => Ok(wait_readable(stream, deadline, closing)
+                .await?
+                .then(Bytes::new)),
+            // Boxed, like the handshake: plain connections' parked tasks stay small.
+            ClientSocket::Tls(stream) => Box::pin(first_bytes(stream, deadline, closing)).await,
+        }
+    }
+}
+
+/// Reads the first few plaintext bytes of a parked TLS connection; the rest stays decrypted in
+/// rustls until hyper asks for it.
+async fn first_bytes(
+    stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    deadline: Instant,
+    closing: &CancellationToken,
+) -> io::Result<Option<Bytes>> {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 16];
+    tokio::select! {
+        biased;
+        _ = closing.cancelled() => Ok(None),
+        read = tokio::time::timeout_at(deadline, stream.read(&mut first)) => match read {
+            Ok(Ok(0)) | Err(_) => Ok(None),
+            Ok(Ok(read)) => Ok(Some(Bytes::copy_from_slice(&first[..read]))),
+            Ok(Err(error)) => Err(error),
+        },
+    }
+}
+
+impl AsyncRead for ClientSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientSocket::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            ClientSocket::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientSocket::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            ClientSocket::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientSocket::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            ClientSocket::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientSocket::Plain(stream) => stream.is_write_vectored(),
+            ClientSocket::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientSocket::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            ClientSocket::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientSocket::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            ClientSocket::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// `first` then `second` in a buffer of their own: what hyper read ahead is a slice of its
@@ -548,7 +778,7 @@ impl Body for TrackedBody {
 /// that cannot make progress for `send_timeout` fails (nginx's `send_timeout`): a client that
 /// stops reading loses its connection, and the response spool it held is freed with it.
 struct ClientStream {
-    stream: TcpStream,
+    stream: ClientSocket,
     read_ahead: Bytes,
     activity: Arc<Activity>,
     send_timeout: Duration,
@@ -558,7 +788,7 @@ struct ClientStream {
 
 impl ClientStream {
     fn new(
-        stream: TcpStream,
+        stream: ClientSocket,
         read_ahead: Bytes,
         activity: Arc<Activity>,
         send_timeout: Duration,
@@ -600,7 +830,7 @@ impl ClientStream {
     }
 
     /// The socket and whatever read-ahead hyper never asked for.
-    fn into_parts(self) -> (TcpStream, Bytes) {
+    fn into_parts(self) -> (ClientSocket, Bytes) {
         (self.stream, self.read_ahead)
     }
 }

@@ -15,20 +15,23 @@ use fcgi::net::Address;
 
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::cli::Cli;
+use crate::listen_spec::ListenSpec;
 use crate::privileges::RunAs;
 use crate::request_guard::HeadLimits;
 
 mod raw;
 mod validate;
 
-pub use raw::{parse_file_text, RawConfig, RawUpstream};
+pub use raw::{parse_file_text, RawCertificate, RawConfig, RawTls, RawUpstream};
 pub use validate::DNS_PORT;
 
 /// The validated configuration of one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The HTTP listen address.
-    pub listen: SocketAddr,
+    /// Where client connections are accepted (at least one), and what each listener speaks.
+    pub listen: Vec<ListenSpec>,
+    /// Certificates for the `tls` listeners, the redirect to HTTPS and HSTS.
+    pub tls: TlsSettings,
     /// How requests map to FastCGI (PHP mode or app mode) and what params they carry.
     pub site: SiteConfig,
     /// Limits on what clients send and on how much is buffered in memory.
@@ -50,6 +53,47 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The account to switch to after binding (`user`, `group`), resolved at load time.
     pub run_as: Option<RunAs>,
+}
+
+impl Config {
+    /// Whether any listener speaks TLS.
+    pub fn serves_https(&self) -> bool {
+        self.listen.iter().any(|listener| listener.tls)
+    }
+}
+
+/// `[tls]`: the certificates the `tls` listeners present, and what plain HTTP does when HTTPS
+/// is available.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    /// Certificate chains and keys; the one presented is chosen by the name the client asks for
+    /// (SNI), the first when no name matches.
+    pub certificates: Vec<CertificateFiles>,
+    /// Plain-HTTP requests get a 308 redirect to the same URL over HTTPS.
+    pub redirect_to_https: bool,
+    /// The `Strict-Transport-Security` value sent on HTTPS responses, e.g. `max-age=31536000`.
+    pub hsts: Option<http::HeaderValue>,
+    /// The oldest TLS version accepted.
+    pub min_version: TlsVersion,
+}
+
+/// One `tls.certificates` entry: PEM files as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The certificate chain, the site's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+}
+
+/// `tls.min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3, as nginx's and Mozilla's "intermediate" default.
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
 }
 
 /// The diagnostics log's format (`log_format`).

@@ -14,10 +14,14 @@ pub mod client_connection;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod https_policy;
+pub mod listen_spec;
 pub mod metrics;
 pub mod php_fpm_config;
 pub mod privileges;
 pub mod proxy;
+pub mod proxy_protocol;
+pub mod real_client;
 pub mod reload;
 pub mod request_body;
 pub mod request_guard;
@@ -29,6 +33,7 @@ pub mod route;
 pub mod server;
 pub mod size;
 pub mod systemd;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -44,6 +49,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Check { config }) => {
             let checked = config::check(&cli)?;
+            // Certificates must load, as they must to start.
+            tls::TlsSetup::load(&checked.tls, None)?;
             // A server's host name must resolve, as it must to start.
             upstream::discovery::discover(&checked.upstream, None).await?;
             println!("{}: configuration OK", config.display());
@@ -96,14 +103,15 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         demo_socket_dir = Some(dir);
         demo_address = Some(address);
     }
-    let listen = config.listen;
+    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    let listen = listen.join(", ");
     let inherited =
-        systemd::activated_listener().context("taking the socket systemd passed (LISTEN_FDS)")?;
-    if let Some(socket) = &inherited {
+        systemd::activated_listeners().context("taking the sockets systemd passed (LISTEN_FDS)")?;
+    for socket in &inherited {
         let address = socket
             .local_addr()
             .context("reading the passed socket's address")?;
-        tracing::info!(%address, "serving on the socket systemd passed instead of `listen`");
+        tracing::info!(%address, "serving on a socket systemd passed");
     }
     let bound = server::BoundGateway::bind_with(config, inherited)
         .await
@@ -120,11 +128,30 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         .iter()
         .map(|server| server.label())
         .collect();
-    println!(
-        "fcgate listening on http://{}/ (FastCGI: {})",
-        running.local_addr,
-        servers.join(", ")
-    );
+    // Tests and scripts read the first line's address: the first listener's.
+    for listener in running.listeners() {
+        let scheme = if listener.spec.tls { "https" } else { "http" };
+        let proxied = if listener.spec.proxy_protocol {
+            " (PROXY protocol)"
+        } else {
+            ""
+        };
+        println!(
+            "fcgate listening on {scheme}://{}/{proxied} (FastCGI: {})",
+            listener.local_addr,
+            servers.join(", ")
+        );
+    }
+    if let Some(tls) = &running.gateway.current().tls {
+        for certificate in tls.certificates() {
+            tracing::info!(
+                certificate = %certificate.path.display(),
+                names = %certificate.names.join(", "),
+                expires = %humantime::format_rfc3339_seconds(certificate.not_after),
+                "TLS certificate loaded"
+            );
+        }
+    }
     if let Some(admin) = running.admin_addr {
         println!("fcgate admin: http://{admin}/status (metrics: http://{admin}/metrics)");
     }

@@ -7,7 +7,7 @@
 //! finished, else through a spool (`response_spool.rs`). Any failure becomes a response in
 //! `error.rs`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -29,6 +29,7 @@ use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
+use crate::https_policy;
 use crate::metrics::GatewayMetrics;
 use crate::request_body::{self, BodyBudget};
 use crate::response_end::{self, Pending, Reporters};
@@ -36,6 +37,7 @@ use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
 use crate::retry::{Attempts, Failure, Next, RetryRules};
 use crate::route::{self, Route};
+use crate::tls::TlsSetup;
 use crate::upstream::{ServerSet, Upstream};
 
 /// What the backend made of one attempt.
@@ -90,6 +92,8 @@ pub struct Generation {
     pub upstream: Arc<Upstream>,
     /// Where its requests are logged.
     pub access_log: Arc<AccessLog>,
+    /// The certificates its `tls` listeners present; `None` without any.
+    pub tls: Option<Arc<TlsSetup>>,
 }
 
 /// Everything a request needs: the generation in force, and what outlives reloads (request
@@ -97,6 +101,8 @@ pub struct Generation {
 pub struct Gateway {
     current: ArcSwap<Generation>,
     next_request_id: AtomicU64,
+    /// The port of the first `tls` listener as bound, for `tls.redirect_to_https`.
+    https_port: AtomicU16,
     /// Request bodies held at once, against `max_request_body_buffer_total`.
     body_budget: Arc<BodyBudget>,
     metrics: Arc<GatewayMetrics>,
@@ -106,15 +112,22 @@ impl Gateway {
     /// A gateway for `config` with its `upstream` ([`Upstream::start`]) and `access_log`, both
     /// started by the caller (either can fail: a name that does not resolve, a file that
     /// cannot be opened).
-    pub fn new(config: Config, upstream: Arc<Upstream>, access_log: AccessLog) -> Arc<Gateway> {
+    pub fn new(
+        config: Config,
+        upstream: Arc<Upstream>,
+        access_log: AccessLog,
+        tls: Option<TlsSetup>,
+    ) -> Arc<Gateway> {
         let body_budget = BodyBudget::new(config.limits.max_request_body_buffer_total);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(Generation {
                 config,
                 upstream,
                 access_log: Arc::new(access_log),
+                tls: tls.map(Arc::new),
             }),
             next_request_id: AtomicU64::new(1),
+            https_port: AtomicU16::new(443),
             body_budget,
             metrics: Arc::new(GatewayMetrics::default()),
         })
@@ -129,6 +142,12 @@ impl Gateway {
     /// one they started with.
     pub fn replace(&self, next: Generation) {
         self.current.store(Arc::new(next));
+    }
+
+    /// Where plain-HTTP requests are redirected to (`tls.redirect_to_https`): set once the
+    /// listeners are bound, since a configured port 0 is only known then.
+    pub(crate) fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
     }
 
     /// Gateway-wide figures: responses by status class, request durations, retries.
@@ -189,7 +208,7 @@ impl Gateway {
         let mut facts = BackendFacts::default();
         // Cheap (shared buffers) and only read when the request fails: its log line names it.
         let (method, uri) = (request.method().clone(), request.uri().clone());
-        let response = match self
+        let mut response = match self
             .serve(&generation, request, connection, request_id, &mut facts)
             .instrument(span)
             .await
@@ -197,6 +216,9 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => error.into_response(request_id, &method, &uri),
         };
+        if let (true, Some(hsts)) = (connection.https(), &generation.config.tls.hsts) {
+            https_policy::add_hsts(&mut response, hsts);
+        }
         let pending = Pending {
             started,
             logged,
@@ -276,6 +298,11 @@ impl Gateway {
     ) -> Result<Prepared<'a>, GatewayError> {
         let (parts, body) = request.into_parts();
         crate::request_guard::check(&parts, &generation.config.limits.head)?;
+        if generation.config.tls.redirect_to_https && !connection.https() {
+            let https_port = self.https_port.load(Ordering::Relaxed);
+            let response = https_policy::redirect(&parts, connection, https_port);
+            return Ok(Prepared::Answered(response));
+        }
         let target = match &generation.config.site.mode {
             SiteMode::App => ScriptTarget::app(parts.uri.path()),
             // A few stat calls on the local docroot: done inline, as nginx's try_files does,

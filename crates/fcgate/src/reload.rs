@@ -9,17 +9,24 @@
 //! figures; a removed or changed one drains: its idle connections close at once, busy ones
 //! when their request ends. Host names are resolved again first (a name that fails keeps its
 //! last addresses), and the old upstream's re-resolution task stops when the new one starts.
-//! A moved listener starts accepting before the old one stops, and connections already
-//! accepted on the old one go on. Settings sized once at start are reported as needing a
+//! Listeners are matched by address: a kept one goes on accepting, one whose flags changed
+//! gets a new accept loop on the same socket, a new address is bound before anything else
+//! changes (a moved listener starts accepting before the old one stops), and connections
+//! already accepted on a removed one go on. The TLS certificates are read again (a file that
+//! fails refuses the reload; resumption keys are kept), and new handshakes use them. Settings sized once at start are reported as needing a
 //! restart rather than half-applied.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
+
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::listen_spec::ListenSpec;
 use crate::proxy::Generation;
-use crate::server::{bind, RunningGateway};
+use crate::server::{bind, Listening, RunningGateway};
+use crate::tls::{TlsError, TlsSetup};
 use crate::upstream::{drain, ResolveError, Upstream};
 
 /// What a reload did.
@@ -31,8 +38,10 @@ pub struct Reloaded {
     pub new_servers: usize,
     /// Pools no longer used, draining.
     pub drained_servers: usize,
-    /// The new listen address, if it moved.
+    /// The first newly bound listener's address, if any (a listener moved or was added).
     pub moved_listener: Option<SocketAddr>,
+    /// Listeners no longer configured, which stopped accepting.
+    pub closed_listeners: usize,
     /// Changed settings that take effect only after a restart.
     pub needs_restart: Vec<&'static str>,
 }
@@ -51,6 +60,10 @@ pub enum ReloadError {
     /// The new access log could not be opened.
     #[error("{0}")]
     AccessLog(std::io::Error),
+    /// A certificate file is missing, unreadable, expired or does not match its key; the
+    /// certificates in force keep serving.
+    #[error("{0}")]
+    Tls(TlsError),
     /// A new server's host name does not resolve.
     #[error("{0}")]
     Resolve(ResolveError),
@@ -69,15 +82,8 @@ pub(crate) async fn reload(
         .discover_for_reload(&config.upstream)
         .await
         .map_err(ReloadError::Resolve)?;
-    // The same address as configured, or the one bound for it (a configured port 0).
-    let same_listener = config.listen == old.listen || config.listen == running.listen_addr();
-    let moved_listener = match same_listener {
-        true => None,
-        false => Some(bind(config.listen).map_err(|error| ReloadError::Bind {
-            address: config.listen,
-            error,
-        })?),
-    };
+    let listeners = plan_listeners(&running.acceptor().listening(), &config.listen)?;
+    let tls = TlsSetup::load(&config.tls, current.tls.as_deref()).map_err(ReloadError::Tls)?;
     let access_log = if config.access_log == old.access_log
         && config.access_log_format == old.access_log_format
     {
@@ -101,20 +107,35 @@ pub(crate) async fn reload(
         config,
         upstream,
         access_log,
+        tls: tls.map(Arc::new),
     });
-    // Connections accepted from now on get the new timeouts and limits.
+    // Connections accepted from now on get the new timeouts, limits and certificates.
     running.acceptor().refresh_front();
-    let moved_listener = match moved_listener {
-        Some(listener) => {
-            let local_addr = listener.local_addr().map_err(|error| ReloadError::Bind {
-                address: running.listen_addr(),
-                error,
-            })?;
-            running.acceptor().listen_on(listener, local_addr);
-            Some(local_addr)
-        }
-        None => None,
-    };
+    let acceptor = running.acceptor();
+    let before = acceptor.listening();
+    let mut moved_listener = None;
+    let listening: Vec<Listening> = listeners
+        .into_iter()
+        .map(|planned| match planned {
+            Planned::Keep(listening) => listening,
+            Planned::Restart(spec, listener, local_addr) => {
+                acceptor.start_accepting(spec, listener, local_addr)
+            }
+            Planned::Bound(spec, listener, local_addr) => {
+                moved_listener.get_or_insert(local_addr);
+                acceptor.start_accepting(spec, Arc::new(listener), local_addr)
+            }
+        })
+        .collect();
+    let closed_listeners = before
+        .iter()
+        .filter(|old| {
+            !listening
+                .iter()
+                .any(|new| Arc::ptr_eq(&new.listener, &old.listener))
+        })
+        .count();
+    acceptor.put_in_force(listening);
     let drained_servers = unused.len();
     for pool in unused {
         tokio::spawn(drain(pool, drain_within, "removed by reload"));
@@ -124,8 +145,71 @@ pub(crate) async fn reload(
         new_servers,
         drained_servers,
         moved_listener,
+        closed_listeners,
         needs_restart,
     })
+}
+
+/// What becomes of one `listen` entry on reload.
+enum Planned {
+    /// Same address and flags: the accept loop goes on.
+    Keep(Listening),
+    /// Same address, other flags (`tls`, `proxy_protocol`): a new loop on the same socket.
+    Restart(ListenSpec, Arc<TcpListener>, SocketAddr),
+    /// A new address, bound now.
+    Bound(ListenSpec, TcpListener, SocketAddr),
+}
+
+/// Matches the new `listen` entries with the listeners in force (by address as configured or
+/// as bound, for a configured port 0) and binds the rest, before anything changes: a bind that
+/// fails refuses the reload.
+fn plan_listeners(
+    in_force: &[Listening],
+    wanted: &[ListenSpec],
+) -> Result<Vec<Planned>, ReloadError> {
+    let mut taken = vec![false; in_force.len()];
+    let mut planned = Vec::with_capacity(wanted.len());
+    for spec in wanted {
+        let same_address = |listening: &Listening| {
+            listening.bound.spec.address == spec.address
+                || listening.bound.local_addr == spec.address
+        };
+        // Exactly the same entry first, so two port-0 entries keep their own sockets.
+        let found = (0..in_force.len())
+            .find(|&index| !taken[index] && in_force[index].bound.spec == *spec)
+            .or_else(|| {
+                (0..in_force.len()).find(|&index| !taken[index] && same_address(&in_force[index]))
+            });
+        planned.push(match found {
+            Some(index) => {
+                taken[index] = true;
+                let listening = &in_force[index];
+                if listening.bound.spec.tls == spec.tls
+                    && listening.bound.spec.proxy_protocol == spec.proxy_protocol
+                {
+                    Planned::Keep(listening.clone())
+                } else {
+                    Planned::Restart(
+                        *spec,
+                        Arc::clone(&listening.listener),
+                        listening.bound.local_addr,
+                    )
+                }
+            }
+            None => {
+                let listener = bind(spec.address).map_err(|error| ReloadError::Bind {
+                    address: spec.address,
+                    error,
+                })?;
+                let local_addr = listener.local_addr().map_err(|error| ReloadError::Bind {
+                    address: spec.address,
+                    error,
+                })?;
+                Planned::Bound(*spec, listener, local_addr)
+            }
+        });
+    }
+    Ok(planned)
 }
 
 /// The settings a reload cannot change in a running process, among those that changed.

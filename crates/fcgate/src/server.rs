@@ -1,7 +1,7 @@
-//! The HTTP front's listener: accepts TCP connections, hands each to its own task
-//! (`client_connection.rs` serves HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on
-//! the same port), and shuts down gracefully: stop accepting, let requests in flight finish
-//! within `shutdown_timeout`, then return.
+//! The HTTP front's listeners: one accept loop per `listen` entry, each connection handed to its
+//! own task (`client_connection.rs` serves HTTP/1.1 with keep-alive and HTTP/2, with prior
+//! knowledge on a plain port and by ALPN on a `tls` one), and a graceful shutdown: stop
+//! accepting, let requests in flight finish within `shutdown_timeout`, then return.
 //!
 //! At most `max_client_connections` are open at once, so fcgate never runs out of file
 //! descriptors. At the limit a newcomer takes the place of the longest-idle connection (no
@@ -24,11 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
-use crate::cgi_params::ConnectionInfo;
-use crate::client_connection::{ClientConnections, HttpFront};
+use crate::client_connection::{ClientConnections, HttpFront, SocketEnds};
 use crate::config::Config;
+use crate::listen_spec::ListenSpec;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadError, Reloaded};
+use crate::tls::TlsSetup;
 use crate::upstream::Upstream;
 
 /// The longest pause of accepting after it failed (out of file descriptors).
@@ -36,9 +37,10 @@ const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How often a paused accept looks whether a connection has closed.
 const ACCEPT_RETRY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// A gateway serving on a bound port; tests start one on `127.0.0.1:0`.
+/// A gateway serving on bound ports; tests start one on `127.0.0.1:0`.
 pub struct RunningGateway {
-    /// Where it listened when it started (a reload may move it: [`Self::listen_addr`]).
+    /// Where its first listener listened when it started (a reload may move it:
+    /// [`Self::listen_addr`]).
     pub local_addr: SocketAddr,
     /// Where the admin listener (`/metrics`, `/status`) listens, if configured.
     pub admin_addr: Option<SocketAddr>,
@@ -60,9 +62,24 @@ impl RunningGateway {
         let _ = self.task.await;
     }
 
-    /// Where the HTTP listener is bound now.
+    /// Where the first listener is bound now.
     pub fn listen_addr(&self) -> SocketAddr {
-        self.acceptor.listening().local_addr
+        self.listeners()
+            .first()
+            .map_or(self.local_addr, |listener| listener.local_addr)
+    }
+
+    /// Where the first `tls` listener is bound now, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners()
+            .iter()
+            .find(|listener| listener.spec.tls)
+            .map(|listener| listener.local_addr)
+    }
+
+    /// Every listener accepting now, in the configured order.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.acceptor.listeners()
     }
 
     /// Puts `config` in force without dropping anything (SIGHUP): see `reload.rs`.
@@ -93,33 +110,38 @@ pub(crate) fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// A listener as configured and as bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundListener {
+    /// The `listen` entry (its address as written: port 0 stays 0).
+    pub spec: ListenSpec,
+    /// The address it is bound to.
+    pub local_addr: SocketAddr,
+}
+
 /// Everything bound and opened, nothing served yet: what a process started as root does
 /// before it gives up root (`privileges.rs`), so no request is ever served as root.
 pub struct BoundGateway {
-    listener: TcpListener,
+    listeners: Vec<(ListenSpec, TcpListener)>,
     admin_listener: Option<TcpListener>,
     gateway: Arc<Gateway>,
 }
 
 impl BoundGateway {
-    /// Binds `config.listen` (and `admin_listen`), opens the access log, builds the pools.
+    /// Binds `config.listen` (and `admin_listen`), loads the TLS certificates, opens the access
+    /// log, builds the pools.
     pub async fn bind(config: Config) -> std::io::Result<BoundGateway> {
-        BoundGateway::bind_with(config, None).await
+        BoundGateway::bind_with(config, Vec::new()).await
     }
 
-    /// As [`Self::bind`], but serving on `inherited` (systemd socket activation) instead of
-    /// binding `config.listen`.
+    /// As [`Self::bind`], but serving on the sockets systemd passed (socket activation): each
+    /// takes the place of the `listen` entry with its address (a lone socket, that of a lone
+    /// entry); entries left over are bound as usual.
     pub async fn bind_with(
         config: Config,
-        inherited: Option<std::net::TcpListener>,
+        inherited: Vec<std::net::TcpListener>,
     ) -> std::io::Result<BoundGateway> {
-        let listener = match inherited {
-            Some(listener) => {
-                listener.set_nonblocking(true)?;
-                TcpListener::from_std(listener)?
-            }
-            None => bind(config.listen)?,
-        };
+        let listeners = bind_listeners(&config.listen, inherited)?;
         let admin_listener = match config.admin_listen {
             Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
                 std::io::Error::new(
@@ -129,14 +151,16 @@ impl BoundGateway {
             })?),
             None => None,
         };
+        // Before giving up root, as nginx does: key files are often readable by root only.
+        let tls = TlsSetup::load(&config.tls, None).map_err(std::io::Error::other)?;
         let access_log = AccessLog::start(&config.access_log, config.access_log_format)?;
         let upstream = Upstream::start(&config.upstream)
             .await
             .map_err(std::io::Error::other)?;
         Ok(BoundGateway {
-            listener,
+            listeners,
             admin_listener,
-            gateway: Gateway::new(config, upstream, access_log),
+            gateway: Gateway::new(config, upstream, access_log, tls),
         })
     }
 
@@ -148,11 +172,10 @@ impl BoundGateway {
     /// Starts accepting, in background tasks.
     pub fn serve(self) -> std::io::Result<RunningGateway> {
         let BoundGateway {
-            listener,
+            listeners,
             admin_listener,
             gateway,
         } = self;
-        let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let connections = Arc::new(ClientConnections::default());
         let admin_addr = match admin_listener {
@@ -172,7 +195,15 @@ impl BoundGateway {
             Arc::clone(&connections),
             shutdown.clone(),
         ));
-        acceptor.listen_on(listener, local_addr);
+        let mut local_addr = None;
+        let mut accepting = Vec::with_capacity(listeners.len());
+        for (spec, listener) in listeners {
+            let bound = listener.local_addr()?;
+            local_addr.get_or_insert(bound);
+            accepting.push(acceptor.start_accepting(spec, Arc::new(listener), bound));
+        }
+        acceptor.put_in_force(accepting);
+        let local_addr = local_addr.ok_or_else(|| std::io::Error::other("no listener"))?;
         let task = tokio::spawn(Arc::clone(&acceptor).drain_after_shutdown());
         Ok(RunningGateway {
             local_addr,
@@ -186,22 +217,59 @@ impl BoundGateway {
     }
 }
 
+/// Binds every `listen` entry, or takes the socket systemd passed for it.
+fn bind_listeners(
+    specs: &[ListenSpec],
+    inherited: Vec<std::net::TcpListener>,
+) -> std::io::Result<Vec<(ListenSpec, TcpListener)>> {
+    let mut passed = Vec::with_capacity(inherited.len());
+    for listener in inherited {
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        passed.push((address, Some(listener)));
+    }
+    let lone = specs.len() == 1 && passed.len() == 1;
+    let mut bound = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let taken = passed
+            .iter_mut()
+            .find(|(address, listener)| listener.is_some() && (lone || *address == spec.address))
+            .and_then(|(_, listener)| listener.take());
+        let listener = match taken {
+            Some(listener) => TcpListener::from_std(listener)?,
+            None => bind(spec.address).map_err(|error| {
+                std::io::Error::new(error.kind(), format!("binding {}: {error}", spec.address))
+            })?,
+        };
+        bound.push((*spec, listener));
+    }
+    for (address, listener) in passed {
+        if listener.is_some() {
+            tracing::warn!(%address, "systemd passed a socket no `listen` entry names; it is not used");
+        }
+    }
+    Ok(bound)
+}
+
 /// Binds `config.listen` and starts serving in a background task.
 pub async fn start(config: Config) -> std::io::Result<RunningGateway> {
     BoundGateway::bind(config).await?.serve()
 }
 
-/// The listener in use and the token that stops its accept loop.
+/// A listener accepting, and the token that stops its accept loop.
 #[derive(Clone)]
 pub(crate) struct Listening {
-    pub(crate) local_addr: SocketAddr,
+    pub(crate) bound: BoundListener,
+    /// Shared with its accept loop, so a reload that changes only the entry's flags restarts
+    /// the loop on the same socket.
+    pub(crate) listener: Arc<TcpListener>,
     stop: CancellationToken,
 }
 
 /// What every accept loop shares: the connection slots, the idle registry, the connection
-/// tasks (drained at shutdown) and the front new connections get. A reload that moves the
-/// listener starts a second accept loop on the new socket before it stops the first; both feed
-/// the same slots and tasks, so nothing is counted twice or left behind.
+/// tasks (drained at shutdown) and the front new connections get. A reload that moves a
+/// listener starts the new accept loop before it stops the old one; all feed the same slots
+/// and tasks, so nothing is counted twice or left behind.
 pub(crate) struct Acceptor {
     gateway: Arc<Gateway>,
     connections: Arc<ClientConnections>,
@@ -212,7 +280,7 @@ pub(crate) struct Acceptor {
     max_client_connections: usize,
     registry: Arc<IdleRegistry>,
     shutdown: CancellationToken,
-    listening: Mutex<Option<Listening>>,
+    listening: Mutex<Vec<Listening>>,
 }
 
 impl Acceptor {
@@ -234,20 +302,24 @@ impl Acceptor {
             max_client_connections,
             registry: IdleRegistry::new(),
             shutdown,
-            listening: Mutex::new(None),
+            listening: Mutex::new(Vec::new()),
         }
     }
 
-    /// The listener in use now.
-    pub(crate) fn listening(&self) -> Listening {
+    /// The listeners accepting now.
+    pub(crate) fn listening(&self) -> Vec<Listening> {
         self.listening
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .unwrap_or_else(|| Listening {
-                local_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                stop: CancellationToken::new(),
-            })
+    }
+
+    /// The listeners accepting now, as configured and bound.
+    pub(crate) fn listeners(&self) -> Vec<BoundListener> {
+        self.listening()
+            .into_iter()
+            .map(|listening| listening.bound)
+            .collect()
     }
 
     /// The largest number of client connections, as sized at start.
@@ -263,27 +335,44 @@ impl Acceptor {
         )));
     }
 
-    /// Starts accepting on `listener`; a listener in use before stops accepting (its
-    /// connections go on). Returns the one it replaced.
-    pub(crate) fn listen_on(
+    /// Starts an accept loop for `spec` on `listener`; it runs until its token is cancelled
+    /// ([`Self::put_in_force`] does that for the loops it replaces) or shutdown.
+    pub(crate) fn start_accepting(
         self: &Arc<Self>,
-        listener: TcpListener,
+        spec: ListenSpec,
+        listener: Arc<TcpListener>,
         local_addr: SocketAddr,
-    ) -> Option<Listening> {
+    ) -> Listening {
         let stop = self.shutdown.child_token();
-        let previous = self
+        let listening = Listening {
+            bound: BoundListener { spec, local_addr },
+            listener: Arc::clone(&listener),
+            stop: stop.clone(),
+        };
+        tokio::spawn(Arc::clone(self).accept(listener, spec, stop));
+        listening
+    }
+
+    /// Makes `listeners` the ones in force and stops every accept loop not among them (their
+    /// connections go on). Also tells the gateway where HTTPS is, for redirects.
+    pub(crate) fn put_in_force(&self, listeners: Vec<Listening>) {
+        if let Some(https) = listeners.iter().find(|listening| listening.bound.spec.tls) {
+            self.gateway.set_https_port(https.bound.local_addr.port());
+        }
+        let mut in_force = self
             .listening
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(Listening {
-                local_addr,
-                stop: stop.clone(),
+            .unwrap_or_else(PoisonError::into_inner);
+        for old in in_force.iter() {
+            let kept = listeners.iter().any(|listening| {
+                Arc::ptr_eq(&listening.listener, &old.listener)
+                    && listening.bound.spec == old.bound.spec
             });
-        tokio::spawn(Arc::clone(self).accept(listener, stop));
-        if let Some(previous) = &previous {
-            previous.stop.cancel();
+            if !kept {
+                old.stop.cancel();
+            }
         }
-        previous
+        *in_force = listeners;
     }
 
     /// Waits for the shutdown, then for connections to finish within `shutdown_timeout`.
@@ -305,8 +394,13 @@ impl Acceptor {
         }
     }
 
-    /// Accepts on `listener` until `stop` (a reload moved the listener, or shutdown).
-    async fn accept(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
+    /// Accepts on `listener` until `stop` (a reload moved or changed the listener, or shutdown).
+    async fn accept(
+        self: Arc<Self>,
+        listener: Arc<TcpListener>,
+        spec: ListenSpec,
+        stop: CancellationToken,
+    ) {
         let mut at_limit_logged = false;
         loop {
             let mut slot = Arc::clone(&self.slots).try_acquire_owned().ok();
@@ -380,13 +474,16 @@ impl Acceptor {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let info = ConnectionInfo::new(remote_addr, local_addr, false);
+            let sockets = SocketEnds {
+                peer: remote_addr,
+                local: local_addr,
+            };
             // Idle until its first request arrives: connections that never send one are what an
             // idle-connection flood is made of.
             let registration = self.registry.register(self.shutdown.child_token(), true);
             let front = self.front.load_full();
             self.tasks.spawn(async move {
-                front.serve(stream, info, registration).await;
+                front.serve(stream, sockets, spec, registration).await;
                 drop(slot);
             });
         }

@@ -29,23 +29,23 @@ pub fn notify_reloading() {
     notify(&format!("RELOADING=1\nMONOTONIC_USEC={now}"));
 }
 
-/// The listening socket systemd passed (socket activation: `LISTEN_FDS`, `LISTEN_PID`), if
-/// any: the first one is the HTTP listener. With a `.socket` unit, systemd holds the socket
-/// across `systemctl restart`, so connections made while fcgate restarts wait in its backlog
-/// instead of being refused.
-pub fn activated_listener() -> std::io::Result<Option<std::net::TcpListener>> {
+/// The listening sockets systemd passed (socket activation: `LISTEN_FDS`, `LISTEN_PID`), in
+/// order; `server.rs` gives each the `listen` entry of the same address. With a `.socket`
+/// unit, systemd holds the sockets across `systemctl restart`, so connections made while
+/// fcgate restarts wait in their backlog instead of being refused.
+pub fn activated_listeners() -> std::io::Result<Vec<std::net::TcpListener>> {
     let mut passed = listenfd::ListenFd::from_env();
-    if passed.len() == 0 {
-        return Ok(None);
+    let mut listeners = Vec::with_capacity(passed.len());
+    for index in 0..passed.len() {
+        match passed.take_tcp_listener(index)? {
+            Some(listener) => listeners.push(listener),
+            None => tracing::warn!(
+                index,
+                "systemd passed a socket that is not a TCP listener; ignored"
+            ),
+        }
     }
-    let listener = passed.take_tcp_listener(0)?;
-    if passed.len() > 1 {
-        tracing::warn!(
-            sockets = passed.len(),
-            "systemd passed several sockets; only the first (the HTTP listener) is used"
-        );
-    }
-    Ok(listener)
+    Ok(listeners)
 }
 
 fn send(address: &str, state: &str) -> std::io::Result<()> {

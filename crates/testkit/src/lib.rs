@@ -20,6 +20,7 @@ mod pattern;
 pub mod php;
 pub mod process;
 pub mod relay;
+pub mod tls;
 mod wait;
 
 pub use listen::{non_loopback_address, php_fixture_docroot, Listen};

@@ -53,7 +53,7 @@ impl ServerName<'_> {
 
 /// The name part of a Host that is an authority without userinfo, `[v6]` keeping its brackets;
 /// `None` for anything else or an empty name.
-fn host_without_port(host: &[u8]) -> Option<&[u8]> {
+pub(super) fn host_without_port(host: &[u8]) -> Option<&[u8]> {
     if !is_authority_without_userinfo(host) {
         return None;
     }

@@ -20,8 +20,10 @@ use crate::size::ByteSize;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// `listen`
-    pub listen: Option<SocketAddr>,
+    /// `listen`: one entry (`"127.0.0.1:8080"`) or a list, still as text (`ADDR [tls]
+    /// [proxy_protocol]`): parsed in validation so errors name the key.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub listen: Option<Vec<String>>,
     /// `root`
     pub root: Option<PathBuf>,
     /// `index`
@@ -79,6 +81,33 @@ pub struct RawConfig {
     /// `[upstream]`
     #[serde(default)]
     pub upstream: RawUpstream,
+    /// `[tls]`
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `tls.certificates`
+    pub certificates: Option<Vec<RawCertificate>>,
+    /// `tls.redirect_to_https`
+    pub redirect_to_https: Option<bool>,
+    /// `tls.hsts`
+    pub hsts: Option<String>,
+    /// `tls.min_version`
+    pub min_version: Option<String>,
+}
+
+/// One entry of `tls.certificates`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// The PEM file with the certificate chain, the site's certificate first.
+    pub cert: PathBuf,
+    /// The PEM file with its private key.
+    pub key: PathBuf,
 }
 
 /// The `[upstream]` table.
@@ -176,7 +205,11 @@ impl RawConfig {
             Some(flags.servers.clone())
         };
         RawConfig {
-            listen: flags.listen.or(self.listen),
+            listen: if flags.listen.is_empty() {
+                self.listen
+            } else {
+                Some(flags.listen.iter().map(ToString::to_string).collect())
+            },
             root: flags.root.clone().or(self.root),
             index: flags.index.clone().or(self.index),
             script_extensions: flags.script_extensions.clone().or(self.script_extensions),
@@ -206,6 +239,8 @@ impl RawConfig {
             group: self.group,
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
             params,
+            // File-only: certificates and their paths belong in the file, beside `listen`.
+            tls: self.tls,
             upstream: RawUpstream {
                 servers,
                 max_conns: flags.max_conns.or(self.upstream.max_conns),
@@ -253,6 +288,33 @@ impl RawConfig {
             },
         }
     }
+}
+
+/// `listen = "ADDR"` or `listen = ["ADDR tls", "ADDR"]`.
+fn one_or_many<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address such as \"127.0.0.1:8080\", or a list of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(vec![text.to_owned()]))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = seq.next_element::<String>()? {
+                entries.push(entry);
+            }
+            Ok(Some(entries))
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
 }
 
 fn humantime_duration<'de, D: Deserializer<'de>>(

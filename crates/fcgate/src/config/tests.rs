@@ -30,7 +30,10 @@ fn example_path() -> PathBuf {
 #[test]
 fn defaults_without_file_or_flags() {
     let config = load(&parse_args(&[])).unwrap();
-    assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(
+        config.listen,
+        vec!["127.0.0.1:8080".parse::<ListenSpec>().unwrap()]
+    );
     assert_eq!(config.site.mode, SiteMode::App);
     assert!(!config.site.underscores_in_headers);
     assert!(config.site.extra_params.is_empty());
@@ -262,7 +265,10 @@ fn file_values_override_defaults() {
          keepalive_timeout = \"1m 30s\"\nkeep_conn = false\n",
     )
     .unwrap();
-    assert_eq!(config.listen, "[::1]:8443".parse().unwrap());
+    assert_eq!(
+        config.listen,
+        vec!["[::1]:8443".parse::<ListenSpec>().unwrap()]
+    );
     assert_eq!(config.limits.client_max_body_size, u64::MAX);
     assert_eq!(config.limits.response_buffer_size, 1 << 20);
     assert!(config.site.underscores_in_headers);
@@ -338,7 +344,10 @@ fn flags_override_the_file() {
         "1k",
     ]);
     let config = load(&cli).unwrap();
-    assert_eq!(config.listen, "127.0.0.1:2222".parse().unwrap());
+    assert_eq!(
+        config.listen,
+        vec!["127.0.0.1:2222".parse::<ListenSpec>().unwrap()]
+    );
     assert_eq!(
         config.shutdown_timeout,
         Duration::from_secs(3),
@@ -695,4 +704,87 @@ fn name_resolution_settings_take_nginx_style_addresses_and_default_to_the_system
             "{text}: {message}"
         );
     }
+}
+
+#[test]
+fn listen_takes_one_address_or_a_list_with_flags() {
+    let config = validate_text(
+        "listen = [\"0.0.0.0:443 tls\", \"0.0.0.0:80\", \"10.0.0.5:8081 proxy_protocol\"]\n\
+         [tls]\ncertificates = [{ cert = \"/a.pem\", key = \"/a.key\" }]\n",
+    )
+    .unwrap();
+    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listen,
+        [
+            "0.0.0.0:443 tls",
+            "0.0.0.0:80",
+            "10.0.0.5:8081 proxy_protocol"
+        ]
+    );
+    assert!(config.serves_https());
+    assert_eq!(config.tls.certificates[0].cert, PathBuf::from("/a.pem"));
+    assert_eq!(config.tls.min_version, TlsVersion::Tls12);
+    assert!(!config.tls.redirect_to_https);
+}
+
+#[test]
+fn tls_settings_are_checked_against_the_listeners() {
+    for (text, expected) in [
+        ("listen = []", "listen: must list at least one address"),
+        ("listen = [\"127.0.0.1:80\", \"127.0.0.1:80\"]", "listed twice"),
+        ("listen = [\"127.0.0.1:80 h3\"]", "`h3` after the address"),
+        ("listen = \"127.0.0.1:443 tls\"", "tls.certificates: a `listen` entry is marked `tls`"),
+        (
+            "[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]",
+            "tls.certificates: no `listen` entry is marked `tls`",
+        ),
+        ("[tls]\nredirect_to_https = true", "tls.redirect_to_https"),
+        (
+            "listen = \"127.0.0.1:443 tls\"\n[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\n\
+             hsts = \"includeSubDomains\"",
+            "tls.hsts",
+        ),
+        (
+            "listen = \"127.0.0.1:443 tls\"\n[tls]\ncertificates = [{ cert = \"a\", key = \"b\" }]\n\
+             min_version = \"1.1\"",
+            "tls.min_version",
+        ),
+        ("[tls]\ncertificates = [{ cert = \"a\" }]", "key"),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(expected), "{text}: {refused}");
+    }
+}
+
+#[test]
+fn hsts_and_the_redirect_are_kept() {
+    let config = validate_text(
+        "listen = [\"127.0.0.1:443 tls\", \"127.0.0.1:80\"]\n[tls]\n\
+         certificates = [{ cert = \"a\", key = \"b\" }]\nredirect_to_https = true\n\
+         hsts = \"max-age=31536000; includeSubDomains\"\nmin_version = \"1.3\"\n",
+    )
+    .unwrap();
+    assert!(config.tls.redirect_to_https);
+    assert_eq!(
+        config.tls.hsts.unwrap(),
+        "max-age=31536000; includeSubDomains"
+    );
+    assert_eq!(config.tls.min_version, TlsVersion::Tls13);
+}
+
+#[test]
+fn listen_flags_replace_the_files_list() {
+    let cli = Cli::try_parse_from([
+        "fcgate",
+        "--listen",
+        "127.0.0.1:2222",
+        "--listen",
+        "127.0.0.1:2223 proxy_protocol",
+    ])
+    .unwrap();
+    let raw = parse_file_text("listen = [\"127.0.0.1:1\"]").unwrap();
+    let config = raw.merge_flags(&cli.settings).validate().unwrap();
+    assert_eq!(config.listen.len(), 2);
+    assert!(config.listen[1].proxy_protocol);
 }

@@ -10,12 +10,14 @@ use std::time::Duration;
 use fcgi::client::{ConfiguredCap, Multiplexing, PoolConfig};
 use fcgi::net::Address;
 
-use super::raw::{RawConfig, RawUpstream};
+use super::raw::{RawConfig, RawTls, RawUpstream};
 use super::{
-    ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite, ResolutionConfig,
-    SiteConfig, SiteMode, UpstreamConfig, UpstreamServer,
+    CertificateFiles, ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite,
+    ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion, UpstreamConfig,
+    UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
+use crate::listen_spec::ListenSpec;
 use crate::php_fpm_config::FpmLimits;
 use crate::privileges::RunAs;
 use crate::request_guard::HeadLimits;
@@ -111,8 +113,11 @@ impl RawConfig {
                 self.max_request_head,
             )?,
         };
+        let listen = validate_listen(self.listen)?;
+        let tls = validate_tls(self.tls, &listen)?;
         Ok(Config {
-            listen: self.listen.unwrap_or(DEFAULT_LISTEN),
+            listen,
+            tls,
             site,
             limits,
             upstream: validate_upstream(&self.upstream)?,
@@ -161,6 +166,111 @@ impl RawConfig {
             },
         })
     }
+}
+
+fn validate_listen(raw: Option<Vec<String>>) -> Result<Vec<ListenSpec>, ConfigError> {
+    let Some(entries) = raw else {
+        return Ok(vec![ListenSpec::plain(DEFAULT_LISTEN)]);
+    };
+    if entries.is_empty() {
+        return Err(ConfigError::invalid(
+            "listen",
+            "must list at least one address, e.g. \"127.0.0.1:8080\"",
+        ));
+    }
+    let mut listeners: Vec<ListenSpec> = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let spec: ListenSpec = entry
+            .parse()
+            .map_err(|message| ConfigError::invalid("listen", format!("`{entry}`: {message}")))?;
+        // Port 0 (any free port, for tests) can appear twice; a fixed address cannot be bound twice.
+        let taken = listeners
+            .iter()
+            .any(|other| other.address == spec.address && spec.address.port() != 0);
+        if taken {
+            return Err(ConfigError::invalid(
+                "listen",
+                format!("{} is listed twice", spec.address),
+            ));
+        }
+        listeners.push(spec);
+    }
+    Ok(listeners)
+}
+
+fn validate_tls(raw: RawTls, listen: &[ListenSpec]) -> Result<TlsSettings, ConfigError> {
+    let tls_listener = listen.iter().any(|listener| listener.tls);
+    let certificates: Vec<CertificateFiles> = raw
+        .certificates
+        .unwrap_or_default()
+        .into_iter()
+        .map(|entry| CertificateFiles {
+            cert: entry.cert,
+            key: entry.key,
+        })
+        .collect();
+    if tls_listener && certificates.is_empty() {
+        return Err(ConfigError::invalid(
+            "tls.certificates",
+            "a `listen` entry is marked `tls` but no certificate is configured \
+             (certificates = [{ cert = \"site.pem\", key = \"site.key\" }])",
+        ));
+    }
+    if !tls_listener && !certificates.is_empty() {
+        return Err(ConfigError::invalid(
+            "tls.certificates",
+            "no `listen` entry is marked `tls` (e.g. listen = [\"0.0.0.0:443 tls\", \"0.0.0.0:80\"])",
+        ));
+    }
+    let redirect_to_https = raw.redirect_to_https.unwrap_or(false);
+    if redirect_to_https && !tls_listener {
+        return Err(ConfigError::invalid(
+            "tls.redirect_to_https",
+            "needs a `listen` entry marked `tls` to redirect to",
+        ));
+    }
+    let hsts = match raw.hsts {
+        None => None,
+        Some(value) => Some(validate_hsts(&value)?),
+    };
+    let min_version = match raw.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::Tls12,
+        Some("1.3") => TlsVersion::Tls13,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "tls.min_version",
+                format!("`{other}` is not \"1.2\" or \"1.3\""),
+            ))
+        }
+    };
+    Ok(TlsSettings {
+        certificates,
+        redirect_to_https,
+        hsts,
+        min_version,
+    })
+}
+
+/// A `Strict-Transport-Security` value (RFC 6797 §6.1): `max-age=SECONDS`, then optional
+/// directives such as `includeSubDomains` and `preload`.
+fn validate_hsts(value: &str) -> Result<http::HeaderValue, ConfigError> {
+    let max_age = value
+        .split(';')
+        .map(str::trim)
+        .find_map(|directive| directive.strip_prefix("max-age="));
+    let valid_max_age = max_age
+        .is_some_and(|seconds| !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()));
+    let header = http::HeaderValue::try_from(value).ok();
+    let Some(header) = header.filter(|_| valid_max_age) else {
+        return Err(ConfigError::invalid(
+            "tls.hsts",
+            format!(
+                "`{value}` is not a Strict-Transport-Security value such as \
+                 \"max-age=31536000; includeSubDomains\""
+            ),
+        ));
+    };
+    Ok(header)
 }
 
 fn validate_script_extensions(raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {

@@ -2,6 +2,7 @@
 //! exactly which connection carries which request (no hidden pool).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -18,6 +19,8 @@ use super::Response;
 pub struct HttpClient {
     addr: SocketAddr,
     version: Version,
+    /// HTTPS: the client configuration and the server name asked for.
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
     sender: Option<Sender>,
     connections_opened: u64,
 }
@@ -70,10 +73,35 @@ impl HttpClient {
         Self::new(addr, Version::HTTP_2).await
     }
 
+    /// An HTTPS client for `addr` asking for `server_name`; the HTTP version is the one ALPN
+    /// settles on (HTTP/1.1 when `config` offers none). Connects now: a failed handshake is an
+    /// error here.
+    pub async fn https(
+        addr: SocketAddr,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<HttpClient> {
+        let mut client = HttpClient {
+            addr,
+            version: Version::HTTP_11,
+            tls: Some((config, server_name.to_owned())),
+            sender: None,
+            connections_opened: 0,
+        };
+        client.sender = Some(client.connect().await?);
+        Ok(client)
+    }
+
+    /// The HTTP version in use (for HTTPS, the one ALPN chose).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
     async fn new(addr: SocketAddr, version: Version) -> HttpClient {
         let mut client = HttpClient {
             addr,
             version,
+            tls: None,
             sender: None,
             connections_opened: 0,
         };
@@ -145,6 +173,7 @@ impl HttpClient {
             .map_or("/", |path_and_query| path_and_query.as_str())
             .to_owned();
         if self.version == Version::HTTP_2 {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
             let authority = match parts.headers.remove(HOST) {
                 Some(host) => host.to_str().context("Host header")?.to_owned(),
                 None => parts
@@ -153,7 +182,7 @@ impl HttpClient {
                     .map_or_else(|| self.addr.to_string(), |authority| authority.to_string()),
             };
             parts.uri = Uri::builder()
-                .scheme("http")
+                .scheme(scheme)
                 .authority(authority)
                 .path_and_query(path_and_query)
                 .build()
@@ -180,8 +209,29 @@ impl HttpClient {
             .with_context(|| format!("connecting to {}", self.addr))?;
         stream.set_nodelay(true).context("TCP_NODELAY")?;
         self.connections_opened += 1;
-        let io = TokioIo::new(stream);
-        if self.version == Version::HTTP_2 {
+        match &self.tls {
+            None => Self::handshake(self.version, TokioIo::new(stream)).await,
+            Some((config, server_name)) => {
+                let name = rustls_pki_types::ServerName::try_from(server_name.clone())
+                    .with_context(|| format!("server name {server_name}"))?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, stream)
+                    .await
+                    .with_context(|| format!("TLS handshake with {}", self.addr))?;
+                self.version = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => Version::HTTP_2,
+                    _ => Version::HTTP_11,
+                };
+                Self::handshake(self.version, TokioIo::new(stream)).await
+            }
+        }
+    }
+
+    async fn handshake<T>(version: Version, io: TokioIo<T>) -> anyhow::Result<Sender>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if version == Version::HTTP_2 {
             let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
                 .await
                 .context("HTTP/2 handshake")?;
