@@ -69,6 +69,19 @@ impl ConnectionInfo {
         }
     }
 
+    /// The same connection as a trusted proxy describes it: the client at `client`, and, when
+    /// the proxy says, whether the client used HTTPS (the TLS facts, fcgate's own connection's,
+    /// are kept for what they are).
+    pub fn behind_proxy(self, client: SocketAddr, https: Option<bool>) -> ConnectionInfo {
+        ConnectionInfo {
+            remote_addr: client,
+            remote_ip: IpText::plain(client.ip()),
+            remote_port: Decimal::new(u64::from(client.port())),
+            https: https.unwrap_or(self.https),
+            ..self
+        }
+    }
+
     /// Whether the client connection is TLS.
     pub fn https(&self) -> bool {
         self.https

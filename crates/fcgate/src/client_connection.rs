@@ -267,10 +267,23 @@ impl HttpFront {
         deadline: Instant,
         activity: &Activity,
     ) -> io::Result<Option<Opened>> {
+        let mut stream = stream;
+        let (sockets, after_header) = if listener.proxy_protocol {
+            match self
+                .read_proxy_header(&mut stream, sockets, deadline, activity)
+                .await
+            {
+                Some(read) => read,
+                None => return Ok(None),
+            }
+        } else {
+            (sockets, Bytes::new())
+        };
         let info = ConnectionInfo::new(sockets.peer, sockets.local, false);
         if !listener.tls {
-            let Some((protocol, read_ahead)) =
-                self.read_preface(&stream, deadline, activity).await?
+            let Some((protocol, read_ahead)) = self
+                .read_preface(&stream, after_header, deadline, activity)
+                .await?
             else {
                 return Ok(None);
             };
@@ -283,13 +296,47 @@ impl HttpFront {
         }
         // Boxed: the handshake's state (rustls' connection, the timer) would otherwise be part of
         // every connection task's future, plain ones and parked ones included.
+        let stream = Prefixed {
+            prefix: after_header,
+            stream,
+        };
         Box::pin(self.handshake(stream, info, deadline, activity)).await
+    }
+
+    /// The PROXY protocol header a load balancer sends first on a `proxy_protocol` listener:
+    /// the connection's ends as the client sees them, and any bytes read past the header. A
+    /// connection without a valid header within the deadline is closed (`None`) with one line
+    /// in the log: either the balancer is not configured to send it, or the listener is
+    /// reachable by something that is not the balancer.
+    async fn read_proxy_header(
+        &self,
+        stream: &mut TcpStream,
+        sockets: SocketEnds,
+        deadline: Instant,
+        activity: &Activity,
+    ) -> Option<(SocketEnds, Bytes)> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::select! {
+            biased;
+            _ = activity.closing().cancelled() => return None,
+            read = crate::proxy_protocol::read_header(stream, timeout) => read,
+        };
+        match read {
+            Ok((header, after_header)) => {
+                let (peer, local) = header.addresses(sockets.peer, sockets.local);
+                Some((SocketEnds { peer, local }, after_header))
+            }
+            Err(error) => {
+                tracing::warn!(peer = %sockets.peer, "closing a connection on a proxy_protocol listener: {error}");
+                None
+            }
+        }
     }
 
     /// The TLS handshake, bounded by `deadline`; ALPN then says which HTTP.
     async fn handshake(
         &self,
-        stream: TcpStream,
+        stream: Prefixed,
         info: ConnectionInfo,
         deadline: Instant,
         activity: &Activity,
@@ -334,11 +381,21 @@ impl HttpFront {
     async fn read_preface(
         &self,
         stream: &TcpStream,
+        already_read: Bytes,
         deadline: Instant,
         activity: &Activity,
     ) -> io::Result<Option<(Protocol, Bytes)>> {
+        // Bytes that followed a PROXY header decide it when they are enough.
+        let known = already_read.len().min(HTTP2_PREFACE.len());
+        if already_read[..known] != HTTP2_PREFACE[..known] {
+            return Ok(Some((Protocol::Http1, already_read)));
+        }
+        if known == HTTP2_PREFACE.len() {
+            return Ok(Some((Protocol::Http2, already_read)));
+        }
         let mut preface = [0u8; HTTP2_PREFACE.len()];
-        let mut filled = 0;
+        preface[..known].copy_from_slice(&already_read);
+        let mut filled = known;
         loop {
             if !wait_readable(stream, deadline, activity.closing()).await? {
                 return Ok(None);
@@ -561,7 +618,7 @@ struct Opened {
 enum ClientSocket {
     Plain(TcpStream),
     // Boxed: rustls' connection state is over a kilobyte, and most connections are plain.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<Prefixed>>),
 }
 
 impl ClientSocket {
@@ -587,7 +644,7 @@ impl ClientSocket {
 /// Reads the first few plaintext bytes of a parked TLS connection; the rest stays decrypted in
 /// rustls until hyper asks for it.
 async fn first_bytes(
-    stream: &mut tokio_rustls::server::TlsStream<TcpStream>,
+    stream: &mut tokio_rustls::server::TlsStream<Prefixed>,
     deadline: Instant,
     closing: &CancellationToken,
 ) -> io::Result<Option<Bytes>> {
@@ -601,6 +658,69 @@ async fn first_bytes(
             Ok(Ok(read)) => Ok(Some(Bytes::copy_from_slice(&first[..read]))),
             Ok(Err(error)) => Err(error),
         },
+    }
+}
+
+/// Moves what `buf` has room for from `read_ahead` into it; `false` when there was nothing to
+/// move and the read must go to the socket.
+fn read_from(read_ahead: &mut Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if read_ahead.is_empty() {
+        return false;
+    }
+    let take = read_ahead.len().min(buf.remaining());
+    buf.put_slice(&read_ahead[..take]);
+    read_ahead.advance(take);
+    true
+}
+
+/// A TCP stream whose first bytes were already read: what followed a PROXY header in the same
+/// segment, which belongs to the TLS handshake.
+struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if read_from(&mut this.prefix, buf) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -842,13 +962,10 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.read_ahead.is_empty() {
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        if read_from(&mut this.read_ahead, buf) {
+            return Poll::Ready(Ok(()));
         }
-        let take = this.read_ahead.len().min(buf.remaining());
-        buf.put_slice(&this.read_ahead[..take]);
-        this.read_ahead.advance(take);
-        Poll::Ready(Ok(()))
+        Pin::new(&mut this.stream).poll_read(cx, buf)
     }
 }
 

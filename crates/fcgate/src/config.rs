@@ -17,6 +17,7 @@ use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::cli::Cli;
 use crate::listen_spec::ListenSpec;
 use crate::privileges::RunAs;
+use crate::real_client::{RealIpHeader, TrustedProxies};
 use crate::request_guard::HeadLimits;
 
 mod raw;
@@ -32,6 +33,8 @@ pub struct Config {
     pub listen: Vec<ListenSpec>,
     /// Certificates for the `tls` listeners, the redirect to HTTPS and HSTS.
     pub tls: TlsSettings,
+    /// Whose forwarding headers name the real client (`trusted_proxies`, `real_ip_header`).
+    pub real_client: RealClientSettings,
     /// How requests map to FastCGI (PHP mode or app mode) and what params they carry.
     pub site: SiteConfig,
     /// Limits on what clients send and on how much is buffered in memory.
@@ -60,6 +63,16 @@ impl Config {
     pub fn serves_https(&self) -> bool {
         self.listen.iter().any(|listener| listener.tls)
     }
+}
+
+/// `trusted_proxies` and `real_ip_header`: behind a load balancer, the client PHP sees (and the
+/// access log shows) is the one the balancer's header names (`real_client.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RealClientSettings {
+    /// Peers whose header is believed; empty: nobody's.
+    pub trusted: TrustedProxies,
+    /// Which header they write.
+    pub header: RealIpHeader,
 }
 
 /// `[tls]`: the certificates the `tls` listeners present, and what plain HTTP does when HTTPS

@@ -31,6 +31,7 @@ use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
 use crate::https_policy;
 use crate::metrics::GatewayMetrics;
+use crate::real_client::{self, Resolution};
 use crate::request_body::{self, BodyBudget};
 use crate::response_end::{self, Pending, Reporters};
 use crate::response_framing::{self, BodyFit, ClientFraming};
@@ -195,6 +196,8 @@ impl Gateway {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("request", id = request_id, method = %request.method(), path = request.uri().path());
         let generation = self.current.load_full();
+        let behind_proxy = real_client(&generation.config, &request, connection, request_id);
+        let connection = behind_proxy.as_ref().unwrap_or(connection);
         let logged = generation.access_log.enabled().then(|| {
             RequestFacts::new(
                 request_id,
@@ -685,6 +688,42 @@ async fn serve_static(
         Err(never) => match never {},
     };
     Ok(response.map(|body| body.boxed_unsync()))
+}
+
+/// The connection as a trusted proxy's header describes it (`trusted_proxies`); `None` when the
+/// peer is the client (not trusted, or no header). A header that stops being believable midway
+/// is worth a line naming the request.
+fn real_client(
+    config: &Config,
+    request: &Request<Incoming>,
+    connection: &ConnectionInfo,
+    request_id: u64,
+) -> Option<ConnectionInfo> {
+    let settings = &config.real_client;
+    if settings.trusted.is_empty() {
+        return None;
+    }
+    let peer = connection.remote_addr();
+    let resolution =
+        real_client::resolve(peer, request.headers(), &settings.trusted, settings.header);
+    if let Resolution::Malformed {
+        client,
+        bad,
+        reason,
+    } = &resolution
+    {
+        tracing::warn!(
+            request = request_id,
+            method = %request.method(),
+            path = request.uri().path(),
+            %peer,
+            "{} from a trusted proxy: {reason} `{bad}`; taking {} as the client",
+            settings.header.as_str(),
+            client.addr
+        );
+    }
+    let client = resolution.client()?;
+    Some(connection.behind_proxy(client.addr, client.https))
 }
 
 fn redirect(location: &str, parts: &Parts) -> Result<Response<ResponseBody>, GatewayError> {

@@ -76,6 +76,10 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<Duration>,
     /// `underscores_in_headers`
     pub underscores_in_headers: Option<bool>,
+    /// `trusted_proxies`: CIDR blocks or addresses, still as text.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// `real_ip_header`
+    pub real_ip_header: Option<String>,
     /// `[params]`: sorted by name, so the order sent is stable whatever the file's order.
     pub params: Option<BTreeMap<String, String>>,
     /// `[upstream]`
@@ -238,6 +242,9 @@ impl RawConfig {
             user: self.user,
             group: self.group,
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
+            // File-only: which peers are believed belongs with the deployment's description.
+            trusted_proxies: self.trusted_proxies,
+            real_ip_header: self.real_ip_header,
             params,
             // File-only: certificates and their paths belong in the file, beside `listen`.
             tls: self.tls,

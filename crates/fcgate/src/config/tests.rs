@@ -788,3 +788,47 @@ fn listen_flags_replace_the_files_list() {
     assert_eq!(config.listen.len(), 2);
     assert!(config.listen[1].proxy_protocol);
 }
+
+#[test]
+fn trusted_proxies_are_cidr_blocks_or_addresses() {
+    let config = validate_text(
+        "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n\
+         real_ip_header = \"Forwarded\"",
+    )
+    .unwrap();
+    assert!(config
+        .real_client
+        .trusted
+        .contains("10.1.2.3".parse().unwrap()));
+    assert!(config
+        .real_client
+        .trusted
+        .contains("192.0.2.7".parse().unwrap()));
+    assert!(!config
+        .real_client
+        .trusted
+        .contains("192.0.2.8".parse().unwrap()));
+    assert_eq!(config.real_client.header, RealIpHeader::Forwarded);
+    assert!(validate_text("").unwrap().real_client.trusted.is_empty());
+    for (text, expected) in [
+        (
+            "trusted_proxies = [\"10.0.0.0/33\"]",
+            "trusted_proxies: `10.0.0.0/33`",
+        ),
+        (
+            "trusted_proxies = [\"proxy.local\"]",
+            "trusted_proxies: `proxy.local`",
+        ),
+        (
+            "real_ip_header = \"X-Forwarded-For\"",
+            "real_ip_header: has no effect",
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.1\"]\nreal_ip_header = \"X-Real-IP\"",
+            "real_ip_header: `X-Real-IP`",
+        ),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(expected), "{text}: {refused}");
+    }
+}

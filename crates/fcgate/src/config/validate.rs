@@ -13,13 +13,14 @@ use fcgi::net::Address;
 use super::raw::{RawConfig, RawTls, RawUpstream};
 use super::{
     CertificateFiles, ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite,
-    ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion, UpstreamConfig,
-    UpstreamServer,
+    RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion,
+    UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::listen_spec::ListenSpec;
 use crate::php_fpm_config::FpmLimits;
 use crate::privileges::RunAs;
+use crate::real_client::{RealIpHeader, TrustedProxies};
 use crate::request_guard::HeadLimits;
 use crate::size::ByteSize;
 
@@ -115,9 +116,12 @@ impl RawConfig {
         };
         let listen = validate_listen(self.listen)?;
         let tls = validate_tls(self.tls, &listen)?;
+        let real_client =
+            validate_real_client(self.trusted_proxies, self.real_ip_header.as_deref())?;
         Ok(Config {
             listen,
             tls,
+            real_client,
             site,
             limits,
             upstream: validate_upstream(&self.upstream)?,
@@ -196,6 +200,39 @@ fn validate_listen(raw: Option<Vec<String>>) -> Result<Vec<ListenSpec>, ConfigEr
         listeners.push(spec);
     }
     Ok(listeners)
+}
+
+fn validate_real_client(
+    trusted: Option<Vec<String>>,
+    header: Option<&str>,
+) -> Result<RealClientSettings, ConfigError> {
+    let trusted = TrustedProxies::parse(&trusted.unwrap_or_default()).map_err(|error| {
+        ConfigError::invalid(
+            "trusted_proxies",
+            format!(
+                "`{}` is neither an IP address nor a CIDR block such as \"10.0.0.0/8\"",
+                error.entry
+            ),
+        )
+    })?;
+    let header = match header {
+        None => RealIpHeader::default(),
+        Some(text) => {
+            if trusted.is_empty() {
+                return Err(ConfigError::invalid(
+                    "real_ip_header",
+                    "has no effect without trusted_proxies (the peers whose header is believed)",
+                ));
+            }
+            RealIpHeader::from_setting(text).ok_or_else(|| {
+                ConfigError::invalid(
+                    "real_ip_header",
+                    format!("`{text}` is not \"X-Forwarded-For\" or \"Forwarded\""),
+                )
+            })?
+        }
+    };
+    Ok(RealClientSettings { trusted, header })
 }
 
 fn validate_tls(raw: RawTls, listen: &[ListenSpec]) -> Result<TlsSettings, ConfigError> {
