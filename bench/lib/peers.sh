@@ -120,12 +120,13 @@ upstream_parts() {
 
 # write_nginx_conf DIR port=N upstream=ADDR [keepalive=N (per worker; empty: none)] [workers=N]
 #   [mode=php|app|php-debian] [root=DIR] [log_level=LEVEL] [h2_port=N (a second, h2c-only
-#   listener)] [extra_http=LINES] [extra_server=LINES]
+#   listener)] [listen_options=WORDS (after the listener's address: "ssl http2")]
+#   [extra_http=LINES] [extra_server=LINES]
 # php-debian: Debian's snippets/fastcgi-php.conf (PATH_INFO split), as its stock site does;
 # the snippet's include of fastcgi.conf is relative to DIR, so DIR links to /etc/nginx's.
 write_nginx_conf() {
   local dir=$1 port="" upstream="" keepalive="" workers=${WORKERS:-2} mode=php root=${www:-} \
-    log_level=warn h2_port="" extra_http="" extra_server=""
+    log_level=warn h2_port="" listen_options="" extra_http="" extra_server=""
   shift
   set_args "$@"
   local keep_conn="" keepalive_line="" location h2_listen=""
@@ -167,7 +168,7 @@ http {
   $extra_http
   upstream backend { server $upstream; $keepalive_line }
   server {
-    listen 127.0.0.1:$port;
+    listen 127.0.0.1:$port${listen_options:+ $listen_options};
     $h2_listen
     root $root;
     $extra_server

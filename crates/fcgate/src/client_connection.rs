@@ -67,7 +67,7 @@ use crate::cgi_params::ConnectionInfo;
 use crate::config::Config;
 use crate::listen_spec::ListenSpec;
 use crate::proxy::Gateway;
-use crate::tls::{TlsFacts, TlsSetup};
+use crate::tls::{TlsFacts, TlsSetup, ACME_TLS_ALPN};
 
 /// How long an HTTP/1.1 connection must have had no request in flight before it is parked.
 /// Long enough that a client sending request after request never pays for a new hyper
@@ -364,6 +364,8 @@ impl HttpFront {
         // RFC 9113 §3.2: over TLS, HTTP/2 is chosen with ALPN, never by sniffing.
         let protocol = match session.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,
+            // An ACME validator: the handshake was all it wanted (RFC 8737 §3).
+            Some(ACME_TLS_ALPN) => return Ok(None),
             _ => Protocol::Http1,
         };
         let info = info.with_tls(TlsFacts::of(session));

@@ -23,7 +23,7 @@ use crate::request_guard::HeadLimits;
 mod raw;
 mod validate;
 
-pub use raw::{parse_file_text, RawCertificate, RawConfig, RawTls, RawUpstream};
+pub use raw::{parse_file_text, RawAcme, RawCertificate, RawConfig, RawTls, RawUpstream};
 pub use validate::DNS_PORT;
 
 /// The validated configuration of one gateway.
@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// Whose forwarding headers name the real client (`trusted_proxies`, `real_ip_header`).
     pub real_client: RealClientSettings,
+    /// Certificates obtained and renewed automatically (`[acme]`); `None`: off.
+    pub acme: Option<AcmeSettings>,
     /// How requests map to FastCGI (PHP mode or app mode) and what params they carry.
     pub site: SiteConfig,
     /// Limits on what clients send and on how much is buffered in memory.
@@ -73,6 +75,44 @@ pub struct RealClientSettings {
     pub trusted: TrustedProxies,
     /// Which header they write.
     pub header: RealIpHeader,
+}
+
+/// `[acme]`: one certificate for `domains`, obtained from an ACME CA (RFC 8555) and renewed
+/// before it expires (`acme.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// The names the certificate is for (its first is the subject); no wildcards.
+    pub domains: Vec<String>,
+    /// `mailto:` addresses the CA may write to about the account (expiry notices).
+    pub contact: Vec<String>,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// A PEM CA certificate the directory's HTTPS is checked against instead of the system's
+    /// roots (a private CA, or Pebble in tests).
+    pub directory_ca: Option<PathBuf>,
+    /// Where the account key and the certificate are kept across restarts.
+    pub storage: PathBuf,
+    /// The challenges fcgate offers to answer, in order of preference.
+    pub challenges: Vec<AcmeChallenge>,
+}
+
+/// A challenge type fcgate answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A self-signed certificate presented on a `tls` listener (RFC 8737).
+    TlsAlpn01,
+    /// A token served at `/.well-known/acme-challenge/` on a plain listener (port 80).
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// The name the configuration and the ACME server use.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
 }
 
 /// `[tls]`: the certificates the `tls` listeners present, and what plain HTTP does when HTTPS

@@ -5,6 +5,7 @@
 //! `docs/architecture.md` follows one request through these modules.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod body;
 pub mod cgi_params;
@@ -50,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Check { config }) => {
             let checked = config::check(&cli)?;
             // Certificates must load, as they must to start.
-            tls::TlsSetup::load(&checked.tls, None)?;
+            tls::TlsSetup::load(&checked.tls, None, None)?;
             // A server's host name must resolve, as it must to start.
             upstream::discovery::discover(&checked.upstream, None).await?;
             println!("{}: configuration OK", config.display());

@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, BackendFacts, RequestFacts};
+use crate::acme::{AcmeState, HTTP01_PREFIX};
 use crate::body::{self, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
@@ -104,6 +105,9 @@ pub struct Gateway {
     next_request_id: AtomicU64,
     /// The port of the first `tls` listener as bound, for `tls.redirect_to_https`.
     https_port: AtomicU16,
+    /// Certificates obtained by ACME and the challenge answers; for the life of the process
+    /// (a reload that changes `[acme]` needs a restart).
+    acme: Option<Arc<AcmeState>>,
     /// Request bodies held at once, against `max_request_body_buffer_total`.
     body_budget: Arc<BodyBudget>,
     metrics: Arc<GatewayMetrics>,
@@ -118,6 +122,7 @@ impl Gateway {
         upstream: Arc<Upstream>,
         access_log: AccessLog,
         tls: Option<TlsSetup>,
+        acme: Option<Arc<AcmeState>>,
     ) -> Arc<Gateway> {
         let body_budget = BodyBudget::new(config.limits.max_request_body_buffer_total);
         Arc::new(Gateway {
@@ -129,6 +134,7 @@ impl Gateway {
             }),
             next_request_id: AtomicU64::new(1),
             https_port: AtomicU16::new(443),
+            acme,
             body_budget,
             metrics: Arc::new(GatewayMetrics::default()),
         })
@@ -143,6 +149,11 @@ impl Gateway {
     /// one they started with.
     pub fn replace(&self, next: Generation) {
         self.current.store(Arc::new(next));
+    }
+
+    /// The ACME state, when `[acme]` is configured.
+    pub fn acme(&self) -> Option<&Arc<AcmeState>> {
+        self.acme.as_ref()
     }
 
     /// Where plain-HTTP requests are redirected to (`tls.redirect_to_https`): set once the
@@ -301,6 +312,11 @@ impl Gateway {
     ) -> Result<Prepared<'a>, GatewayError> {
         let (parts, body) = request.into_parts();
         crate::request_guard::check(&parts, &generation.config.limits.head)?;
+        if let Some(acme) = &self.acme {
+            if let Some(token) = parts.uri.path().strip_prefix(HTTP01_PREFIX) {
+                return Ok(Prepared::Answered(http01_answer(acme, token)));
+            }
+        }
         if generation.config.tls.redirect_to_https && !connection.https() {
             let https_port = self.https_port.load(Ordering::Relaxed);
             let response = https_policy::redirect(&parts, connection, https_port);
@@ -688,6 +704,22 @@ async fn serve_static(
         Err(never) => match never {},
     };
     Ok(response.map(|body| body.boxed_unsync()))
+}
+
+/// The answer to an ACME HTTP-01 validation request (RFC 8555 §8.3): the key authorization
+/// of a pending challenge, else 404. Before the redirect to HTTPS: validation starts over HTTP.
+fn http01_answer(acme: &AcmeState, token: &str) -> Response<ResponseBody> {
+    match acme.http01_answer(token) {
+        Some(answer) => {
+            let mut response = Response::new(body::full(Bytes::from(answer)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        None => plain_response(StatusCode::NOT_FOUND),
+    }
 }
 
 /// The connection as a trusted proxy's header describes it (`trusted_proxies`); `None` when the

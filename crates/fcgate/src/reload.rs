@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::listen_spec::ListenSpec;
 use crate::proxy::Generation;
 use crate::server::{bind, Listening, RunningGateway};
-use crate::tls::{TlsError, TlsSetup};
+use crate::tls::{ManagedCertificates, TlsError, TlsSetup};
 use crate::upstream::{drain, ResolveError, Upstream};
 
 /// What a reload did.
@@ -83,7 +83,12 @@ pub(crate) async fn reload(
         .await
         .map_err(ReloadError::Resolve)?;
     let listeners = plan_listeners(&running.acceptor().listening(), &config.listen)?;
-    let tls = TlsSetup::load(&config.tls, current.tls.as_deref()).map_err(ReloadError::Tls)?;
+    let managed = running
+        .gateway
+        .acme()
+        .map(|acme| Arc::clone(acme) as Arc<dyn ManagedCertificates>);
+    let tls = TlsSetup::load(&config.tls, managed.as_ref(), current.tls.as_deref())
+        .map_err(ReloadError::Tls)?;
     let access_log = if config.access_log == old.access_log
         && config.access_log_format == old.access_log_format
     {
@@ -229,6 +234,9 @@ fn sized_at_start(old: &Config, new: &Config, client_slots: usize) -> Vec<&'stat
     }
     if new.run_as != old.run_as {
         changed.push("user/group");
+    }
+    if new.acme != old.acme {
+        changed.push("acme");
     }
     changed
 }

@@ -24,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
+use crate::acme::AcmeState;
 use crate::client_connection::{ClientConnections, HttpFront, SocketEnds};
 use crate::config::Config;
 use crate::listen_spec::ListenSpec;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadError, Reloaded};
-use crate::tls::TlsSetup;
+use crate::tls::{ManagedCertificates, TlsSetup};
 use crate::upstream::Upstream;
 
 /// The longest pause of accepting after it failed (out of file descriptors).
@@ -152,7 +153,12 @@ impl BoundGateway {
             None => None,
         };
         // Before giving up root, as nginx does: key files are often readable by root only.
-        let tls = TlsSetup::load(&config.tls, None).map_err(std::io::Error::other)?;
+        let acme = config.acme.as_ref().map(AcmeState::load);
+        let managed = acme
+            .clone()
+            .map(|acme| acme as Arc<dyn ManagedCertificates>);
+        let tls =
+            TlsSetup::load(&config.tls, managed.as_ref(), None).map_err(std::io::Error::other)?;
         let access_log = AccessLog::start(&config.access_log, config.access_log_format)?;
         let upstream = Upstream::start(&config.upstream)
             .await
@@ -160,7 +166,7 @@ impl BoundGateway {
         Ok(BoundGateway {
             listeners,
             admin_listener,
-            gateway: Gateway::new(config, upstream, access_log, tls),
+            gateway: Gateway::new(config, upstream, access_log, tls, acme),
         })
     }
 
@@ -204,6 +210,9 @@ impl BoundGateway {
         }
         acceptor.put_in_force(accepting);
         let local_addr = local_addr.ok_or_else(|| std::io::Error::other("no listener"))?;
+        if let Some(acme) = gateway.acme() {
+            crate::acme::start(Arc::clone(acme), shutdown.clone());
+        }
         let task = tokio::spawn(Arc::clone(&acceptor).drain_after_shutdown());
         Ok(RunningGateway {
             local_addr,

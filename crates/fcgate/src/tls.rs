@@ -32,6 +32,22 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{CertificateFiles, TlsSettings, TlsVersion};
 
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737), offered when certificates are
+/// managed by ACME.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Certificates obtained at run time (`acme.rs`), which the resolver consults after the
+/// configured files. A trait so that this module, which `acme.rs` uses to load what it stores,
+/// does not depend on it in turn.
+pub trait ManagedCertificates: Send + Sync {
+    /// The certificate for `name`, if it is one of the managed names and one is in force.
+    fn certificate_for(&self, name: &str) -> Option<Arc<CertifiedKey>>;
+    /// The certificate in force, for clients that send no name.
+    fn certificate(&self) -> Option<Arc<CertifiedKey>>;
+    /// The TLS-ALPN-01 validation certificate for `name`, while a validation is pending.
+    fn validation_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>>;
+}
+
 /// ALPN protocols offered, in the server's order of preference.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -128,6 +144,8 @@ pub struct LoadedCertificate {
     pub path: PathBuf,
     /// The names it is presented for (lowercase; wildcards as `*.example.com`).
     pub names: Vec<String>,
+    /// The start of its validity.
+    pub not_before: SystemTime,
     /// The end of its validity.
     pub not_after: SystemTime,
 }
@@ -152,14 +170,18 @@ impl TlsSetup {
     /// kept.
     pub fn load(
         settings: &TlsSettings,
+        acme: Option<&Arc<dyn ManagedCertificates>>,
         previous: Option<&TlsSetup>,
     ) -> Result<Option<TlsSetup>, TlsError> {
-        if settings.certificates.is_empty() {
+        if settings.certificates.is_empty() && acme.is_none() {
             return Ok(None);
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(crypto_provider());
         let now = SystemTime::now();
-        let mut table = CertificateTable::default();
+        let mut table = CertificateTable {
+            acme: acme.cloned(),
+            ..CertificateTable::default()
+        };
         let mut certificates = Vec::with_capacity(settings.certificates.len());
         for files in &settings.certificates {
             let (key, loaded) = load_certificate(files, &provider, now)?;
@@ -183,6 +205,10 @@ impl TlsSetup {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(table));
         config.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
+        if acme.is_some() {
+            // Last: a client offering it with h2 or http/1.1 gets those (RFC 8737 §6).
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         config.ticketer = Arc::clone(&resumption.ticketer);
         config.session_storage = Arc::clone(&resumption.sessions) as _;
         Ok(Some(TlsSetup {
@@ -248,6 +274,19 @@ fn openssl_name(suite: CipherSuite) -> &'static str {
     }
 }
 
+/// Reads one certificate chain and its key with the crypto provider TLS uses, and checks them
+/// as at start (`acme.rs` loads what it stored and obtained this way).
+pub(crate) fn load_certificate_files(
+    files: &CertificateFiles,
+) -> Result<(Arc<CertifiedKey>, LoadedCertificate), TlsError> {
+    load_certificate(files, &crypto_provider(), SystemTime::now())
+}
+
+/// The crypto provider of every TLS configuration and key fcgate makes.
+pub(crate) fn crypto_provider() -> CryptoProvider {
+    rustls::crypto::aws_lc_rs::default_provider()
+}
+
 /// Reads one certificate chain and its key, and checks that they belong together and that the
 /// certificate is valid `now`.
 fn load_certificate(
@@ -305,6 +344,7 @@ fn load_certificate(
     let loaded = LoadedCertificate {
         path: files.cert.clone(),
         names,
+        not_before,
         not_after,
     };
     Ok((Arc::new(certified), loaded))
@@ -397,7 +437,7 @@ fn describe(
 }
 
 /// Which certificate answers which server name.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct CertificateTable {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `*.example.com` under `example.com`.
@@ -405,6 +445,20 @@ struct CertificateTable {
     /// The first certificate configured: for clients that send no name, or one no certificate
     /// has.
     default: Option<Arc<CertifiedKey>>,
+    /// The certificate obtained by ACME for its domains (after the files' names), and the
+    /// TLS-ALPN-01 validation certificates.
+    acme: Option<Arc<dyn ManagedCertificates>>,
+}
+
+impl std::fmt::Debug for CertificateTable {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CertificateTable")
+            .field("exact", &self.exact.keys())
+            .field("wildcard", &self.wildcard.keys())
+            .field("acme", &self.acme.is_some())
+            .finish()
+    }
 }
 
 impl CertificateTable {
@@ -430,17 +484,33 @@ impl CertificateTable {
             } else {
                 name
             };
-            self.exact.get(name).or_else(|| {
+            let found = self.exact.get(name).or_else(|| {
                 let (_, parent) = name.split_once('.')?;
                 self.wildcard.get(parent)
-            })
+            });
+            match found {
+                Some(found) => Some(Arc::clone(found)),
+                None => self.acme.as_ref()?.certificate_for(name),
+            }
         });
-        found.or(self.default.as_ref()).cloned()
+        found
+            .or_else(|| self.default.clone())
+            .or_else(|| self.acme.as_ref()?.certificate())
     }
 }
 
 impl ResolvesServerCert for CertificateTable {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(acme) = &self.acme {
+            let validating = client_hello
+                .alpn()
+                .is_some_and(|mut offered| offered.any(|protocol| protocol == ACME_TLS_ALPN));
+            if validating {
+                // Only a validation certificate answers acme-tls/1 (RFC 8737 §3), and only
+                // while one is pending: otherwise the handshake fails.
+                return acme.validation_certificate(client_hello.server_name()?);
+            }
+        }
         self.for_name(client_hello.server_name())
     }
 }
@@ -526,6 +596,36 @@ mod tests {
         let table = table(&[(&["a.test"], &first), (&["a.test", "b.test"], &second)]);
         assert!(same(table.for_name(Some("a.test")), &first));
         assert!(same(table.for_name(Some("b.test")), &second));
+    }
+
+    /// ACME's certificate for `acme.test`.
+    struct Managed(Arc<CertifiedKey>);
+
+    impl ManagedCertificates for Managed {
+        fn certificate_for(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+            (name == "acme.test").then(|| Arc::clone(&self.0))
+        }
+        fn certificate(&self) -> Option<Arc<CertifiedKey>> {
+            Some(Arc::clone(&self.0))
+        }
+        fn validation_certificate(&self, _name: &str) -> Option<Arc<CertifiedKey>> {
+            None
+        }
+    }
+
+    #[test]
+    fn acme_names_come_after_the_files_and_stand_in_for_a_missing_default() {
+        let (file, managed) = (key(), key());
+        let mut with_files = table(&[(&["file.test", "acme.test"], &file)]);
+        with_files.acme = Some(Arc::new(Managed(Arc::clone(&managed))));
+        // A name both have: the configured file wins.
+        assert!(same(with_files.for_name(Some("acme.test")), &file));
+        assert!(same(with_files.for_name(None), &file));
+        let mut acme_only = table(&[]);
+        acme_only.acme = Some(Arc::new(Managed(Arc::clone(&managed))));
+        assert!(same(acme_only.for_name(Some("acme.test")), &managed));
+        assert!(same(acme_only.for_name(Some("other.test")), &managed));
+        assert!(same(acme_only.for_name(None), &managed));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod http;
 mod listen;
 mod pattern;
+pub mod pebble;
 pub mod php;
 pub mod process;
 pub mod relay;

@@ -100,18 +100,28 @@ impl TestCa {
     /// A rustls client configuration trusting only this authority and offering `alpn`
     /// (e.g. `[b"h2", b"http/1.1"]`; empty: no ALPN).
     pub fn client_config(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = CertificateDer::from_pem_file(self.ca_path()).context("reading ca.pem")?;
-        roots.add(ca)?;
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-        Ok(Arc::new(config))
+        client_config_trusting(&self.ca_path(), alpn)
     }
+}
+
+/// A rustls client configuration trusting only the CA certificate in the PEM file `root` (e.g.
+/// the root an ACME test CA issues under) and offering `alpn`.
+pub fn client_config_trusting(
+    root: &Path,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_file(root)
+        .with_context(|| format!("reading {}", root.display()))?;
+    roots.add(ca)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(Arc::new(config))
 }
 
 /// Connects to `addr` over TLS asking for `server_name` (SNI, and the name the certificate

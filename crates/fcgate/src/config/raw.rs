@@ -88,6 +88,26 @@ pub struct RawConfig {
     /// `[tls]`
     #[serde(default)]
     pub tls: RawTls,
+    /// `[acme]`
+    pub acme: Option<RawAcme>,
+}
+
+/// The `[acme]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// `acme.domains`
+    pub domains: Option<Vec<String>>,
+    /// `acme.contact`
+    pub contact: Option<Vec<String>>,
+    /// `acme.directory`
+    pub directory: Option<String>,
+    /// `acme.directory_ca`
+    pub directory_ca: Option<PathBuf>,
+    /// `acme.storage`
+    pub storage: Option<PathBuf>,
+    /// `acme.challenges`
+    pub challenges: Option<Vec<String>>,
 }
 
 /// The `[tls]` table.
@@ -248,6 +268,7 @@ impl RawConfig {
             params,
             // File-only: certificates and their paths belong in the file, beside `listen`.
             tls: self.tls,
+            acme: self.acme,
             upstream: RawUpstream {
                 servers,
                 max_conns: flags.max_conns.or(self.upstream.max_conns),

@@ -832,3 +832,61 @@ fn trusted_proxies_are_cidr_blocks_or_addresses() {
         assert!(refused.contains(expected), "{text}: {refused}");
     }
 }
+
+#[test]
+fn acme_settings_have_defaults_and_are_checked() {
+    let config = validate_text(
+        "listen = [\"0.0.0.0:443 tls\", \"0.0.0.0:80\"]\n[acme]\n\
+         domains = [\"Example.COM\", \"www.example.com.\"]\n",
+    )
+    .unwrap();
+    let acme = config.acme.unwrap();
+    assert_eq!(acme.domains, ["example.com", "www.example.com"]);
+    assert_eq!(
+        acme.directory,
+        "https://acme-v02.api.letsencrypt.org/directory"
+    );
+    assert_eq!(acme.storage, PathBuf::from("/var/lib/fcgate/acme"));
+    assert_eq!(
+        acme.challenges,
+        [AcmeChallenge::TlsAlpn01, AcmeChallenge::Http01]
+    );
+    // Without a plain listener, only TLS-ALPN-01 can be answered.
+    let tls_only =
+        validate_text("listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"a.example\"]").unwrap();
+    assert_eq!(
+        tls_only.acme.unwrap().challenges,
+        [AcmeChallenge::TlsAlpn01]
+    );
+    for (text, expected) in [
+        ("[acme]\ndomains = [\"a.example\"]", "acme: certificates are for a `listen` entry"),
+        ("listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = []", "acme.domains: must list"),
+        (
+            "listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"*.example.com\"]",
+            "a wildcard needs the dns-01 challenge",
+        ),
+        (
+            "listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"localhost\"]",
+            "`localhost` is not a domain name",
+        ),
+        (
+            "listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"a.example\"]\ncontact = [\"me@a.example\"]",
+            "acme.contact",
+        ),
+        (
+            "listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"a.example\"]\ndirectory = \"http://ca\"",
+            "acme.directory",
+        ),
+        (
+            "listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"a.example\"]\nchallenges = [\"http-01\"]",
+            "http-01 is answered on a plain listener",
+        ),
+        (
+            "listen = \"0.0.0.0:443 tls\"\n[acme]\ndomains = [\"a.example\"]\nchallenges = [\"dns-01\"]",
+            "`dns-01` is not",
+        ),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(expected), "{text}: {refused}");
+    }
+}

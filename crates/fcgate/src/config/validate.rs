@@ -10,11 +10,11 @@ use std::time::Duration;
 use fcgi::client::{ConfiguredCap, Multiplexing, PoolConfig};
 use fcgi::net::Address;
 
-use super::raw::{RawConfig, RawTls, RawUpstream};
+use super::raw::{RawAcme, RawConfig, RawTls, RawUpstream};
 use super::{
-    CertificateFiles, ClientLimits, Config, ConfigError, HealthConfig, LogFormat, PhpSite,
-    RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion,
-    UpstreamConfig, UpstreamServer,
+    AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, Config, ConfigError, HealthConfig,
+    LogFormat, PhpSite, RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings,
+    TlsVersion, UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::listen_spec::ListenSpec;
@@ -115,13 +115,18 @@ impl RawConfig {
             )?,
         };
         let listen = validate_listen(self.listen)?;
-        let tls = validate_tls(self.tls, &listen)?;
+        let acme = match self.acme {
+            Some(raw) => Some(validate_acme(raw, &listen)?),
+            None => None,
+        };
+        let tls = validate_tls(self.tls, &listen, acme.is_some())?;
         let real_client =
             validate_real_client(self.trusted_proxies, self.real_ip_header.as_deref())?;
         Ok(Config {
             listen,
             tls,
             real_client,
+            acme,
             site,
             limits,
             upstream: validate_upstream(&self.upstream)?,
@@ -235,7 +240,129 @@ fn validate_real_client(
     Ok(RealClientSettings { trusted, header })
 }
 
-fn validate_tls(raw: RawTls, listen: &[ListenSpec]) -> Result<TlsSettings, ConfigError> {
+/// Let's Encrypt's production directory.
+const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Where Debian packages keep state (`StateDirectory=fcgate` in the packaged unit).
+const DEFAULT_ACME_STORAGE: &str = "/var/lib/fcgate/acme";
+
+fn validate_acme(raw: RawAcme, listen: &[ListenSpec]) -> Result<AcmeSettings, ConfigError> {
+    let tls_listener = listen.iter().any(|listener| listener.tls);
+    let plain_listener = listen.iter().any(|listener| !listener.tls);
+    if !tls_listener {
+        return Err(ConfigError::invalid(
+            "acme",
+            "certificates are for a `listen` entry marked `tls`, and there is none",
+        ));
+    }
+    let domains = raw.domains.unwrap_or_default();
+    if domains.is_empty() {
+        return Err(ConfigError::invalid(
+            "acme.domains",
+            "must list the names the certificate is for, e.g. [\"example.com\", \"www.example.com\"]",
+        ));
+    }
+    let domains = domains
+        .into_iter()
+        .map(|domain| validate_domain(&domain))
+        .collect::<Result<Vec<_>, _>>()?;
+    let contact = raw.contact.unwrap_or_default();
+    if let Some(bad) = contact
+        .iter()
+        .find(|contact| !contact.starts_with("mailto:"))
+    {
+        return Err(ConfigError::invalid(
+            "acme.contact",
+            format!("`{bad}` is not a mailto: address such as \"mailto:admin@example.com\""),
+        ));
+    }
+    let directory = raw
+        .directory
+        .unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_owned());
+    if !directory.starts_with("https://") || directory.parse::<http::Uri>().is_err() {
+        return Err(ConfigError::invalid(
+            "acme.directory",
+            format!("`{directory}` is not an https:// URL"),
+        ));
+    }
+    let offered = match raw.challenges {
+        None => {
+            let mut offered = vec![AcmeChallenge::TlsAlpn01];
+            if plain_listener {
+                offered.push(AcmeChallenge::Http01);
+            }
+            offered
+        }
+        Some(names) => names
+            .iter()
+            .map(|name| match name.as_str() {
+                "tls-alpn-01" => Ok(AcmeChallenge::TlsAlpn01),
+                "http-01" if plain_listener => Ok(AcmeChallenge::Http01),
+                "http-01" => Err(ConfigError::invalid(
+                    "acme.challenges",
+                    "http-01 is answered on a plain listener (port 80), and there is none",
+                )),
+                other => Err(ConfigError::invalid(
+                    "acme.challenges",
+                    format!(
+                        "`{other}` is not \"tls-alpn-01\" or \"http-01\" (dns-01 is not answered)"
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if offered.is_empty() {
+        return Err(ConfigError::invalid(
+            "acme.challenges",
+            "must list at least one challenge",
+        ));
+    }
+    Ok(AcmeSettings {
+        domains,
+        contact,
+        directory,
+        directory_ca: raw.directory_ca,
+        storage: raw
+            .storage
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ACME_STORAGE)),
+        challenges: offered,
+    })
+}
+
+/// A DNS name a public CA issues for: letters, digits and hyphens in dot-separated labels,
+/// lowercased. Wildcards need the DNS-01 challenge, which fcgate does not answer.
+fn validate_domain(domain: &str) -> Result<String, ConfigError> {
+    let lower = domain.trim_end_matches('.').to_ascii_lowercase();
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    };
+    if lower.starts_with("*.") {
+        return Err(ConfigError::invalid(
+            "acme.domains",
+            format!(
+                "`{domain}`: a wildcard needs the dns-01 challenge, which fcgate does not answer"
+            ),
+        ));
+    }
+    if lower.len() > 253 || !lower.contains('.') || !lower.split('.').all(valid_label) {
+        return Err(ConfigError::invalid(
+            "acme.domains",
+            format!("`{domain}` is not a domain name such as \"example.com\""),
+        ));
+    }
+    Ok(lower)
+}
+
+fn validate_tls(
+    raw: RawTls,
+    listen: &[ListenSpec],
+    acme: bool,
+) -> Result<TlsSettings, ConfigError> {
     let tls_listener = listen.iter().any(|listener| listener.tls);
     let certificates: Vec<CertificateFiles> = raw
         .certificates
@@ -246,11 +373,11 @@ fn validate_tls(raw: RawTls, listen: &[ListenSpec]) -> Result<TlsSettings, Confi
             key: entry.key,
         })
         .collect();
-    if tls_listener && certificates.is_empty() {
+    if tls_listener && certificates.is_empty() && !acme {
         return Err(ConfigError::invalid(
             "tls.certificates",
             "a `listen` entry is marked `tls` but no certificate is configured \
-             (certificates = [{ cert = \"site.pem\", key = \"site.key\" }])",
+             (certificates = [{ cert = \"site.pem\", key = \"site.key\" }], or [acme])",
         ));
     }
     if !tls_listener && !certificates.is_empty() {
