@@ -160,9 +160,13 @@ impl HttpFront {
         // hyper's 16 KiB default would refuse heads `max_request_head` allows; HPACK counts 32
         // bytes more per field, so twice the limit lets `request_guard` answer the 431 itself.
         let header_list = config.limits.head.max_request_head.saturating_mul(2);
+        let limits = &config.limits.http2;
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(header_list).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(limits.stream_window)
+            .initial_connection_window_size(limits.connection_window)
             .keep_alive_interval(Some(header_timeout));
         HttpFront {
             http1,

@@ -241,6 +241,20 @@ pub struct ClientLimits {
     pub send_timeout: Duration,
     /// How long the request target and header fields may be.
     pub head: HeadLimits,
+    /// What HTTP/2 clients may have in flight.
+    pub http2: Http2Limits,
+}
+
+/// The HTTP/2 settings fcgate announces (RFC 9113 §6.5.2), the same over TLS and cleartext. The
+/// header list size is not here: it follows `max_request_head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: requests one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a stream may send before fcgate reads.
+    pub stream_window: u32,
+    /// The connection's flow-control window: body bytes of all its streams together.
+    pub connection_window: u32,
 }
 
 /// The FastCGI backends.

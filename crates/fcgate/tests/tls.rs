@@ -543,3 +543,39 @@ fn bad_certificate_files_are_refused_at_check_and_start_naming_the_file() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_announces_the_configured_settings_to_nghttp() {
+    if !installed("nghttp") {
+        return;
+    }
+    let Some(fpm) = PhpFpm::start(PhpFpmOptions::default()).await else {
+        return;
+    };
+    let ca = TestCa::new().unwrap();
+    let site = ca.issue("site", &["site.test"]).unwrap();
+    let settings = "http2_max_concurrent_streams = 7\nhttp2_stream_window = \"256KiB\"\n\
+                    http2_connection_window = \"4MiB\"";
+    let gateway = start(config(&fpm, &[&site], settings, "")).await;
+    let port = gateway.tls_addr().unwrap().port();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("nghttp")
+            .args(["-nv", "-t", "20"])
+            .arg(format!("https://127.0.0.1:{port}/hello.php"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let trace = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{trace}");
+    assert!(trace.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7]"), "{trace}");
+    assert!(trace.contains("[SETTINGS_INITIAL_WINDOW_SIZE(0x04):262144]"), "{trace}");
+    // The connection window is raised from RFC 9113's 65,535 by a WINDOW_UPDATE.
+    assert!(
+        trace.contains(&format!("window_size_increment={}", 4 * 1024 * 1024 - 65_535)),
+        "{trace}"
+    );
+    assert!(trace.contains(":status: 200"), "{trace}");
+    gateway.stop().await;
+}

@@ -76,6 +76,12 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<Duration>,
     /// `underscores_in_headers`
     pub underscores_in_headers: Option<bool>,
+    /// `http2_max_concurrent_streams`
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// `http2_stream_window`
+    pub http2_stream_window: Option<ByteSize>,
+    /// `http2_connection_window`
+    pub http2_connection_window: Option<ByteSize>,
     /// `trusted_proxies`: CIDR blocks or addresses, still as text.
     pub trusted_proxies: Option<Vec<String>>,
     /// `real_ip_header`
@@ -262,6 +268,10 @@ impl RawConfig {
             user: self.user,
             group: self.group,
             underscores_in_headers: flags.underscores_in_headers.or(self.underscores_in_headers),
+            // File-only: protocol tuning, rarely changed.
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+            http2_stream_window: self.http2_stream_window,
+            http2_connection_window: self.http2_connection_window,
             // File-only: which peers are believed belongs with the deployment's description.
             trusted_proxies: self.trusted_proxies,
             real_ip_header: self.real_ip_header,

@@ -53,6 +53,11 @@ fn defaults_without_file_or_flags() {
                 max_header_line: 8 << 10,
                 max_request_head: 32 << 10,
             },
+            http2: Http2Limits {
+                max_concurrent_streams: 128,
+                stream_window: 1 << 20,
+                connection_window: 1 << 20,
+            },
         }
     );
     assert!(config.upstream.servers.is_empty());
@@ -888,5 +893,32 @@ fn acme_settings_have_defaults_and_are_checked() {
     ] {
         let refused = refusal(text);
         assert!(refused.contains(expected), "{text}: {refused}");
+    }
+}
+
+#[test]
+fn http2_settings_have_nginx_like_defaults_and_rfc_ranges() {
+    let http2 = validate_text("").unwrap().limits.http2;
+    assert_eq!(http2.max_concurrent_streams, 128);
+    assert_eq!(http2.stream_window, 1 << 20);
+    assert_eq!(http2.connection_window, 1 << 20);
+    let set = validate_text(
+        "http2_max_concurrent_streams = 16\nhttp2_stream_window = \"64KiB\"\n\
+         http2_connection_window = \"16MiB\"",
+    )
+    .unwrap()
+    .limits
+    .http2;
+    assert_eq!(
+        (set.max_concurrent_streams, set.stream_window, set.connection_window),
+        (16, 65_536, 16 << 20)
+    );
+    for (text, key) in [
+        ("http2_max_concurrent_streams = 0", "http2_max_concurrent_streams"),
+        ("http2_stream_window = 1000", "http2_stream_window"),
+        ("http2_connection_window = \"4GiB\"", "http2_connection_window"),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.starts_with(key), "{text}: {refused}");
     }
 }

@@ -13,8 +13,8 @@ use fcgi::net::Address;
 use super::raw::{RawAcme, RawConfig, RawTls, RawUpstream};
 use super::{
     AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, Config, ConfigError, HealthConfig,
-    LogFormat, PhpSite, RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings,
-    TlsVersion, UpstreamConfig, UpstreamServer,
+    Http2Limits, LogFormat, PhpSite, RealClientSettings, ResolutionConfig, SiteConfig, SiteMode,
+    TlsSettings, TlsVersion, UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::listen_spec::ListenSpec;
@@ -113,6 +113,11 @@ impl RawConfig {
                 self.max_header_line,
                 self.max_request_head,
             )?,
+            http2: validate_http2(
+                self.http2_max_concurrent_streams,
+                self.http2_stream_window,
+                self.http2_connection_window,
+            )?,
         };
         let listen = validate_listen(self.listen)?;
         let acme = match self.acme {
@@ -175,6 +180,53 @@ impl RawConfig {
             },
         })
     }
+}
+
+/// nginx's `http2_max_concurrent_streams` default.
+const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// hyper's defaults, which let a 1 MiB upload go in one round trip; a connection never holds
+/// more than its window of unread body, whatever the number of streams.
+const DEFAULT_HTTP2_STREAM_WINDOW: u32 = 1 << 20;
+const DEFAULT_HTTP2_CONNECTION_WINDOW: u32 = 1 << 20;
+/// RFC 9113 §6.9.1: windows are at least the initial 65,535 and at most 2^31 - 1.
+const HTTP2_WINDOW_RANGE: std::ops::RangeInclusive<u64> = 65_535..=(1 << 31) - 1;
+
+fn validate_http2(
+    max_concurrent_streams: Option<u32>,
+    stream_window: Option<ByteSize>,
+    connection_window: Option<ByteSize>,
+) -> Result<Http2Limits, ConfigError> {
+    let max_concurrent_streams =
+        max_concurrent_streams.unwrap_or(DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS);
+    if max_concurrent_streams == 0 {
+        return Err(ConfigError::invalid(
+            "http2_max_concurrent_streams",
+            "must be at least 1",
+        ));
+    }
+    let window = |key: &str, value: Option<ByteSize>, default: u32| match value {
+        None => Ok(default),
+        Some(ByteSize(bytes)) if HTTP2_WINDOW_RANGE.contains(&bytes) => {
+            Ok(u32::try_from(bytes).unwrap_or(default))
+        }
+        Some(_) => Err(ConfigError::invalid(
+            key,
+            "must be between 65535 bytes and 2GiB - 1 (RFC 9113 §6.9.1)",
+        )),
+    };
+    Ok(Http2Limits {
+        max_concurrent_streams,
+        stream_window: window(
+            "http2_stream_window",
+            stream_window,
+            DEFAULT_HTTP2_STREAM_WINDOW,
+        )?,
+        connection_window: window(
+            "http2_connection_window",
+            connection_window,
+            DEFAULT_HTTP2_CONNECTION_WINDOW,
+        )?,
+    })
 }
 
 fn validate_listen(raw: Option<Vec<String>>) -> Result<Vec<ListenSpec>, ConfigError> {
