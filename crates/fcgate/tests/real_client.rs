@@ -20,6 +20,7 @@ use fcgi_testkit::php::{PhpFpm, PhpFpmOptions};
 use fcgi_testkit::tls::TestCa;
 use http::Request;
 use http_body_util::Full;
+use support::field;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -36,13 +37,6 @@ fn config(fpm: &PhpFpm, listen: &str, settings: &str) -> Config {
 
 async fn start(config: Config) -> RunningGateway {
     fcgate::server::start(config).await.unwrap()
-}
-
-/// The `NAME: value` lines of connection.php.
-fn field<'a>(body: &'a str, name: &str) -> &'a str {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
 }
 
 /// connection.php's answer to a GET carrying `headers`.

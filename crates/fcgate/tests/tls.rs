@@ -21,7 +21,7 @@ use fcgi_testkit::http::HttpClient;
 use fcgi_testkit::php::{PhpFpm, PhpFpmOptions};
 use fcgi_testkit::tls::{SiteFiles, TestCa};
 use http::Version;
-use support::wait_until;
+use support::{field, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The gateway in front of php-fpm with a TLS listener and a plain one (in that order), the
@@ -45,13 +45,6 @@ fn config(fpm: &PhpFpm, certificates: &[&SiteFiles], settings: &str, tls: &str) 
 
 async fn start(config: Config) -> RunningGateway {
     fcgate::server::start(config).await.unwrap()
-}
-
-/// The `NAME: value` lines of connection.php.
-fn field<'a>(body: &'a str, name: &str) -> &'a str {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
 }
 
 /// Whether `program` runs here; in CI its absence fails the test rather than skipping it.
@@ -569,11 +562,20 @@ async fn http2_over_tls_announces_the_configured_settings_to_nghttp() {
     .unwrap();
     let trace = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{trace}");
-    assert!(trace.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7]"), "{trace}");
-    assert!(trace.contains("[SETTINGS_INITIAL_WINDOW_SIZE(0x04):262144]"), "{trace}");
+    assert!(
+        trace.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7]"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("[SETTINGS_INITIAL_WINDOW_SIZE(0x04):262144]"),
+        "{trace}"
+    );
     // The connection window is raised from RFC 9113's 65,535 by a WINDOW_UPDATE.
     assert!(
-        trace.contains(&format!("window_size_increment={}", 4 * 1024 * 1024 - 65_535)),
+        trace.contains(&format!(
+            "window_size_increment={}",
+            4 * 1024 * 1024 - 65_535
+        )),
         "{trace}"
     );
     assert!(trace.contains(":status: 200"), "{trace}");

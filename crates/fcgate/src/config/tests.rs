@@ -910,13 +910,23 @@ fn http2_settings_have_nginx_like_defaults_and_rfc_ranges() {
     .limits
     .http2;
     assert_eq!(
-        (set.max_concurrent_streams, set.stream_window, set.connection_window),
+        (
+            set.max_concurrent_streams,
+            set.stream_window,
+            set.connection_window
+        ),
         (16, 65_536, 16 << 20)
     );
     for (text, key) in [
-        ("http2_max_concurrent_streams = 0", "http2_max_concurrent_streams"),
+        (
+            "http2_max_concurrent_streams = 0",
+            "http2_max_concurrent_streams",
+        ),
         ("http2_stream_window = 1000", "http2_stream_window"),
-        ("http2_connection_window = \"4GiB\"", "http2_connection_window"),
+        (
+            "http2_connection_window = \"4GiB\"",
+            "http2_connection_window",
+        ),
     ] {
         let refused = refusal(text);
         assert!(refused.starts_with(key), "{text}: {refused}");

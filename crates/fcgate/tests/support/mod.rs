@@ -67,6 +67,13 @@ pub fn addr(gateway: &RunningGateway) -> SocketAddr {
     gateway.local_addr
 }
 
+/// A `NAME: value` line of a PHP script's plain-text report (tests/php/connection.php).
+pub fn field<'a>(body: &'a str, name: &str) -> &'a str {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
 /// Deterministic bytes that are not a short repeating pattern (xorshift64).
 pub fn pseudo_random_bytes(length: usize) -> Vec<u8> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
