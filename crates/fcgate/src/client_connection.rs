@@ -283,7 +283,7 @@ impl HttpFront {
         } else {
             (sockets, Bytes::new())
         };
-        let info = ConnectionInfo::new(sockets.peer, sockets.local, false);
+        let info = ConnectionInfo::new(sockets.peer, sockets.local, sockets.client_tls);
         if !listener.tls {
             let Some((protocol, read_ahead)) = self
                 .read_preface(&stream, after_header, deadline, activity)
@@ -328,7 +328,15 @@ impl HttpFront {
         match read {
             Ok((header, after_header)) => {
                 let (peer, local) = header.addresses(sockets.peer, sockets.local);
-                Some((SocketEnds { peer, local }, after_header))
+                let client_tls = header.client_tls();
+                Some((
+                    SocketEnds {
+                        peer,
+                        local,
+                        client_tls,
+                    },
+                    after_header,
+                ))
             }
             Err(error) => {
                 tracing::warn!(peer = %sockets.peer, "closing a connection on a proxy_protocol listener: {error}");
@@ -609,6 +617,8 @@ pub struct SocketEnds {
     pub peer: SocketAddr,
     /// The address it connected to.
     pub local: SocketAddr,
+    /// A PROXY v2 header said the client spoke TLS to the proxy.
+    pub client_tls: bool,
 }
 
 /// A connection ready for its first request.

@@ -85,6 +85,9 @@ pub enum ProxyHeader {
         source: SocketAddr,
         /// The address the client connected to, on the proxy.
         destination: SocketAddr,
+        /// v2's PP2_TYPE_SSL says the client spoke TLS to the proxy (HAProxy's
+        /// `send-proxy-v2-ssl`): PHP gets HTTPS=on. Always false from v1, which cannot say.
+        client_tls: bool,
     },
     /// v2 LOCAL (the balancer's own health check), v1 UNKNOWN, or v2 with an address family
     /// other than TCP over IPv4 or IPv6 (UNSPEC, UDP, UNIX sockets): the connection's own
@@ -93,6 +96,17 @@ pub enum ProxyHeader {
 }
 
 impl ProxyHeader {
+    /// Whether the proxy says the client connected to it over TLS.
+    pub fn client_tls(&self) -> bool {
+        matches!(
+            self,
+            Self::Proxied {
+                client_tls: true,
+                ..
+            }
+        )
+    }
+
     /// The (client, server) addresses PHP sees (`REMOTE_ADDR`, `SERVER_ADDR` and their ports),
     /// given the connection's own `peer` and `local` addresses.
     pub fn addresses(&self, peer: SocketAddr, local: SocketAddr) -> (SocketAddr, SocketAddr) {
@@ -100,6 +114,7 @@ impl ProxyHeader {
             Self::Proxied {
                 source,
                 destination,
+                ..
             } => (source, destination),
             Self::Local => (peer, local),
         }
@@ -278,10 +293,12 @@ fn parse_v1_line(line: &[u8]) -> Result<ProxyHeader, ProxyProtocolError> {
         ppp::v1::Addresses::Tcp4(ip) => ProxyHeader::Proxied {
             source: SocketAddr::from((ip.source_address, ip.source_port)),
             destination: SocketAddr::from((ip.destination_address, ip.destination_port)),
+            client_tls: false,
         },
         ppp::v1::Addresses::Tcp6(ip) => ProxyHeader::Proxied {
             source: SocketAddr::from((ip.source_address, ip.source_port)),
             destination: SocketAddr::from((ip.destination_address, ip.destination_port)),
+            client_tls: false,
         },
         ppp::v1::Addresses::Unknown => ProxyHeader::Local,
     })
@@ -341,14 +358,24 @@ fn frame_v2(bytes: &[u8]) -> Result<Frame, ProxyProtocolError> {
         Err(error) => return Err(ProxyProtocolError::InvalidV2(describe(&error))),
     };
     let stream = header.protocol == ppp::v2::Protocol::Stream;
+    // PP2_TYPE_SSL's first byte holds PP2_CLIENT_SSL (0x01) when the client used TLS; a TLV
+    // that does not parse is ignored with the rest of the TLVs.
+    let client_tls = header.tlvs().any(|tlv| {
+        tlv.is_ok_and(|tlv| {
+            tlv.kind == ppp::v2::Type::SSL as u8
+                && tlv.value.first().is_some_and(|client| client & 0x01 != 0)
+        })
+    });
     let header = match header.addresses {
         ppp::v2::Addresses::IPv4(ip) if stream => ProxyHeader::Proxied {
             source: SocketAddr::from((ip.source_address, ip.source_port)),
             destination: SocketAddr::from((ip.destination_address, ip.destination_port)),
+            client_tls,
         },
         ppp::v2::Addresses::IPv6(ip) if stream => ProxyHeader::Proxied {
             source: SocketAddr::from((ip.source_address, ip.source_port)),
             destination: SocketAddr::from((ip.destination_address, ip.destination_port)),
+            client_tls,
         },
         // UDP, UNIX sockets, UNSPEC: nothing fcgate can use as REMOTE_ADDR.
         _ => ProxyHeader::Local,
@@ -424,6 +451,29 @@ mod tests {
         block
     }
 
+    #[test]
+    fn a_v2_ssl_tlv_with_the_client_bit_says_the_client_used_tls() {
+        let source: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let destination: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let with_ssl = |client: u8| {
+            let mut block = ipv4_block(source, destination);
+            // PP2_TYPE_SSL, length 5: client flags, then the 4-byte verify result.
+            block.extend_from_slice(&[0x20, 0x00, 0x05, client, 0, 0, 0, 0]);
+            v2(0x21, 0x11, &block)
+        };
+        for (client, expected) in [(0x01, true), (0x07, true), (0x00, false)] {
+            let bytes = with_ssl(client);
+            let Parsed::Complete { header, length } = parse(&bytes).unwrap() else {
+                panic!("incomplete");
+            };
+            assert_eq!(length, bytes.len());
+            assert_eq!(header.client_tls(), expected, "client flags {client:#04x}");
+            assert_eq!(header.addresses(destination, source), (source, destination));
+        }
+        let v1 = parse(b"PROXY TCP4 203.0.113.9 192.0.2.1 40000 443\r\n").unwrap();
+        assert!(matches!(v1, Parsed::Complete { header, .. } if !header.client_tls()));
+    }
+
     fn ipv6_block(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
         let (SocketAddr::V6(source), SocketAddr::V6(destination)) = (source, destination) else {
             panic!("not IPv6");
@@ -440,6 +490,7 @@ mod tests {
         ProxyHeader::Proxied {
             source: addr(source),
             destination: addr(destination),
+            client_tls: false,
         }
     }
 
@@ -472,6 +523,7 @@ mod tests {
                 ProxyHeader::Proxied {
                     source: v4.0,
                     destination: v4.1,
+                    client_tls: false,
                 },
             ),
             (
@@ -479,6 +531,7 @@ mod tests {
                 ProxyHeader::Proxied {
                     source: v6.0,
                     destination: v6.1,
+                    client_tls: false,
                 },
             ),
             (
@@ -486,6 +539,7 @@ mod tests {
                 ProxyHeader::Proxied {
                     source: v4.0,
                     destination: v4.1,
+                    client_tls: false,
                 },
             ),
             (v2(0x20, 0x00, &[]), ProxyHeader::Local),
@@ -1076,10 +1130,15 @@ mod tests {
                 ProxyHeader::Proxied {
                     source,
                     destination,
+                    client_tls: false,
                 },
             )
         };
-        let tlvs = proptest::collection::vec(any::<u8>(), 0..300);
+        // Never PP2_TYPE_SSL (0x20), which could make a random block say the client used TLS.
+        let tlvs = proptest::collection::vec(
+            any::<u8>().prop_map(|byte| if byte == 0x20 { 0x21 } else { byte }),
+            0..300,
+        );
         prop_oneof![
             v4.clone().prop_map(move |pair| v1_line(pair, "TCP4")),
             v6.clone().prop_map(move |pair| v1_line(pair, "TCP6")),
@@ -1095,6 +1154,7 @@ mod tests {
                     ProxyHeader::Proxied {
                         source,
                         destination,
+                        client_tls: false,
                     },
                 )
             }),
@@ -1106,6 +1166,7 @@ mod tests {
                     ProxyHeader::Proxied {
                         source,
                         destination,
+                        client_tls: false,
                     },
                 )
             }),

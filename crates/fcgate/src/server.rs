@@ -486,6 +486,7 @@ impl Acceptor {
             let sockets = SocketEnds {
                 peer: remote_addr,
                 local: local_addr,
+                client_tls: false,
             };
             // Idle until its first request arrives: connections that never send one are what an
             // idle-connection flood is made of.

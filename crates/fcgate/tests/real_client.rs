@@ -2,7 +2,8 @@
 //! X-Forwarded-Proto (trusted, untrusted, multi-hop, malformed), and the PROXY protocol v1/v2 on
 //! plain and TLS listeners (valid, truncated, garbage, never sent). PHP (php-fpm) reports what
 //! it sees, the access log shows the real client, and HAProxy, the real counterpart, fronts the
-//! gateway with `send-proxy`, `send-proxy-v2` and `option forwardfor`.
+//! gateway with `send-proxy`, `send-proxy-v2`, `send-proxy-v2-ssl` (after terminating TLS) and
+//! `option forwardfor`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -235,6 +236,17 @@ async fn the_proxy_protocol_names_the_client_and_anything_else_is_closed() {
     .await;
     assert_eq!(field(&v2, "REMOTE_ADDR"), "203.0.113.9");
     assert_eq!(field(&v2, "REMOTE_PORT"), "40000");
+    assert_eq!(field(&v2, "HTTPS"), "");
+    // A balancer that terminated TLS says so in PP2_TYPE_SSL (HAProxy's send-proxy-v2-ssl).
+    let mut terminated = proxy_v2(
+        "203.0.113.9:40000".parse().unwrap(),
+        "192.0.2.1:443".parse().unwrap(),
+    );
+    terminated[15] += 8;
+    terminated.extend_from_slice(&[0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0]);
+    let ssl = raw(plain, &terminated).await;
+    assert_eq!(field(&ssl, "REMOTE_ADDR"), "203.0.113.9");
+    assert_eq!(field(&ssl, "HTTPS"), "on");
     // UNKNOWN (a balancer's health check): the connection's own addresses.
     let unknown = raw(plain, b"PROXY UNKNOWN\r\n").await;
     assert_eq!(field(&unknown, "REMOTE_ADDR"), "127.0.0.1");
@@ -323,8 +335,15 @@ async fn behind_haproxy_php_sees_the_client_by_proxy_protocol_v1_v2_and_forwardf
     .await;
     let listeners = gateway.listeners();
     let (proxied, forwarded) = (listeners[0].local_addr, listeners[1].local_addr);
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port(), free_port()];
     let dir = tempfile::tempdir().unwrap();
+    // HAProxy terminates TLS on the fourth frontend: certificate and key in one file.
+    let ca = TestCa::new().unwrap();
+    let site = ca.issue("site", &["site.test"]).unwrap();
+    let combined = dir.path().join("site.pem");
+    let pem =
+        std::fs::read_to_string(&site.cert).unwrap() + &std::fs::read_to_string(&site.key).unwrap();
+    std::fs::write(&combined, pem).unwrap();
     let haproxy_config = dir.path().join("haproxy.cfg");
     std::fs::write(
         &haproxy_config,
@@ -335,8 +354,14 @@ async fn behind_haproxy_php_sees_the_client_by_proxy_protocol_v1_v2_and_forwardf
              frontend v2\n  bind 127.0.0.1:{}\n  default_backend v2\n\
              backend v2\n  server gateway {proxied} send-proxy-v2\n\
              frontend xff\n  bind 127.0.0.1:{}\n  option forwardfor\n  default_backend xff\n\
-             backend xff\n  server gateway {forwarded}\n",
-            ports[0], ports[1], ports[2]
+             backend xff\n  server gateway {forwarded}\n\
+             frontend tls\n  bind 127.0.0.1:{} ssl crt {}\n  default_backend tls\n\
+             backend tls\n  server gateway {proxied} send-proxy-v2-ssl\n",
+            ports[0],
+            ports[1],
+            ports[2],
+            ports[3],
+            combined.display(),
         ),
     )
     .unwrap();
@@ -348,9 +373,15 @@ async fn behind_haproxy_php_sees_the_client_by_proxy_protocol_v1_v2_and_forwardf
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let ca_path = ca.ca_path();
     let results = tokio::task::spawn_blocking(move || {
         ports.map(|port| {
             let mut last = String::new();
+            let url = if port == ports[3] {
+                format!("https://site.test:{port}/connection.php")
+            } else {
+                format!("http://127.0.0.1:{port}/connection.php")
+            };
             // HAProxy needs a moment to bind.
             for _ in 0..50 {
                 let output = Command::new("curl")
@@ -361,7 +392,13 @@ async fn behind_haproxy_php_sees_the_client_by_proxy_protocol_v1_v2_and_forwardf
                         "-w",
                         "\nCURL_LOCAL_PORT: %{local_port}\n",
                     ])
-                    .arg(format!("http://127.0.0.1:{port}/connection.php"))
+                    .args([
+                        "--resolve",
+                        &format!("site.test:{port}:127.0.0.1"),
+                        "--cacert",
+                    ])
+                    .arg(&ca_path)
+                    .arg(&url)
                     .output()
                     .unwrap();
                 last = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -377,10 +414,20 @@ async fn behind_haproxy_php_sees_the_client_by_proxy_protocol_v1_v2_and_forwardf
     .unwrap();
     haproxy.kill().unwrap();
     let _ = haproxy.wait();
-    for (kind, body) in ["send-proxy", "send-proxy-v2", "forwardfor"]
-        .iter()
-        .zip(&results)
-    {
+    let kinds = [
+        "send-proxy",
+        "send-proxy-v2",
+        "forwardfor",
+        "send-proxy-v2-ssl",
+    ];
+    for (kind, body) in kinds.iter().zip(&results) {
+        // Only HAProxy's TLS frontend makes the client's connection HTTPS.
+        let https = if *kind == "send-proxy-v2-ssl" {
+            "on"
+        } else {
+            ""
+        };
+        assert_eq!(field(body, "HTTPS"), https, "{kind}: {body}");
         assert!(body.contains("REMOTE_PORT"), "{kind}: {body}");
         assert_eq!(field(body, "REMOTE_ADDR"), "127.0.0.1", "{kind}");
         if *kind == "forwardfor" {
