@@ -11,7 +11,11 @@
 # (nginx 1.22's default has no TLS 1.3; fcgate's is 1.2 and 1.3), `ssl_session_cache
 # shared:SSL:10m` and `ssl_session_tickets on`. The certificates are made for each run: a CA and a
 # leaf for bench.test, localhost and 127.0.0.1 signed by it, of each kind in CERTS (ecdsa:
-# P-256; rsa: 2048 bits); both peers send leaf + CA as their chain.
+# P-256; rsa: 2048 bits); both peers send leaf + CA as their chain. NGINX=nginx takes bench/run's
+# plain nginx instead (no upstream keepalive: a FastCGI connection per request). nginx-keepalive
+# can pin every php-fpm worker with idle cached connections while a new one waits in php-fpm's
+# listen queue until fastcgi_read_timeout (60 s, then a 504): bench/run's "answered" column shows
+# it; here it shows as stalled clients (s_time) or in-flight requests left unanswered (h2load).
 #
 # Loads (LOADS), each run ROUNDS times with the peers interleaved (nginx fcgate nginx fcgate …),
 # on a freshly started peer, after a warm-up of WARMUP requests, for DURATION:
@@ -20,7 +24,9 @@
 #            TLS 1.3 handshake (X25519 + the certificate's signature), one GET /hello.php
 #            (HTTP/1.1, Connection: close), read to the close. No resumption: -new gives every
 #            connection a fresh session (wrk and h2load would resume: they keep the session
-#            across reconnects). Once per certificate in CERTS.
+#            across reconnects, seen in nginx's $ssl_session_reused). Once per certificate in
+#            CERTS. A client whose answer does not come stalls (its connection is counted when
+#            it ends, and it is an error).
 #   resumed  the same with `s_time -reuse`: each process resumes one session over and over
 #            (TLS 1.3 PSK with X25519: no certificate, no signature). First certificate only.
 #   h1       keep-alive HTTP/1.1 over TLS (ALPN http/1.1): h2load --h1 with CONNECTIONS
@@ -48,10 +54,11 @@
 # would start and the loads it would run (one round), and does none of it; no root needed.
 # --quick is one round of 3 s, without waiting for a quiet machine.
 # Environment: ROUNDS (3), DURATION (10s), LOADS, CERTS, CONNECTIONS (64), H2_CONNECTIONS (32),
-# H2_STREAMS (10), HANDSHAKE_CLIENTS (16), WARMUP (1000), PHP_CHILDREN (8), WORKERS (nproc),
-# LOAD_THREADS (2), PORT_BASE (19500), RESULTS_DIR (bench/results), KEEP_WORK=1 (keep the work
-# directory: configs, logs, load output). Before measuring it waits (at most LOAD_WAIT, 300 s)
-# for the 1-minute load average to drop below LOAD_MAX (1).
+# H2_STREAMS (10), HANDSHAKE_CLIENTS (16), WARMUP (1000), NGINX (nginx-keepalive, or nginx),
+# PHP_CHILDREN (8), WORKERS (nproc), LOAD_THREADS (2), PORT_BASE (19500), RESULTS_DIR
+# (bench/results; a scratch directory keeps a trial run out of the results and HISTORY.md) and
+# KEEP_WORK=1 (keep the work directory: configs, logs, load output). Before measuring it waits
+# (at most LOAD_WAIT, 300 s) for the 1-minute load average to drop below LOAD_MAX (1).
 # tls.tsv columns: test (LOAD-CERT) peer round requests/s p50_ms p99_ms errors cpu_us_per_request
 # requests resumed rss_kib note ("-" where the tool gives no figure; empty requests/s: not run).
 # Needs root (but for --dry-run): apt-get for nginx, php-fpm, h2load (nghttp2-client), curl.
@@ -84,7 +91,8 @@ LOADGEN=h2load  # measure.sh's run_load: h2load's per-request percentiles
 PORT_BASE=${PORT_BASE:-19500}
 LOAD_MAX=${LOAD_MAX:-1}
 LOAD_WAIT=${LOAD_WAIT:-300}
-PEERS="nginx-keepalive fcgate"
+NGINX=${NGINX:-nginx-keepalive}
+PEERS="$NGINX fcgate"
 build=1
 name=""
 quick=""
@@ -123,6 +131,7 @@ case $DURATION in
 esac
 [[ $duration_seconds =~ ^[1-9][0-9]*$ ]] || die "DURATION must be whole seconds or minutes (10s, 1m)"
 (( PHP_CHILDREN % WORKERS == 0 )) || die "PHP_CHILDREN must be a multiple of WORKERS (nginx's keepalive per worker)"
+[[ $NGINX == nginx || $NGINX == nginx-keepalive ]] || die "NGINX must be nginx-keepalive or nginx"
 [[ -z $name || $name =~ ^[A-Za-z0-9_-]+$ ]] || die "--name takes letters, digits, - and _"
 [ -n "$name" ] || name=tls${quick:+-quick}
 [ -n "$dry_run" ] || [ "$(id -u)" = 0 ] || die "bench/tls.sh needs root (apt-get; nginx and php-fpm as root)"
@@ -136,7 +145,7 @@ for l in $LOADS; do
 done
 
 fpm_port=$((PORT_BASE + 90))
-declare -A peer_port=([fcgate]=$((PORT_BASE + 1)) [nginx-keepalive]=$((PORT_BASE + 2)))
+declare -A peer_port=([fcgate]=$((PORT_BASE + 1)) [$NGINX]=$((PORT_BASE + 2)))
 
 # What each s_time connection sends. s_time writes "GET <page> HTTP/1.0\r\n\r\n": this page ends
 # the request line itself and adds headers, so that the request is a browser's HTTP/1.1 one
@@ -231,9 +240,9 @@ start_tls_peer() {
     fcgate)
       start_peer fcgate php "$port" listen="127.0.0.1:$port tls" extra="[tls]
 certificates = [{ cert = \"$chain\", key = \"$key\" }]" ;;
-    nginx-keepalive)
+    nginx | nginx-keepalive)
       # nginx 1.22 enables TLS 1.3 only when told (its default became TLSv1.2 TLSv1.3 in 1.23.4).
-      start_peer nginx-keepalive php "$port" listen_options="ssl http2" extra_server="ssl_certificate $chain;
+      start_peer "$peer" php "$port" listen_options="ssl http2" extra_server="ssl_certificate $chain;
     ssl_certificate_key $key;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
@@ -254,8 +263,15 @@ record() {  # record TEST PEER ROUND [FIELDS…] NOTE: one line of runs.tsv
 # and the name bench.test), then the s_time request through openssl s_client (verifying the chain
 # and 127.0.0.1): each must answer 200 with "Hello, world!". Sets probe_bytes, the size of the
 # answer to the s_time request, and probe_tls (protocol, cipher, key exchange, signature); or,
-# when it fails, probe_error.
+# when it fails three times (half a second apart), probe_error.
 probe() {
+  for _ in 1 2 3; do
+    probe_once "$@" && return 0
+    sleep 0.5
+  done
+  return 1
+}
+probe_once() {
   local port=$1 ca="$work/certs/$2-ca.pem" dir=$3 version code
   probe_error=""
   for version in 1.1 2; do
@@ -267,7 +283,9 @@ probe() {
       return 1
     fi
   done
-  printf '%s' "$s_time_request" | timeout 10 openssl s_client -brief -noservername \
+  # -brief, unlike -quiet, does not imply -ign_eof: without it s_client may quit at the end of
+  # its input, before the answer.
+  printf '%s' "$s_time_request" | timeout 10 openssl s_client -brief -ign_eof -noservername \
     -connect "127.0.0.1:$port" -CAfile "$ca" -verify_ip 127.0.0.1 -verify_return_error \
     >"$dir/probe.raw" 2>"$dir/probe.tls" || true
   if ! head -n1 "$dir/probe.raw" | grep -q '^HTTP/1.1 200' || ! grep -qF "$expect" "$dir/probe.raw"; then
@@ -299,26 +317,37 @@ s_time_command() {
 }
 
 # run_s_time MODE PORT DIR: HANDSHAKE_CLIENTS s_time processes at once; sets result to
-# "requests/s - - failed_processes connections resumed bytes_read". A process that cannot connect
-# stops (and counts as failed); each prints a mark per connection: r resumed, * a new session.
+# "requests/s - - errors connections resumed bytes_read stalled". Each process opens connections
+# until time(NULL) passes its start second + DURATION, so they are all started just after the
+# same whole second, which makes the run DURATION + 1 s less that fraction. A process that
+# cannot connect stops (an error); one whose last connection waits long for its answer (its
+# "real seconds" well past the others') is a stalled client (an error too: the run's rate counts
+# it for the whole run). Each process prints a mark per connection: r resumed, * a new session.
 # (Run in this shell, not a subshell: cleanup ends the processes in s_time_pids.)
 run_s_time() {
-  local mode=$1 port=$2 dir=$3 i pid failed=0 t0 t1
+  local mode=$1 port=$2 dir=$3 i pid failed=0 now start_second t0 launched
   s_time_command "$mode" "$port"
   rm -f "$dir"/s_time.*.out
+  now=$(date +%s%N)
+  start_second=$((now / 1000000000 + 1))
+  sleep "$(awk -v n="$now" -v s="$start_second" 'BEGIN {printf "%.3f", s + 0.02 - n / 1e9}')"
   t0=$(date +%s%N)
   for i in $(seq "$HANDSHAKE_CLIENTS"); do
     "${load_cmd[@]}" >"$dir/s_time.$i.out" 2>&1 9>&- </dev/null &
     s_time_pids+=("$!")
   done
+  launched=$(date +%s%N)
   for pid in "${s_time_pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
-  t1=$(date +%s%N)
   s_time_pids=()
-  result=$(cat "$dir"/s_time.*.out | awk -v ns=$((t1 - t0)) -v failed="$failed" '
-    /connections in .* real seconds/ {connections += $1}
+  [ $((launched / 1000000000)) = "$start_second" ] ||
+    log "warning: the s_time clients took until the next second to start: the rate is up to 1 s off"
+  result=$(cat "$dir"/s_time.*.out | awk -v run_ns=$(((start_second + duration_seconds + 1) * 1000000000 - t0)) \
+    -v failed="$failed" -v limit=$((duration_seconds + 2)) '
+    /connections in .* real seconds/ {connections += $1; if ($4 > limit) stalled++}
     /connections\/user sec, bytes read/ {bytes += $NF}
     /^[*r]+$/ {resumed += gsub(/r/, "")}
-    END {printf "%.0f - - %d %d %d %d\n", connections / (ns / 1e9), failed, connections, resumed, bytes}')
+    END {printf "%.0f - - %d %d %d %d %d\n", connections / (run_ns / 1e9), failed + stalled, connections,
+      resumed, bytes, stalled}')
 }
 
 # h2_command PORT DIR: the h2 load (load_cmd): h2load, ALPN h2, H2_CONNECTIONS x H2_STREAMS.
@@ -328,7 +357,8 @@ h2_command() {
 }
 
 # run_h2load LOAD PORT DIR: the h1 load (measure.sh's run_load: h2load --h1, CONNECTIONS) or the
-# h2 one; prints "requests/s p50_ms p99_ms errors succeeded - -".
+# h2 one; prints "requests/s p50_ms p99_ms errors succeeded - - - answered", answered: how many
+# requests were being answered at a time, on average (parse_h2load).
 run_h2load() {
   local load=$1 port=$2 dir=$3 url="https://127.0.0.1:$2/hello.php" result succeeded
   if [ "$load" = h1 ]; then
@@ -340,14 +370,14 @@ run_h2load() {
     result=$(parse_h2load "$dir/load.out" "$dir/requests.log")
   fi
   succeeded=$(awk '/^requests:/ {gsub(/,/, ""); print $8}' "$dir/load.out")
-  read -r rps p50 p99 errors _ <<<"$result"
-  echo "$rps $p50 $p99 $errors ${succeeded:-0} - -"
+  read -r rps p50 p99 errors active <<<"$result"
+  echo "$rps $p50 $p99 $errors ${succeeded:-0} - - - $active"
 }
 
 # measure TEST PEER ROUND: one run of TEST (LOAD-CERT) on a freshly started PEER.
 measure() {
   local test=$1 peer=$2 round=$3 load=${1%-*} cert=${1#*-} port=${peer_port[$2]} dir="$work/peers/$2"
-  local reason warmup pid pids before after result rps p50 p99 errors answered resumed bytes cpu rss note=""
+  local reason warmup pid pids before after result rps p50 p99 errors answered resumed bytes stalled active cpu rss note=""
   reason=$(peer_available "$peer")
   if [ -n "$reason" ]; then record "$test" "$peer" "$round" "" "" "" "" "" "" "" "" "not run: $reason"; return; fi
   start_tls_peer "$peer" "$cert" "$port"
@@ -392,9 +422,14 @@ measure() {
   rss=$(rss_kib "$peer_pid")
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || note="a gateway process exited during the load"; done
   stop_tree "$peer_pid"; peer_pid=""
-  read -r rps p50 p99 errors answered resumed bytes <<<"$result"
+  read -r rps p50 p99 errors answered resumed bytes stalled active <<<"$result"
   if [ "$load" = h1 ] || [ "$load" = h2 ]; then
     [ "$rps" != 0 ] || sed "s/^/    h2load: /" "$dir/load.out" >&2
+    # As in bench/run: requests that never complete count nowhere else.
+    local concurrency=$CONNECTIONS
+    [ "$load" = h1 ] || concurrency=$((H2_CONNECTIONS * H2_STREAMS))
+    [ "$((active * 10))" -ge "$((concurrency * 9))" ] ||
+      note+="${note:+; }$active of $concurrency requests in flight answered on average"
     grep -q "^$peer $load " "$negotiated" ||
       echo "$peer $load $(awk -F ': *' '/^TLS Protocol/ {p = $2} /^Cipher/ {c = $2} /^Server Temp Key/ {k = $2}
         /^Application protocol/ {a = $2} END {printf "%s, %s, key exchange %s, ALPN %s", p, c, k, a}' "$dir/load.out")" >>"$negotiated"
@@ -403,7 +438,8 @@ measure() {
     if [ "$bytes" != $((answered * probe_bytes)) ]; then
       note+="${note:+; }read $bytes bytes for $answered answers of $probe_bytes"
     fi
-    [ "$errors" = 0 ] || note+="${note:+; }$errors of $HANDSHAKE_CLIENTS s_time processes failed: $(grep -hv '^[*r]*$' "$dir"/s_time.*.out | grep -iv 'connections\|collecting\|timing\|starting' | sort | uniq -c | sort -rn | head -n1 | tr -s ' \t|' '   ' | cut -c1-120)"
+    [ "$stalled" = 0 ] || note+="${note:+; }$stalled of $HANDSHAKE_CLIENTS clients stalled: a connection waited past the run's end for its answer"
+    [ "$errors" = "$stalled" ] || note+="${note:+; }$((errors - stalled)) of $HANDSHAKE_CLIENTS s_time processes failed: $(grep -hv '^[*r]*$' "$dir"/s_time.*.out | grep -iv 'connections\|collecting\|timing\|starting' | sort | uniq -c | sort -rn | head -n1 | tr -s ' \t|' '   ' | cut -c1-120)"
     [ "$load" = resumed ] || [ "$resumed" = 0 ] || note+="${note:+; }$resumed connections resumed"
     [ "$load" = full ] || [ "$resumed" = "$answered" ] || note+="${note:+; }only $resumed of $answered resumed"
   fi
@@ -458,7 +494,7 @@ describe_test() {
 # tables RUNS: per test, a row per peer (medians, spreads) and the ratio fcgate / nginx.
 # Prints "## TEST" sections; with "summary" as second argument, the one summary table instead.
 tables() {
-  awk -F '\t' -v what="${2:-}" '
+  awk -F '\t' -v what="${2:-}" -v nginx="$NGINX" '
     function sorted(list, v,   n, i, j, t) {
       n = split(list, v, " ")
       for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) {
@@ -493,7 +529,7 @@ tables() {
         print "| load | fcgate | nginx | fcgate / nginx | CPU µs/request, fcgate | nginx | fcgate / nginx |"
         print "|---|--:|--:|--:|--:|--:|--:|"
         for (t = 1; t <= ntests; t++) {
-          f = tests[t] SUBSEP "fcgate"; n = tests[t] SUBSEP "nginx-keepalive"
+          f = tests[t] SUBSEP "fcgate"; n = tests[t] SUBSEP nginx
           printf "| %s | %s | %s | %s | %s | %s | %s |\n", tests[t], cell(rps[f], "%d"),
             cell(rps[n], "%d"), ratio(median(rps[f]), median(rps[n])), cell(cpu[f], "%.1f"),
             cell(cpu[n], "%.1f"), ratio(median(cpu[f]), median(cpu[n]))
@@ -515,7 +551,7 @@ tables() {
             has_resumed[key] ? sprintf("%d/%d", resumed[key], done_[key]) : "–",
             errors[key], median(rss[key]) / 1024, note[key]
         }
-        f = test SUBSEP "fcgate"; n = test SUBSEP "nginx-keepalive"
+        f = test SUBSEP "fcgate"; n = test SUBSEP nginx
         printf "| **fcgate / nginx** | **%s** | | **%s** | | %s | %s | | | %s | |\n\n",
           ratio(median(rps[f]), median(rps[n])), ratio(median(cpu[f]), median(cpu[n])),
           ratio(median(p50[f]), median(p50[n])), ratio(median(p99[f]), median(p99[n])),
@@ -556,13 +592,13 @@ write_tls_report() {
   echo "## Per load"
   echo
   for test in $TESTS; do
-    printf '**%s**: %s\n\n' "$test" "$(describe_test "$test")"
+    printf '**%s**: %s\n' "$test" "$(describe_test "$test")"
     tables "$runs" | awk -v t="### $test" '$0 == t {on = 1; next} /^### / {on = 0} on'
   done
   echo "## Setup"
   echo
   echo "- **fcgate**: $(peer_note fcgate); \`listen = \"127.0.0.1:PORT tls\"\`, \`[tls] certificates\` (tickets and a session cache: its defaults)."
-  echo "- **nginx-keepalive**: $(peer_note nginx-keepalive); \`listen PORT ssl http2\`, \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_session_cache shared:SSL:10m\`, \`ssl_session_tickets on\`, OpenSSL's defaults otherwise."
+  echo "- **$NGINX**: $(peer_note "$NGINX"); \`listen PORT ssl http2\`, \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_session_cache shared:SSL:10m\`, \`ssl_session_tickets on\`, OpenSSL's defaults otherwise."
   echo "- Negotiated (s_client probe for the s_time loads, h2load's report for h1 and h2):"
   sort "$negotiated" | sed 's/^\([^ ]*\) \([^ ]*\) /  - \1, \2: /'
   versions_tls
