@@ -202,6 +202,30 @@ pub struct PhpSite {
     pub script_extensions: Vec<String>,
     /// Send requests for missing files to `/<index>`.
     pub front_controller: bool,
+    /// What `dir/` answers when the directory has no index file.
+    pub directory_without_index: DirectoryWithoutIndex,
+}
+
+/// `directory_without_index`: the answer to `dir/` when `dir` exists but holds no index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirectoryWithoutIndex {
+    /// 403, as nginx answers when `index` finds nothing and `autoindex` is off: the folder
+    /// exists, and neither its listing nor the front controller stands in for it.
+    #[default]
+    Forbidden,
+    /// Handled as a path that matches nothing: the front controller, or 404 without one.
+    FrontController,
+}
+
+impl DirectoryWithoutIndex {
+    /// The setting's spelling, `"forbidden"` or `"front_controller"`; `None` for anything else.
+    pub fn from_setting(text: &str) -> Option<DirectoryWithoutIndex> {
+        match text {
+            "forbidden" => Some(DirectoryWithoutIndex::Forbidden),
+            "front_controller" => Some(DirectoryWithoutIndex::FrontController),
+            _ => None,
+        }
+    }
 }
 
 impl PhpSite {

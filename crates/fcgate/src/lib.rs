@@ -33,6 +33,7 @@ pub mod retry;
 pub mod route;
 pub mod server;
 pub mod size;
+pub mod static_file;
 pub mod systemd;
 pub mod tls;
 pub mod upstream;

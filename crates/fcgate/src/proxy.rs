@@ -17,10 +17,8 @@ use fcgi::client::{ResponseEvent, ResponseStream};
 use fcgi::protocol::ProtocolStatus;
 use http::request::Parts;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::access_log::{AccessLog, BackendFacts, RequestFacts};
@@ -332,7 +330,10 @@ impl Gateway {
                     return serve_static(path, parts).await.map(Prepared::Answered)
                 }
                 Route::RedirectToDirectory { location } => {
-                    return redirect(&location, &parts).map(Prepared::Answered)
+                    return redirect(&location, &parts, connection).map(Prepared::Answered)
+                }
+                Route::Forbidden => {
+                    return Ok(Prepared::Answered(plain_response(StatusCode::FORBIDDEN)))
                 }
                 Route::NotFound => {
                     return Ok(Prepared::Answered(plain_response(StatusCode::NOT_FOUND)))
@@ -691,19 +692,13 @@ fn build_response(head: CgiHead, body: ResponseBody) -> Response<ResponseBody> {
     response
 }
 
+/// A file from the document root: validators, conditional requests and ranges, If-Range and
+/// several ranges included (`static_file.rs`).
 async fn serve_static(
     path: std::path::PathBuf,
     parts: Parts,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let request = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
-    let response = match tower_http::services::ServeFile::new(path)
-        .oneshot(request)
-        .await
-    {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    Ok(response.map(|body| body.boxed_unsync()))
+    Ok(crate::static_file::serve(&path, parts).await)
 }
 
 /// The answer to an ACME HTTP-01 validation request (RFC 8555 §8.3): the key authorization
@@ -758,12 +753,37 @@ fn real_client(
     Some(connection.behind_proxy(client.addr, client.https))
 }
 
-fn redirect(location: &str, parts: &Parts) -> Result<Response<ResponseBody>, GatewayError> {
-    let location = match parts.uri.query() {
-        Some(query) => format!("{location}?{query}"),
+/// The 301 from `dir` to `dir/` (`location`, a percent-encoded path), as an absolute URL the way
+/// nginx writes it (`absolute_redirect on`): the connection's scheme, the host and port the
+/// client named (not the port fcgate listens on, which a NAT or container may hide), the path,
+/// the query. A request without a usable host (HTTP/1.0 without Host) gets the path alone.
+fn redirect(
+    location: &str,
+    parts: &Parts,
+    connection: &ConnectionInfo,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    // The authority of an HTTP/2 request or an absolute-form target wins over Host (RFC 9113
+    // §8.3.1, RFC 9112 §3.2.2), as for HTTP_HOST; userinfo is never echoed back.
+    let host = match parts.uri.authority() {
+        Some(authority) => authority.as_str().rsplit('@').next(),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok()),
+    }
+    .filter(|host| cgi_params::is_valid_host(host.as_bytes()));
+    let mut target = match host {
+        Some(host) => {
+            let scheme = if connection.https() { "https" } else { "http" };
+            format!("{scheme}://{host}{location}")
+        }
         None => location.to_owned(),
     };
-    let value = HeaderValue::try_from(location)
+    if let Some(query) = parts.uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let value = HeaderValue::try_from(target)
         .map_err(|_| GatewayError::BadRequest("path cannot be redirected"))?;
     let mut response = plain_response(StatusCode::MOVED_PERMANENTLY);
     response.headers_mut().insert(header::LOCATION, value);

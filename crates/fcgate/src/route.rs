@@ -1,14 +1,17 @@
 //! What a request path maps to in PHP mode: a static file, a script, a redirect to the
-//! directory's slash form, the front controller, or nothing.
+//! directory's slash form, the front controller, a 403 for a folder without an index, or nothing.
 //!
 //! The rules are nginx's `try_files $uri $uri/ /index.php?$query_string` with
-//! `fastcgi_split_path_info ^(.+?\.php)(/.*)$`, made safe by construction: the path is decoded
-//! once, `.`/`..` resolved lexically (never above the root), every file found is resolved through
-//! its symlinks (one `lstat` per segment; in full only when one is a link) and must stay inside
-//! the canonical root, a script runs only if it really is a regular file
-//! with a script extension, and a script is never served as text. Dotfiles (`.env`, `.git/`)
-//! are not served; `/.well-known/` is. Filesystem reads are synchronous: call from
-//! `spawn_blocking`.
+//! `fastcgi_split_path_info ^(.+?\.php)(/.*)$`, plus its `\.php` location's
+//! `try_files $fastcgi_script_name =404` (a path naming a script that does not exist is a 404,
+//! not the front controller's business) and `autoindex off` (an existing directory without its
+//! index is a 403, `directory_without_index`). All made safe by construction: the path is
+//! decoded once, `.`/`..` resolved lexically (never above the root), every file found is
+//! resolved through its symlinks (one `lstat` per segment; in full only when one is a link) and
+//! must stay inside the canonical root, a script runs only if it really is a regular file with
+//! a script extension, and a script is never served as text. Dotfiles (`.env`, `.git/`) are not
+//! served; `/.well-known/` is. Filesystem reads are synchronous: a few `stat` calls on the
+//! local root, which `proxy.rs` makes inline (a thread hop would cost more than the calls).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::cgi_params::ScriptTarget;
-use crate::config::PhpSite;
+use crate::config::{DirectoryWithoutIndex, PhpSite};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub enum Route {
         /// The path with a trailing slash.
         location: String,
     },
+    /// 403: an existing directory without an index file (`directory_without_index`).
+    Forbidden,
     /// 404.
     NotFound,
     /// 400: undecodable, control characters (NUL, CR, LF…), or `..` above the root.
@@ -55,14 +60,30 @@ pub fn resolve(site: &PhpSite, uri_path: &str) -> Route {
         Split::NoScript => {}
     }
     match lookup(&site.root, &request.segments) {
-        Entry::File(_) if request.trailing_slash => front_controller(site),
+        Entry::File(_) if request.trailing_slash => unmatched(site, &request),
         Entry::File(real) => file_route(site, &request.segments, real),
         Entry::Directory if request.trailing_slash => directory_index(site, &request.segments),
         Entry::Directory => Route::RedirectToDirectory {
             location: percent_encode_path(&format!("/{}/", request.segments.join("/"))),
         },
-        Entry::Missing => front_controller(site),
+        Entry::Missing => unmatched(site, &request),
         Entry::Unusable => Route::NotFound,
+    }
+}
+
+/// A path that matches no file: 404 when it names a script (a segment with a script extension,
+/// where `fastcgi_split_path_info` would end SCRIPT_NAME), else the front controller. An old
+/// `/wp-login.php` probed by a scanner, or `/uploads/x.jpg/evil.php`, must not cost an app boot
+/// or let the app guess what was meant; `/some/pretty/url` is the front controller's to route.
+fn unmatched(site: &PhpSite, request: &RequestPath) -> Route {
+    if request
+        .segments
+        .iter()
+        .any(|segment| site.is_script_name(segment))
+    {
+        Route::NotFound
+    } else {
+        front_controller(site)
     }
 }
 
@@ -162,14 +183,17 @@ fn file_route(site: &PhpSite, segments: &[String], real: PathBuf) -> Route {
     }
 }
 
-/// `dir/`: its index file if there is one, else the front controller.
+/// `dir/`: its index file if there is one, else what `directory_without_index` says.
 fn directory_index(site: &PhpSite, segments: &[String]) -> Route {
     let mut index_segments = segments.to_vec();
     index_segments.push(site.index.clone());
     match lookup(&site.root, &index_segments) {
         Entry::File(real) => file_route(site, &index_segments, real),
         Entry::Unusable => Route::NotFound,
-        Entry::Directory | Entry::Missing => front_controller(site),
+        Entry::Directory | Entry::Missing => match site.directory_without_index {
+            DirectoryWithoutIndex::Forbidden => Route::Forbidden,
+            DirectoryWithoutIndex::FrontController => front_controller(site),
+        },
     }
 }
 

@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub script_extensions: Option<Vec<String>>,
     /// `front_controller`
     pub front_controller: Option<bool>,
+    /// `directory_without_index`: "forbidden" or "front_controller".
+    pub directory_without_index: Option<String>,
     /// `client_max_body_size`
     pub client_max_body_size: Option<ByteSize>,
     /// `client_body_buffer_size`
@@ -244,6 +246,8 @@ impl RawConfig {
             index: flags.index.clone().or(self.index),
             script_extensions: flags.script_extensions.clone().or(self.script_extensions),
             front_controller: flags.front_controller.or(self.front_controller),
+            // File-only: a site's layout rule, set once beside `root` and `index`.
+            directory_without_index: self.directory_without_index,
             client_max_body_size: flags.client_max_body_size.or(self.client_max_body_size),
             client_body_buffer_size: flags
                 .client_body_buffer_size

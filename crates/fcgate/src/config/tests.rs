@@ -114,6 +114,10 @@ fn example_file_in_php_mode() {
     assert_eq!(site.index, "index.php");
     assert_eq!(site.script_extensions, ["php"]);
     assert!(site.front_controller);
+    assert_eq!(
+        site.directory_without_index,
+        DirectoryWithoutIndex::Forbidden
+    );
 }
 
 #[test]
@@ -298,6 +302,26 @@ fn file_values_override_defaults() {
         Duration::from_secs(90)
     );
     assert!(!config.upstream.pool.keep_conn);
+}
+
+#[test]
+fn directory_without_index_is_forbidden_or_the_front_controller() {
+    let root = tempfile::tempdir().unwrap();
+    let root_line = format!("root = {:?}\n", root.path().to_str().unwrap());
+    for (value, expected) in [
+        ("forbidden", DirectoryWithoutIndex::Forbidden),
+        ("front_controller", DirectoryWithoutIndex::FrontController),
+    ] {
+        let text = format!("{root_line}directory_without_index = \"{value}\"");
+        let SiteMode::Php(site) = validate_text(&text).unwrap().site.mode else {
+            panic!("not PHP mode");
+        };
+        assert_eq!(site.directory_without_index, expected);
+    }
+    let refused = refusal(&format!(
+        "{root_line}directory_without_index = \"autoindex\""
+    ));
+    assert!(refused.starts_with("directory_without_index:"), "{refused}");
 }
 
 #[test]

@@ -12,9 +12,10 @@ use fcgi::net::Address;
 
 use super::raw::{RawAcme, RawConfig, RawTls, RawUpstream};
 use super::{
-    AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, Config, ConfigError, HealthConfig,
-    Http2Limits, LogFormat, PhpSite, RealClientSettings, ResolutionConfig, SiteConfig, SiteMode,
-    TlsSettings, TlsVersion, UpstreamConfig, UpstreamServer,
+    AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, Config, ConfigError,
+    DirectoryWithoutIndex, HealthConfig, Http2Limits, LogFormat, PhpSite, RealClientSettings,
+    ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion, UpstreamConfig,
+    UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::listen_spec::ListenSpec;
@@ -52,6 +53,15 @@ impl RawConfig {
         let script_extensions = validate_script_extensions(self.script_extensions)?;
         let index = validate_index(self.index)?;
         let front_controller = self.front_controller.unwrap_or(true);
+        let directory_without_index = match self.directory_without_index.as_deref() {
+            None => DirectoryWithoutIndex::default(),
+            Some(text) => DirectoryWithoutIndex::from_setting(text).ok_or_else(|| {
+                ConfigError::invalid(
+                    "directory_without_index",
+                    format!("`{text}` is not \"forbidden\" or \"front_controller\""),
+                )
+            })?,
+        };
         let mode = match self.root {
             None => SiteMode::App,
             Some(root) => {
@@ -60,6 +70,7 @@ impl RawConfig {
                     index,
                     script_extensions,
                     front_controller,
+                    directory_without_index,
                 };
                 check_front_controller(&site)?;
                 SiteMode::Php(site)

@@ -55,6 +55,7 @@ impl Tree {
             index: "index.php".into(),
             script_extensions: vec!["php".into()],
             front_controller: true,
+            directory_without_index: DirectoryWithoutIndex::Forbidden,
         };
         Tree {
             _root_dir: root_dir,
@@ -161,12 +162,11 @@ fn a_file_with_a_trailing_slash_is_not_that_file() {
 #[test]
 fn non_script_prefix_never_runs() {
     let tree = Tree::new();
+    // Nor reaches the front controller: the path names a script, and that script is missing.
+    assert_eq!(tree.resolve("/uploads/x.jpg/evil.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/uploads/x.jpg%2Fevil.php"), Route::NotFound);
     assert_eq!(
-        tree.resolve("/uploads/x.jpg/evil.php"),
-        tree.front_controller()
-    );
-    assert_eq!(
-        tree.resolve("/uploads/x.jpg%2Fevil.php"),
+        tree.resolve("/uploads/x.jpg/pretty"),
         tree.front_controller()
     );
 }
@@ -198,13 +198,34 @@ fn directories() {
         tree.resolve("/with%20space/"),
         tree.script("/with space/index.php", "")
     );
-    assert_eq!(tree.resolve("/empty/"), tree.front_controller());
+    assert_eq!(tree.resolve("/empty/"), Route::Forbidden);
     assert_eq!(
         tree.resolve("/docs/"),
-        tree.front_controller(),
+        Route::Forbidden,
         "index.html is not the index"
     );
     assert_eq!(tree.resolve("/blog/."), tree.script("/blog/index.php", ""));
+    // A directory that does not exist is a missing path, not a folder without an index.
+    assert_eq!(tree.resolve("/no-such-dir/"), tree.front_controller());
+}
+
+#[test]
+fn a_directory_without_an_index_can_fall_through_to_the_front_controller() {
+    let mut tree = Tree::new();
+    tree.site.directory_without_index = DirectoryWithoutIndex::FrontController;
+    assert_eq!(tree.resolve("/empty/"), tree.front_controller());
+    assert_eq!(tree.resolve("/docs/"), tree.front_controller());
+    assert_eq!(tree.resolve("/blog/"), tree.script("/blog/index.php", ""));
+    tree.site.front_controller = false;
+    assert_eq!(tree.resolve("/empty/"), Route::NotFound);
+}
+
+#[test]
+fn a_root_without_an_index_is_forbidden() {
+    let tree = Tree::new();
+    fs::remove_file(tree.site.root.join("index.php")).unwrap();
+    assert_eq!(tree.resolve("/"), Route::Forbidden);
+    assert_eq!(tree.resolve("/users/7"), Route::NotFound);
 }
 
 #[test]
@@ -213,16 +234,48 @@ fn plain_directory_index_without_front_controller() {
     tree.site.index = "index.html".into();
     tree.site.front_controller = false;
     assert_eq!(tree.resolve("/docs/"), tree.static_file("docs/index.html"));
-    assert_eq!(tree.resolve("/empty/"), Route::NotFound);
+    assert_eq!(tree.resolve("/empty/"), Route::Forbidden);
     assert_eq!(tree.resolve("/missing"), Route::NotFound);
+}
+
+#[test]
+fn missing_scripts_are_not_found() {
+    let tree = Tree::new();
+    for path in [
+        "/missing.php",
+        "/MISSING.PHP",
+        "/missing.php/",
+        "/missing.php/x",
+        "/blog/missing.php",
+        "/blog/missing.php/x/y",
+        "/dir.php/missing.php",
+        "/dir.php/missing",
+        "/style.css/x.php",
+        "/style.css/x.php/",
+        // SCRIPT_NAME ends at the first script-named segment, a directory here (nginx's
+        // non-greedy `^(.+?\.php)(/.*)$` stops there too), so inner.php does not run.
+        "/dir.php/inner.php/x",
+    ] {
+        assert_eq!(tree.resolve(path), Route::NotFound, "{path}");
+    }
+    // What does exist still runs, PATH_INFO included.
+    assert_eq!(
+        tree.resolve("/index.php/extra"),
+        tree.script("/index.php", "/extra")
+    );
+    assert_eq!(
+        tree.resolve("/blog/index.php"),
+        tree.script("/blog/index.php", "")
+    );
 }
 
 #[test]
 fn missing_paths_go_to_the_front_controller() {
     let mut tree = Tree::new();
     assert_eq!(tree.resolve("/users/7"), tree.front_controller());
-    assert_eq!(tree.resolve("/missing.php"), tree.front_controller());
-    assert_eq!(tree.resolve("/missing.php/x"), tree.front_controller());
+    assert_eq!(tree.resolve("/some/pretty/url"), tree.front_controller());
+    assert_eq!(tree.resolve("/report.php.bak"), tree.front_controller());
+    assert_eq!(tree.resolve("/blog/2024/"), tree.front_controller());
     tree.site.front_controller = false;
     assert_eq!(tree.resolve("/users/7"), Route::NotFound);
     tree.site.front_controller = true;
