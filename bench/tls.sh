@@ -439,7 +439,7 @@ measure() {
       note+="${note:+; }read $bytes bytes for $answered answers of $probe_bytes"
     fi
     [ "$stalled" = 0 ] || note+="${note:+; }$stalled of $HANDSHAKE_CLIENTS clients stalled: a connection waited past the run's end for its answer"
-    [ "$errors" = "$stalled" ] || note+="${note:+; }$((errors - stalled)) of $HANDSHAKE_CLIENTS s_time processes failed: $(grep -hv '^[*r]*$' "$dir"/s_time.*.out | grep -iv 'connections\|collecting\|timing\|starting' | sort | uniq -c | sort -rn | head -n1 | tr -s ' \t|' '   ' | cut -c1-120)"
+    [ "$errors" = "$stalled" ] || note+="${note:+; }$((errors - stalled)) of $HANDSHAKE_CLIENTS s_time processes failed: $(grep -hv '^[*r]*$' "$dir"/s_time.*.out | grep -iv 'connections\|collecting\|timing\|starting' | sort | uniq -c | sort -rn | head -n1 | tr -s ' \t|' '   ' | cut -c1-120 || true)"
     [ "$load" = resumed ] || [ "$resumed" = 0 ] || note+="${note:+; }$resumed connections resumed"
     [ "$load" = full ] || [ "$resumed" = "$answered" ] || note+="${note:+; }only $resumed of $answered resumed"
   fi

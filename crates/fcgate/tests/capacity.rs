@@ -44,6 +44,12 @@ async fn serve_two_thousand(
         upstream.push_str(&format!("max_conns = {cap}\n"));
     }
     let gateway = start_gateway(site, &relay.address(), &upstream).await;
+    // The relay counts every connection, the start-up FCGI_GET_VALUES probe's too: with a
+    // configured cap, the probe's own connection must not overlap the first requests' (the
+    // binary waits for it before READY=1 the same way).
+    if cap.is_some() {
+        backends_probed(&gateway).await;
+    }
     let report = run_load(
         gateway.local_addr,
         2_000,
