@@ -110,6 +110,12 @@ pub fn is_valid_host(host: &[u8]) -> bool {
     host::is_authority_without_userinfo(host)
 }
 
+/// The authority the request names, `host[:port]` (its URI authority without userinfo, else
+/// its Host header); `None` when it names none or a malformed one.
+pub fn request_authority(parts: &Parts) -> Option<&[u8]> {
+    request_host(parts).filter(|host| host::is_authority_without_userinfo(host))
+}
+
 /// The host the request names (its URI authority, else its Host header) without the port;
 /// `None` when it names none or a malformed one.
 pub fn request_host_name(parts: &Parts) -> Option<&[u8]> {

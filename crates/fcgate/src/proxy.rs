@@ -763,15 +763,9 @@ fn redirect(
     connection: &ConnectionInfo,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // The authority of an HTTP/2 request or an absolute-form target wins over Host (RFC 9113
-    // §8.3.1, RFC 9112 §3.2.2), as for HTTP_HOST; userinfo is never echoed back.
-    let host = match parts.uri.authority() {
-        Some(authority) => authority.as_str().rsplit('@').next(),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|host| host.to_str().ok()),
-    }
-    .filter(|host| cgi_params::is_valid_host(host.as_bytes()));
+    // §8.3.1, RFC 9112 §3.2.2), as for HTTP_HOST; userinfo is never echoed back. Validated, so
+    // it is ASCII.
+    let host = cgi_params::request_authority(parts).and_then(|host| std::str::from_utf8(host).ok());
     let mut target = match host {
         Some(host) => {
             let scheme = if connection.https() { "https" } else { "http" };
