@@ -17,7 +17,7 @@ use std::time::Duration;
 use fcgate::config::Config;
 use fcgate::server::RunningGateway;
 use fcgi_testkit::http::HttpClient;
-use fcgi_testkit::pebble::{free_port, Pebble, PebbleOptions};
+use fcgi_testkit::pebble::{free_port, free_ports, Pebble, PebbleOptions};
 use fcgi_testkit::php::{PhpFpm, PhpFpmOptions};
 use fcgi_testkit::tls::client_config_trusting;
 
@@ -72,7 +72,7 @@ async fn http01_issues_renews_under_load_and_the_next_process_reuses_the_stored_
     let Some(fpm) = PhpFpm::start(PhpFpmOptions::default()).await else {
         return;
     };
-    let (http_port, tls_port) = (free_port(), free_port());
+    let [http_port, tls_port] = free_ports(&[]);
     let pebble = Pebble::start(PebbleOptions {
         http_port,
         tls_port,
@@ -158,10 +158,10 @@ async fn tls_alpn01_issues_on_the_tls_listener_alone() {
     let Some(fpm) = PhpFpm::start(PhpFpmOptions::default()).await else {
         return;
     };
-    let tls_port = free_port();
+    let [tls_port, unused_port] = free_ports(&[]);
     let pebble = Pebble::start(PebbleOptions {
         // Nothing listens there: only TLS-ALPN-01 can pass.
-        http_port: free_port(),
+        http_port: unused_port,
         tls_port,
         validity: Duration::from_secs(3600),
     })
@@ -189,7 +189,7 @@ async fn a_failed_validation_is_reported_and_the_old_certificate_keeps_serving()
     let Some(fpm) = PhpFpm::start(PhpFpmOptions::default()).await else {
         return;
     };
-    let (http_port, tls_port) = (free_port(), free_port());
+    let [http_port, tls_port] = free_ports(&[]);
     let pebble = Pebble::start(PebbleOptions {
         http_port,
         tls_port,

@@ -36,10 +36,34 @@ pub struct Pebble {
 
 /// A loopback port free now (bound and released: the caller binds it next).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or(0)
+    free_ports::<1>(&[])[0]
+}
+
+/// `N` distinct loopback ports free now, none of them in `avoid`: held together while they are
+/// chosen, so the kernel cannot hand the same released port out twice (Pebble's own ports must
+/// not take the ones the gateway is about to bind).
+pub fn free_ports<const N: usize>(avoid: &[u16]) -> [u16; N] {
+    let mut held = Vec::with_capacity(N);
+    while held.len() < N {
+        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+            break;
+        };
+        let port = listener
+            .local_addr()
+            .map(|address| address.port())
+            .unwrap_or(0);
+        // An avoided port stays held too, so the next bind cannot return it again.
+        let wanted = !avoid.contains(&port);
+        held.push((wanted, port, listener));
+    }
+    let mut ports = [0; N];
+    for (slot, (_, port, _)) in ports
+        .iter_mut()
+        .zip(held.iter().filter(|(wanted, _, _)| *wanted))
+    {
+        *slot = *port;
+    }
+    ports
 }
 
 impl Pebble {
@@ -71,8 +95,8 @@ impl Pebble {
         let ca = TestCa::new()?;
         let own = ca.issue("pebble", &["127.0.0.1", "localhost"])?;
         let dir = tempfile::tempdir()?;
-        let (dns_port, dns_management, listen, management) =
-            (free_port(), free_port(), free_port(), free_port());
+        let [dns_port, dns_management, listen, management] =
+            free_ports(&[options.http_port, options.tls_port]);
         let dns = Command::new("pebble-challtestsrv")
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
