@@ -204,6 +204,49 @@ pub struct PhpSite {
     pub front_controller: bool,
     /// What `dir/` answers when the directory has no index file.
     pub directory_without_index: DirectoryWithoutIndex,
+    /// Which symlinks below the root are followed.
+    pub follow_symlinks: FollowSymlinks,
+}
+
+/// `follow_symlinks`: which symbolic links on the way to a file or script are followed (nginx's
+/// `disable_symlinks`). A link that is not followed makes the path a 404, whatever lies beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FollowSymlinks {
+    /// Links whose target stays inside the root: an app may link within its own tree, but a
+    /// link cannot publish `/etc` (no nginx equivalent; nginx's `from=$document_root` is close).
+    #[default]
+    WithinRoot,
+    /// No link at all (`disable_symlinks on`).
+    Never,
+    /// Links owned by the owner of what they point to, wherever that is (`disable_symlinks
+    /// if_not_owner`): what Debian's packaged apps need, whose root links into /var/lib and
+    /// /etc, while a link a web user planted to someone else's file is refused.
+    Owner,
+    /// Every link, wherever it leads (`disable_symlinks off`, nginx's default).
+    Always,
+}
+
+impl FollowSymlinks {
+    /// The setting's spelling; `None` for anything else.
+    pub fn from_setting(text: &str) -> Option<FollowSymlinks> {
+        match text {
+            "within_root" => Some(FollowSymlinks::WithinRoot),
+            "never" => Some(FollowSymlinks::Never),
+            "owner" => Some(FollowSymlinks::Owner),
+            "always" => Some(FollowSymlinks::Always),
+            _ => None,
+        }
+    }
+
+    /// How the configuration spells it.
+    pub fn as_setting(self) -> &'static str {
+        match self {
+            FollowSymlinks::WithinRoot => "within_root",
+            FollowSymlinks::Never => "never",
+            FollowSymlinks::Owner => "owner",
+            FollowSymlinks::Always => "always",
+        }
+    }
 }
 
 /// `directory_without_index`: the answer to `dir/` when `dir` exists but holds no index file.

@@ -7,8 +7,9 @@
 //! not the front controller's business) and `autoindex off` (an existing directory without its
 //! index is a 403, `directory_without_index`). All made safe by construction: the path is
 //! decoded once, `.`/`..` resolved lexically (never above the root), every file found is
-//! resolved through its symlinks (one `lstat` per segment; in full only when one is a link) and
-//! must stay inside the canonical root, a script runs only if it really is a regular file with
+//! resolved through its symlinks (one `lstat` per segment; in full only when one is a link),
+//! each of which `follow_symlinks` must allow (by default: only links that stay inside the
+//! canonical root), a script runs only if it really is a regular file with
 //! a script extension, and a script is never served as text. Dotfiles (`.env`, `.git/`) are not
 //! served; `/.well-known/` is. Filesystem reads are synchronous: a few `stat` calls on the
 //! local root, which `proxy.rs` makes inline (a thread hop would cost more than the calls).
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::cgi_params::ScriptTarget;
-use crate::config::{DirectoryWithoutIndex, PhpSite};
+use crate::config::{DirectoryWithoutIndex, FollowSymlinks, PhpSite};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +60,7 @@ pub fn resolve(site: &PhpSite, uri_path: &str) -> Route {
         Split::Refused => return Route::NotFound,
         Split::NoScript => {}
     }
-    match lookup(&site.root, &request.segments) {
+    match lookup(site, &request.segments) {
         Entry::File(_) if request.trailing_slash => unmatched(site, &request),
         Entry::File(real) => file_route(site, &request.segments, real),
         Entry::Directory if request.trailing_slash => directory_index(site, &request.segments),
@@ -150,7 +151,7 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
         return Split::NoScript;
     };
     let script_segments = &segments[..=script_end];
-    match lookup(&site.root, script_segments) {
+    match lookup(site, script_segments) {
         Entry::File(real) if is_real_script(site, &real) => {
             let rest = &segments[script_end + 1..];
             let mut path_info = String::new();
@@ -187,7 +188,7 @@ fn file_route(site: &PhpSite, segments: &[String], real: PathBuf) -> Route {
 fn directory_index(site: &PhpSite, segments: &[String]) -> Route {
     let mut index_segments = segments.to_vec();
     index_segments.push(site.index.clone());
-    match lookup(&site.root, &index_segments) {
+    match lookup(site, &index_segments) {
         Entry::File(real) => file_route(site, &index_segments, real),
         Entry::Unusable => Route::NotFound,
         Entry::Directory | Entry::Missing => match site.directory_without_index {
@@ -203,7 +204,7 @@ fn front_controller(site: &PhpSite) -> Route {
         return Route::NotFound;
     }
     let index = [site.index.clone()];
-    match lookup(&site.root, &index) {
+    match lookup(site, &index) {
         Entry::File(real) if site.is_script_name(&site.index) && is_real_script(site, &real) => {
             Route::Script(script_target(site, &index, String::new()))
         }
@@ -241,14 +242,14 @@ enum Entry {
 /// path can leave the root only through a symlink below it. One `lstat` per segment finds out;
 /// only a path with a link in it is resolved in full. (`realpath` would cost a `readlink` for
 /// every component of the whole absolute path, root included, on every request.)
-fn lookup(root: &Path, segments: &[String]) -> Entry {
-    let mut path = root.to_path_buf();
+fn lookup(site: &PhpSite, segments: &[String]) -> Entry {
+    let mut path = site.root.to_path_buf();
     let mut metadata = None;
     for segment in segments {
         path.push(segment);
         match fs::symlink_metadata(&path) {
             Ok(found) if found.file_type().is_symlink() => {
-                return lookup_through_links(root, segments);
+                return lookup_through_links(site, segments);
             }
             Ok(found) => metadata = Some(found),
             Err(_) => return Entry::Missing,
@@ -264,18 +265,29 @@ fn lookup(root: &Path, segments: &[String]) -> Entry {
     classify(&metadata, path)
 }
 
-/// Resolves `segments` one at a time, each symlink in full as it is met. A link that leads out
-/// of the root makes the whole path unusable, whatever follows it: whether `outlink/secret.txt`
-/// exists outside the root must not change the answer (resolving the whole path at once would
-/// say "missing" for `outlink/nope.txt` and "unusable" for `outlink/secret.txt`).
-fn lookup_through_links(root: &Path, segments: &[String]) -> Entry {
-    let mut real = root.to_path_buf();
+/// Resolves `segments` one at a time, each symlink in full as it is met and judged by
+/// `follow_symlinks`. A link that is not followed makes the whole path unusable, whatever
+/// follows it: whether `outlink/secret.txt` exists outside the root must not change the answer
+/// (resolving the whole path at once would say "missing" for `outlink/nope.txt` and "unusable"
+/// for `outlink/secret.txt`).
+fn lookup_through_links(site: &PhpSite, segments: &[String]) -> Entry {
+    let mut real = site.root.to_path_buf();
     for segment in segments {
         real.push(segment);
         match fs::symlink_metadata(&real) {
-            Ok(found) if found.file_type().is_symlink() => match fs::canonicalize(&real) {
-                Ok(target) if target.starts_with(root) => real = target,
-                Ok(_) => return Entry::Unusable,
+            Ok(link) if link.file_type().is_symlink() => match fs::canonicalize(&real) {
+                Ok(target) => match follows(site, &link, &target) {
+                    Ok(()) => real = target,
+                    Err(reason) => {
+                        tracing::debug!(
+                            link = %real.display(),
+                            target = %target.display(),
+                            "symlink not followed: {reason} (follow_symlinks = \"{}\")",
+                            site.follow_symlinks.as_setting()
+                        );
+                        return Entry::Unusable;
+                    }
+                },
                 // A dangling link: its target does not exist, wherever it points.
                 Err(_) => return Entry::Missing,
             },
@@ -286,6 +298,25 @@ fn lookup_through_links(root: &Path, segments: &[String]) -> Entry {
     match fs::metadata(&real) {
         Ok(metadata) => classify(&metadata, real),
         Err(_) => Entry::Missing,
+    }
+}
+
+/// Whether `follow_symlinks` lets a request through the link described by `link` (its own
+/// `lstat`) to `target` (canonical, existing); else why not, for the debug log.
+fn follows(site: &PhpSite, link: &fs::Metadata, target: &Path) -> Result<(), &'static str> {
+    use std::os::unix::fs::MetadataExt;
+    match site.follow_symlinks {
+        FollowSymlinks::Always => Ok(()),
+        FollowSymlinks::Never => Err("it is a symlink"),
+        FollowSymlinks::WithinRoot if target.starts_with(&site.root) => Ok(()),
+        FollowSymlinks::WithinRoot => Err("it leads out of the root"),
+        // nginx's if_not_owner compares the link with what it points to, as here: the target
+        // is the final object, links within the link's own target path included.
+        FollowSymlinks::Owner => match fs::metadata(target) {
+            Ok(target_metadata) if target_metadata.uid() == link.uid() => Ok(()),
+            Ok(_) => Err("its owner does not own its target"),
+            Err(_) => Err("its target cannot be read"),
+        },
     }
 }
 

@@ -681,3 +681,47 @@ async fn a_missing_script_is_404_while_pretty_urls_reach_the_front_controller() 
         "PATH_INFO: /a/b\nSCRIPT_NAME: /pathinfo.php\n"
     );
 }
+
+/// Debian's packaged apps keep their root in /usr/share with links into /var/lib and /etc:
+/// refused by default, served and run with `follow_symlinks = "owner"` (the test's user owns
+/// the links and their targets, as root does in the package).
+#[tokio::test]
+async fn follow_symlinks_owner_serves_a_debian_style_layout() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(outside.path().join("images")).unwrap();
+    std::fs::write(outside.path().join("images/logo.svg"), "<svg/>").unwrap();
+    std::fs::write(
+        outside.path().join("plugin.php"),
+        "<?php echo 'plugin ran';",
+    )
+    .unwrap();
+    let link_in = |site: &Site| {
+        let root = site.root.path();
+        std::os::unix::fs::symlink(outside.path().join("images"), root.join("images")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("plugin.php"), root.join("plugin.php"))
+            .unwrap();
+    };
+
+    let Some(site) = site().await else { return };
+    link_in(&site);
+    for path in ["/images/logo.svg", "/plugin.php"] {
+        let response = site.get(path, &[]).await;
+        assert_eq!(
+            response.status,
+            404,
+            "{path} (within_root): {}",
+            response.text()
+        );
+    }
+
+    let Some(site) = site_with("follow_symlinks = \"owner\"").await else {
+        return;
+    };
+    link_in(&site);
+    let response = site.get("/images/logo.svg", &[]).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "<svg/>");
+    let response = site.get("/plugin.php", &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), "plugin ran");
+}

@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub front_controller: Option<bool>,
     /// `directory_without_index`: "forbidden" or "front_controller".
     pub directory_without_index: Option<String>,
+    /// `follow_symlinks`: "within_root", "never", "owner" or "always".
+    pub follow_symlinks: Option<String>,
     /// `client_max_body_size`
     pub client_max_body_size: Option<ByteSize>,
     /// `client_body_buffer_size`
@@ -248,6 +250,7 @@ impl RawConfig {
             front_controller: flags.front_controller.or(self.front_controller),
             // File-only: a site's layout rule, set once beside `root` and `index`.
             directory_without_index: self.directory_without_index,
+            follow_symlinks: self.follow_symlinks,
             client_max_body_size: flags.client_max_body_size.or(self.client_max_body_size),
             client_body_buffer_size: flags
                 .client_body_buffer_size

@@ -325,6 +325,31 @@ fn directory_without_index_is_forbidden_or_the_front_controller() {
 }
 
 #[test]
+fn follow_symlinks_has_four_modes_and_stays_within_the_root_by_default() {
+    let root = tempfile::tempdir().unwrap();
+    let root_line = format!("root = {:?}\n", root.path().to_str().unwrap());
+    let SiteMode::Php(site) = validate_text(&root_line).unwrap().site.mode else {
+        panic!("not PHP mode");
+    };
+    assert_eq!(site.follow_symlinks, FollowSymlinks::WithinRoot);
+    for (value, expected) in [
+        ("within_root", FollowSymlinks::WithinRoot),
+        ("never", FollowSymlinks::Never),
+        ("owner", FollowSymlinks::Owner),
+        ("always", FollowSymlinks::Always),
+    ] {
+        let text = format!("{root_line}follow_symlinks = \"{value}\"");
+        let SiteMode::Php(site) = validate_text(&text).unwrap().site.mode else {
+            panic!("not PHP mode");
+        };
+        assert_eq!(site.follow_symlinks, expected);
+        assert_eq!(expected.as_setting(), value);
+    }
+    let refused = refusal(&format!("{root_line}follow_symlinks = \"on\""));
+    assert!(refused.starts_with("follow_symlinks:"), "{refused}");
+}
+
+#[test]
 fn script_extensions_are_normalised() {
     let root = tempfile::tempdir().unwrap();
     let text = format!(

@@ -13,9 +13,9 @@ use fcgi::net::Address;
 use super::raw::{RawAcme, RawConfig, RawTls, RawUpstream};
 use super::{
     AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, Config, ConfigError,
-    DirectoryWithoutIndex, HealthConfig, Http2Limits, LogFormat, PhpSite, RealClientSettings,
-    ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion, UpstreamConfig,
-    UpstreamServer,
+    DirectoryWithoutIndex, FollowSymlinks, HealthConfig, Http2Limits, LogFormat, PhpSite,
+    RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion,
+    UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::listen_spec::ListenSpec;
@@ -62,6 +62,15 @@ impl RawConfig {
                 )
             })?,
         };
+        let follow_symlinks = match self.follow_symlinks.as_deref() {
+            None => FollowSymlinks::default(),
+            Some(text) => FollowSymlinks::from_setting(text).ok_or_else(|| {
+                ConfigError::invalid(
+                    "follow_symlinks",
+                    format!("`{text}` is not \"within_root\", \"never\", \"owner\" or \"always\""),
+                )
+            })?,
+        };
         let mode = match self.root {
             None => SiteMode::App,
             Some(root) => {
@@ -71,6 +80,7 @@ impl RawConfig {
                     script_extensions,
                     front_controller,
                     directory_without_index,
+                    follow_symlinks,
                 };
                 check_front_controller(&site)?;
                 SiteMode::Php(site)

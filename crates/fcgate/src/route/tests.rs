@@ -56,6 +56,7 @@ impl Tree {
             script_extensions: vec!["php".into()],
             front_controller: true,
             directory_without_index: DirectoryWithoutIndex::Forbidden,
+            follow_symlinks: FollowSymlinks::WithinRoot,
         };
         Tree {
             _root_dir: root_dir,
@@ -66,6 +67,11 @@ impl Tree {
 
     fn resolve(&self, uri_path: &str) -> Route {
         resolve(&self.site, uri_path)
+    }
+
+    fn following(mut self, follow_symlinks: FollowSymlinks) -> Tree {
+        self.site.follow_symlinks = follow_symlinks;
+        self
     }
 
     fn script(&self, script_name: &str, path_info: &str) -> Route {
@@ -335,6 +341,73 @@ fn symlinks_out_of_the_root_are_refused() {
     assert_eq!(tree.resolve("/script-out.php"), Route::NotFound);
     assert_eq!(tree.resolve("/script-out.php/x"), Route::NotFound);
     assert!(tree.outside.path().join("evil.php").exists());
+}
+
+#[test]
+fn follow_symlinks_never_refuses_every_link() {
+    let tree = Tree::new().following(FollowSymlinks::Never);
+    // Links inside the root too: `alias.php` is a link to `info.php`.
+    assert_eq!(tree.resolve("/alias.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/link-out/secret.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/secret-link.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/info.php"), tree.script("/info.php", ""));
+    assert_eq!(tree.resolve("/style.css"), tree.static_file("style.css"));
+}
+
+#[test]
+fn follow_symlinks_always_leaves_the_root() {
+    let tree = Tree::new().following(FollowSymlinks::Always);
+    let outside = tree.outside.path().canonicalize().unwrap();
+    assert_eq!(
+        tree.resolve("/link-out/secret.txt"),
+        Route::Static {
+            path: outside.join("secret.txt")
+        }
+    );
+    assert_eq!(
+        tree.resolve("/secret-link.txt"),
+        Route::Static {
+            path: outside.join("secret.txt")
+        }
+    );
+    // A script is run under the name it was asked by, as nginx passes $document_root$uri.
+    assert_eq!(
+        tree.resolve("/script-out.php"),
+        tree.script("/script-out.php", "")
+    );
+    // What stays refused whatever the links: a script reached under another name, and the
+    // other way round.
+    assert_eq!(tree.resolve("/disguised.txt"), Route::NotFound);
+    assert_eq!(tree.resolve("/upload-run.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/link-out/nope.txt"), tree.front_controller());
+}
+
+/// `owner`: a link is followed when whoever owns it owns its target. Changing the owner of a
+/// link takes root; the CI runs as root.
+#[test]
+fn follow_symlinks_owner_compares_the_link_with_its_target() {
+    let tree = Tree::new().following(FollowSymlinks::Owner);
+    let nobody = 65534;
+    if let Err(error) =
+        std::os::unix::fs::lchown(tree.site.root.join("secret-link.txt"), Some(nobody), None)
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot change a link's owner (CI runs as root): {error}"
+        );
+        eprintln!("skipped: changing a link's owner takes root ({error})");
+        return;
+    }
+    // Owned by the test's user, as is its target: followed, out of the root.
+    let outside = tree.outside.path().canonicalize().unwrap();
+    assert_eq!(
+        tree.resolve("/link-out/secret.txt"),
+        Route::Static {
+            path: outside.join("secret.txt")
+        }
+    );
+    // Owned by nobody, its target by the test's user: refused, as nginx's if_not_owner.
+    assert_eq!(tree.resolve("/secret-link.txt"), Route::NotFound);
 }
 
 #[test]
