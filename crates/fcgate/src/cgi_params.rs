@@ -134,16 +134,34 @@ pub struct ScriptTarget {
     pub path_info: String,
     /// The document root in PHP mode.
     pub document_root: Option<PathBuf>,
+    /// QUERY_STRING when a rewrite rule replaced the request's (`None`: the request's own).
+    /// REQUEST_URI stays what the client sent, as in nginx.
+    pub query: Option<String>,
+    /// The user an `auth_basic` rule let in: REMOTE_USER, with AUTH_TYPE=Basic.
+    pub remote_user: Option<String>,
 }
 
 impl ScriptTarget {
+    /// App mode after a rewrite: `path` is already decoded (and normalised).
+    pub fn app_decoded(path: String) -> ScriptTarget {
+        ScriptTarget {
+            script_filename: PathBuf::new(),
+            script_name: String::new(),
+            path_info: path,
+            document_root: None,
+            query: None,
+            remote_user: None,
+        }
+    }
+
     /// App mode: the application is the script and sees the whole decoded path as PATH_INFO,
     /// the convention of WSGI/PSGI-style FastCGI servers. A path that does not decode to UTF-8
     /// is passed still encoded rather than altered.
     pub fn app(uri_path: &str) -> ScriptTarget {
         // Without a `%` the path is its own decoding.
         let decoded = if uri_path.contains('%') {
-            crate::route::percent_decode(uri_path).and_then(|bytes| String::from_utf8(bytes).ok())
+            crate::request_path::percent_decode(uri_path)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
         } else {
             None
         };
@@ -153,6 +171,8 @@ impl ScriptTarget {
             script_name: String::new(),
             path_info,
             document_root: None,
+            query: None,
+            remote_user: None,
         }
     }
 }
@@ -183,7 +203,11 @@ pub fn for_each_param(
     // The body's length goes out twice: CONTENT_LENGTH and HTTP_CONTENT_LENGTH.
     let mut length_digits = itoa::Buffer::new();
     let body_length = length_digits.format(content_length).as_bytes();
-    emit(b"QUERY_STRING", parts.uri.query().unwrap_or("").as_bytes());
+    let query = match &target.query {
+        Some(rewritten) => rewritten.as_str(),
+        None => parts.uri.query().unwrap_or(""),
+    };
+    emit(b"QUERY_STRING", query.as_bytes());
     emit(b"REQUEST_METHOD", parts.method.as_str().as_bytes());
     let content_type = parts
         .headers
@@ -234,6 +258,11 @@ pub fn for_each_param(
         b"SERVER_SOFTWARE",
         concat!("fcgate/", env!("CARGO_PKG_VERSION")).as_bytes(),
     );
+    // RFC 3875 §4.1.1 and §4.1.11: set when the gateway itself checked the credentials.
+    if let Some(user) = &target.remote_user {
+        emit(b"AUTH_TYPE", b"Basic");
+        emit(b"REMOTE_USER", user.as_bytes());
+    }
     emit(b"REMOTE_ADDR", conn.remote_ip.as_bytes());
     emit(b"REMOTE_PORT", conn.remote_port.as_bytes());
     emit(b"SERVER_ADDR", conn.local_ip.as_bytes());

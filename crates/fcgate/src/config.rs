@@ -15,15 +15,19 @@ use fcgi::net::Address;
 
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::cli::Cli;
+use crate::compression::Coding;
 use crate::listen_spec::ListenSpec;
 use crate::privileges::RunAs;
 use crate::real_client::{RealIpHeader, TrustedProxies};
 use crate::request_guard::HeadLimits;
+use crate::rules::RuleSet;
 
 mod raw;
+mod rules;
 mod validate;
 
 pub use raw::{parse_file_text, RawAcme, RawCertificate, RawConfig, RawTls, RawUpstream};
+pub use rules::DEFAULT_RULES;
 pub use validate::DNS_PORT;
 
 /// The validated configuration of one gateway.
@@ -37,6 +41,8 @@ pub struct Config {
     pub real_client: RealClientSettings,
     /// Certificates obtained and renewed automatically (`[acme]`); `None`: off.
     pub acme: Option<AcmeSettings>,
+    /// What is compressed, with which codings, from what size (`[compression]`).
+    pub compression: CompressionSettings,
     /// How requests map to FastCGI (PHP mode or app mode) and what params they carry.
     pub site: SiteConfig,
     /// Limits on what clients send and on how much is buffered in memory.
@@ -65,6 +71,30 @@ impl Config {
     pub fn serves_https(&self) -> bool {
         self.listen.iter().any(|listener| listener.tls)
     }
+}
+
+/// `[compression]`: gzip, brotli and zstd for static files (on) and script responses (off:
+/// BREACH), by type and size, and precompressed files (`compression.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionSettings {
+    /// `static`: compress static files, and serve their precompressed variants.
+    pub static_files: bool,
+    /// `scripts`: compress FastCGI responses.
+    pub scripts: bool,
+    /// `encodings`: the codings used, the server's preference first (it breaks q-value ties).
+    pub encodings: Vec<Coding>,
+    /// `min_length`: smaller bodies (when their length is known) are sent as they are.
+    pub min_length: u64,
+    /// `types`: media types compressed, lowercase `type/subtype` or `type/*`.
+    pub types: Vec<String>,
+    /// `precompressed`: serve `x.zst`, `x.br`, `x.gz` beside a static `x` when present.
+    pub precompressed: bool,
+    /// `gzip_level` (1–9).
+    pub gzip_level: u8,
+    /// `brotli_level` (0–11).
+    pub brotli_level: u8,
+    /// `zstd_level` (1–19).
+    pub zstd_level: u8,
 }
 
 /// `trusted_proxies` and `real_ip_header`: behind a load balancer, the client PHP sees (and the
@@ -189,6 +219,8 @@ pub struct SiteConfig {
     pub underscores_in_headers: bool,
     /// Fixed FastCGI params sent after the standard ones; a name here replaces the standard one.
     pub extra_params: Vec<(String, String)>,
+    /// `[[rule]]`, the built-in ones first (PHP mode, unless `default_rules = false`).
+    pub rules: RuleSet,
 }
 
 /// The document root and script conventions of PHP mode.

@@ -77,6 +77,13 @@ pub enum GatewayError {
     /// No upstream server is configured.
     #[error("no upstream server is configured")]
     NoUpstream,
+    /// The rules cannot route the request: a rewrite cycle, or a rewrite to an unusable path.
+    /// The configuration's mistake, not the client's.
+    #[error("rules: {0}")]
+    Rules(String),
+    /// The app's `X-Accel-Redirect` names something that cannot be served.
+    #[error("X-Accel-Redirect: {0}")]
+    AccelRedirect(String),
 }
 
 impl GatewayError {
@@ -103,7 +110,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::Spool(_) | GatewayError::Rules(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::AccelRedirect(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Refused(refusal) => match refusal {
                 Refusal::Trace => StatusCode::METHOD_NOT_ALLOWED,
                 Refusal::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,

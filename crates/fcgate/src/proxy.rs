@@ -26,6 +26,7 @@ use crate::acme::{AcmeState, HTTP01_PREFIX};
 use crate::body::{self, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
+use crate::compression;
 use crate::config::{Config, SiteMode};
 use crate::error::{plain_response, GatewayError};
 use crate::https_policy;
@@ -36,7 +37,8 @@ use crate::response_end::{self, Pending, Reporters};
 use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
 use crate::retry::{Attempts, Failure, Next, RetryRules};
-use crate::route::{self, Route};
+use crate::rules::HeaderAction;
+use crate::site_routing::{self, Accel, Destination};
 use crate::tls::TlsSetup;
 use crate::upstream::{ServerSet, Upstream};
 
@@ -198,7 +200,7 @@ impl Gateway {
     /// Answers one request; never fails: errors become error responses.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         connection: &ConnectionInfo,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -220,14 +222,35 @@ impl Gateway {
         let mut facts = BackendFacts::default();
         // Cheap (shared buffers) and only read when the request fails: its log line names it.
         let (method, uri) = (request.method().clone(), request.uri().clone());
+        let compression = &generation.config.compression;
+        let wanted = compression::Wanted::of(compression, &request);
+        // For the static-file path, which only PHP mode has.
+        let precompressed = wanted.precompressed(compression);
+        if let (SiteMode::Php(_), Some(precompressed)) =
+            (&generation.config.site.mode, precompressed)
+        {
+            request.extensions_mut().insert(precompressed);
+        }
+        let mut rule_headers = Vec::new();
         let mut response = match self
-            .serve(&generation, request, connection, request_id, &mut facts)
+            .serve(
+                &generation,
+                request,
+                connection,
+                request_id,
+                &mut facts,
+                &mut rule_headers,
+            )
             .instrument(span)
             .await
         {
             Ok(response) => response,
             Err(error) => error.into_response(request_id, &method, &uri),
         };
+        // Before compression, which a rule's `Cache-Control: no-transform` turns off.
+        site_routing::apply_headers(&mut response, &rule_headers);
+        // Before `attach`: the access log counts the bytes sent, compressed.
+        let mut response = compression::apply(compression, &wanted, response).await;
         if let (true, Some(hsts)) = (connection.https(), &generation.config.tls.hsts) {
             https_policy::add_hsts(&mut response, hsts);
         }
@@ -250,9 +273,10 @@ impl Gateway {
         connection: &ConnectionInfo,
         request_id: u64,
         facts: &mut BackendFacts,
+        rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let job = match self
-            .prepare(generation, request, connection, request_id)
+            .prepare(generation, request, connection, request_id, rule_headers)
             .await?
         {
             Prepared::Job(job) => job,
@@ -267,6 +291,15 @@ impl Gateway {
                 .attempt(generation, &servers, &job, &attempts, facts)
                 .await
             {
+                Attempt::Done(Ok(response))
+                    if response
+                        .headers()
+                        .contains_key(site_routing::X_ACCEL_REDIRECT) =>
+                {
+                    return self
+                        .accel_redirect(generation, &job, response, rule_headers)
+                        .await
+                }
                 Attempt::Done(result) => return result,
                 Attempt::Failed {
                     index,
@@ -307,6 +340,7 @@ impl Gateway {
         request: Request<Incoming>,
         connection: &'a ConnectionInfo,
         request_id: u64,
+        rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Prepared<'a>, GatewayError> {
         let (parts, body) = request.into_parts();
         crate::request_guard::check(&parts, &generation.config.limits.head)?;
@@ -320,27 +354,19 @@ impl Gateway {
             let response = https_policy::redirect(&parts, connection, https_port);
             return Ok(Prepared::Answered(response));
         }
-        let target = match &generation.config.site.mode {
-            SiteMode::App => ScriptTarget::app(parts.uri.path()),
-            // A few stat calls on the local docroot: done inline, as nginx's try_files does,
-            // because a thread hop per request costs more than the calls themselves.
-            SiteMode::Php(site) => match route::resolve(site, parts.uri.path()) {
-                Route::Script(target) => target,
-                Route::Static { path } => {
-                    return serve_static(path, parts).await.map(Prepared::Answered)
-                }
-                Route::RedirectToDirectory { location } => {
-                    return redirect(&location, &parts, connection).map(Prepared::Answered)
-                }
-                Route::Forbidden => {
-                    return Ok(Prepared::Answered(plain_response(StatusCode::FORBIDDEN)))
-                }
-                Route::NotFound => {
-                    return Ok(Prepared::Answered(plain_response(StatusCode::NOT_FOUND)))
-                }
-                Route::BadRequest => return Err(GatewayError::BadRequest("invalid request path")),
-            },
+        // A few stat calls on the local docroot: done inline, as nginx's try_files does,
+        // because a thread hop per request costs more than the calls themselves.
+        let site = &generation.config.site;
+        let routing = site_routing::route(site, &parts, connection, request_id).await?;
+        *rule_headers = routing.headers;
+        let mut target = match routing.destination {
+            Destination::Script(target) => target,
+            Destination::File(path) => {
+                return serve_static(path, parts).await.map(Prepared::Answered)
+            }
+            Destination::Answer(response) => return Ok(Prepared::Answered(response)),
         };
+        target.remote_user = routing.remote_user;
         let declared_length = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -371,6 +397,51 @@ impl Gateway {
             exchange,
             rules,
         })))
+    }
+
+    /// Serves the file an app named in `X-Accel-Redirect` instead of its response, as a GET
+    /// (HEAD stays HEAD) with the client's own headers, so Range and conditionals apply.
+    async fn accel_redirect(
+        &self,
+        generation: &Generation,
+        job: &Job<'_>,
+        app_response: Response<ResponseBody>,
+        rule_headers: &mut Vec<HeaderAction>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (app_head, _empty_or_ignored) = app_response.into_parts();
+        let target = app_head
+            .headers
+            .get(site_routing::X_ACCEL_REDIRECT)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("/"));
+        let request_id = job.exchange.request_id;
+        match site_routing::accel_redirect(&generation.config.site, &target, request_id)? {
+            Accel::Answer(response) => Ok(response),
+            Accel::File { path, headers } => {
+                rule_headers.extend(headers);
+                let method = if job.parts.method == http::Method::HEAD {
+                    http::Method::HEAD
+                } else {
+                    http::Method::GET
+                };
+                let mut request = Request::new(());
+                *request.method_mut() = method;
+                *request.uri_mut() = job.parts.uri.clone();
+                *request.version_mut() = job.parts.version;
+                *request.headers_mut() = job.parts.headers.clone();
+                let (mut parts, ()) = request.into_parts();
+                if let Some(precompressed) =
+                    job.parts.extensions.get::<compression::Precompressed>()
+                {
+                    parts.extensions.insert(*precompressed);
+                }
+                let mut response = serve_static(path, parts).await?;
+                if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
+                    site_routing::keep_app_headers(&app_head.headers, response.headers_mut());
+                }
+                Ok(response)
+            }
+        }
     }
 
     /// One try: a server, a connection, the request sent and the response head read.
@@ -698,7 +769,14 @@ async fn serve_static(
     path: std::path::PathBuf,
     parts: Parts,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    Ok(crate::static_file::serve(&path, parts).await)
+    let precompressed = parts
+        .extensions
+        .get::<compression::Precompressed>()
+        .copied();
+    let mut response = crate::static_file::serve(&path, parts, precompressed).await;
+    // Compressed under `compression.static`, not `compression.scripts`.
+    response.extensions_mut().insert(compression::StaticFile);
+    Ok(response)
 }
 
 /// The answer to an ACME HTTP-01 validation request (RFC 8555 §8.3): the key authorization
@@ -751,35 +829,4 @@ fn real_client(
     }
     let client = resolution.client()?;
     Some(connection.behind_proxy(client.addr, client.https))
-}
-
-/// The 301 from `dir` to `dir/` (`location`, a percent-encoded path), as an absolute URL the way
-/// nginx writes it (`absolute_redirect on`): the connection's scheme, the host and port the
-/// client named (not the port fcgate listens on, which a NAT or container may hide), the path,
-/// the query. A request without a usable host (HTTP/1.0 without Host) gets the path alone.
-fn redirect(
-    location: &str,
-    parts: &Parts,
-    connection: &ConnectionInfo,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    // The authority of an HTTP/2 request or an absolute-form target wins over Host (RFC 9113
-    // §8.3.1, RFC 9112 §3.2.2), as for HTTP_HOST; userinfo is never echoed back. Validated, so
-    // it is ASCII.
-    let host = cgi_params::request_authority(parts).and_then(|host| std::str::from_utf8(host).ok());
-    let mut target = match host {
-        Some(host) => {
-            let scheme = if connection.https() { "https" } else { "http" };
-            format!("{scheme}://{host}{location}")
-        }
-        None => location.to_owned(),
-    };
-    if let Some(query) = parts.uri.query() {
-        target.push('?');
-        target.push_str(query);
-    }
-    let value = HeaderValue::try_from(target)
-        .map_err(|_| GatewayError::BadRequest("path cannot be redirected"))?;
-    let mut response = plain_response(StatusCode::MOVED_PERMANENTLY);
-    response.headers_mut().insert(header::LOCATION, value);
-    Ok(response)
 }

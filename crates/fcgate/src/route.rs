@@ -9,10 +9,11 @@
 //! decoded once, `.`/`..` resolved lexically (never above the root), every file found is
 //! resolved through its symlinks (one `lstat` per segment; in full only when one is a link),
 //! each of which `follow_symlinks` must allow (by default: only links that stay inside the
-//! canonical root), a script runs only if it really is a regular file with
-//! a script extension, and a script is never served as text. Dotfiles (`.env`, `.git/`) are not
-//! served; `/.well-known/` is. Filesystem reads are synchronous: a few `stat` calls on the
-//! local root, which `proxy.rs` makes inline (a thread hop would cost more than the calls).
+//! canonical root), a script runs only if it really is a regular file with a script extension,
+//! and a script is never served as text. The path arrives normalised (`request_path.rs`) and
+//! past the rules (`rules.rs`; dotfiles are the built-in rule's), which may have said that
+//! scripts do not run here (`Scripts::Never`). Filesystem reads are synchronous: a few `stat`
+//! calls on the local root, made inline (a thread hop would cost more than the calls).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::cgi_params::ScriptTarget;
 use crate::config::{DirectoryWithoutIndex, FollowSymlinks, PhpSite};
+use crate::request_path::RequestPath;
+pub use crate::rules::Scripts;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,93 +45,111 @@ pub enum Route {
     Forbidden,
     /// 404.
     NotFound,
-    /// 400: undecodable, control characters (NUL, CR, LF…), or `..` above the root.
-    BadRequest,
 }
 
-/// Maps a request to a [`Route`]. `uri_path` is the raw path from the request line
-/// (percent-encoded).
-pub fn resolve(site: &PhpSite, uri_path: &str) -> Route {
-    let Some(request) = RequestPath::parse(uri_path) else {
-        return Route::BadRequest;
+/// Maps a normalised request path (`request_path.rs`; rules have seen it already) to a
+/// [`Route`].
+pub fn resolve(site: &PhpSite, request: &RequestPath, scripts: Scripts) -> Route {
+    let router = Router {
+        site,
+        scripts_run: scripts == Scripts::Run,
     };
-    if request.is_hidden() {
-        return Route::NotFound;
-    }
-    match split_script(site, &request) {
-        Split::Script(target) => return Route::Script(target),
-        Split::Refused => return Route::NotFound,
-        Split::NoScript => {}
-    }
-    match lookup(site, &request.segments) {
-        Entry::File(_) if request.trailing_slash => unmatched(site, &request),
-        Entry::File(real) => file_route(site, &request.segments, real),
-        Entry::Directory if request.trailing_slash => directory_index(site, &request.segments),
-        Entry::Directory => Route::RedirectToDirectory {
-            location: percent_encode_path(&format!("/{}/", request.segments.join("/"))),
-        },
-        Entry::Missing => unmatched(site, &request),
-        Entry::Unusable => Route::NotFound,
-    }
+    router.resolve(request)
 }
 
-/// A path that matches no file: 404 when it names a script (a segment with a script extension,
-/// where `fastcgi_split_path_info` would end SCRIPT_NAME), else the front controller. An old
-/// `/wp-login.php` probed by a scanner, or `/uploads/x.jpg/evil.php`, must not cost an app boot
-/// or let the app guess what was meant; `/some/pretty/url` is the front controller's to route.
-fn unmatched(site: &PhpSite, request: &RequestPath) -> Route {
-    if request
-        .segments
-        .iter()
-        .any(|segment| site.is_script_name(segment))
-    {
-        Route::NotFound
-    } else {
-        front_controller(site)
-    }
+/// One request's routing: the site and what rules said about scripts.
+struct Router<'a> {
+    site: &'a PhpSite,
+    scripts_run: bool,
 }
 
-/// A decoded, normalised request path.
-struct RequestPath {
-    /// Non-empty segments, none of them `.` or `..`, none containing `/` or NUL.
-    segments: Vec<String>,
-    trailing_slash: bool,
-}
-
-impl RequestPath {
-    fn parse(uri_path: &str) -> Option<RequestPath> {
-        if !uri_path.starts_with('/') {
-            return None;
-        }
-        let decoded = percent_decode(uri_path)?;
-        // NUL ends a C path early; CR/LF would reach PATH_INFO and PHP_SELF, and logs.
-        if decoded.iter().any(u8::is_ascii_control) {
-            return None;
-        }
-        let decoded = String::from_utf8(decoded).ok()?;
-        let mut segments: Vec<String> = Vec::new();
-        for segment in decoded.split('/') {
-            match segment {
-                "" | "." => {}
-                ".." => {
-                    segments.pop()?;
-                }
-                name => segments.push(name.to_owned()),
+impl Router<'_> {
+    fn resolve(&self, request: &RequestPath) -> Route {
+        let site = self.site;
+        if self.scripts_run {
+            match split_script(site, request) {
+                Split::Script(target) => return Route::Script(target),
+                Split::Refused => return Route::NotFound,
+                Split::NoScript => {}
             }
         }
-        let last = decoded.rsplit('/').next().unwrap_or("");
-        let trailing_slash = matches!(last, "" | "." | "..");
-        Some(RequestPath {
-            segments,
-            trailing_slash,
-        })
+        match lookup(site, &request.segments) {
+            Entry::File(_) if request.trailing_slash => self.unmatched(request),
+            Entry::File(real) => self.file_route(&request.segments, real),
+            Entry::Directory if request.trailing_slash => self.directory_index(&request.segments),
+            Entry::Directory => Route::RedirectToDirectory {
+                location: percent_encode_path(&format!("/{}/", request.segments.join("/"))),
+            },
+            Entry::Missing => self.unmatched(request),
+            Entry::Unusable => Route::NotFound,
+        }
     }
 
-    /// `.env`, `.git/config`, `.htaccess`: secrets and VCS data that often sit in a docroot.
-    fn is_hidden(&self) -> bool {
-        self.segments.iter().enumerate().any(|(position, segment)| {
-            segment.starts_with('.') && !(position == 0 && segment == ".well-known")
-        })
+    /// A path that matches no file: 404 when it names a script (a segment with a script
+    /// extension, where `fastcgi_split_path_info` would end SCRIPT_NAME), else the front
+    /// controller. An old `/wp-login.php` probed by a scanner, or `/uploads/x.jpg/evil.php`,
+    /// must not cost an app boot or let the app guess what was meant; `/some/pretty/url` is the
+    /// front controller's to route.
+    fn unmatched(&self, request: &RequestPath) -> Route {
+        if request
+            .segments
+            .iter()
+            .any(|segment| self.site.is_script_name(segment))
+        {
+            Route::NotFound
+        } else {
+            self.front_controller()
+        }
+    }
+
+    /// An existing regular file at the full request path.
+    fn file_route(&self, segments: &[String], real: PathBuf) -> Route {
+        let site = self.site;
+        let requested_name = segments.last().map_or("", String::as_str);
+        match (
+            site.is_script_name(requested_name),
+            is_real_script(site, &real),
+        ) {
+            (true, true) if self.scripts_run => {
+                Route::Script(script_target(site, segments, String::new()))
+            }
+            (false, false) => Route::Static { path: real },
+            // A script reached under another name, or a non-script under a script name, or a
+            // script where scripts do not run: neither run it nor show it.
+            _ => Route::NotFound,
+        }
+    }
+
+    /// `dir/`: its index file if there is one, else what `directory_without_index` says.
+    fn directory_index(&self, segments: &[String]) -> Route {
+        let site = self.site;
+        let mut index_segments = segments.to_vec();
+        index_segments.push(site.index.clone());
+        match lookup(site, &index_segments) {
+            Entry::File(real) => self.file_route(&index_segments, real),
+            Entry::Unusable => Route::NotFound,
+            Entry::Directory | Entry::Missing => match site.directory_without_index {
+                DirectoryWithoutIndex::Forbidden => Route::Forbidden,
+                DirectoryWithoutIndex::FrontController => self.front_controller(),
+            },
+        }
+    }
+
+    /// `/index.php` for whatever matched nothing, if enabled, present, and scripts run here.
+    fn front_controller(&self) -> Route {
+        let site = self.site;
+        if !site.front_controller || !self.scripts_run {
+            return Route::NotFound;
+        }
+        let index = [site.index.clone()];
+        match lookup(site, &index) {
+            Entry::File(real)
+                if site.is_script_name(&site.index) && is_real_script(site, &real) =>
+            {
+                Route::Script(script_target(site, &index, String::new()))
+            }
+            _ => Route::NotFound,
+        }
     }
 }
 
@@ -169,55 +190,14 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
     }
 }
 
-/// An existing regular file at the full request path.
-fn file_route(site: &PhpSite, segments: &[String], real: PathBuf) -> Route {
-    let requested_name = segments.last().map_or("", String::as_str);
-    match (
-        site.is_script_name(requested_name),
-        is_real_script(site, &real),
-    ) {
-        (true, true) => Route::Script(script_target(site, segments, String::new())),
-        (false, false) => Route::Static { path: real },
-        // A script reached under another name, or a non-script under a script name: neither
-        // run it nor show it.
-        _ => Route::NotFound,
-    }
-}
-
-/// `dir/`: its index file if there is one, else what `directory_without_index` says.
-fn directory_index(site: &PhpSite, segments: &[String]) -> Route {
-    let mut index_segments = segments.to_vec();
-    index_segments.push(site.index.clone());
-    match lookup(site, &index_segments) {
-        Entry::File(real) => file_route(site, &index_segments, real),
-        Entry::Unusable => Route::NotFound,
-        Entry::Directory | Entry::Missing => match site.directory_without_index {
-            DirectoryWithoutIndex::Forbidden => Route::Forbidden,
-            DirectoryWithoutIndex::FrontController => front_controller(site),
-        },
-    }
-}
-
-/// `/index.php` for whatever matched nothing, if enabled and present.
-fn front_controller(site: &PhpSite) -> Route {
-    if !site.front_controller {
-        return Route::NotFound;
-    }
-    let index = [site.index.clone()];
-    match lookup(site, &index) {
-        Entry::File(real) if site.is_script_name(&site.index) && is_real_script(site, &real) => {
-            Route::Script(script_target(site, &index, String::new()))
-        }
-        _ => Route::NotFound,
-    }
-}
-
 fn script_target(site: &PhpSite, segments: &[String], path_info: String) -> ScriptTarget {
     ScriptTarget {
         script_filename: site.root.join(segments.join("/")),
         script_name: format!("/{}", segments.join("/")),
         path_info,
         document_root: Some(site.root.clone()),
+        query: None,
+        remote_user: None,
     }
 }
 
@@ -328,30 +308,6 @@ fn classify(metadata: &fs::Metadata, real: PathBuf) -> Entry {
     } else {
         Entry::Unusable
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape. `+` stays `+` (paths are not forms).
-pub(crate) fn percent_decode(raw: &str) -> Option<Vec<u8>> {
-    fn hex_digit(byte: u8) -> Option<u8> {
-        char::from(byte)
-            .to_digit(16)
-            .and_then(|digit| u8::try_from(digit).ok())
-    }
-    let bytes = raw.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut position = 0;
-    while let Some(&byte) = bytes.get(position) {
-        if byte == b'%' {
-            let high = hex_digit(*bytes.get(position + 1)?)?;
-            let low = hex_digit(*bytes.get(position + 2)?)?;
-            decoded.push(high << 4 | low);
-            position += 3;
-        } else {
-            decoded.push(byte);
-            position += 1;
-        }
-    }
-    Some(decoded)
 }
 
 /// Whether the path, once decoded, holds a control character (`%0d%0a`, `%00`): such a path is

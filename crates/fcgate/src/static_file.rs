@@ -14,6 +14,11 @@
 //! is then opened here, and its metadata must give the ETag that answer carries; otherwise it
 //! changed in between, and `ServeFile` sends the whole new file. The Range is read in
 //! `range_header.rs`, If-Range in `validators.rs`, and the 206 bodies are `byteranges.rs`.
+//!
+//! Precompressed variants (`x.br` beside `x`) are `ServeFile`'s too, steered by
+//! `compression::Precompressed`. A Range request never gets one: it is answered from the
+//! uncompressed file, whose ETag the range code checks, so a resumed download always splices
+//! bytes of one and the same representation.
 
 mod byteranges;
 mod range_header;
@@ -32,22 +37,44 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::body::{self, ResponseBody};
+use crate::compression::Precompressed;
 use byteranges::Layout;
 use range_header::RangePlan;
 use validators::Current;
 
-/// Answers a request for the regular file at `path`, which routing found inside the root.
-pub async fn serve(path: &Path, parts: Parts) -> Response<ResponseBody> {
+/// Answers a request for the regular file at `path`, which routing found inside the root,
+/// from a precompressed variant when `precompressed` allows one and one is present.
+pub async fn serve(
+    path: &Path,
+    mut parts: Parts,
+    precompressed: Option<Precompressed>,
+) -> Response<ResponseBody> {
     // Range applies to GET (RFC 9110 §14.2), and HEAD answers with GET's headers.
     let ranged = matches!(parts.method, Method::GET | Method::HEAD)
         && parts.headers.contains_key(header::RANGE);
     if ranged {
-        serve_range(path, parts).await
-    } else {
-        serve_file(path, parts).await
+        return serve_range(path, parts).await;
+    }
+    let Some(precompressed) = precompressed else {
+        return serve_file(path, parts).await;
+    };
+    // ServeFile picks among the variants by this field: the client's codings in our order.
+    match precompressed.accept_encoding() {
+        Some(ranked) => parts.headers.insert(header::ACCEPT_ENCODING, ranked),
+        None => parts.headers.remove(header::ACCEPT_ENCODING),
+    };
+    let request = Request::from_parts(parts, Empty::<Bytes>::new());
+    match precompressed
+        .configure(ServeFile::new(path))
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.map(|body| body.boxed_unsync()),
+        Err(never) => match never {},
     }
 }
 
+/// The uncompressed file: ServeFile is not told of any variant.
 async fn serve_file(path: &Path, parts: Parts) -> Response<ResponseBody> {
     let request = Request::from_parts(parts, Empty::<Bytes>::new());
     match ServeFile::new(path).oneshot(request).await {

@@ -77,6 +77,7 @@ fn site() -> SiteConfig {
         mode: SiteMode::App,
         underscores_in_headers: false,
         extra_params: Vec::new(),
+        rules: Default::default(),
     }
 }
 
@@ -116,6 +117,8 @@ fn params_of_a_php_request() {
         script_name: "/index.php".into(),
         path_info: "/blog/2024/05/a-post-title".into(),
         document_root: Some("/var/www/app/public".into()),
+        query: None,
+        remote_user: None,
     };
     let mut records = BytesMut::new();
     let mut pairs = 0;

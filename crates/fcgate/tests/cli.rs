@@ -37,6 +37,20 @@ fn check_accepts_the_example_config() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
 }
 
+/// The DokuWiki recipe, on an empty root in place of /usr/share/dokuwiki.
+#[test]
+fn check_accepts_the_dokuwiki_recipe() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dokuwiki.toml");
+    let root = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example).unwrap().replace(
+        "root = \"/usr/share/dokuwiki\"",
+        &format!("root = {:?}", root.path().to_str().unwrap()),
+    );
+    assert!(text.contains(root.path().to_str().unwrap()));
+    let output = check(&text);
+    assert!(output.status.success(), "{output:?}");
+}
+
 #[test]
 fn check_names_the_bad_key_and_exits_non_zero() {
     let cases = [

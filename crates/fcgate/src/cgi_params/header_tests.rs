@@ -88,6 +88,7 @@ proptest! {
             mode: SiteMode::App,
             underscores_in_headers,
             extra_params: Vec::new(),
+            rules: Default::default(),
         };
         let connection =
             ConnectionInfo::new("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap(), false);

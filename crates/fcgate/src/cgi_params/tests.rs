@@ -11,6 +11,7 @@ fn app_site() -> SiteConfig {
         mode: SiteMode::App,
         underscores_in_headers: false,
         extra_params: Vec::new(),
+        rules: Default::default(),
     }
 }
 
@@ -28,6 +29,8 @@ fn php_target() -> ScriptTarget {
         script_name: "/shop/index.php".into(),
         path_info: "/cart/7".into(),
         document_root: Some("/srv/www".into()),
+        query: None,
+        remote_user: None,
     }
 }
 

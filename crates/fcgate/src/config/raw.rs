@@ -100,6 +100,73 @@ pub struct RawConfig {
     pub tls: RawTls,
     /// `[acme]`
     pub acme: Option<RawAcme>,
+    /// `[[rule]]`, in order.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RawRule>,
+    /// `default_rules`: the built-in rules first (PHP mode).
+    pub default_rules: Option<bool>,
+    /// `[compression]`
+    #[serde(default)]
+    pub compression: RawCompression,
+}
+
+/// One `[[rule]]`: a selector (`prefix`, `exact` or `regex`, optionally `unless` and
+/// `if_missing`) and what it does. Checked in `config/rules.rs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// `prefix`
+    pub prefix: Option<String>,
+    /// `exact`
+    pub exact: Option<String>,
+    /// `regex`
+    pub regex: Option<String>,
+    /// `unless`
+    pub unless: Option<String>,
+    /// `if_missing`
+    pub if_missing: Option<bool>,
+    /// `deny`
+    pub deny: Option<u16>,
+    /// `return`
+    #[serde(rename = "return")]
+    pub fixed_answer: Option<RawReturn>,
+    /// `rewrite`
+    pub rewrite: Option<String>,
+    /// `static`
+    #[serde(rename = "static")]
+    pub static_only: Option<bool>,
+    /// `headers`
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `add_headers`
+    pub add_headers: Option<BTreeMap<String, String>>,
+    /// `auth_basic`: the realm.
+    pub auth_basic: Option<String>,
+    /// `auth_basic_user_file`
+    pub auth_basic_user_file: Option<PathBuf>,
+    /// `internal`
+    pub internal: Option<bool>,
+}
+
+/// A rule's `return`: a status (`return = 410`) or a table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawReturn {
+    /// `return = 410`
+    Status(u16),
+    /// `return = { status = 301, location = "/new/$1" }`
+    Full(RawReturnTable),
+}
+
+/// `return = { status, location, body }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReturnTable {
+    /// The status.
+    pub status: u16,
+    /// Where a redirect goes.
+    pub location: Option<String>,
+    /// A short text body.
+    pub body: Option<String>,
 }
 
 /// The `[acme]` table.
@@ -286,6 +353,11 @@ impl RawConfig {
             // File-only: certificates and their paths belong in the file, beside `listen`.
             tls: self.tls,
             acme: self.acme,
+            // File-only: rules are a site's description, as nginx's locations.
+            rules: self.rules,
+            default_rules: self.default_rules,
+            // File-only: what is compressed is a site's policy, like nginx's gzip directives.
+            compression: self.compression,
             upstream: RawUpstream {
                 servers,
                 max_conns: flags.max_conns.or(self.upstream.max_conns),
@@ -378,4 +450,29 @@ fn humantime_duration<'de, D: Deserializer<'de>>(
         }
     }
     deserializer.deserialize_str(DurationVisitor)
+}
+
+/// The `[compression]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    /// `compression.static`
+    #[serde(rename = "static")]
+    pub static_files: Option<bool>,
+    /// `compression.scripts`
+    pub scripts: Option<bool>,
+    /// `compression.encodings`
+    pub encodings: Option<Vec<String>>,
+    /// `compression.min_length`
+    pub min_length: Option<ByteSize>,
+    /// `compression.types`
+    pub types: Option<Vec<String>>,
+    /// `compression.precompressed`
+    pub precompressed: Option<bool>,
+    /// `compression.gzip_level`
+    pub gzip_level: Option<i64>,
+    /// `compression.brotli_level`
+    pub brotli_level: Option<i64>,
+    /// `compression.zstd_level`
+    pub zstd_level: Option<i64>,
 }

@@ -981,3 +981,187 @@ fn http2_settings_have_nginx_like_defaults_and_rfc_ranges() {
         assert!(refused.starts_with(key), "{text}: {refused}");
     }
 }
+
+#[test]
+fn compression_is_on_for_static_files_and_off_for_scripts_by_default() {
+    let compression = validate_text("").unwrap().compression;
+    assert!(compression.static_files);
+    assert!(!compression.scripts);
+    assert!(compression.precompressed);
+    assert_eq!(compression.encodings, crate::compression::Coding::ALL);
+    assert_eq!(compression.min_length, 512);
+    assert!(compression.types.iter().any(|name| name == "text/*"));
+    assert!(compression.types.iter().any(|name| name == "image/svg+xml"));
+    assert_eq!(
+        (
+            compression.gzip_level,
+            compression.brotli_level,
+            compression.zstd_level
+        ),
+        (5, 4, 3)
+    );
+}
+
+#[test]
+fn compression_settings_are_read_and_checked() {
+    use crate::compression::Coding;
+    let compression = validate_text(
+        "[compression]\nstatic = false\nscripts = true\nencodings = [\"gzip\", \"br\"]\n\
+         min_length = \"1k\"\ntypes = [\"Text/HTML\", \"application/*\"]\nprecompressed = false\n\
+         gzip_level = 9\nbrotli_level = 0\nzstd_level = 19",
+    )
+    .unwrap()
+    .compression;
+    assert!(!compression.static_files && compression.scripts && !compression.precompressed);
+    assert_eq!(compression.encodings, [Coding::Gzip, Coding::Brotli]);
+    assert_eq!(compression.min_length, 1024);
+    assert_eq!(compression.types, ["text/html", "application/*"]);
+    assert_eq!(
+        (
+            compression.gzip_level,
+            compression.brotli_level,
+            compression.zstd_level
+        ),
+        (9, 0, 19)
+    );
+    for (text, expected) in [
+        (
+            "encodings = [\"deflate\"]",
+            "compression.encodings: `deflate` is not",
+        ),
+        (
+            "encodings = [\"br\", \"br\"]",
+            "compression.encodings: `br` is listed twice",
+        ),
+        (
+            "encodings = []",
+            "compression.encodings: must name at least one",
+        ),
+        (
+            "types = [\"*/*\"]",
+            "compression.types: `*/*` is not a media type",
+        ),
+        (
+            "types = [\"text\"]",
+            "compression.types: `text` is not a media type",
+        ),
+        (
+            "types = [\"text/html; charset=utf-8\"]",
+            "compression.types",
+        ),
+        (
+            "gzip_level = 0",
+            "compression.gzip_level: must be from 1 to 9, not 0",
+        ),
+        (
+            "brotli_level = 12",
+            "compression.brotli_level: must be from 0 to 11",
+        ),
+        (
+            "zstd_level = -1",
+            "compression.zstd_level: must be from 1 to 19, not -1",
+        ),
+        ("min_length = \"1KB\"", "ambiguous"),
+        ("gzip = true", "unknown field `gzip`"),
+    ] {
+        let text = format!("[compression]\n{text}");
+        let refused = refusal(&text);
+        assert!(refused.contains(expected), "{text}: {refused}");
+    }
+}
+
+fn rules_config(rules: &str) -> Result<Config, String> {
+    let root = tempfile::tempdir().unwrap();
+    let text = format!("root = {:?}\n{rules}", root.path().to_str().unwrap());
+    parse_file_text(&text)
+        .map_err(|error| error.to_string())?
+        .validate()
+        .map_err(|error| error.to_string())
+}
+
+#[test]
+fn the_built_in_rule_comes_first_in_php_mode_only() {
+    let config = rules_config("[[rule]]\nprefix = \"/data/\"\ndeny = 404\n").unwrap();
+    assert_eq!(config.site.rules.rules().len(), 2);
+    assert_eq!(config.site.rules.label(1), "built-in rule 1");
+    assert_eq!(config.site.rules.label(2), "rule 1");
+    let config = rules_config("default_rules = false").unwrap();
+    assert!(config.site.rules.is_empty());
+    let app = validate_text("[[rule]]\nprefix = \"/x/\"\ndeny = 403\n").unwrap();
+    assert_eq!(app.site.rules.rules().len(), 1);
+}
+
+#[test]
+fn rule_mistakes_name_the_rule_and_say_what_is_right() {
+    for (rules, expected) in [
+        ("[[rule]]\ndeny = 404", "rule 1: says which paths"),
+        ("[[rule]]\nprefix = \"/a\"\nregex = 'b'\ndeny = 404", "not several"),
+        ("[[rule]]\nprefix = \"a/\"\ndeny = 404", "must start with `/`"),
+        ("[[rule]]\nregex = '('\ndeny = 404", "rule 1: `regex`"),
+        ("[[rule]]\nprefix = \"/a\"\ndeny = 500", "deny answers 403 or 404"),
+        ("[[rule]]\nprefix = \"/a\"\ndeny = 404\nrewrite = \"/b\"", "at most one"),
+        ("[[rule]]\nregex = '^/(a)$'\nrewrite = \"/b/$2\"", "has 1 group"),
+        ("[[rule]]\nregex = '^/a'\nrewrite = \"http://x/\"", "use `return`"),
+        ("[[rule]]\nprefix = \"/a\"\nreturn = 301", "give it a `location`"),
+        (
+            "[[rule]]\nprefix = \"/a\"\nreturn = { status = 404, location = \"/b\" }",
+            "not a redirect",
+        ),
+        ("[[rule]]\nprefix = \"/a\"\nreturn = 99", "between 200 and 599"),
+        ("[[rule]]\nprefix = \"/a\"", "does nothing"),
+        (
+            "[[rule]]\nprefix = \"/a\"\nheaders = { \"Content-Length\" = \"1\" }",
+            "fcgate's to write",
+        ),
+        (
+            "[[rule]]\nprefix = \"/a\"\nheaders = { \"bad name\" = \"1\" }",
+            "not a header name",
+        ),
+        ("[[rule]]\nprefix = \"/a\"\nauth_basic = \"x\"", "go together"),
+        (
+            "[[rule]]\nprefix = \"/a\"\nauth_basic = \"x\"\nauth_basic_user_file = \"/nonexistent\"",
+            "/nonexistent",
+        ),
+        ("[[rule]]\nprefix = \"/a\"\ndeny = 404\n[[rule]]\nprefix = \"/b\"", "rule 2:"),
+        ("[[rule]]\nprefix = \"/a\"\nstatik = true", "statik"),
+    ] {
+        let error = rules_config(rules).unwrap_err();
+        assert!(error.contains(expected), "{rules}\n=> {error}");
+    }
+    let app = validate_text("[[rule]]\nprefix = \"/u/\"\nstatic = true").unwrap_err();
+    assert!(app.to_string().contains("need a `root`"), "{app}");
+}
+
+#[test]
+fn rules_are_read_as_written() {
+    let config = rules_config(
+        r#"
+[[rule]]
+regex = '^/(?P<page>[a-z]+)$'
+if_missing = true
+rewrite = "/doku.php?id=${page}"
+
+[[rule]]
+exact = "/gone"
+return = { status = 410, body = "gone" }
+
+[[rule]]
+prefix = "/uploads/"
+static = true
+add_headers = { "X-Robots-Tag" = "noindex" }
+"#,
+    )
+    .unwrap();
+    let rules = &config.site.rules.rules()[1..];
+    assert!(rules[0].if_missing);
+    assert!(matches!(
+        rules[0].ending,
+        Some(crate::rules::Ending::Rewrite(_))
+    ));
+    assert!(matches!(
+        rules[1].ending,
+        Some(crate::rules::Ending::Return { ref body, .. }) if body.as_deref() == Some("gone")
+    ));
+    assert!(rules[2].static_only);
+    assert!(rules[2].headers[0].append);
+}

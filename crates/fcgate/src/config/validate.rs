@@ -10,14 +10,15 @@ use std::time::Duration;
 use fcgi::client::{ConfiguredCap, Multiplexing, PoolConfig};
 use fcgi::net::Address;
 
-use super::raw::{RawAcme, RawConfig, RawTls, RawUpstream};
+use super::raw::{RawAcme, RawCompression, RawConfig, RawTls, RawUpstream};
 use super::{
-    AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, Config, ConfigError,
-    DirectoryWithoutIndex, FollowSymlinks, HealthConfig, Http2Limits, LogFormat, PhpSite,
-    RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion,
+    AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, CompressionSettings, Config,
+    ConfigError, DirectoryWithoutIndex, FollowSymlinks, HealthConfig, Http2Limits, LogFormat,
+    PhpSite, RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion,
     UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
+use crate::compression::Coding;
 use crate::listen_spec::ListenSpec;
 use crate::php_fpm_config::FpmLimits;
 use crate::privileges::RunAs;
@@ -86,10 +87,16 @@ impl RawConfig {
                 SiteMode::Php(site)
             }
         };
+        let rules = super::rules::validate_rules(
+            self.rules,
+            self.default_rules,
+            matches!(mode, SiteMode::Php(_)),
+        )?;
         let site = SiteConfig {
             mode,
             underscores_in_headers: self.underscores_in_headers.unwrap_or(false),
             extra_params: validate_params(self.params.unwrap_or_default())?,
+            rules,
         };
         let limits = ClientLimits {
             client_max_body_size: match self.client_max_body_size {
@@ -153,6 +160,7 @@ impl RawConfig {
             tls,
             real_client,
             acme,
+            compression: validate_compression(self.compression)?,
             site,
             limits,
             upstream: validate_upstream(&self.upstream)?,
@@ -987,6 +995,134 @@ fn parse_server(text: &str) -> Result<UpstreamServer, String> {
         }
     }
     Ok(server)
+}
+
+/// nginx's gzip_min_length is 20 bytes, Caddy's minimum_length 512: below about 512 bytes the
+/// saving rarely spares a packet, and the coding's own header and the CPU still cost.
+const DEFAULT_COMPRESSION_MIN_LENGTH: u64 = 512;
+/// Text formats, and binary ones that are not compressed already (wasm, fonts without their own
+/// compression, icons): nginx's and Caddy's usual lists. Images, audio, video, archives and
+/// woff/woff2 are compressed formats and gain nothing.
+const DEFAULT_COMPRESSION_TYPES: &[&str] = &[
+    "text/*",
+    "application/javascript",
+    "application/json",
+    "application/ld+json",
+    "application/manifest+json",
+    "application/xml",
+    "application/xhtml+xml",
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/wasm",
+    "image/svg+xml",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "font/ttf",
+    "font/otf",
+];
+
+/// `[compression]`: defaults (static on, scripts off), each coding named once, media types as
+/// `type/subtype` or `type/*`, levels in their codec's range.
+fn validate_compression(raw: RawCompression) -> Result<CompressionSettings, ConfigError> {
+    let encodings = match raw.encodings {
+        None => Coding::ALL.to_vec(),
+        Some(names) => {
+            let mut encodings = Vec::with_capacity(names.len());
+            for name in &names {
+                let coding = Coding::from_setting(name).ok_or_else(|| {
+                    ConfigError::invalid(
+                        "compression.encodings",
+                        format!("`{name}` is not \"zstd\", \"br\" or \"gzip\""),
+                    )
+                })?;
+                if encodings.contains(&coding) {
+                    return Err(ConfigError::invalid(
+                        "compression.encodings",
+                        format!("`{name}` is listed twice"),
+                    ));
+                }
+                encodings.push(coding);
+            }
+            if encodings.is_empty() {
+                return Err(ConfigError::invalid(
+                    "compression.encodings",
+                    "must name at least one coding (to compress nothing, set static = false \
+                     and scripts = false)",
+                ));
+            }
+            encodings
+        }
+    };
+    let types = match raw.types {
+        None => DEFAULT_COMPRESSION_TYPES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect(),
+        Some(types) => {
+            for name in &types {
+                validate_media_type(name)?;
+            }
+            types.iter().map(|name| name.to_ascii_lowercase()).collect()
+        }
+    };
+    let level =
+        |key: &str, value: Option<i64>, range: std::ops::RangeInclusive<u8>, default| match value {
+            None => Ok(default),
+            Some(value) => u8::try_from(value)
+                .ok()
+                .filter(|level| range.contains(level))
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("compression.{key}"),
+                        format!(
+                            "must be from {} to {}, not {value}",
+                            range.start(),
+                            range.end()
+                        ),
+                    )
+                }),
+        };
+    Ok(CompressionSettings {
+        static_files: raw.static_files.unwrap_or(true),
+        scripts: raw.scripts.unwrap_or(false),
+        encodings,
+        min_length: raw
+            .min_length
+            .map_or(DEFAULT_COMPRESSION_MIN_LENGTH, ByteSize::bytes),
+        types,
+        precompressed: raw.precompressed.unwrap_or(true),
+        // Fast levels: compression runs on the request's thread for every response, and these
+        // give most of the ratio (nginx: gzip_comp_level 1, brotli_comp_level 6; Caddy: gzip 5,
+        // zstd "default", which is level 3).
+        gzip_level: level("gzip_level", raw.gzip_level, 1..=9, 5)?,
+        brotli_level: level("brotli_level", raw.brotli_level, 0..=11, 4)?,
+        // Past 19 zstd's "ultra" levels need tens of megabytes per stream.
+        zstd_level: level("zstd_level", raw.zstd_level, 1..=19, 3)?,
+    })
+}
+
+/// A `compression.types` entry: `type/subtype` or `type/*`, without parameters. `*/*` is
+/// refused: it would spend CPU recompressing images, video and archives.
+fn validate_media_type(name: &str) -> Result<(), ConfigError> {
+    let token = |text: &str| {
+        !text.is_empty()
+            && text
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&byte))
+    };
+    let valid = match name.split_once('/') {
+        Some((major, "*")) => token(major),
+        Some((major, minor)) => token(major) && token(minor),
+        None => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            "compression.types",
+            format!("`{name}` is not a media type such as \"text/css\" or \"text/*\""),
+        ))
+    }
 }
 
 #[cfg(test)]

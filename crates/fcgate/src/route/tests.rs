@@ -66,7 +66,13 @@ impl Tree {
     }
 
     fn resolve(&self, uri_path: &str) -> Route {
-        resolve(&self.site, uri_path)
+        let request = RequestPath::parse(uri_path).expect("a routable path");
+        resolve(&self.site, &request, Scripts::Run)
+    }
+
+    fn resolve_static_only(&self, uri_path: &str) -> Route {
+        let request = RequestPath::parse(uri_path).expect("a routable path");
+        resolve(&self.site, &request, Scripts::Never)
     }
 
     fn following(mut self, follow_symlinks: FollowSymlinks) -> Tree {
@@ -80,6 +86,8 @@ impl Tree {
             script_name: script_name.into(),
             path_info: path_info.into(),
             document_root: Some(self.site.root.clone()),
+            query: None,
+            remote_user: None,
         })
     }
 
@@ -291,7 +299,6 @@ fn missing_paths_go_to_the_front_controller() {
 
 #[test]
 fn traversal_above_the_root_is_a_bad_request() {
-    let tree = Tree::new();
     for path in [
         "/../etc/passwd",
         "/%2e%2e/etc/passwd",
@@ -301,13 +308,12 @@ fn traversal_above_the_root_is_a_bad_request() {
         "/blog/../../etc/passwd",
         "/..",
     ] {
-        assert_eq!(tree.resolve(path), Route::BadRequest, "{path}");
+        assert_eq!(RequestPath::parse(path), None, "{path}");
     }
 }
 
 #[test]
 fn undecodable_paths_are_bad_requests() {
-    let tree = Tree::new();
     for path in [
         "/info%00.php",
         "/%00",
@@ -323,7 +329,7 @@ fn undecodable_paths_are_bad_requests() {
         "*",
         "info.php",
     ] {
-        assert_eq!(tree.resolve(path), Route::BadRequest, "{path:?}");
+        assert_eq!(RequestPath::parse(path), None, "{path:?}");
     }
 }
 
@@ -410,13 +416,25 @@ fn follow_symlinks_owner_compares_the_link_with_its_target() {
     assert_eq!(tree.resolve("/secret-link.txt"), Route::NotFound);
 }
 
+/// A `static` rule's location: files only, no script run or shown, no front controller.
 #[test]
-fn dotfiles_are_not_served() {
+fn where_scripts_never_run_only_files_are_served() {
     let tree = Tree::new();
-    assert_eq!(tree.resolve("/.env"), Route::NotFound);
-    assert_eq!(tree.resolve("/.git/config"), Route::NotFound);
-    assert_eq!(tree.resolve("/%2egit/config"), Route::NotFound);
-    assert_eq!(tree.resolve("/blog/.well-known/x"), Route::NotFound);
+    assert_eq!(
+        tree.resolve_static_only("/style.css"),
+        tree.static_file("style.css")
+    );
+    for path in [
+        "/info.php",
+        "/info.php/x",
+        "/UPPER.PHP",
+        "/missing",
+        "/blog/",
+        "/nope.php",
+    ] {
+        assert_eq!(tree.resolve_static_only(path), Route::NotFound, "{path}");
+    }
+    assert_eq!(tree.resolve_static_only("/empty/"), Route::Forbidden);
 }
 
 #[test]
@@ -438,6 +456,7 @@ fn control_characters_are_found_after_decoding() {
 
 #[test]
 fn percent_decoding() {
+    use crate::request_path::percent_decode;
     assert_eq!(percent_decode("/a%20b%2Fc+d").unwrap(), b"/a b/c+d");
     assert_eq!(percent_decode("%C3%a9").unwrap(), "é".as_bytes());
     assert_eq!(percent_decode("%"), None);

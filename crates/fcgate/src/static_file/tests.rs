@@ -48,7 +48,7 @@ async fn send(
     method: Method,
     headers: &[(&str, &str)],
 ) -> (Response<()>, Bytes) {
-    let response = serve(&fixture.path, parts(method, headers)).await;
+    let response = serve(&fixture.path, parts(method, headers), None).await;
     let (head, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     (Response::from_parts(head, ()), body)

@@ -1,0 +1,381 @@
+//! What a request comes to under the site's rules (`rules.rs`) and, in PHP mode, the router
+//! (`route.rs`): a script to run, a file to serve, or an answer of its own (a `deny`, a
+//! `return`, a 401 for `auth_basic`, the 301 to a directory's slash form, a 404). And the way
+//! back in: an app's `X-Accel-Redirect`, which is evaluated by the same rules as an internal
+//! request and is served only when it lands on a file in an `internal` location, so a script
+//! echoing a user's `../` cannot hand out the config or another location's files.
+//!
+//! The rules are pure; this module is where their verdict meets the filesystem (`if_missing`,
+//! the router) and the request (the credentials, the host for absolute redirects).
+
+use std::path::PathBuf;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+
+use crate::auth_basic::{AuthBasic, AuthOutcome};
+use crate::body::{self, ResponseBody};
+use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
+use crate::config::{SiteConfig, SiteMode};
+use crate::error::{plain_response, GatewayError};
+use crate::request_path::RequestPath;
+use crate::route::{self, Route, Scripts};
+use crate::rules::{Evaluation, HeaderAction, Origin, Verdict, MAX_REWRITES};
+
+/// Where a request goes.
+pub enum Destination {
+    /// Run through FastCGI.
+    Script(ScriptTarget),
+    /// Serve this file (canonical path).
+    File(PathBuf),
+    /// Answered already.
+    Answer(Response<ResponseBody>),
+}
+
+/// A routed request: where it goes, and what the rules add to its response.
+pub struct Routing {
+    /// Where it goes.
+    pub destination: Destination,
+    /// Response headers from `headers`/`add_headers` rules, in order.
+    pub headers: Vec<HeaderAction>,
+    /// The user `auth_basic` let in, for REMOTE_USER.
+    pub remote_user: Option<String>,
+}
+
+impl Routing {
+    fn answer(response: Response<ResponseBody>) -> Routing {
+        Routing {
+            destination: Destination::Answer(response),
+            headers: Vec::new(),
+            remote_user: None,
+        }
+    }
+}
+
+/// Routes a client's request.
+pub async fn route(
+    site: &SiteConfig,
+    parts: &Parts,
+    connection: &ConnectionInfo,
+    request_id: u64,
+) -> Result<Routing, GatewayError> {
+    let raw_path = parts.uri.path();
+    if matches!(site.mode, SiteMode::App) && site.rules.is_empty() {
+        // App mode as it always was: the app sees the path exactly as decoded, `//` and all.
+        return Ok(Routing {
+            destination: Destination::Script(ScriptTarget::app(raw_path)),
+            headers: Vec::new(),
+            remote_user: None,
+        });
+    }
+    let request =
+        RequestPath::parse(raw_path).ok_or(GatewayError::BadRequest("invalid request path"))?;
+    let Evaluation {
+        verdict,
+        headers,
+        auth,
+    } = site
+        .rules
+        .evaluate(request, parts.uri.query(), Origin::Client, &|path| {
+            exists(site, path)
+        });
+    match verdict {
+        Verdict::Deny { status, rule } => {
+            let rule = site.rules.label(rule);
+            tracing::debug!(request = request_id, "denied by {rule}");
+            return Ok(Routing::answer(plain_response(status)));
+        }
+        Verdict::Internal { rule } => {
+            let rule = site.rules.label(rule);
+            tracing::debug!(request = request_id, "an internal location ({rule})");
+            return Ok(Routing::answer(plain_response(StatusCode::NOT_FOUND)));
+        }
+        Verdict::RewriteLoop => {
+            return Err(GatewayError::Rules(format!(
+                "more than {MAX_REWRITES} rewrites: a rewrite cycle?"
+            )))
+        }
+        Verdict::BadRewrite { rule, produced } => {
+            return Err(GatewayError::Rules(format!(
+                "{} rewrote the path to `{produced}`, which cannot be routed",
+                site.rules.label(rule)
+            )))
+        }
+        Verdict::Return { .. } | Verdict::Route { .. } => {}
+    }
+    let mut remote_user = None;
+    if let Some(auth) = &auth {
+        match auth.check(parts.headers.get(header::AUTHORIZATION)).await {
+            AuthOutcome::Granted(user) => remote_user = Some(user),
+            AuthOutcome::Refused(reason) => {
+                log_refusal(request_id, parts, reason);
+                return Ok(Routing::answer(unauthorized(auth)));
+            }
+        }
+    }
+    let destination = match verdict {
+        Verdict::Return {
+            status,
+            location,
+            body,
+            rule,
+        } => {
+            let rule = site.rules.label(rule);
+            tracing::debug!(request = request_id, "answered by {rule}");
+            Destination::Answer(fixed_answer(status, location, body, parts, connection)?)
+        }
+        Verdict::Route {
+            path,
+            query,
+            rewritten,
+            scripts,
+            ..
+        } => match &site.mode {
+            SiteMode::App => {
+                let mut target = if rewritten {
+                    ScriptTarget::app_decoded(path.text())
+                } else {
+                    ScriptTarget::app(raw_path)
+                };
+                target.query = query;
+                Destination::Script(target)
+            }
+            SiteMode::Php(php) => match route::resolve(php, &path, scripts) {
+                Route::Script(mut target) => {
+                    target.query = query;
+                    Destination::Script(target)
+                }
+                Route::Static { path } => Destination::File(path),
+                Route::RedirectToDirectory { location } => {
+                    let query = query.as_deref().or(parts.uri.query());
+                    let target = with_query(location, query);
+                    Destination::Answer(redirect(
+                        StatusCode::MOVED_PERMANENTLY,
+                        &target,
+                        parts,
+                        connection,
+                    )?)
+                }
+                Route::Forbidden => Destination::Answer(plain_response(StatusCode::FORBIDDEN)),
+                Route::NotFound => Destination::Answer(plain_response(StatusCode::NOT_FOUND)),
+            },
+        },
+        // Answered above.
+        _ => Destination::Answer(plain_response(StatusCode::INTERNAL_SERVER_ERROR)),
+    };
+    Ok(Routing {
+        destination,
+        headers,
+        remote_user,
+    })
+}
+
+/// What an app's `X-Accel-Redirect` comes to.
+pub enum Accel {
+    /// Serve this file in the app's stead, with the rules' headers for its location.
+    File {
+        /// The file (canonical path).
+        path: PathBuf,
+        /// Headers of the internal location's rules.
+        headers: Vec<HeaderAction>,
+    },
+    /// Refused (the rules deny it, it is not in an internal location, nothing is there).
+    Answer(Response<ResponseBody>),
+}
+
+/// The app's headers a file served through `X-Accel-Redirect` keeps, as nginx does: what the
+/// app says about the download (its name, caching) and the cookies it set. The file's own
+/// type, length and validators describe the body.
+pub const ACCEL_KEPT_HEADERS: [header::HeaderName; 4] = [
+    header::CONTENT_DISPOSITION,
+    header::SET_COOKIE,
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+];
+
+/// The `X-Accel-Redirect` header's name.
+pub const X_ACCEL_REDIRECT: &str = "x-accel-redirect";
+
+/// Resolves `target`, the value of an app's `X-Accel-Redirect`.
+pub fn accel_redirect(
+    site: &SiteConfig,
+    target: &HeaderValue,
+    request_id: u64,
+) -> Result<Accel, GatewayError> {
+    let SiteMode::Php(php) = &site.mode else {
+        return Err(GatewayError::AccelRedirect(
+            "files are served only in PHP mode (with a `root`)".to_owned(),
+        ));
+    };
+    let text = target
+        .to_str()
+        .map_err(|_| GatewayError::AccelRedirect("not ASCII".to_owned()))?;
+    let path = text.split_once('?').map_or(text, |(path, _)| path);
+    let request = RequestPath::parse(path)
+        .ok_or_else(|| GatewayError::AccelRedirect(format!("`{text}` is not a usable path")))?;
+    let evaluation = site
+        .rules
+        .evaluate(request, None, Origin::Internal, &|path| exists(site, path));
+    let refuse = |why: String| {
+        tracing::warn!(
+            request = request_id,
+            "X-Accel-Redirect `{text}` refused: {why}"
+        );
+        Ok(Accel::Answer(plain_response(StatusCode::NOT_FOUND)))
+    };
+    match evaluation.verdict {
+        Verdict::Route {
+            path,
+            internal: true,
+            ..
+        } => match route::resolve(php, &path, Scripts::Never) {
+            Route::Static { path } => Ok(Accel::File {
+                path,
+                headers: evaluation.headers,
+            }),
+            _ => refuse(format!("no file at `{}`", path.text())),
+        },
+        Verdict::Route { path, .. } => refuse(format!(
+            "`{}` is not in an `internal` location",
+            path.text()
+        )),
+        Verdict::Deny { status, rule } => {
+            let rule = site.rules.label(rule);
+            tracing::warn!(
+                request = request_id,
+                "X-Accel-Redirect `{text}` denied by {rule}"
+            );
+            Ok(Accel::Answer(plain_response(status)))
+        }
+        other => refuse(format!("the rules answer {other:?}")),
+    }
+}
+
+/// Adds the rules' headers to a response, on the statuses nginx's `add_header` uses: success
+/// and redirects, not errors (a year of `Cache-Control` on a 404 would pin the 404).
+pub fn apply_headers(response: &mut Response<ResponseBody>, headers: &[HeaderAction]) {
+    if headers.is_empty() {
+        return;
+    }
+    let status = response.status().as_u16();
+    if !matches!(
+        status,
+        200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308
+    ) {
+        return;
+    }
+    let map = response.headers_mut();
+    for action in headers {
+        if action.append {
+            map.append(action.name.clone(), action.value.clone());
+        } else {
+            map.insert(action.name.clone(), action.value.clone());
+        }
+    }
+}
+
+/// Copies [`ACCEL_KEPT_HEADERS`] from the app's response onto the file's.
+pub fn keep_app_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in ACCEL_KEPT_HEADERS {
+        let mut values = from.get_all(&name).iter().peekable();
+        if values.peek().is_some() {
+            to.remove(&name);
+        }
+        for value in values {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Whether a file or directory is at `path` (`if_missing` rules); never in app mode.
+fn exists(site: &SiteConfig, path: &RequestPath) -> bool {
+    match &site.mode {
+        SiteMode::Php(php) => {
+            let mut full = php.root.clone();
+            full.extend(&path.segments);
+            full.exists()
+        }
+        SiteMode::App => false,
+    }
+}
+
+/// A `return`: a redirect to `location` (made absolute when it is a path), or `status` with
+/// `body` (or the status line's reason).
+fn fixed_answer(
+    status: StatusCode,
+    location: Option<String>,
+    body: Option<String>,
+    parts: &Parts,
+    connection: &ConnectionInfo,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    if let Some(location) = location {
+        return redirect(status, &location, parts, connection);
+    }
+    Ok(match body {
+        Some(text) => {
+            let mut response = Response::new(body::full(text.into()));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
+        None => plain_response(status),
+    })
+}
+
+fn with_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
+}
+
+/// A redirect to `target`: an absolute URL as it is, a path made absolute the way nginx writes
+/// it (`absolute_redirect on`): the connection's scheme, the host and port the client named
+/// (not the port fcgate listens on, which a NAT or container may hide). A request without a
+/// usable host (HTTP/1.0 without Host) gets the path alone.
+fn redirect(
+    status: StatusCode,
+    target: &str,
+    parts: &Parts,
+    connection: &ConnectionInfo,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    // The authority of an HTTP/2 request or an absolute-form target wins over Host (RFC 9113
+    // §8.3.1, RFC 9112 §3.2.2), as for HTTP_HOST; userinfo is never echoed back. Validated, so
+    // it is ASCII.
+    let host = cgi_params::request_authority(parts).and_then(|host| std::str::from_utf8(host).ok());
+    let absolute = match host {
+        Some(host) if target.starts_with('/') && !target.starts_with("//") => {
+            let scheme = if connection.https() { "https" } else { "http" };
+            format!("{scheme}://{host}{target}")
+        }
+        _ => target.to_owned(),
+    };
+    let value = HeaderValue::try_from(absolute)
+        .map_err(|_| GatewayError::BadRequest("path cannot be redirected"))?;
+    let mut response = plain_response(status);
+    response.headers_mut().insert(header::LOCATION, value);
+    Ok(response)
+}
+
+fn unauthorized(auth: &AuthBasic) -> Response<ResponseBody> {
+    let mut response = plain_response(StatusCode::UNAUTHORIZED);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
+    response
+}
+
+/// A browser's first request carries no credentials: that is the protocol, not news. A wrong
+/// password or an unknown user is (fail2ban reads these lines).
+fn log_refusal(request_id: u64, parts: &Parts, reason: &'static str) {
+    let (method, path) = (&parts.method, parts.uri.path());
+    if reason == "no credentials" {
+        tracing::debug!(request = request_id, %method, path, "auth_basic: {reason}");
+    } else {
+        tracing::info!(request = request_id, %method, path, "auth_basic refused: {reason}");
+    }
+}
