@@ -24,10 +24,12 @@ use crate::rules::RuleSet;
 
 mod raw;
 mod rules;
+mod sites;
 mod validate;
 
 pub use raw::{parse_file_text, RawAcme, RawCertificate, RawConfig, RawTls, RawUpstream};
 pub use rules::DEFAULT_RULES;
+pub use sites::{NamedSite, ServerName, Sites, UnknownHosts};
 pub use validate::DNS_PORT;
 
 /// The validated configuration of one gateway.
@@ -43,8 +45,11 @@ pub struct Config {
     pub acme: Option<AcmeSettings>,
     /// What is compressed, with which codings, from what size (`[compression]`).
     pub compression: CompressionSettings,
-    /// How requests map to FastCGI (PHP mode or app mode) and what params they carry.
+    /// The default site: how requests map to FastCGI (PHP mode or app mode) and what params
+    /// they carry.
     pub site: SiteConfig,
+    /// `[[site]]`s with their `server_names`, and what other hosts get.
+    pub sites: Sites,
     /// Limits on what clients send and on how much is buffered in memory.
     pub limits: ClientLimits,
     /// The FastCGI backends and their pool settings.
@@ -67,6 +72,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The site for a request naming `host` (no port); `None`: 421 (`unknown_hosts`).
+    pub fn site_for(&self, host: Option<&[u8]>) -> Option<&SiteConfig> {
+        self.sites.select(&self.site, host)
+    }
+
     /// Whether any listener speaks TLS.
     pub fn serves_https(&self) -> bool {
         self.listen.iter().any(|listener| listener.tls)
@@ -564,6 +574,17 @@ fn in_file(path: Option<&Path>) -> String {
 }
 
 impl ConfigError {
+    /// The same error, its key placed in `[[site]]` number `number` (1-based).
+    pub(crate) fn in_site(self, number: usize) -> Self {
+        match self {
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key: format!("site {number}: {key}"),
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),

@@ -81,6 +81,9 @@ pub enum GatewayError {
     /// The configuration's mistake, not the client's.
     #[error("rules: {0}")]
     Rules(String),
+    /// No `[[site]]` names the request's host and `unknown_hosts = "reject"`.
+    #[error("no site answers this host (unknown_hosts = \"reject\")")]
+    UnknownHost,
     /// The app's `X-Accel-Redirect` names something that cannot be served.
     #[error("X-Accel-Redirect: {0}")]
     AccelRedirect(String),
@@ -112,6 +115,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) | GatewayError::ClientBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::Spool(_) | GatewayError::Rules(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::AccelRedirect(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::Refused(refusal) => match refusal {
                 Refusal::Trace => StatusCode::METHOD_NOT_ALLOWED,
                 Refusal::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -137,6 +141,7 @@ impl GatewayError {
                 | GatewayError::ClientBodyTimeout { .. }
                 | GatewayError::BodyBuffersFull { .. }
                 | GatewayError::Refused(_)
+                | GatewayError::UnknownHost
         )
     }
 

@@ -27,7 +27,7 @@ use crate::body::{self, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::compression;
-use crate::config::{Config, SiteMode};
+use crate::config::Config;
 use crate::error::{plain_response, GatewayError};
 use crate::https_policy;
 use crate::metrics::GatewayMetrics;
@@ -224,11 +224,8 @@ impl Gateway {
         let (method, uri) = (request.method().clone(), request.uri().clone());
         let compression = &generation.config.compression;
         let wanted = compression::Wanted::of(compression, &request);
-        // For the static-file path, which only PHP mode has.
-        let precompressed = wanted.precompressed(compression);
-        if let (SiteMode::Php(_), Some(precompressed)) =
-            (&generation.config.site.mode, precompressed)
-        {
+        // For the static-file path (PHP mode; unread in app mode).
+        if let Some(precompressed) = wanted.precompressed(compression) {
             request.extensions_mut().insert(precompressed);
         }
         let mut rule_headers = Vec::new();
@@ -356,7 +353,11 @@ impl Gateway {
         }
         // A few stat calls on the local docroot: done inline, as nginx's try_files does,
         // because a thread hop per request costs more than the calls themselves.
-        let site = &generation.config.site;
+        let host = cgi_params::request_host_name(&parts);
+        let site = generation
+            .config
+            .site_for(host)
+            .ok_or(GatewayError::UnknownHost)?;
         let routing = site_routing::route(site, &parts, connection, request_id).await?;
         *rule_headers = routing.headers;
         let mut target = match routing.destination {
@@ -415,7 +416,12 @@ impl Gateway {
             .cloned()
             .unwrap_or_else(|| HeaderValue::from_static("/"));
         let request_id = job.exchange.request_id;
-        match site_routing::accel_redirect(&generation.config.site, &target, request_id)? {
+        // The site that ran the script: a redirect never crosses into another site's root.
+        let site = generation
+            .config
+            .site_for(cgi_params::request_host_name(&job.parts))
+            .ok_or(GatewayError::UnknownHost)?;
+        match site_routing::accel_redirect(site, &target, request_id)? {
             Accel::Answer(response) => Ok(response),
             Accel::File { path, headers } => {
                 rule_headers.extend(headers);

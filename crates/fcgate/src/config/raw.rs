@@ -105,9 +105,39 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     /// `default_rules`: the built-in rules first (PHP mode).
     pub default_rules: Option<bool>,
+    /// `[[site]]`, in order.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<RawSite>,
+    /// `unknown_hosts`: "default_site" or "reject".
+    pub unknown_hosts: Option<String>,
     /// `[compression]`
     #[serde(default)]
     pub compression: RawCompression,
+}
+
+/// One `[[site]]`: the site settings of the top level, and the names it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    /// `server_names`
+    pub server_names: Option<Vec<String>>,
+    /// `root`
+    pub root: Option<PathBuf>,
+    /// `index`
+    pub index: Option<String>,
+    /// `script_extensions`
+    pub script_extensions: Option<Vec<String>>,
+    /// `front_controller`
+    pub front_controller: Option<bool>,
+    /// `directory_without_index`
+    pub directory_without_index: Option<String>,
+    /// `follow_symlinks`
+    pub follow_symlinks: Option<String>,
+    /// `default_rules`
+    pub default_rules: Option<bool>,
+    /// `[[site.rule]]`
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RawRule>,
 }
 
 /// One `[[rule]]`: a selector (`prefix`, `exact` or `regex`, optionally `unless` and
@@ -356,6 +386,8 @@ impl RawConfig {
             // File-only: rules are a site's description, as nginx's locations.
             rules: self.rules,
             default_rules: self.default_rules,
+            sites: self.sites,
+            unknown_hosts: self.unknown_hosts,
             // File-only: what is compressed is a site's policy, like nginx's gzip directives.
             compression: self.compression,
             upstream: RawUpstream {

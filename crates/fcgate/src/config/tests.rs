@@ -1165,3 +1165,40 @@ add_headers = { "X-Robots-Tag" = "noindex" }
     assert!(rules[2].static_only);
     assert!(rules[2].headers[0].append);
 }
+
+#[test]
+fn sites_are_read_and_their_mistakes_name_the_site() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_str().unwrap();
+    let config = validate_text(&format!(
+        "unknown_hosts = \"reject\"\n[[site]]\nserver_names = [\"a.example\"]\nroot = {root:?}\n\
+         [[site.rule]]\nprefix = \"/x/\"\ndeny = 403\n[[site]]\nserver_names = [\"*.b.example\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(config.sites.named.len(), 2);
+    assert_eq!(config.sites.unknown_hosts, UnknownHosts::Reject);
+    // The built-in rule, then the site's own.
+    assert_eq!(config.sites.named[0].site.rules.rules().len(), 2);
+    assert!(config.site_for(Some(b"a.example")).is_some());
+    assert!(config.site_for(Some(b"c.example")).is_none());
+    for (text, expected) in [
+        ("[[site]]\nroot = \"/x\"", "site 1: server_names:"),
+        (
+            "[[site]]\nserver_names = [\"a\"]\n[[site]]\nserver_names = [\"b\"]\nroot = \"/nonexistent\"",
+            "site 2: root:",
+        ),
+        (
+            "[[site]]\nserver_names = [\"a\"]\n[[site]]\nserver_names = [\"A\"]",
+            "two sites",
+        ),
+        ("[[site]]\nserver_names = [\"a\"]\nlisten = \"x\"", "listen"),
+        (
+            "[[site]]\nserver_names = [\"a\"]\n[[site.rule]]\nprefix = \"/a\"",
+            "site 1: rule 1: does nothing",
+        ),
+        ("unknown_hosts = \"421\"", "unknown_hosts:"),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(expected), "{text}\n=> {refused}");
+    }
+}

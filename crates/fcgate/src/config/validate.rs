@@ -3,6 +3,7 @@
 //! names the key it is about (`upstream.max_conns: must be at least 1`), whether the value came
 //! from the file or from a flag.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,11 +12,13 @@ use fcgi::client::{ConfiguredCap, Multiplexing, PoolConfig};
 use fcgi::net::Address;
 
 use super::raw::{RawAcme, RawCompression, RawConfig, RawTls, RawUpstream};
+use super::sites::{
+    validate_server_names, validate_site, NamedSite, RawSiteSettings, Sites, UnknownHosts,
+};
 use super::{
     AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, CompressionSettings, Config,
-    ConfigError, DirectoryWithoutIndex, FollowSymlinks, HealthConfig, Http2Limits, LogFormat,
-    PhpSite, RealClientSettings, ResolutionConfig, SiteConfig, SiteMode, TlsSettings, TlsVersion,
-    UpstreamConfig, UpstreamServer,
+    ConfigError, HealthConfig, Http2Limits, LogFormat, PhpSite, RealClientSettings,
+    ResolutionConfig, TlsSettings, TlsVersion, UpstreamConfig, UpstreamServer,
 };
 use crate::access_log::{AccessLogFormat, AccessLogTarget};
 use crate::compression::Coding;
@@ -51,52 +54,55 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 impl RawConfig {
     /// Applies defaults and checks every value; the error names the first bad key.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let script_extensions = validate_script_extensions(self.script_extensions)?;
-        let index = validate_index(self.index)?;
-        let front_controller = self.front_controller.unwrap_or(true);
-        let directory_without_index = match self.directory_without_index.as_deref() {
-            None => DirectoryWithoutIndex::default(),
-            Some(text) => DirectoryWithoutIndex::from_setting(text).ok_or_else(|| {
-                ConfigError::invalid(
-                    "directory_without_index",
-                    format!("`{text}` is not \"forbidden\" or \"front_controller\""),
-                )
-            })?,
-        };
-        let follow_symlinks = match self.follow_symlinks.as_deref() {
-            None => FollowSymlinks::default(),
-            Some(text) => FollowSymlinks::from_setting(text).ok_or_else(|| {
-                ConfigError::invalid(
-                    "follow_symlinks",
-                    format!("`{text}` is not \"within_root\", \"never\", \"owner\" or \"always\""),
-                )
-            })?,
-        };
-        let mode = match self.root {
-            None => SiteMode::App,
-            Some(root) => {
-                let site = PhpSite {
-                    root: canonical_root(&root)?,
-                    index,
-                    script_extensions,
-                    front_controller,
-                    directory_without_index,
-                    follow_symlinks,
-                };
-                check_front_controller(&site)?;
-                SiteMode::Php(site)
+        let underscores_in_headers = self.underscores_in_headers.unwrap_or(false);
+        let extra_params = validate_params(self.params.unwrap_or_default())?;
+        let site = validate_site(
+            RawSiteSettings {
+                root: self.root,
+                index: self.index,
+                script_extensions: self.script_extensions,
+                front_controller: self.front_controller,
+                directory_without_index: self.directory_without_index,
+                follow_symlinks: self.follow_symlinks,
+                default_rules: self.default_rules,
+                rules: self.rules,
+            },
+            underscores_in_headers,
+            extra_params.clone(),
+        )?;
+        let mut seen_names = BTreeSet::new();
+        let mut named = Vec::new();
+        for (index, raw) in self.sites.into_iter().enumerate() {
+            let number = index + 1;
+            let server_names = validate_server_names(raw.server_names, &mut seen_names)
+                .map_err(|error| error.in_site(number))?;
+            let settings = RawSiteSettings {
+                root: raw.root,
+                index: raw.index,
+                script_extensions: raw.script_extensions,
+                front_controller: raw.front_controller,
+                directory_without_index: raw.directory_without_index,
+                follow_symlinks: raw.follow_symlinks,
+                default_rules: raw.default_rules,
+                rules: raw.rules,
+            };
+            let site = validate_site(settings, underscores_in_headers, extra_params.clone())
+                .map_err(|error| error.in_site(number))?;
+            named.push(NamedSite { server_names, site });
+        }
+        let unknown_hosts = match self.unknown_hosts.as_deref() {
+            None | Some("default_site") => UnknownHosts::DefaultSite,
+            Some("reject") => UnknownHosts::Reject,
+            Some(text) => {
+                return Err(ConfigError::invalid(
+                    "unknown_hosts",
+                    format!("`{text}` is not \"default_site\" or \"reject\""),
+                ))
             }
         };
-        let rules = super::rules::validate_rules(
-            self.rules,
-            self.default_rules,
-            matches!(mode, SiteMode::Php(_)),
-        )?;
-        let site = SiteConfig {
-            mode,
-            underscores_in_headers: self.underscores_in_headers.unwrap_or(false),
-            extra_params: validate_params(self.params.unwrap_or_default())?,
-            rules,
+        let sites = Sites {
+            named,
+            unknown_hosts,
         };
         let limits = ClientLimits {
             client_max_body_size: match self.client_max_body_size {
@@ -162,6 +168,7 @@ impl RawConfig {
             acme,
             compression: validate_compression(self.compression)?,
             site,
+            sites,
             limits,
             upstream: validate_upstream(&self.upstream)?,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -518,7 +525,9 @@ fn validate_hsts(value: &str) -> Result<http::HeaderValue, ConfigError> {
     Ok(header)
 }
 
-fn validate_script_extensions(raw: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+pub(super) fn validate_script_extensions(
+    raw: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
     let raw = raw.unwrap_or_else(|| vec![DEFAULT_SCRIPT_EXTENSION.to_owned()]);
     if raw.is_empty() {
         return Err(ConfigError::invalid(
@@ -545,7 +554,7 @@ fn validate_script_extensions(raw: Option<Vec<String>>) -> Result<Vec<String>, C
         .collect()
 }
 
-fn validate_index(raw: Option<String>) -> Result<String, ConfigError> {
+pub(super) fn validate_index(raw: Option<String>) -> Result<String, ConfigError> {
     let index = raw.unwrap_or_else(|| DEFAULT_INDEX.to_owned());
     if index.is_empty() || index == "." || index == ".." || index.contains(['/', '\0']) {
         return Err(ConfigError::invalid(
@@ -556,7 +565,7 @@ fn validate_index(raw: Option<String>) -> Result<String, ConfigError> {
     Ok(index)
 }
 
-fn canonical_root(root: &Path) -> Result<PathBuf, ConfigError> {
+pub(super) fn canonical_root(root: &Path) -> Result<PathBuf, ConfigError> {
     let canonical = root.canonicalize().map_err(|error| {
         ConfigError::invalid("root", format!("cannot use `{}`: {error}", root.display()))
     })?;
@@ -570,7 +579,7 @@ fn canonical_root(root: &Path) -> Result<PathBuf, ConfigError> {
 }
 
 /// The front controller is run as a script, so it must be one.
-fn check_front_controller(site: &PhpSite) -> Result<(), ConfigError> {
+pub(super) fn check_front_controller(site: &PhpSite) -> Result<(), ConfigError> {
     if site.front_controller && !site.is_script_name(&site.index) {
         return Err(ConfigError::invalid(
             "index",

@@ -1,0 +1,308 @@
+//! Sites: the top-level settings are the default site, and each `[[site]]` is another one with
+//! its own `server_names`, root, index, routing settings and rules. This module checks a
+//! site's settings (the same code for both, so a `[[site]]` accepts exactly what the top level
+//! does) and its names, and picks the site for a request's host.
+//!
+//! Which site answers is nginx's `server_name` order: an exact name first, then the wildcard
+//! with the longest matching suffix, then the default site, or 421 Misdirected Request with
+//! `unknown_hosts = "reject"`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use super::raw::RawRule;
+use super::ConfigError;
+use super::{DirectoryWithoutIndex, FollowSymlinks, PhpSite, SiteConfig, SiteMode};
+
+/// What the top level and a `[[site]]` both say about a site.
+pub(super) struct RawSiteSettings {
+    pub root: Option<PathBuf>,
+    pub index: Option<String>,
+    pub script_extensions: Option<Vec<String>>,
+    pub front_controller: Option<bool>,
+    pub directory_without_index: Option<String>,
+    pub follow_symlinks: Option<String>,
+    pub default_rules: Option<bool>,
+    pub rules: Vec<RawRule>,
+}
+
+/// The gateway's sites: the named ones and what a request for another host gets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sites {
+    /// `[[site]]`, in order.
+    pub named: Vec<NamedSite>,
+    /// What a host no site names gets.
+    pub unknown_hosts: UnknownHosts,
+}
+
+/// One `[[site]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSite {
+    /// The host names it answers.
+    pub server_names: Vec<ServerName>,
+    /// How it handles requests.
+    pub site: SiteConfig,
+}
+
+/// A `server_names` entry, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    /// `wiki.example.com`
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (the suffix kept with its dot).
+    Wildcard(String),
+}
+
+/// `unknown_hosts`: the answer to a request whose host no `[[site]]` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownHosts {
+    /// The top-level settings answer (nginx's `default_server`).
+    #[default]
+    DefaultSite,
+    /// 421 Misdirected Request (RFC 9110 §15.5.20): this server does not serve that host.
+    Reject,
+}
+
+impl Sites {
+    /// The site for a request naming `host` (without its port, any case); `None`: 421.
+    pub fn select<'a>(
+        &'a self,
+        default: &'a SiteConfig,
+        host: Option<&[u8]>,
+    ) -> Option<&'a SiteConfig> {
+        if self.named.is_empty() {
+            return Some(default);
+        }
+        let host = host.map(|host| String::from_utf8_lossy(host).to_ascii_lowercase());
+        let host = host.as_deref().map(|host| host.trim_end_matches('.'));
+        if let Some(host) = host {
+            let exact = self.named.iter().find(|site| {
+                site.server_names
+                    .iter()
+                    .any(|name| matches!(name, ServerName::Exact(exact) if exact == host))
+            });
+            if let Some(site) = exact {
+                return Some(&site.site);
+            }
+            let mut best: Option<(usize, &SiteConfig)> = None;
+            for site in &self.named {
+                for name in &site.server_names {
+                    if let ServerName::Wildcard(suffix) = name {
+                        let longer = best.is_none_or(|(length, _)| suffix.len() > length);
+                        if host.ends_with(suffix.as_str()) && host.len() > suffix.len() && longer {
+                            best = Some((suffix.len(), &site.site));
+                        }
+                    }
+                }
+            }
+            if let Some((_, site)) = best {
+                return Some(site);
+            }
+        }
+        match self.unknown_hosts {
+            UnknownHosts::DefaultSite => Some(default),
+            UnknownHosts::Reject => None,
+        }
+    }
+}
+
+/// Checks a site's settings; `underscores_in_headers` and `params` are the gateway's.
+pub(super) fn validate_site(
+    raw: RawSiteSettings,
+    underscores_in_headers: bool,
+    extra_params: Vec<(String, String)>,
+) -> Result<SiteConfig, ConfigError> {
+    let script_extensions = super::validate::validate_script_extensions(raw.script_extensions)?;
+    let index = super::validate::validate_index(raw.index)?;
+    let front_controller = raw.front_controller.unwrap_or(true);
+    let directory_without_index = match raw.directory_without_index.as_deref() {
+        None => DirectoryWithoutIndex::default(),
+        Some(text) => DirectoryWithoutIndex::from_setting(text).ok_or_else(|| {
+            ConfigError::invalid(
+                "directory_without_index",
+                format!("`{text}` is not \"forbidden\" or \"front_controller\""),
+            )
+        })?,
+    };
+    let follow_symlinks = match raw.follow_symlinks.as_deref() {
+        None => FollowSymlinks::default(),
+        Some(text) => FollowSymlinks::from_setting(text).ok_or_else(|| {
+            ConfigError::invalid(
+                "follow_symlinks",
+                format!("`{text}` is not \"within_root\", \"never\", \"owner\" or \"always\""),
+            )
+        })?,
+    };
+    let mode = match raw.root {
+        None => SiteMode::App,
+        Some(root) => {
+            let site = PhpSite {
+                root: super::validate::canonical_root(&root)?,
+                index,
+                script_extensions,
+                front_controller,
+                directory_without_index,
+                follow_symlinks,
+            };
+            super::validate::check_front_controller(&site)?;
+            SiteMode::Php(site)
+        }
+    };
+    let rules = super::rules::validate_rules(
+        raw.rules,
+        raw.default_rules,
+        matches!(mode, SiteMode::Php(_)),
+    )?;
+    Ok(SiteConfig {
+        mode,
+        underscores_in_headers,
+        extra_params,
+        rules,
+    })
+}
+
+/// Checks `server_names`: each a host name or `*.` and one, lowercase, none named twice across
+/// sites (`seen`).
+pub(super) fn validate_server_names(
+    raw: Option<Vec<String>>,
+    seen: &mut BTreeSet<String>,
+) -> Result<Vec<ServerName>, ConfigError> {
+    let key = "server_names";
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "a [[site]] needs the host names it answers, e.g. [\"wiki.example.com\", \"*.example.org\"]",
+        ));
+    }
+    let mut names = Vec::new();
+    for text in raw {
+        let lower = text.to_ascii_lowercase();
+        let (name, bare) = match lower.strip_prefix("*.") {
+            Some(rest) => (ServerName::Wildcard(format!(".{rest}")), rest.to_owned()),
+            None => (ServerName::Exact(lower.clone()), lower.clone()),
+        };
+        let valid_label = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+        };
+        if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(valid_label) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{text}` is not a host name or `*.` followed by one"),
+            ));
+        }
+        if !seen.insert(lower) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("`{text}` is named by two sites: which one answers it?"),
+            ));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::rules::RuleSet;
+
+    fn site(marker: &str) -> SiteConfig {
+        SiteConfig {
+            mode: SiteMode::App,
+            underscores_in_headers: false,
+            extra_params: vec![("SITE".into(), marker.into())],
+            rules: RuleSet::default(),
+        }
+    }
+
+    fn marker(site: Option<&SiteConfig>) -> Option<&str> {
+        site.map(|site| site.extra_params[0].1.as_str())
+    }
+
+    fn names(list: &[&str]) -> Vec<ServerName> {
+        validate_server_names(
+            Some(list.iter().map(|name| (*name).to_owned()).collect()),
+            &mut BTreeSet::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn exact_names_then_the_longest_wildcard_then_the_default() {
+        let default = site("default");
+        let mut sites = Sites {
+            named: vec![
+                NamedSite {
+                    server_names: names(&["*.example.com"]),
+                    site: site("any"),
+                },
+                NamedSite {
+                    server_names: names(&["*.wiki.example.com", "Wiki.Example.com"]),
+                    site: site("wiki"),
+                },
+                NamedSite {
+                    server_names: names(&["www.example.com"]),
+                    site: site("www"),
+                },
+            ],
+            unknown_hosts: UnknownHosts::DefaultSite,
+        };
+        let pick = |sites: &Sites, host: Option<&str>| {
+            marker(sites.select(&default, host.map(str::as_bytes))).map(str::to_owned)
+        };
+        assert_eq!(
+            pick(&sites, Some("www.example.com")).as_deref(),
+            Some("www")
+        );
+        assert_eq!(
+            pick(&sites, Some("WWW.EXAMPLE.COM.")).as_deref(),
+            Some("www")
+        );
+        assert_eq!(
+            pick(&sites, Some("wiki.example.com")).as_deref(),
+            Some("wiki")
+        );
+        assert_eq!(
+            pick(&sites, Some("a.wiki.example.com")).as_deref(),
+            Some("wiki")
+        );
+        assert_eq!(
+            pick(&sites, Some("shop.example.com")).as_deref(),
+            Some("any")
+        );
+        // `*.example.com` is not `example.com` itself.
+        assert_eq!(
+            pick(&sites, Some("example.com")).as_deref(),
+            Some("default")
+        );
+        assert_eq!(pick(&sites, Some("other.org")).as_deref(), Some("default"));
+        assert_eq!(pick(&sites, None).as_deref(), Some("default"));
+        sites.unknown_hosts = UnknownHosts::Reject;
+        assert_eq!(pick(&sites, Some("other.org")), None);
+        assert_eq!(pick(&sites, None), None);
+        assert_eq!(
+            pick(&sites, Some("www.example.com")).as_deref(),
+            Some("www")
+        );
+    }
+
+    #[test]
+    fn server_names_are_checked() {
+        for bad in ["", "*.", "a..b", "exa mple.com", "*.*.example.com", "a/b"] {
+            let error = validate_server_names(Some(vec![bad.into()]), &mut BTreeSet::new());
+            assert!(error.is_err(), "{bad:?}");
+        }
+        assert!(validate_server_names(Some(vec![]), &mut BTreeSet::new()).is_err());
+        let mut seen = BTreeSet::new();
+        validate_server_names(Some(vec!["a.example".into()]), &mut seen).unwrap();
+        let twice = validate_server_names(Some(vec!["A.example".into()]), &mut seen);
+        assert!(twice.unwrap_err().to_string().contains("two sites"));
+    }
+}
