@@ -6,6 +6,7 @@
 //! offending key in the error. The rest of the gateway only ever sees the validated types here.
 //! The reasons behind each default are in `docs/configuration.md`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -75,6 +76,16 @@ impl Config {
     /// The site for a request naming `host` (no port); `None`: 421 (`unknown_hosts`).
     pub fn site_for(&self, host: Option<&[u8]>) -> Option<&SiteConfig> {
         self.sites.select(&self.site, host)
+    }
+
+    /// Whether any site has `error_pages` (then requests keep their headers for them).
+    pub fn has_error_pages(&self) -> bool {
+        !self.site.error_pages.is_empty()
+            || self
+                .sites
+                .named
+                .iter()
+                .any(|named| !named.site.error_pages.is_empty())
     }
 
     /// Whether any listener speaks TLS.
@@ -231,6 +242,9 @@ pub struct SiteConfig {
     pub extra_params: Vec<(String, String)>,
     /// `[[rule]]`, the built-in ones first (PHP mode, unless `default_rules = false`).
     pub rules: RuleSet,
+    /// `error_pages`: status → the path (and query) of the page fcgate serves or runs instead
+    /// of its own short answer with that status.
+    pub error_pages: BTreeMap<u16, String>,
 }
 
 /// The document root and script conventions of PHP mode.

@@ -178,6 +178,11 @@ impl GatewayError {
     }
 }
 
+/// Marks a response fcgate made itself (an error, a deny, a 404), which a site's
+/// `error_pages` may replace; the app's own answers are never replaced.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewayAnswer;
+
 /// A response whose body is the status line's reason: short, and enough for a human.
 pub fn plain_response(status: StatusCode) -> Response<ResponseBody> {
     let text = format!(
@@ -187,6 +192,7 @@ pub fn plain_response(status: StatusCode) -> Response<ResponseBody> {
     );
     let mut response = Response::new(body::full(Bytes::from(text)));
     *response.status_mut() = status;
+    response.extensions_mut().insert(GatewayAnswer);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -28,7 +28,7 @@ use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::compression;
 use crate::config::Config;
-use crate::error::{plain_response, GatewayError};
+use crate::error::{plain_response, GatewayAnswer, GatewayError};
 use crate::https_policy;
 use crate::metrics::GatewayMetrics;
 use crate::real_client::{self, Resolution};
@@ -222,10 +222,16 @@ impl Gateway {
         let mut facts = BackendFacts::default();
         // Cheap (shared buffers) and only read when the request fails: its log line names it.
         let (method, uri) = (request.method().clone(), request.uri().clone());
+        // Kept only when some site has error pages: the page's own request is made of them.
+        let for_error_page = generation
+            .config
+            .has_error_pages()
+            .then(|| (request.version(), request.headers().clone()));
         let compression = &generation.config.compression;
         let wanted = compression::Wanted::of(compression, &request);
         // For the static-file path (PHP mode; unread in app mode).
-        if let Some(precompressed) = wanted.precompressed(compression) {
+        let precompressed = wanted.precompressed(compression);
+        if let Some(precompressed) = precompressed {
             request.extensions_mut().insert(precompressed);
         }
         let mut rule_headers = Vec::new();
@@ -244,6 +250,20 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => error.into_response(request_id, &method, &uri),
         };
+        if let Some((version, headers)) = for_error_page {
+            let request = ErrorPageRequest {
+                method: method.clone(),
+                uri: uri.clone(),
+                version,
+                headers,
+                precompressed,
+                connection,
+                request_id,
+            };
+            response = self
+                .error_page(&generation, response, request, &mut facts)
+                .await;
+        }
         // Before compression, which a rule's `Cache-Control: no-transform` turns off.
         site_routing::apply_headers(&mut response, &rule_headers);
         // Before `attach`: the access log counts the bytes sent, compressed.
@@ -279,13 +299,26 @@ impl Gateway {
             Prepared::Job(job) => job,
             Prepared::Answered(response) => return Ok(response),
         };
+        self.run(generation, &job, facts, rule_headers).await
+    }
+
+    /// Sends a job to the backend, trying again as the retry policy allows; an answer with
+    /// `X-Accel-Redirect` becomes the file it names.
+    async fn run(
+        &self,
+        generation: &Generation,
+        job: &Job<'_>,
+        facts: &mut BackendFacts,
+        rule_headers: &mut Vec<HeaderAction>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let request_id = job.exchange.request_id;
         // Every attempt picks from the servers in force now, so the indices ruled out keep
         // meaning the same servers whatever re-resolution swaps in meanwhile.
         let servers = generation.upstream.servers();
         let mut attempts = Attempts::default();
         loop {
             let (index, failure, error) = match self
-                .attempt(generation, &servers, &job, &attempts, facts)
+                .attempt(generation, &servers, job, &attempts, facts)
                 .await
             {
                 Attempt::Done(Ok(response))
@@ -294,7 +327,7 @@ impl Gateway {
                         .contains_key(site_routing::X_ACCEL_REDIRECT) =>
                 {
                     return self
-                        .accel_redirect(generation, &job, response, rule_headers)
+                        .accel_redirect(generation, job, response, rule_headers)
                         .await
                 }
                 Attempt::Done(result) => return result,
@@ -375,29 +408,79 @@ impl Gateway {
         let limits = &generation.config.limits;
         let body =
             request_body::read_body(body, declared_length, limits, &self.body_budget).await?;
-        let exchange = Exchange {
-            request_id,
-            is_head: parts.method == http::Method::HEAD,
-            version: parts.version,
-            spool: SpoolLimits {
-                memory: limits.response_buffer_size,
-                total: limits.max_response_buffer,
-                send_timeout: limits.send_timeout,
-            },
+        Ok(Prepared::Job(Box::new(Job::new(
+            generation, parts, target, body, connection, request_id,
+        ))))
+    }
+
+    /// The site's error page for a short answer fcgate made itself (`error_pages`), served or
+    /// run as a GET of its own and sent with the original status; the original answer when
+    /// there is no page, it is not an answer of fcgate's, or the page fails (an error page
+    /// never gets an error page).
+    async fn error_page(
+        &self,
+        generation: &Generation,
+        original: Response<ResponseBody>,
+        request: ErrorPageRequest<'_>,
+        facts: &mut BackendFacts,
+    ) -> Response<ResponseBody> {
+        if original.extensions().get::<GatewayAnswer>().is_none() {
+            return original;
+        }
+        let status = original.status();
+        let mut parts = request.parts();
+        let Some(site) = generation
+            .config
+            .site_for(cgi_params::request_host_name(&parts))
+        else {
+            return original;
         };
-        let rules = RetryRules {
-            repeatable: parts.method.is_idempotent()
-                || generation.config.upstream.retry_non_idempotent,
-            connect_timeout: generation.config.upstream.pool.connect_timeout,
+        let Some(page) = site.error_pages.get(&status.as_u16()) else {
+            return original;
         };
-        Ok(Prepared::Job(Box::new(Job {
-            parts,
-            target,
-            body,
-            connection,
-            exchange,
-            rules,
-        })))
+        let page_response = match site_routing::error_page(site, page) {
+            Some(Destination::File(path)) => {
+                if let Some(precompressed) = request.precompressed {
+                    parts.extensions.insert(precompressed);
+                }
+                serve_static(path, parts).await
+            }
+            Some(Destination::Script(target)) => {
+                let body = request_body::SpooledBody::empty(&self.body_budget);
+                let job = Job::new(
+                    generation,
+                    parts,
+                    target,
+                    body,
+                    request.connection,
+                    request.request_id,
+                );
+                self.run(generation, &job, facts, &mut Vec::new()).await
+            }
+            _ => Err(GatewayError::Rules(format!(
+                "error page `{page}` is neither a file nor a script"
+            ))),
+        };
+        match page_response {
+            Ok(page_response) if page_response.status().is_success() => {
+                error_page_with(status, &original, page_response)
+            }
+            Ok(page_response) => {
+                tracing::warn!(
+                    request = request.request_id,
+                    "error page `{page}` for {status} answered {}; sending the plain answer",
+                    page_response.status()
+                );
+                original
+            }
+            Err(error) => {
+                tracing::warn!(
+                    request = request.request_id,
+                    "error page `{page}` for {status} failed: {error}; sending the plain answer"
+                );
+                original
+            }
+        }
     }
 
     /// Serves the file an app named in `X-Accel-Redirect` instead of its response, as a GET
@@ -723,6 +806,113 @@ struct Exchange {
     version: Version,
     /// How much of the response may wait for a slow client, and for how long.
     spool: SpoolLimits,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        generation: &Generation,
+        parts: Parts,
+        target: ScriptTarget,
+        body: request_body::SpooledBody,
+        connection: &'a ConnectionInfo,
+        request_id: u64,
+    ) -> Job<'a> {
+        let limits = &generation.config.limits;
+        let exchange = Exchange {
+            request_id,
+            is_head: parts.method == http::Method::HEAD,
+            version: parts.version,
+            spool: SpoolLimits {
+                memory: limits.response_buffer_size,
+                total: limits.max_response_buffer,
+                send_timeout: limits.send_timeout,
+            },
+        };
+        let rules = RetryRules {
+            repeatable: parts.method.is_idempotent()
+                || generation.config.upstream.retry_non_idempotent,
+            connect_timeout: generation.config.upstream.pool.connect_timeout,
+        };
+        Job {
+            parts,
+            target,
+            body,
+            connection,
+            exchange,
+            rules,
+        }
+    }
+}
+
+/// What an error page's own request is made of: the client's request line and headers (kept
+/// only when a site has `error_pages`), without a body.
+struct ErrorPageRequest<'a> {
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    precompressed: Option<compression::Precompressed>,
+    connection: &'a ConnectionInfo,
+    request_id: u64,
+}
+
+impl ErrorPageRequest<'_> {
+    /// A GET (HEAD stays HEAD) of the page: no body, no range, no condition, as nginx's
+    /// internal redirect to an `error_page`.
+    fn parts(&self) -> Parts {
+        let mut request = Request::new(());
+        *request.method_mut() = if self.method == http::Method::HEAD {
+            http::Method::HEAD
+        } else {
+            http::Method::GET
+        };
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        let (mut parts, ()) = request.into_parts();
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::TRANSFER_ENCODING,
+        ] {
+            parts.headers.remove(name);
+        }
+        parts
+    }
+}
+
+/// The page's body and type under the original status, with what the original said about
+/// the error itself (a 401's challenge, a 503's Retry-After, a 405's Allow, closing the
+/// connection after a refused body).
+fn error_page_with(
+    status: StatusCode,
+    original: &Response<ResponseBody>,
+    mut page: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    *page.status_mut() = status;
+    let headers = page.headers_mut();
+    // Validators describe the page file, not an answer that changes with every request.
+    for name in [header::ETAG, header::LAST_MODIFIED, header::ACCEPT_RANGES] {
+        headers.remove(name);
+    }
+    for name in [
+        header::WWW_AUTHENTICATE,
+        header::RETRY_AFTER,
+        header::ALLOW,
+        header::CONNECTION,
+        header::LOCATION,
+    ] {
+        if let Some(value) = original.headers().get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    page
 }
 
 /// The response to a request whose app output is all in: `body` is every byte the app sent

@@ -103,6 +103,17 @@ enum Content {
 }
 
 impl SpooledBody {
+    /// No body, as an error page's own request has.
+    pub fn empty(budget: &Arc<BodyBudget>) -> SpooledBody {
+        SpooledBody {
+            content: Content::Memory(Bytes::new()),
+            _reservation: Reservation {
+                budget: Arc::clone(budget),
+                bytes: 0,
+            },
+        }
+    }
+
     /// The body's exact length, which becomes CONTENT_LENGTH.
     pub fn len(&self) -> u64 {
         match &self.content {

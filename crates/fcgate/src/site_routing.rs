@@ -252,6 +252,47 @@ pub fn accel_redirect(
     }
 }
 
+/// Where a site's error page (`error_pages`, a path with an optional query) leads: through
+/// the rules as an internal request, so it may live in an `internal` location, to a file or a
+/// script; `None` for anything else (denied, missing, a redirect).
+pub fn error_page(site: &SiteConfig, page: &str) -> Option<Destination> {
+    let (path, page_query) = match page.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (page, None),
+    };
+    let request = RequestPath::parse(path)?;
+    let evaluation = site
+        .rules
+        .evaluate(request, page_query, Origin::Internal, &|path| {
+            exists(site, path)
+        });
+    let Verdict::Route {
+        path,
+        query,
+        scripts,
+        ..
+    } = evaluation.verdict
+    else {
+        return None;
+    };
+    let query = query.or(page_query.map(str::to_owned));
+    match &site.mode {
+        SiteMode::App => {
+            let mut target = ScriptTarget::app_decoded(path.text());
+            target.query = query;
+            Some(Destination::Script(target))
+        }
+        SiteMode::Php(php) => match route::resolve(php, &path, scripts) {
+            Route::Script(mut target) => {
+                target.query = query;
+                Some(Destination::Script(target))
+            }
+            Route::Static { path } => Some(Destination::File(path)),
+            _ => None,
+        },
+    }
+}
+
 /// Adds the rules' headers to a response, on the statuses nginx's `add_header` uses: success
 /// and redirects, not errors (a year of `Cache-Control` on a 404 would pin the 404).
 pub fn apply_headers(response: &mut Response<ResponseBody>, headers: &[HeaderAction]) {

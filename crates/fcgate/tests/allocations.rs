@@ -78,6 +78,7 @@ fn site() -> SiteConfig {
         underscores_in_headers: false,
         extra_params: Vec::new(),
         rules: Default::default(),
+        error_pages: Default::default(),
     }
 }
 

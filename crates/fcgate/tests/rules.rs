@@ -346,3 +346,73 @@ async fn x_accel_redirect_serves_files_from_internal_locations_only() {
         assert!(!response.text().contains("start page"), "{target}");
     }
 }
+
+#[tokio::test]
+async fn error_pages_replace_fcgate_answers_but_never_the_apps() {
+    let rules = r#"
+error_pages = { 404 = "/errors/404.html", 403 = "/errors/error.php?kind=forbidden", 401 = "/errors/404.html" }
+
+[[rule]]
+prefix = "/errors/"
+internal = true
+
+[[rule]]
+prefix = "/data/"
+deny = 403
+
+[[rule]]
+prefix = "/admin/"
+auth_basic = "Wiki admin"
+auth_basic_user_file = "HTPASSWD"
+"#;
+    let Some(site) = site_with(rules).await else {
+        return;
+    };
+    let root = site._root.path();
+    std::fs::create_dir(root.join("errors")).unwrap();
+    std::fs::write(root.join("errors/404.html"), "<h1>Nothing here</h1>").unwrap();
+    std::fs::write(
+        root.join("errors/error.php"),
+        "<?php echo 'error page: ', $_GET['kind'], ' for ', $_SERVER['REQUEST_URI'];",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app404.php"),
+        "<?php http_response_code(404); echo 'app says no';",
+    )
+    .unwrap();
+
+    let response = site.get("/missing.php", &[]).await;
+    assert_eq!(response.status, 404);
+    assert_eq!(response.text(), "<h1>Nothing here</h1>");
+    assert!(response.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(!response.headers.contains_key("etag"));
+
+    let response = site.get("/data/pages/start.txt", &[]).await;
+    assert_eq!(response.status, 403);
+    assert_eq!(
+        response.text(),
+        "error page: forbidden for /data/pages/start.txt"
+    );
+
+    // The challenge stays with the page.
+    let response = site.get("/admin/", &[]).await;
+    assert_eq!(response.status, 401);
+    assert!(response.headers.contains_key("www-authenticate"));
+    assert_eq!(response.text(), "<h1>Nothing here</h1>");
+
+    // The app's own 404 is the app's.
+    let response = site.get("/app404.php", &[]).await;
+    assert_eq!(
+        (response.status.as_u16(), response.text()),
+        (404, "app says no".into())
+    );
+    // The pages themselves are internal.
+    assert_eq!(
+        site.get("/errors/error.php", &[]).await.text(),
+        "<h1>Nothing here</h1>"
+    );
+}

@@ -89,6 +89,7 @@ proptest! {
             underscores_in_headers,
             extra_params: Vec::new(),
             rules: Default::default(),
+            error_pages: Default::default(),
         };
         let connection =
             ConnectionInfo::new("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap(), false);

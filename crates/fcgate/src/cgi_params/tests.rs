@@ -12,6 +12,7 @@ fn app_site() -> SiteConfig {
         underscores_in_headers: false,
         extra_params: Vec::new(),
         rules: Default::default(),
+        error_pages: Default::default(),
     }
 }
 

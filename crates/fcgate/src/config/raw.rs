@@ -108,6 +108,8 @@ pub struct RawConfig {
     /// `[[site]]`, in order.
     #[serde(default, rename = "site")]
     pub sites: Vec<RawSite>,
+    /// `error_pages`: status (as a key) → path.
+    pub error_pages: Option<BTreeMap<String, String>>,
     /// `unknown_hosts`: "default_site" or "reject".
     pub unknown_hosts: Option<String>,
     /// `[compression]`
@@ -138,6 +140,8 @@ pub struct RawSite {
     /// `[[site.rule]]`
     #[serde(default, rename = "rule")]
     pub rules: Vec<RawRule>,
+    /// `error_pages`
+    pub error_pages: Option<BTreeMap<String, String>>,
 }
 
 /// One `[[rule]]`: a selector (`prefix`, `exact` or `regex`, optionally `unless` and
@@ -387,6 +391,7 @@ impl RawConfig {
             rules: self.rules,
             default_rules: self.default_rules,
             sites: self.sites,
+            error_pages: self.error_pages,
             unknown_hosts: self.unknown_hosts,
             // File-only: what is compressed is a site's policy, like nginx's gzip directives.
             compression: self.compression,

@@ -7,7 +7,7 @@
 //! with the longest matching suffix, then the default site, or 421 Misdirected Request with
 //! `unknown_hosts = "reject"`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::raw::RawRule;
@@ -24,6 +24,7 @@ pub(super) struct RawSiteSettings {
     pub follow_symlinks: Option<String>,
     pub default_rules: Option<bool>,
     pub rules: Vec<RawRule>,
+    pub error_pages: Option<BTreeMap<String, String>>,
 }
 
 /// The gateway's sites: the named ones and what a request for another host gets.
@@ -153,12 +154,41 @@ pub(super) fn validate_site(
         raw.default_rules,
         matches!(mode, SiteMode::Php(_)),
     )?;
+    let error_pages = validate_error_pages(raw.error_pages.unwrap_or_default())?;
     Ok(SiteConfig {
         mode,
         underscores_in_headers,
         extra_params,
         rules,
+        error_pages,
     })
+}
+
+/// `error_pages = { 404 = "/errors/404.html", 502 = "/errors/50x.php" }`: statuses 400–599,
+/// each to a path in the site (a query may follow).
+fn validate_error_pages(
+    raw: BTreeMap<String, String>,
+) -> Result<BTreeMap<u16, String>, ConfigError> {
+    let mut pages = BTreeMap::new();
+    for (status, target) in raw {
+        let key = format!("error_pages.{status}");
+        let code = status
+            .parse::<u16>()
+            .ok()
+            .filter(|code| (400..=599).contains(code))
+            .ok_or_else(|| ConfigError::invalid(&key, "the key is an error status, 400 to 599"))?;
+        let path = target
+            .split_once('?')
+            .map_or(target.as_str(), |(path, _)| path);
+        if crate::request_path::RequestPath::parse(path).is_none() {
+            return Err(ConfigError::invalid(
+                &key,
+                format!("`{target}` is not a path in the site, such as \"/errors/{code}.html\""),
+            ));
+        }
+        pages.insert(code, target);
+    }
+    Ok(pages)
 }
 
 /// Checks `server_names`: each a host name or `*.` and one, lowercase, none named twice across
@@ -219,6 +249,7 @@ mod tests {
             underscores_in_headers: false,
             extra_params: vec![("SITE".into(), marker.into())],
             rules: RuleSet::default(),
+            error_pages: Default::default(),
         }
     }
 

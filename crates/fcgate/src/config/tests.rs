@@ -1202,3 +1202,31 @@ fn sites_are_read_and_their_mistakes_name_the_site() {
         assert!(refused.contains(expected), "{text}\n=> {refused}");
     }
 }
+
+#[test]
+fn error_pages_map_error_statuses_to_paths() {
+    let config =
+        validate_text("error_pages = { 404 = \"/404.html\", 502 = \"/50x.php?c=1\" }").unwrap();
+    assert_eq!(config.site.error_pages[&404], "/404.html");
+    assert_eq!(config.site.error_pages[&502], "/50x.php?c=1");
+    assert!(config.has_error_pages());
+    assert!(!validate_text("").unwrap().has_error_pages());
+    for (text, expected) in [
+        (
+            "error_pages = { 302 = \"/x\" }",
+            "error_pages.302: the key is an error status",
+        ),
+        ("error_pages = { abc = \"/x\" }", "error_pages.abc"),
+        (
+            "error_pages = { 404 = \"x.html\" }",
+            "not a path in the site",
+        ),
+        (
+            "error_pages = { 404 = \"/../x\" }",
+            "not a path in the site",
+        ),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(expected), "{text}\n=> {refused}");
+    }
+}

@@ -66,6 +66,7 @@ impl RawConfig {
                 follow_symlinks: self.follow_symlinks,
                 default_rules: self.default_rules,
                 rules: self.rules,
+                error_pages: self.error_pages,
             },
             underscores_in_headers,
             extra_params.clone(),
@@ -85,6 +86,7 @@ impl RawConfig {
                 follow_symlinks: raw.follow_symlinks,
                 default_rules: raw.default_rules,
                 rules: raw.rules,
+                error_pages: raw.error_pages,
             };
             let site = validate_site(settings, underscores_in_headers, extra_params.clone())
                 .map_err(|error| error.in_site(number))?;
