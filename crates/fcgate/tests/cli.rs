@@ -37,18 +37,25 @@ fn check_accepts_the_example_config() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("configuration OK"));
 }
 
-/// The DokuWiki recipe, on an empty root in place of /usr/share/dokuwiki.
+/// The recipes in examples/, each on an empty root in place of the app's.
 #[test]
-fn check_accepts_the_dokuwiki_recipe() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/dokuwiki.toml");
-    let root = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(example).unwrap().replace(
-        "root = \"/usr/share/dokuwiki\"",
-        &format!("root = {:?}", root.path().to_str().unwrap()),
-    );
-    assert!(text.contains(root.path().to_str().unwrap()));
-    let output = check(&text);
-    assert!(output.status.success(), "{output:?}");
+fn check_accepts_the_recipes() {
+    for (recipe, root_line) in [
+        ("dokuwiki.toml", "root = \"/usr/share/dokuwiki\""),
+        ("wordpress.toml", "root = \"/var/www/wordpress\""),
+        ("laravel.toml", "root = \"/var/www/app/public\""),
+    ] {
+        let example = format!("{}/../../examples/{recipe}", env!("CARGO_MANIFEST_DIR"));
+        let root = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(example).unwrap();
+        assert!(text.contains(root_line), "{recipe}");
+        let text = text.replace(
+            root_line,
+            &format!("root = {:?}", root.path().to_str().unwrap()),
+        );
+        let output = check(&text);
+        assert!(output.status.success(), "{recipe}: {output:?}");
+    }
 }
 
 #[test]
