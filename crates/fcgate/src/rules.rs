@@ -22,6 +22,7 @@
 mod template;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
@@ -132,15 +133,25 @@ pub enum Ending {
     Rewrite(Template),
 }
 
-/// A response header a rule sets or adds.
+/// What a rule writes into the response's headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderAction {
-    /// The header.
-    pub name: HeaderName,
-    /// Its value.
-    pub value: HeaderValue,
-    /// Added beside the app's own values (`add_headers`) rather than replacing them (`headers`).
-    pub append: bool,
+pub enum HeaderAction {
+    /// Replaces the app's values (`headers`).
+    Set(HeaderName, HeaderValue),
+    /// Goes beside the app's values (`add_headers`).
+    Add(HeaderName, HeaderValue),
+    /// `Expires` this long after the response, and `Cache-Control: max-age` (`expires`).
+    Expires(Duration),
+}
+
+impl HeaderAction {
+    /// The header it writes first.
+    pub fn name(&self) -> &HeaderName {
+        match self {
+            HeaderAction::Set(name, _) | HeaderAction::Add(name, _) => name,
+            HeaderAction::Expires(_) => &http::header::EXPIRES,
+        }
+    }
 }
 
 /// Whether scripts may run where a request is routed: a `static` rule (an uploads folder)

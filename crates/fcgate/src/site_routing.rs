@@ -308,10 +308,23 @@ pub fn apply_headers(response: &mut Response<ResponseBody>, headers: &[HeaderAct
     }
     let map = response.headers_mut();
     for action in headers {
-        if action.append {
-            map.append(action.name.clone(), action.value.clone());
-        } else {
-            map.insert(action.name.clone(), action.value.clone());
+        match action {
+            HeaderAction::Set(name, value) => {
+                map.insert(name.clone(), value.clone());
+            }
+            HeaderAction::Add(name, value) => {
+                map.append(name.clone(), value.clone());
+            }
+            HeaderAction::Expires(lifetime) => {
+                // nginx's `expires 30d`: both headers, so HTTP/1.0 caches and current ones agree.
+                let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + *lifetime);
+                let max_age = format!("max-age={}", lifetime.as_secs());
+                for (name, text) in [(header::EXPIRES, expires), (header::CACHE_CONTROL, max_age)] {
+                    if let Ok(value) = HeaderValue::try_from(text) {
+                        map.insert(name, value);
+                    }
+                }
+            }
         }
     }
 }

@@ -47,6 +47,7 @@ fn docroot() -> tempfile::TempDir {
     file(".env", "SECRET=1");
     file(".well-known/security.txt", "Contact: x");
     file("lib/style.css", "body{}");
+    file("lib/app.js", "run()");
     file("uploads/avatar.png", "png");
     file("uploads/shell.php", "<?php echo 'shell ran';");
     file("protected/report.bin", "0123456789abcdefghij");
@@ -157,6 +158,10 @@ headers = { "Cache-Control" = "public, max-age=31536000, immutable" }
 add_headers = { "X-Served-By" = "rules" }
 
 [[rule]]
+regex = '\.js$'
+expires = "1h"
+
+[[rule]]
 regex = '^/old/(.*)$'
 return = { status = 301, location = "/new/$1" }
 
@@ -183,6 +188,14 @@ rewrite = "/doku.php?id=$1"
         "public, max-age=31536000, immutable"
     );
     assert_eq!(response.headers["x-served-by"], "rules");
+    // nginx's `expires 1h`: both headers.
+    let response = site.get("/lib/app.js", &[]).await;
+    assert_eq!(response.headers["cache-control"], "max-age=3600");
+    let expires = httpdate::parse_http_date(response.headers["expires"].to_str().unwrap()).unwrap();
+    let ahead = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(ahead > std::time::Duration::from_secs(3500), "{ahead:?}");
     // A missing asset is rewritten to doku.php, whose answer is not an asset's.
     let response = site.get("/lib/missing.css", &[]).await;
     assert!(response.text().starts_with("front: /lib/missing.css"));

@@ -173,6 +173,9 @@ pub struct RawRule {
     pub headers: Option<BTreeMap<String, String>>,
     /// `add_headers`
     pub add_headers: Option<BTreeMap<String, String>>,
+    /// `expires`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub expires: Option<Duration>,
     /// `auth_basic`: the realm.
     pub auth_basic: Option<String>,
     /// `auth_basic_user_file`

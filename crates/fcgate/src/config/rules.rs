@@ -118,7 +118,10 @@ fn validate_rule(raw: RawRule, php_mode: bool) -> Result<Rule, String> {
     if !php_mode && (static_only || if_missing) {
         return Err("`static` and `if_missing` need a `root` (PHP mode)".into());
     }
-    let mut headers = header_actions("headers", raw.headers, false)?;
+    // `expires` first: an explicit `Cache-Control` in `headers` overrides its max-age.
+    let mut headers: Vec<HeaderAction> =
+        raw.expires.map(HeaderAction::Expires).into_iter().collect();
+    headers.extend(header_actions("headers", raw.headers, false)?);
     headers.extend(header_actions("add_headers", raw.add_headers, true)?);
     let auth = match (raw.auth_basic, raw.auth_basic_user_file) {
         (Some(realm), Some(file)) => Some(Arc::new(
@@ -232,10 +235,10 @@ fn header_actions(
         }
         let value = HeaderValue::try_from(value.as_str())
             .map_err(|_| format!("{key}: the value of `{name}` cannot go in a header"))?;
-        actions.push(HeaderAction {
-            name,
-            value,
-            append,
+        actions.push(if append {
+            HeaderAction::Add(name, value)
+        } else {
+            HeaderAction::Set(name, value)
         });
     }
     Ok(actions)

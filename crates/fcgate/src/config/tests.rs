@@ -1149,6 +1149,10 @@ return = { status = 410, body = "gone" }
 prefix = "/uploads/"
 static = true
 add_headers = { "X-Robots-Tag" = "noindex" }
+
+[[rule]]
+regex = '\.css$'
+expires = "30d"
 "#,
     )
     .unwrap();
@@ -1163,7 +1167,16 @@ add_headers = { "X-Robots-Tag" = "noindex" }
         Some(crate::rules::Ending::Return { ref body, .. }) if body.as_deref() == Some("gone")
     ));
     assert!(rules[2].static_only);
-    assert!(rules[2].headers[0].append);
+    assert!(matches!(
+        rules[2].headers[0],
+        crate::rules::HeaderAction::Add(..)
+    ));
+    assert_eq!(
+        rules[3].headers,
+        [crate::rules::HeaderAction::Expires(Duration::from_secs(
+            30 * 86400
+        ))]
+    );
 }
 
 #[test]

@@ -41,11 +41,10 @@ fn rewrite(mut rule: Rule, replacement: &str) -> Rule {
 }
 
 fn header(mut rule: Rule, name: &'static str, value: &'static str) -> Rule {
-    rule.headers.push(HeaderAction {
-        name: HeaderName::from_static(name),
-        value: HeaderValue::from_static(value),
-        append: false,
-    });
+    rule.headers.push(HeaderAction::Set(
+        HeaderName::from_static(name),
+        HeaderValue::from_static(value),
+    ));
     rule
 }
 
@@ -122,7 +121,11 @@ fn the_first_ending_rule_decides_and_earlier_ones_contribute() {
     ];
     let evaluation = evaluate(&rules, "/private/style.css");
     assert_eq!(status(&evaluation), Some(403));
-    let names: Vec<_> = evaluation.headers.iter().map(|h| h.name.as_str()).collect();
+    let names: Vec<_> = evaluation
+        .headers
+        .iter()
+        .map(|h| h.name().as_str())
+        .collect();
     assert_eq!(names, ["x-frame-options", "cache-control"]);
     let evaluation = evaluate(&rules, "/public/app.js");
     assert_eq!(routed(&evaluation), ("/public/app.js".into(), None));
