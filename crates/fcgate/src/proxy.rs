@@ -508,17 +508,13 @@ impl Gateway {
             Accel::Answer(response) => Ok(response),
             Accel::File { path, headers } => {
                 rule_headers.extend(headers);
-                let method = if job.parts.method == http::Method::HEAD {
-                    http::Method::HEAD
-                } else {
-                    http::Method::GET
-                };
-                let mut request = Request::new(());
-                *request.method_mut() = method;
-                *request.uri_mut() = job.parts.uri.clone();
-                *request.version_mut() = job.parts.version;
-                *request.headers_mut() = job.parts.headers.clone();
-                let (mut parts, ()) = request.into_parts();
+                let mut parts = internal_get(
+                    &job.parts.method,
+                    &job.parts.uri,
+                    job.parts.version,
+                    job.parts.headers.clone(),
+                    Conditions::Keep,
+                );
                 if let Some(precompressed) =
                     job.parts.extensions.get::<compression::Precompressed>()
                 {
@@ -857,19 +853,46 @@ struct ErrorPageRequest<'a> {
 }
 
 impl ErrorPageRequest<'_> {
-    /// A GET (HEAD stays HEAD) of the page: no body, no range, no condition, as nginx's
-    /// internal redirect to an `error_page`.
+    /// The page's own request, as nginx's internal redirect to an `error_page`: no range, no
+    /// condition (they were about what failed).
     fn parts(&self) -> Parts {
-        let mut request = Request::new(());
-        *request.method_mut() = if self.method == http::Method::HEAD {
-            http::Method::HEAD
-        } else {
-            http::Method::GET
-        };
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        let (mut parts, ()) = request.into_parts();
+        internal_get(
+            &self.method,
+            &self.uri,
+            self.version,
+            self.headers.clone(),
+            Conditions::Drop,
+        )
+    }
+}
+
+/// Whether a request fcgate makes in a client's stead keeps the client's Range and
+/// preconditions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Conditions {
+    /// A download handed over by `X-Accel-Redirect`: Range and If-* apply to the file.
+    Keep,
+    /// An error page: they were about what failed.
+    Drop,
+}
+
+/// A GET (a HEAD stays a HEAD) of `uri` with the client's headers and never a body: what
+/// fcgate asks in the client's stead for an `X-Accel-Redirect` file or an error page.
+fn internal_get(
+    method: &http::Method,
+    uri: &http::Uri,
+    version: Version,
+    mut headers: http::HeaderMap,
+    conditions: Conditions,
+) -> Parts {
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if conditions == Conditions::Drop {
         for name in [
             header::RANGE,
             header::IF_RANGE,
@@ -877,14 +900,20 @@ impl ErrorPageRequest<'_> {
             header::IF_NONE_MATCH,
             header::IF_MODIFIED_SINCE,
             header::IF_UNMODIFIED_SINCE,
-            header::CONTENT_LENGTH,
-            header::CONTENT_TYPE,
-            header::TRANSFER_ENCODING,
         ] {
-            parts.headers.remove(name);
+            headers.remove(name);
         }
-        parts
     }
+    let mut request = Request::new(());
+    *request.method_mut() = if *method == http::Method::HEAD {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    *request.uri_mut() = uri.clone();
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    request.into_parts().0
 }
 
 /// The page's body and type under the original status, with what the original said about

@@ -80,32 +80,11 @@ pub async fn route(
         .evaluate(request, parts.uri.query(), Origin::Client, &|path| {
             exists(site, path)
         });
-    match verdict {
-        Verdict::Deny { status, rule } => {
-            let rule = site.rules.label(rule);
-            tracing::debug!(request = request_id, "denied by {rule}");
-            return Ok(Routing::answer(plain_response(status)));
-        }
-        Verdict::Internal { rule } => {
-            let rule = site.rules.label(rule);
-            tracing::debug!(request = request_id, "an internal location ({rule})");
-            return Ok(Routing::answer(plain_response(StatusCode::NOT_FOUND)));
-        }
-        Verdict::RewriteLoop => {
-            return Err(GatewayError::Rules(format!(
-                "more than {MAX_REWRITES} rewrites: a rewrite cycle?"
-            )))
-        }
-        Verdict::BadRewrite { rule, produced } => {
-            return Err(GatewayError::Rules(format!(
-                "{} rewrote the path to `{produced}`, which cannot be routed",
-                site.rules.label(rule)
-            )))
-        }
-        Verdict::Return { .. } | Verdict::Route { .. } => {}
-    }
+    // What the rules refuse needs no credentials; what they let through (or answer with a
+    // `return`) does, when a rule asks for them.
+    let passes = matches!(verdict, Verdict::Return { .. } | Verdict::Route { .. });
     let mut remote_user = None;
-    if let Some(auth) = &auth {
+    if let (true, Some(auth)) = (passes, &auth) {
         match auth.check(parts.headers.get(header::AUTHORIZATION)).await {
             AuthOutcome::Granted(user) => remote_user = Some(user),
             AuthOutcome::Refused(reason) => {
@@ -161,8 +140,27 @@ pub async fn route(
                 Route::NotFound => Destination::Answer(plain_response(StatusCode::NOT_FOUND)),
             },
         },
-        // Answered above.
-        _ => Destination::Answer(plain_response(StatusCode::INTERNAL_SERVER_ERROR)),
+        Verdict::Deny { status, rule } => {
+            let rule = site.rules.label(rule);
+            tracing::debug!(request = request_id, "denied by {rule}");
+            Destination::Answer(plain_response(status))
+        }
+        Verdict::Internal { rule } => {
+            let rule = site.rules.label(rule);
+            tracing::debug!(request = request_id, "an internal location ({rule})");
+            Destination::Answer(plain_response(StatusCode::NOT_FOUND))
+        }
+        Verdict::RewriteLoop => {
+            return Err(GatewayError::Rules(format!(
+                "more than {MAX_REWRITES} rewrites: a rewrite cycle?"
+            )))
+        }
+        Verdict::BadRewrite { rule, produced } => {
+            return Err(GatewayError::Rules(format!(
+                "{} rewrote the path to `{produced}`, which cannot be routed",
+                site.rules.label(rule)
+            )))
+        }
     };
     Ok(Routing {
         destination,
