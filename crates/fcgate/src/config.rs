@@ -55,6 +55,8 @@ pub struct Config {
     pub limits: ClientLimits,
     /// The FastCGI backends and their pool settings.
     pub upstream: UpstreamConfig,
+    /// `[upstreams.NAME]`: more groups of backends, which sites and rules send scripts to.
+    pub upstream_groups: BTreeMap<String, UpstreamConfig>,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub shutdown_timeout: Duration,
     /// Client connections open at once; more wait in the listen backlog.
@@ -245,6 +247,8 @@ pub struct SiteConfig {
     /// `error_pages`: status → the path (and query) of the page fcgate serves or runs instead
     /// of its own short answer with that status.
     pub error_pages: BTreeMap<u16, String>,
+    /// The `[upstreams.NAME]` its scripts go to; `None`: `[upstream]`.
+    pub upstream: Option<String>,
 }
 
 /// The document root and script conventions of PHP mode.
@@ -535,6 +539,11 @@ fn in_plain_words(error: &toml::de::Error) -> String {
             "expected a boolean",
             "expected true or false, without quotes",
         ),
+        (
+            "expected struct RawUpstream",
+            "expected a table: each [upstreams.NAME] is a group of servers with its pool \
+             settings, as [upstream] is",
+        ),
     ]
     .iter()
     .fold(text, |text, (rust, plain)| text.replace(rust, plain))
@@ -588,6 +597,20 @@ fn in_file(path: Option<&Path>) -> String {
 }
 
 impl ConfigError {
+    /// The same error, its `upstream.` key placed in `[upstreams.NAME]`.
+    pub(crate) fn in_group(self, name: &str) -> Self {
+        match self {
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key: match key.strip_prefix("upstream.") {
+                    Some(rest) => format!("upstreams.{name}.{rest}"),
+                    None => format!("upstreams.{name}: {key}"),
+                },
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// The same error, its key placed in `[[site]]` number `number` (1-based).
     pub(crate) fn in_site(self, number: usize) -> Self {
         match self {

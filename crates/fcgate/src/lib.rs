@@ -60,6 +60,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tls::TlsSetup::load(&checked.tls, None, None)?;
             // A server's host name must resolve, as it must to start.
             upstream::discovery::discover(&checked.upstream, None).await?;
+            for (name, group) in &checked.upstream_groups {
+                upstream::discovery::discover(group, None)
+                    .await
+                    .with_context(|| format!("[upstreams.{name}]"))?;
+            }
             println!("{}: configuration OK", config.display());
             Ok(())
         }
@@ -130,10 +135,15 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
         .with_context(|| format!("starting the gateway on {listen}"))?;
     let servers: Vec<String> = running
         .gateway
-        .upstream()
-        .servers()
+        .upstreams()
         .iter()
-        .map(|server| server.label())
+        .flat_map(|upstream| {
+            upstream
+                .servers()
+                .iter()
+                .map(|server| server.label())
+                .collect::<Vec<_>>()
+        })
         .collect();
     // Tests and scripts read the first line's address: the first listener's.
     for listener in running.listeners() {
@@ -165,7 +175,12 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     // Ready once each backend has said what it can take (or did not answer within the probe's
     // timeout), so the first requests are not sent against a default cap.
-    let pools: Vec<_> = running.gateway.upstream().pools().collect();
+    let pools: Vec<_> = running
+        .gateway
+        .upstreams()
+        .iter()
+        .flat_map(|upstream| upstream.pools())
+        .collect();
     let probes = pools.iter().map(fcgi::client::Pool::first_probe);
     let _ = tokio::time::timeout(FIRST_PROBE_WAIT, futures_util::future::join_all(probes)).await;
     systemd::notify("READY=1");

@@ -7,6 +7,7 @@
 //! finished, else through a spool (`response_spool.rs`). Any failure becomes a response in
 //! `error.rs`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -56,6 +57,8 @@ enum Answer {
 
 /// A request routed to a script, its body read: what every attempt sends.
 struct Job<'a> {
+    /// The `[upstreams.NAME]` it goes to; `None`: `[upstream]`.
+    group: Option<String>,
     parts: Parts,
     target: ScriptTarget,
     body: request_body::SpooledBody,
@@ -90,12 +93,28 @@ enum Attempt {
 pub struct Generation {
     /// The validated configuration.
     pub config: Config,
-    /// The servers and their pools.
+    /// The servers and their pools (`[upstream]`).
     pub upstream: Arc<Upstream>,
+    /// `[upstreams.NAME]`, the other groups, with their own servers and pools.
+    pub groups: BTreeMap<String, Arc<Upstream>>,
     /// Where its requests are logged.
     pub access_log: Arc<AccessLog>,
     /// The certificates its `tls` listeners present; `None` without any.
     pub tls: Option<Arc<TlsSetup>>,
+}
+
+impl Generation {
+    /// Every group: `[upstream]`, then the `[upstreams.NAME]` ones by name.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        std::iter::once(&self.upstream).chain(self.groups.values())
+    }
+
+    /// The group a script goes to: `[upstreams.NAME]` for `Some(NAME)` (validated to exist;
+    /// `[upstream]` if it somehow does not), else `[upstream]`.
+    fn group(&self, name: Option<&str>) -> &Arc<Upstream> {
+        name.and_then(|name| self.groups.get(name))
+            .unwrap_or(&self.upstream)
+    }
 }
 
 /// Everything a request needs: the generation in force, and what outlives reloads (request
@@ -120,6 +139,7 @@ impl Gateway {
     pub fn new(
         config: Config,
         upstream: Arc<Upstream>,
+        groups: BTreeMap<String, Arc<Upstream>>,
         access_log: AccessLog,
         tls: Option<TlsSetup>,
         acme: Option<Arc<AcmeState>>,
@@ -129,6 +149,7 @@ impl Gateway {
             current: ArcSwap::from_pointee(Generation {
                 config,
                 upstream,
+                groups,
                 access_log: Arc::new(access_log),
                 tls: tls.map(Arc::new),
             }),
@@ -177,9 +198,14 @@ impl Gateway {
         self.body_budget.held()
     }
 
-    /// The upstream pools in force, for stats and shutdown.
+    /// The `[upstream]` pools in force.
     pub fn upstream(&self) -> Arc<Upstream> {
         Arc::clone(&self.current.load().upstream)
+    }
+
+    /// Every group in force, `[upstream]` first, for stats and shutdown.
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
+        self.current.load().upstreams().cloned().collect()
     }
 
     /// Counts and logs a request hyper refused with `status` before it reached [`Self::handle`]
@@ -314,7 +340,7 @@ impl Gateway {
         let request_id = job.exchange.request_id;
         // Every attempt picks from the servers in force now, so the indices ruled out keep
         // meaning the same servers whatever re-resolution swaps in meanwhile.
-        let servers = generation.upstream.servers();
+        let servers = generation.group(job.group.as_deref()).servers();
         let mut attempts = Attempts::default();
         loop {
             let (index, failure, error) = match self
@@ -401,6 +427,7 @@ impl Gateway {
             Destination::Answer(response) => return Ok(Prepared::Answered(response)),
         };
         target.remote_user = routing.remote_user;
+        let group = routing.upstream;
         let declared_length = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -409,7 +436,7 @@ impl Gateway {
         let body =
             request_body::read_body(body, declared_length, limits, &self.body_budget).await?;
         Ok(Prepared::Job(Box::new(Job::new(
-            generation, parts, target, body, connection, request_id,
+            generation, group, parts, target, body, connection, request_id,
         ))))
     }
 
@@ -449,6 +476,7 @@ impl Gateway {
                 let body = request_body::SpooledBody::empty(&self.body_budget);
                 let job = Job::new(
                     generation,
+                    site.upstream.clone(),
                     parts,
                     target,
                     body,
@@ -807,6 +835,7 @@ struct Exchange {
 impl<'a> Job<'a> {
     fn new(
         generation: &Generation,
+        group: Option<String>,
         parts: Parts,
         target: ScriptTarget,
         body: request_body::SpooledBody,
@@ -824,12 +853,16 @@ impl<'a> Job<'a> {
                 send_timeout: limits.send_timeout,
             },
         };
+        let upstream = group
+            .as_ref()
+            .and_then(|name| generation.config.upstream_groups.get(name))
+            .unwrap_or(&generation.config.upstream);
         let rules = RetryRules {
-            repeatable: parts.method.is_idempotent()
-                || generation.config.upstream.retry_non_idempotent,
-            connect_timeout: generation.config.upstream.pool.connect_timeout,
+            repeatable: parts.method.is_idempotent() || upstream.retry_non_idempotent,
+            connect_timeout: upstream.pool.connect_timeout,
         };
         Job {
+            group,
             parts,
             target,
             body,

@@ -16,6 +16,7 @@
 //! fails refuses the reload; resumption keys are kept), and new handshakes use them. Settings sized once at start are reported as needing a
 //! restart rather than half-applied.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use crate::listen_spec::ListenSpec;
 use crate::proxy::Generation;
 use crate::server::{bind, Listening, RunningGateway};
 use crate::tls::{ManagedCertificates, TlsError, TlsSetup};
-use crate::upstream::{drain, ResolveError, Upstream};
+use crate::upstream::{discovery, drain, ResolveError, Upstream};
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +83,15 @@ pub(crate) async fn reload(
         .discover_for_reload(&config.upstream)
         .await
         .map_err(ReloadError::Resolve)?;
+    // The same for each group, by name; a new group is resolved as at start.
+    let mut discovered_groups = BTreeMap::new();
+    for (name, group) in &config.upstream_groups {
+        let found = match current.groups.get(name) {
+            Some(running) => running.discover_for_reload(group).await,
+            None => discovery::discover(group, None).await,
+        };
+        discovered_groups.insert(name.clone(), found.map_err(ReloadError::Resolve)?);
+    }
     let listeners = plan_listeners(&running.acceptor().listening(), &config.listen)?;
     let managed = running
         .gateway
@@ -103,14 +113,34 @@ pub(crate) async fn reload(
     for setting in &needs_restart {
         tracing::warn!("reload: `{setting}` changed; it takes effect only after a restart");
     }
-    let (upstream, unused) =
+    let servers_before: usize = current.upstreams().map(|upstream| upstream.len()).sum();
+    let (upstream, mut unused) =
         Upstream::reconfigured(Some(&current.upstream), &config.upstream, discovered);
-    let kept_servers = current.upstream.len() - unused.len();
-    let new_servers = upstream.len() - kept_servers;
+    let mut groups = BTreeMap::new();
+    for (name, found) in discovered_groups {
+        let Some(group) = config.upstream_groups.get(&name) else {
+            continue;
+        };
+        let (started, group_unused) =
+            Upstream::reconfigured(current.groups.get(&name).map(AsRef::as_ref), group, found);
+        unused.extend(group_unused);
+        groups.insert(name, started);
+    }
+    // A group no longer configured: every pool drains.
+    for (name, gone) in &current.groups {
+        if !groups.contains_key(name) {
+            unused.extend(gone.retire().iter().map(|server| server.pool().clone()));
+        }
+    }
+    let servers_after: usize =
+        upstream.len() + groups.values().map(|group| group.len()).sum::<usize>();
+    let kept_servers = servers_before - unused.len();
+    let new_servers = servers_after - kept_servers;
     let drain_within = config.shutdown_timeout;
     running.gateway.replace(Generation {
         config,
         upstream,
+        groups,
         access_log,
         tls: tls.map(Arc::new),
     });

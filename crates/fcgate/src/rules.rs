@@ -9,9 +9,10 @@
 //! Every rule that matches contributes what it sets (`static`, `headers`, `auth_basic`); the
 //! first matching rule that ends the request (`deny`, `return`) decides it, and a `rewrite`
 //! starts the evaluation again from the first rule with the new path, at most
-//! [`MAX_REWRITES`] times. What an earlier pass required still holds after a rewrite: a rewrite
-//! out of an `auth_basic` location cannot shed the password (nginx, which re-selects the
-//! location, can); the headers are those of the final path's rules. A location marked `internal` is a 404 for a client's own request and
+//! [`MAX_REWRITES`] times. What an earlier pass required still holds after a rewrite: a
+//! rewrite out of an `auth_basic` location cannot shed the password (nginx, which re-selects
+//! the location, can); the headers and the `upstream` are those of the final path's rules. A
+//! location marked `internal` is a 404 for a client's own request and
 //! reachable through a rewrite or `X-Accel-Redirect`. Pure: no I/O, no clock; the gateway
 //! (`proxy.rs`) acts on the [`Evaluation`].
 //!
@@ -63,6 +64,8 @@ pub struct Rule {
     /// $uri/ @fallback`): a catch-all rewrite to the front controller, which must not rewrite
     /// the front controller itself or the app's assets.
     pub if_missing: bool,
+    /// The `[upstreams.NAME]` scripts under it go to.
+    pub upstream: Option<String>,
 }
 
 /// How a rule selects paths.
@@ -183,6 +186,8 @@ pub struct Evaluation {
     pub headers: Vec<HeaderAction>,
     /// Credentials the request must carry.
     pub auth: Option<Arc<AuthBasic>>,
+    /// The `[upstreams.NAME]` the rules of the final path send scripts to.
+    pub upstream: Option<String>,
 }
 
 /// The outcome of the rules.
@@ -286,6 +291,7 @@ impl RuleSet {
             verdict: Verdict::RewriteLoop,
             headers: Vec::new(),
             auth: None,
+            upstream: None,
         };
         let mut path = path;
         let mut rewritten_query: Option<String> = None;
@@ -315,6 +321,9 @@ impl RuleSet {
                 evaluation.headers.extend(rule.headers.iter().cloned());
                 if let Some(auth) = &rule.auth {
                     evaluation.auth = Some(Arc::clone(auth));
+                }
+                if let Some(group) = &rule.upstream {
+                    evaluation.upstream = Some(group.clone());
                 }
                 let query_in_force = rewritten_query.as_deref().or(query);
                 match &rule.ending {
@@ -373,6 +382,7 @@ impl RuleSet {
                         // The response comes from where the rewrite leads: the headers meant
                         // for the old path (a `.css` file's caching) do not follow it there.
                         evaluation.headers.clear();
+                        evaluation.upstream = None;
                         if let Some(query) = expanded.query {
                             rewritten_query = Some(query);
                         }

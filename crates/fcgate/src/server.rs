@@ -12,6 +12,7 @@
 //! process), accepting pauses until a connection closes, or a second passes, with one log line
 //! per pause rather than one every few milliseconds.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -163,10 +164,17 @@ impl BoundGateway {
         let upstream = Upstream::start(&config.upstream)
             .await
             .map_err(std::io::Error::other)?;
+        let mut groups = BTreeMap::new();
+        for (name, group) in &config.upstream_groups {
+            let started = Upstream::start(group)
+                .await
+                .map_err(|error| std::io::Error::other(format!("[upstreams.{name}]: {error}")))?;
+            groups.insert(name.clone(), started);
+        }
         Ok(BoundGateway {
             listeners,
             admin_listener,
-            gateway: Gateway::new(config, upstream, access_log, tls, acme),
+            gateway: Gateway::new(config, upstream, groups, access_log, tls, acme),
         })
     }
 
@@ -397,9 +405,11 @@ impl Acceptor {
         {
             tracing::warn!("shutdown_timeout passed with requests still in flight; closing them");
         }
-        generation.upstream.retire();
-        for pool in generation.upstream.pools() {
-            pool.close_idle();
+        for upstream in generation.upstreams() {
+            upstream.retire();
+            for pool in upstream.pools() {
+                pool.close_idle();
+            }
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Routing {
     pub headers: Vec<HeaderAction>,
     /// The user `auth_basic` let in, for REMOTE_USER.
     pub remote_user: Option<String>,
+    /// The `[upstreams.NAME]` a script goes to: a rule's, else the site's; `None`: `[upstream]`.
+    pub upstream: Option<String>,
 }
 
 impl Routing {
@@ -49,6 +51,7 @@ impl Routing {
             destination: Destination::Answer(response),
             headers: Vec::new(),
             remote_user: None,
+            upstream: None,
         }
     }
 }
@@ -67,6 +70,7 @@ pub async fn route(
             destination: Destination::Script(ScriptTarget::app(raw_path)),
             headers: Vec::new(),
             remote_user: None,
+            upstream: site.upstream.clone(),
         });
     }
     let request =
@@ -75,6 +79,7 @@ pub async fn route(
         verdict,
         headers,
         auth,
+        upstream,
     } = site
         .rules
         .evaluate(request, parts.uri.query(), Origin::Client, &|path| {
@@ -166,6 +171,7 @@ pub async fn route(
         destination,
         headers,
         remote_user,
+        upstream: upstream.or_else(|| site.upstream.clone()),
     })
 }
 

@@ -79,6 +79,7 @@ fn site() -> SiteConfig {
         extra_params: Vec::new(),
         rules: Default::default(),
         error_pages: Default::default(),
+        upstream: None,
     }
 }
 

@@ -149,21 +149,38 @@ impl LiveFigures {
     }
 
     fn encode_servers(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
-        let upstream = self.gateway.upstream();
-        let snapshot = upstream.servers();
+        let generation = self.gateway.current();
+        let snapshots: Vec<_> = std::iter::once((None, generation.upstream.servers()))
+            .chain(
+                generation
+                    .groups
+                    .iter()
+                    .map(|(group, upstream)| (Some(group.as_str()), upstream.servers())),
+            )
+            .collect();
         // `server` is the address connected to, as it always was; a server found by DNS also
-        // has `name`, its host name as configured, to group its addresses by.
-        let servers: Vec<_> = snapshot
+        // has `name`, its host name as configured, to group its addresses by; one in an
+        // `[upstreams.NAME]` group has `group` (an address is in one group only).
+        let servers: Vec<_> = snapshots
             .iter()
-            .map(|server| {
+            .flat_map(|(group, snapshot)| snapshot.iter().map(move |server| (*group, server)))
+            .map(|(group, server)| {
                 let mut labels: Labels = vec![("server", server.pool().address().to_string())];
                 if let Some(name) = server.name() {
                     labels.push(("name", name.to_owned()));
                 }
+                if let Some(group) = group {
+                    labels.push(("group", group.to_owned()));
+                }
                 (labels, server, server.pool().stats())
             })
             .collect();
-        let (rounds_ok, rounds_failed) = upstream.resolution_rounds();
+        let (rounds_ok, rounds_failed) = generation
+            .upstreams()
+            .map(|upstream| upstream.resolution_rounds())
+            .fold((0, 0), |(ok, failed), (more_ok, more_failed)| {
+                (ok + more_ok, failed + more_failed)
+            });
         counters(
             encoder,
             "upstream_resolutions",

@@ -65,10 +65,14 @@ impl History {
     /// Records one sample per server, `elapsed` seconds after the previous one. Servers no
     /// longer configured (after a reload) lose their history.
     fn sample(&self, gateway: &Gateway, time: u64, elapsed: f64) {
-        let upstream = gateway.upstream().servers();
+        let upstreams: Vec<_> = gateway
+            .upstreams()
+            .iter()
+            .map(|upstream| upstream.servers())
+            .collect();
         let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut seen = Vec::with_capacity(upstream.len());
-        for server in upstream.iter() {
+        let mut seen = Vec::new();
+        for server in upstreams.iter().flat_map(|set| set.iter()) {
             let address = server.pool().address().to_string();
             let stats = server.pool().stats();
             let responses = server.metrics().responses.total();
@@ -99,10 +103,15 @@ impl History {
 
     /// The document `/status.json` answers.
     pub fn report(&self, gateway: &Gateway, connections: &ClientConnections) -> StatusReport {
-        let upstream = gateway.upstream().servers();
-        let histories = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
-        let servers = upstream
+        let upstreams: Vec<_> = gateway
+            .upstreams()
             .iter()
+            .map(|upstream| upstream.servers())
+            .collect();
+        let histories = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        let servers = upstreams
+            .iter()
+            .flat_map(|set| set.iter())
             .map(|server| {
                 let address = server.pool().address().to_string();
                 let stats = server.pool().stats();

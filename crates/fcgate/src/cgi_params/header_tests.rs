@@ -90,6 +90,7 @@ proptest! {
             extra_params: Vec::new(),
             rules: Default::default(),
             error_pages: Default::default(),
+            upstream: None,
         };
         let connection =
             ConnectionInfo::new("192.0.2.1:1".parse().unwrap(), "192.0.2.2:2".parse().unwrap(), false);

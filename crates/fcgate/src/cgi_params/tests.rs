@@ -13,6 +13,7 @@ fn app_site() -> SiteConfig {
         extra_params: Vec::new(),
         rules: Default::default(),
         error_pages: Default::default(),
+        upstream: None,
     }
 }
 

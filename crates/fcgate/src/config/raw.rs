@@ -95,6 +95,9 @@ pub struct RawConfig {
     /// `[upstream]`
     #[serde(default)]
     pub upstream: RawUpstream,
+    /// `[upstreams.NAME]`: more backend groups, for sites and rules that name them.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
     /// `[tls]`
     #[serde(default)]
     pub tls: RawTls,
@@ -137,6 +140,8 @@ pub struct RawSite {
     pub follow_symlinks: Option<String>,
     /// `default_rules`
     pub default_rules: Option<bool>,
+    /// `upstream`: the `[upstreams.NAME]` its scripts go to.
+    pub upstream: Option<String>,
     /// `[[site.rule]]`
     #[serde(default, rename = "rule")]
     pub rules: Vec<RawRule>,
@@ -182,6 +187,8 @@ pub struct RawRule {
     pub auth_basic_user_file: Option<PathBuf>,
     /// `internal`
     pub internal: Option<bool>,
+    /// `upstream`: the `[upstreams.NAME]` scripts under it go to.
+    pub upstream: Option<String>,
 }
 
 /// A rule's `return`: a status (`return = 410`) or a table.
@@ -398,6 +405,8 @@ impl RawConfig {
             unknown_hosts: self.unknown_hosts,
             // File-only: what is compressed is a site's policy, like nginx's gzip directives.
             compression: self.compression,
+            // File-only: each group is described in full where it is named.
+            upstreams: self.upstreams,
             upstream: RawUpstream {
                 servers,
                 max_conns: flags.max_conns.or(self.upstream.max_conns),

@@ -4,7 +4,7 @@
 //! (1-based, as `fcgate` logs it) and says what would be right. In PHP mode the built-in rule
 //! (dotfiles refused, `/.well-known/` served) comes first unless `default_rules = false`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -30,6 +30,7 @@ pub(super) fn validate_rules(
     raw: Vec<RawRule>,
     default_rules: Option<bool>,
     php_mode: bool,
+    groups: &BTreeSet<String>,
 ) -> Result<RuleSet, ConfigError> {
     let built_in = if php_mode && default_rules.unwrap_or(true) {
         built_in()?
@@ -41,7 +42,8 @@ pub(super) fn validate_rules(
     for (index, rule) in raw.into_iter().enumerate() {
         let key = format!("rule {}", index + 1);
         written.push(
-            validate_rule(rule, php_mode).map_err(|message| ConfigError::invalid(key, message))?,
+            validate_rule(rule, php_mode, groups)
+                .map_err(|message| ConfigError::invalid(key, message))?,
         );
     }
     Ok(RuleSet::with_built_in(built_in, written))
@@ -58,13 +60,13 @@ fn built_in() -> Result<Vec<Rule>, ConfigError> {
         .rule
         .into_iter()
         .map(|rule| {
-            validate_rule(rule, true)
+            validate_rule(rule, true, &BTreeSet::new())
                 .map_err(|message| ConfigError::invalid("default_rules", message))
         })
         .collect()
 }
 
-fn validate_rule(raw: RawRule, php_mode: bool) -> Result<Rule, String> {
+fn validate_rule(raw: RawRule, php_mode: bool, groups: &BTreeSet<String>) -> Result<Rule, String> {
     let matcher = match (raw.prefix, raw.exact, raw.regex) {
         (Some(prefix), None, None) => Matcher::Prefix(path_selector("prefix", prefix)?),
         (None, Some(exact), None) => Matcher::Exact(path_selector("exact", exact)?),
@@ -132,6 +134,10 @@ fn validate_rule(raw: RawRule, php_mode: bool) -> Result<Rule, String> {
         _ => return Err("`auth_basic` (the realm) and `auth_basic_user_file` go together".into()),
     };
     let internal = raw.internal.unwrap_or(false);
+    if let Some(name) = &raw.upstream {
+        check_group("upstream", name, groups).map_err(|error| error.to_string())?;
+    }
+    let upstream = raw.upstream;
     let rule = Rule {
         matcher,
         unless,
@@ -141,12 +147,14 @@ fn validate_rule(raw: RawRule, php_mode: bool) -> Result<Rule, String> {
         auth,
         internal,
         if_missing,
+        upstream,
     };
     let does_something = rule.ending.is_some()
         || rule.static_only
         || !rule.headers.is_empty()
         || rule.auth.is_some()
-        || rule.internal;
+        || rule.internal
+        || rule.upstream.is_some();
     if !does_something {
         return Err(
             "does nothing: give it `deny`, `return`, `rewrite`, `static`, `headers`, \
@@ -155,6 +163,27 @@ fn validate_rule(raw: RawRule, php_mode: bool) -> Result<Rule, String> {
         );
     }
     Ok(rule)
+}
+
+/// A group named by `upstream` must be an `[upstreams.NAME]`.
+pub(super) fn check_group(
+    key: &str,
+    name: &str,
+    groups: &BTreeSet<String>,
+) -> Result<(), ConfigError> {
+    if groups.contains(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let known = if known.is_empty() {
+        "there is none".to_owned()
+    } else {
+        format!("there are: {}", known.join(", "))
+    };
+    Err(ConfigError::invalid(
+        key,
+        format!("`{name}` is not an [upstreams.{name}] group ({known})"),
+    ))
 }
 
 fn path_selector(key: &str, text: String) -> Result<String, String> {

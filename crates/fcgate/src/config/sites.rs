@@ -25,6 +25,7 @@ pub(super) struct RawSiteSettings {
     pub default_rules: Option<bool>,
     pub rules: Vec<RawRule>,
     pub error_pages: Option<BTreeMap<String, String>>,
+    pub upstream: Option<String>,
 }
 
 /// The gateway's sites: the named ones and what a request for another host gets.
@@ -112,6 +113,7 @@ pub(super) fn validate_site(
     raw: RawSiteSettings,
     underscores_in_headers: bool,
     extra_params: Vec<(String, String)>,
+    groups: &BTreeSet<String>,
 ) -> Result<SiteConfig, ConfigError> {
     let script_extensions = super::validate::validate_script_extensions(raw.script_extensions)?;
     let index = super::validate::validate_index(raw.index)?;
@@ -153,7 +155,11 @@ pub(super) fn validate_site(
         raw.rules,
         raw.default_rules,
         matches!(mode, SiteMode::Php(_)),
+        groups,
     )?;
+    if let Some(name) = &raw.upstream {
+        super::rules::check_group("upstream", name, groups)?;
+    }
     let error_pages = validate_error_pages(raw.error_pages.unwrap_or_default())?;
     Ok(SiteConfig {
         mode,
@@ -161,6 +167,7 @@ pub(super) fn validate_site(
         extra_params,
         rules,
         error_pages,
+        upstream: raw.upstream,
     })
 }
 
@@ -250,6 +257,7 @@ mod tests {
             extra_params: vec![("SITE".into(), marker.into())],
             rules: RuleSet::default(),
             error_pages: Default::default(),
+            upstream: None,
         }
     }
 

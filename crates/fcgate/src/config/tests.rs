@@ -154,7 +154,8 @@ fn parse_errors_carry_the_file_and_line() {
 fn unknown_keys_are_refused() {
     assert!(refusal("lisen = \"127.0.0.1:80\"").contains("lisen"));
     assert!(refusal("[upstream]\nmax_con = 4").contains("max_con"));
-    assert!(refusal("[upstreams]\nmax_conns = 4").contains("upstreams"));
+    // `[upstreams]` holds groups: a pool setting straight in it names what it expected.
+    assert!(refusal("[upstreams]\nmax_conns = 4").contains("[upstreams.NAME]"));
 }
 
 #[test]
@@ -1237,6 +1238,55 @@ fn error_pages_map_error_statuses_to_paths() {
         (
             "error_pages = { 404 = \"/../x\" }",
             "not a path in the site",
+        ),
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains(expected), "{text}\n=> {refused}");
+    }
+}
+
+#[test]
+fn upstream_groups_are_checked_where_they_are_defined_and_named() {
+    let config = validate_text(
+        "[[rule]]\nprefix = \"/api/\"\nupstream = \"api\"\n\
+         [[site]]\nserver_names = [\"a.example\"]\nupstream = \"api\"\n\
+         [upstream]\nservers = [\"unix:/a.sock\"]\n\
+         [upstreams.api]\nservers = [\"unix:/b.sock\"]\nmax_conns = 3\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.upstream_groups["api"]
+            .pool
+            .max_conns
+            .as_ref()
+            .unwrap()
+            .value,
+        3
+    );
+    assert_eq!(config.sites.named[0].site.upstream.as_deref(), Some("api"));
+    assert_eq!(
+        config.site.rules.rules()[0].upstream.as_deref(),
+        Some("api")
+    );
+    for (text, expected) in [
+        (
+            "[upstreams.api]\nservers = [\"unix:/b.sock\"]\nmax_conns = 0",
+            "upstreams.api.max_conns: must be at least 1",
+        ),
+        ("[upstreams.api]\nmax_conns = 2", "upstreams.api.servers: a group needs"),
+        ("[upstreams.\"a b\"]\nservers = [\"unix:/b.sock\"]", "letters, digits"),
+        (
+            "[upstream]\nservers = [\"unix:/a.sock\"]\n[upstreams.api]\nservers = [\"unix:/a.sock\"]",
+            "is also in `upstream`",
+        ),
+        (
+            "[upstreams.x]\nservers = [\"unix:/b.sock\"]\n[upstreams.y]\nservers = [\"unix:/b.sock\"]",
+            "is also in `x`",
+        ),
+        ("[[rule]]\nprefix = \"/a/\"\nupstream = \"nope\"", "rule 1: upstream: `nope` is not"),
+        (
+            "[[site]]\nserver_names = [\"a\"]\nupstream = \"nope\"",
+            "site 1: upstream: `nope` is not an [upstreams.nope] group (there is none)",
         ),
     ] {
         let refused = refusal(text);

@@ -3,7 +3,7 @@
 //! names the key it is about (`upstream.max_conns: must be at least 1`), whether the value came
 //! from the file or from a flag.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +54,9 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 impl RawConfig {
     /// Applies defaults and checks every value; the error names the first bad key.
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let upstream = validate_upstream(&self.upstream)?;
+        let upstream_groups = validate_upstream_groups(&self.upstreams, &upstream)?;
+        let group_names: BTreeSet<String> = upstream_groups.keys().cloned().collect();
         let underscores_in_headers = self.underscores_in_headers.unwrap_or(false);
         let extra_params = validate_params(self.params.unwrap_or_default())?;
         let site = validate_site(
@@ -67,9 +70,11 @@ impl RawConfig {
                 default_rules: self.default_rules,
                 rules: self.rules,
                 error_pages: self.error_pages,
+                upstream: None,
             },
             underscores_in_headers,
             extra_params.clone(),
+            &group_names,
         )?;
         let mut seen_names = BTreeSet::new();
         let mut named = Vec::new();
@@ -87,9 +92,15 @@ impl RawConfig {
                 default_rules: raw.default_rules,
                 rules: raw.rules,
                 error_pages: raw.error_pages,
+                upstream: raw.upstream,
             };
-            let site = validate_site(settings, underscores_in_headers, extra_params.clone())
-                .map_err(|error| error.in_site(number))?;
+            let site = validate_site(
+                settings,
+                underscores_in_headers,
+                extra_params.clone(),
+                &group_names,
+            )
+            .map_err(|error| error.in_site(number))?;
             named.push(NamedSite { server_names, site });
         }
         let unknown_hosts = match self.unknown_hosts.as_deref() {
@@ -172,7 +183,8 @@ impl RawConfig {
             site,
             sites,
             limits,
-            upstream: validate_upstream(&self.upstream)?,
+            upstream,
+            upstream_groups,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             admin_listen: self.admin_listen,
             access_log: match self.access_log.as_deref() {
@@ -732,6 +744,61 @@ fn positive(key: &str, raw: Option<Duration>, default: Duration) -> Result<Durat
         Some(duration) => Ok(duration),
         None => Ok(default),
     }
+}
+
+/// `[upstreams.NAME]`: each a complete `[upstream]` of its own, with servers, none of them
+/// also in `[upstream]` or another group: one backend is one pool under one cap, and two
+/// groups listing it would be two pools and twice its cap.
+fn validate_upstream_groups(
+    raw: &BTreeMap<String, RawUpstream>,
+    default: &UpstreamConfig,
+) -> Result<BTreeMap<String, UpstreamConfig>, ConfigError> {
+    let mut groups: BTreeMap<String, UpstreamConfig> = BTreeMap::new();
+    for (name, raw_group) in raw {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+        if !valid_name {
+            return Err(ConfigError::invalid(
+                format!("upstreams.{name}"),
+                "a group's name is letters, digits, `_` and `-`",
+            ));
+        }
+        let group = validate_upstream(raw_group).map_err(|error| error.in_group(name))?;
+        if group.servers.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("upstreams.{name}.servers"),
+                "a group needs at least one server",
+            ));
+        }
+        for server in &group.servers {
+            let elsewhere = std::iter::once(("upstream", default))
+                .chain(
+                    groups
+                        .iter()
+                        .map(|(other, config)| (other.as_str(), config)),
+                )
+                .find(|(_, config)| {
+                    config
+                        .servers
+                        .iter()
+                        .any(|known| known.address == server.address)
+                });
+            if let Some((other, _)) = elsewhere {
+                return Err(ConfigError::invalid(
+                    format!("upstreams.{name}.servers"),
+                    format!(
+                        "`{}` is also in `{other}`: one backend is one pool with one cap; \
+                         point the sites and rules at one group instead",
+                        server.address
+                    ),
+                ));
+            }
+        }
+        groups.insert(name.clone(), group);
+    }
+    Ok(groups)
 }
 
 fn validate_upstream(raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {

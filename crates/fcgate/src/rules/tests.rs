@@ -22,6 +22,7 @@ fn rule(matcher: Matcher) -> Rule {
         auth: None,
         internal: false,
         if_missing: false,
+        upstream: None,
     }
 }
 
