@@ -329,7 +329,9 @@ pub fn spool_response(
         let chunk = reader.next_chunk().await?;
         Some((chunk.map(hyper::body::Frame::data), reader))
     });
-    StreamBody::new(chunks).boxed_unsync()
+    // Fused: a body may be polled again after its end (tower-http's compression does), and
+    // `unfold` panics when it is.
+    StreamBody::new(futures_util::StreamExt::fuse(chunks)).boxed_unsync()
 }
 
 /// Reads the backend to END_REQUEST into the spool; `received` counts the body bytes so far.

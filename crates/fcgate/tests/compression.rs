@@ -496,3 +496,38 @@ async fn http2_clients_get_the_same_coding() {
     assert!(varies(&response));
     assert_eq!(decode("br", &response.body), site.css);
 }
+
+/// php-fpm's own output (several STDOUT records, no Content-Length), gzip on the fly, as
+/// bench/run's `compressed` scenario sends it: the body must decode whole, over keep-alive.
+#[tokio::test]
+async fn a_php_fpm_page_is_compressed_whole() {
+    let root = tempfile::tempdir().unwrap();
+    let page = "<?php for ($i = 0; $i < 2000; $i++) { echo \"<tr><td>$i</td><td>row $i of the listing</td></tr>\\n\"; }";
+    std::fs::write(root.path().join("index.php"), page).unwrap();
+    let Some(fpm) = fcgi_testkit::php::PhpFpm::start(fcgi_testkit::php::PhpFpmOptions {
+        docroot: root.path().to_path_buf(),
+        ..fcgi_testkit::php::PhpFpmOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let settings = format!(
+        "root = '{}'\n[compression]\nscripts = true\nencodings = [\"gzip\"]\n",
+        root.path().display()
+    );
+    let gateway = start_gateway(&settings, &fpm.address(), "").await;
+    let expected: String = (0..2000)
+        .map(|i| format!("<tr><td>{i}</td><td>row {i} of the listing</td></tr>\n"))
+        .collect();
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    for _ in 0..3 {
+        let request = Request::get("/index.php")
+            .header("accept-encoding", "gzip")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.send(request).await.unwrap();
+        assert_eq!(coding(&response), Some("gzip"));
+        assert_eq!(decode("gzip", &response.body), expected.as_bytes());
+    }
+}

@@ -121,7 +121,9 @@ impl Layout {
                 Err(error) => Err(body::after_flush(error).await),
             }
         });
-        StreamBody::new(frames).boxed_unsync()
+        // Fused: a body may be polled again after its end (tower-http's compression does), and
+        // `try_unfold` panics when it is.
+        StreamBody::new(futures_util::StreamExt::fuse(frames)).boxed_unsync()
     }
 }
 
