@@ -1,7 +1,8 @@
 # shellcheck shell=bash disable=SC2034,SC2154 # a library: the scripts sourcing it set and read its variables
 # What one run of one peer measures: requests/s, p50, p99 and errors (h2load, or wrk); the backend
 # connections the peer opened (SYNs to the backend port, counted by an nftables rule this file
-# adds and removes); TIME_WAIT sockets left toward the backend; the peer's peak RSS.
+# adds and removes); TIME_WAIT sockets left toward the backend; the peer's peak RSS; the CPU
+# time the peer's processes used per completed request.
 
 nft_table=fcgate_bench
 
@@ -82,6 +83,32 @@ sample_during_load() {
   done
 }
 
+# tree_cpu_ticks PID: user + system CPU ticks of PID and its descendants, with the children
+# each has reaped (cutime + cstime: a worker that exits during the run still counts).
+tree_cpu_ticks() {
+  local total=0 pid ticks
+  for pid in $(descendants "$1"); do
+    # Fields after the command name, which may hold spaces: utime stime cutime cstime are the
+    # 12th to 15th from the state on.
+    ticks=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}' || true)
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+
+# cpu_us_per_request TICKS REQUESTS: CPU ticks spent over requests completed, in µs per request.
+cpu_us_per_request() {
+  awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "" }'
+}
+
+# completed_requests OUT_DIR RPS: requests completed in the last load (h2load's per-request log;
+# with wrk, requests/s times the duration).
+completed_requests() {
+  if [ "$LOADGEN" = wrk ]; then echo $(($2 * duration_seconds)); return; fi
+  wc -l <"$1/requests.log" 2>/dev/null || echo 0
+}
+
 to_ms() {
   awk '{v = $1
         if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
@@ -91,10 +118,11 @@ to_ms() {
         printf "%.2f", v}'
 }
 
-# load_command URL POST_BODY OUT_DIR: sets load_cmd, the bounded closed-loop load
-# (CONNECTIONS clients, DURATION) with $LOADGEN.
+# load_command URL POST_BODY OUT_DIR [HEADER...]: sets load_cmd, the bounded closed-loop load
+# (CONNECTIONS clients, DURATION) with $LOADGEN, each request with the HEADERs ("Name: value").
 load_command() {
-  local url=$1 post_body=$2 out=$3 limit=$((duration_seconds + 60))
+  local url=$1 post_body=$2 out=$3 limit=$((duration_seconds + 60)) header
+  shift 3
   if [ "$LOADGEN" = wrk ]; then
     load_cmd=(timeout "$limit" wrk -t"$LOAD_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency)
     [ -n "$post_body" ] && load_cmd+=(-s "$bench_dir/post.lua")
@@ -103,11 +131,12 @@ load_command() {
       --log-file="$out/requests.log")
     [ -n "$post_body" ] && load_cmd+=(-d "$post_body" -H 'Content-Type: application/octet-stream')
   fi
+  for header in "$@"; do load_cmd+=(-H "$header"); done
   load_cmd+=("$url")
 }
 
-# run_load URL POST_BODY OUT_DIR: load_command's load; prints "requests/s p50_ms p99_ms errors
-# answered" (see parse_h2load).
+# run_load URL POST_BODY OUT_DIR [HEADER...]: load_command's load; prints "requests/s p50_ms
+# p99_ms errors answered" (see parse_h2load).
 run_load() {
   local out=$3
   load_command "$@"

@@ -19,10 +19,80 @@ all_peers="nginx nginx-keepalive haproxy caddy h2o lighttpd apache fcgate"
 # against plain `fcgate` in the same run.
 # fcgate-baseline is fcgate as above from another build (FCGATE_BASELINE=path to its binary):
 # a change measured against the build before it, the two interleaved round by round.
-extra_peers="fcgate-log fcgate-metrics fcgate-baseline"
+# fcgate-rules is fcgate with the 20 [[rule]]s below, none of which matches the measured path:
+# what evaluating them costs a request that passes them all.
+extra_peers="fcgate-log fcgate-metrics fcgate-baseline fcgate-rules"
 # fcgate's log filter and extra command-line flags (faults.sh: FCGATE_ARGS), for every fcgate peer.
 fcgate_rust_log=warn
 fcgate_flags=()
+
+# fcgate-rules' rules: what a site's config holds (docs/configuration.md, "Rules"), 10 prefix,
+# 8 regex, 2 exact, written so that none matches /hello.php: each of its requests is compared
+# with all 20 (after the built-in dotfile rule) and passes them all. No if_missing (it would
+# add a stat per request) and no auth_basic (it needs a password file).
+fcgate_bench_rules=$(cat <<'EOF'
+[[rule]]
+prefix = "/data/"
+deny = 404
+[[rule]]
+prefix = "/conf/"
+deny = 403
+[[rule]]
+prefix = "/uploads/"
+static = true
+[[rule]]
+prefix = "/vendor/"
+deny = 404
+[[rule]]
+prefix = "/storage/"
+deny = 404
+[[rule]]
+prefix = "/private/"
+internal = true
+[[rule]]
+prefix = "/assets/"
+headers = { "Cache-Control" = "public, max-age=31536000, immutable" }
+[[rule]]
+prefix = "/old-blog/"
+return = { status = 301, location = "/blog/" }
+[[rule]]
+prefix = "/api/v1/"
+return = 410
+[[rule]]
+prefix = "/cache/"
+deny = 404
+[[rule]]
+regex = '^/(conf|data|bin)/'
+deny = 403
+[[rule]]
+regex = '\.(css|js|png)$'
+headers = { "Cache-Control" = "public, max-age=31536000, immutable" }
+[[rule]]
+regex = '\.(jpe?g|gif|webp|svg|woff2?)$'
+headers = { "Cache-Control" = "public, max-age=2592000" }
+[[rule]]
+regex = '^/(inc|lib/plugins/[^/]+/conf)/'
+deny = 403
+[[rule]]
+regex = '(?i)\.(bak|old|orig|sql|log|swp)$'
+deny = 404
+[[rule]]
+regex = '^/wp-content/uploads/.*\.php$'
+deny = 403
+[[rule]]
+regex = '^/_media/(.*)$'
+rewrite = "/lib/exe/fetch.php?media=$1"
+[[rule]]
+regex = '^/(composer\.(json|lock)|package\.json|\.env)$'
+deny = 404
+[[rule]]
+exact = "/xmlrpc.php"
+deny = 403
+[[rule]]
+exact = "/favicon.ico"
+headers = { "Cache-Control" = "public, max-age=86400" }
+EOF
+)
 
 peer_note() {
   case $1 in
@@ -37,6 +107,7 @@ peer_note() {
     fcgate-log) echo "fcgate as above, access log on: combined format to a file" ;;
     fcgate-metrics) echo "fcgate as above, admin listener on and /metrics scraped once a second (curl) during the load" ;;
     fcgate-baseline) echo "fcgate as above, the build in FCGATE_BASELINE (${FCGATE_BASELINE:-unset})" ;;
+    fcgate-rules) echo "fcgate as above with 20 [[rule]]s (10 prefix, 8 regex, 2 exact: deny, static, internal, headers, return, rewrite) of which none matches the measured path, after the built-in dotfile rule (bench/lib/peers.sh: fcgate_bench_rules)" ;;
   esac
 }
 
@@ -46,7 +117,7 @@ peer_available() {
   case $1 in
     nginx | nginx-keepalive) program=nginx ;;
     apache) program=apache2 ;;
-    fcgate | fcgate-log | fcgate-metrics) [ -n "${dry_run:-}" ] || [ -x "$fcgate_bin" ] || echo "fcgate was not built"; return 0 ;;
+    fcgate | fcgate-log | fcgate-metrics | fcgate-rules) [ -n "${dry_run:-}" ] || [ -x "$fcgate_bin" ] || echo "fcgate was not built"; return 0 ;;
     fcgate-baseline) [ -n "${dry_run:-}" ] || [ -x "${FCGATE_BASELINE:-}" ] || echo "FCGATE_BASELINE is not an executable"; return 0 ;;
     *) program=$1 ;;
   esac
@@ -69,7 +140,7 @@ start_peer() {
     h2o) write_h2o_conf "$dir" "${common[@]}" "$@" ;;
     lighttpd) write_lighttpd_conf "$dir" "${common[@]}" "$@" ;;
     apache) write_apache_conf "$dir" "${common[@]}" per_process=$((PHP_CHILDREN / WORKERS)) "$@" ;;
-    fcgate | fcgate-log | fcgate-metrics | fcgate-baseline)
+    fcgate | fcgate-log | fcgate-metrics | fcgate-baseline | fcgate-rules)
       # In front of php-fpm fcgate reads the pool's own config, as a deployment would, and
       # takes its cap from pm.max_children; the demo app announces FCGI_MAX_CONNS 256, so there
       # the cap is given as max_conns: the same $PHP_CHILDREN connections as every other peer.
@@ -79,6 +150,7 @@ start_peer() {
       else args+=(max_conns="$PHP_CHILDREN"); fi
       [ "$name" = fcgate-log ] && args+=(access_log="$dir/access.log")
       [ "$name" = fcgate-metrics ] && args+=(admin_listen="127.0.0.1:$((port + 1000))")
+      [ "$name" = fcgate-rules ] && args+=(rules="$fcgate_bench_rules")
       write_fcgate_toml "$dir/fcgate.toml" "${args[@]}" "$@"
       ;;
     *) die "unknown peer $name" ;;
@@ -213,15 +285,22 @@ backend app
 EOF
 }
 
-# write_caddyfile DIR port=N upstream=ADDR [mode=php|app] [root=DIR]
+# write_caddyfile DIR port=N upstream=ADDR [mode=php|app] [root=DIR] [encode=ENCODER (a line
+#   of the encode block: "gzip 5"; empty: no compression)]
+# In PHP mode static files are served from the root (file_server), as Caddy's docs pair it with
+# php_fastcgi and as every other peer does.
 write_caddyfile() {
-  local dir=$1 port="" upstream="" mode=php root=${www:-} workers=""
+  local dir=$1 port="" upstream="" mode=php root=${www:-} workers="" encode=""
   shift
   set_args "$@"
-  local handler target=${upstream/#unix:/unix/}
+  local handler target=${upstream/#unix:/unix/} encode_block=""
+  [ -z "$encode" ] || encode_block="encode {
+    $encode
+  }"
   if [ "$mode" = php ]; then
     handler="root * $root
-  php_fastcgi $target"
+  php_fastcgi $target
+  file_server"
   else
     handler="reverse_proxy $target {
     transport fastcgi
@@ -234,6 +313,7 @@ write_caddyfile() {
 }
 http://127.0.0.1:$port {
   bind 127.0.0.1
+  $encode_block
   $handler
 }
 EOF
@@ -368,11 +448,13 @@ EOF
 
 # write_fcgate_toml FILE listen=ADDR upstream=ADDR [root=DIR] [php_fpm_config=FILE]
 #   [max_conns=N] [access_log=off|PATH] [admin_listen=ADDR] [multiplex=MODE] [extra=LINES]
-#   [upstream_extra=LINES]  (extra: top-level lines; upstream_extra: lines in [upstream])
+#   [upstream_extra=LINES] [compression=LINES] [rules=TABLES]  (extra: top-level lines;
+#   upstream_extra: lines in [upstream]; compression: lines in [compression]; rules: [[rule]]
+#   tables, at the end)
 # Settings left empty are left out: fcgate's defaults.
 write_fcgate_toml() {
   local file=$1 listen="" upstream="" root="" php_fpm_config="" max_conns="" access_log="" \
-    admin_listen="" multiplex="" extra="" upstream_extra=""
+    admin_listen="" multiplex="" extra="" upstream_extra="" compression="" rules=""
   shift
   set_args "$@"
   {
@@ -388,5 +470,7 @@ write_fcgate_toml() {
     [ -z "$max_conns" ] || echo "max_conns = $max_conns"
     [ -z "$multiplex" ] || echo "multiplex = \"$multiplex\""
     [ -z "$upstream_extra" ] || echo "$upstream_extra"
+    [ -z "$compression" ] || printf '\n[compression]\n%s\n' "$compression"
+    [ -z "$rules" ] || printf '\n%s\n' "$rules"
   } | write_config "$file"
 }

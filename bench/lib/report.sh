@@ -3,8 +3,9 @@
 # of requests/s) and one gnuplot chart per scenario (requests/s and p99 per peer).
 #
 # runs.tsv columns: scenario peer round rps p50_ms p99_ms errors backend_conns time_wait
-#                   rss_kib open_at_end active note   (backend_conns/time_wait "-" where not
-#                   countable; an empty rps means the peer did not run, note says why)
+#                   rss_kib open_at_end active cpu_us_per_request note   (backend_conns/time_wait
+#                   "-" where not countable; an empty rps means the peer did not run, note says
+#                   why; on a run, note says what the check found compressed, if anything)
 
 # table RUNS: the markdown table on stdout, scenarios and peers in the order they ran.
 table() {
@@ -25,27 +26,29 @@ table() {
     {
       key = $1 SUBSEP $2
       if (!(key in seen)) { seen[key] = 1; order[++rows] = key }
-      if ($13 != "") note[key] = $13
+      if ($14 != "") note[key] = $14
       if ($4 == "") next
       runs[key]++
       rps[key] = rps[key] " " $4; p50[key] = p50[key] " " $5; p99[key] = p99[key] " " $6
       errors[key] += $7; tw[key] = tw[key] " " $9; rss[key] = rss[key] " " $10
       open[key] = open[key] " " $11; active[key] = active[key] " " $12
+      if ($13 != "") cpu[key] = cpu[key] " " $13
       if ($8 == "-") conns_na[key] = 1; else conns[key] = conns[key] " " $8
     }
     END {
-      print "| scenario | peer | requests/s | spread | p50 ms | p99 ms | errors | answered conns | backend conns opened | TIME_WAIT | peak RSS MiB | note |"
-      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+      print "| scenario | peer | requests/s | spread | CPU µs/request | p50 ms | p99 ms | errors | answered conns | backend conns opened | TIME_WAIT | peak RSS MiB | note |"
+      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
       for (r = 1; r <= rows; r++) {
         key = order[r]; split(key, part, SUBSEP)
         if (!runs[key]) {
-          printf "| %s | %s | – | – | – | – | – | – | – | – | – | %s |\n", part[1], part[2], note[key]
+          printf "| %s | %s | – | – | – | – | – | – | – | – | – | – | %s |\n", part[1], part[2], note[key]
           continue
         }
         if (conns_na[key]) { c = sprintf("n/a (%d kept open)", median(open[key])); t = "n/a" }
         else { c = sprintf("%d", median(conns[key])); t = sprintf("%d", median(tw[key])) }
-        printf "| %s | %s | %d | %s | %.2f | %.2f | %d | %d/%d | %s | %s | %.1f | %s |\n",
-          part[1], part[2], median(rps[key]), minmax(rps[key]), median(p50[key]),
+        u = (key in cpu) ? sprintf("%.1f", median(cpu[key])) : "–"
+        printf "| %s | %s | %d | %s | %s | %.2f | %.2f | %d | %d/%d | %s | %s | %.1f | %s |\n",
+          part[1], part[2], median(rps[key]), minmax(rps[key]), u, median(p50[key]),
           median(p99[key]), errors[key], median(active[key]), connections, c, t,
           median(rss[key]) / 1024, note[key]
       }
@@ -124,7 +127,10 @@ write_report() {
     echo
     echo "## Reading the table"
     echo
-    echo "- requests/s, p50, p99, TIME_WAIT, RSS: median over the rounds; spread: lowest–highest requests/s."
+    echo "- requests/s, CPU, p50, p99, TIME_WAIT, RSS: median over the rounds; spread: lowest–highest requests/s."
+    echo "- CPU µs/request: user + system CPU time of the gateway's processes (master and workers,"
+    echo "  with any they reaped) while the load ran, over the requests completed: the gateway's own"
+    echo "  cost per request, whatever else shared the cores (h2load, php-fpm)."
     if [ "$LOADGEN" = wrk ]; then
       echo "- p50, p99: wrk's percentiles, which weigh slow connections far above their share of"
       echo "  requests (see bench/lib/measure.sh); answered conns is only a rough figure with wrk."
@@ -147,7 +153,13 @@ write_report() {
     echo "- scenarios: hello = hello-world PHP page; sleep = a page that sleeps 10 ms; big = 100 KiB"
     echo "  response; post = 64 KiB request body; hello-unix = hello over php-fpm's unix socket;"
     echo "  demo = fcgate's demo FastCGI app (near-zero work: the gateway's own cost); remote = hello with"
-    echo "  php-fpm in a network namespace behind a veth pair, 1 ms delay each way (${delay_method:-not run})."
+    echo "  php-fpm in a network namespace behind a veth pair, 1 ms delay each way (${delay_method:-not run});"
+    echo "  static-small = a 2 KB CSS file and static-big = a 1 MiB file, served from the document root"
+    echo "  without PHP (requested without Accept-Encoding: sent as they are; nginx with sendfile on);"
+    echo "  compressed = a 40 KB HTML page from PHP requested with Accept-Encoding: gzip, gzipped by"
+    echo "  the gateway at level $GZIP_LEVEL at every peer (nginx gzip_comp_level, Caddy encode gzip,"
+    echo "  fcgate [compression] gzip_level; the note gives the sizes the check got). Those three are"
+    echo "  set up for fcgate, nginx and Caddy only."
   } >"$file"
 }
 
