@@ -329,7 +329,7 @@ impl Gateway {
     }
 
     /// Sends a job to the backend, trying again as the retry policy allows; an answer with
-    /// `X-Accel-Redirect` becomes the file it names.
+    /// `X-Accel-Redirect` or `X-Sendfile` becomes the file it names.
     async fn run(
         &self,
         generation: &Generation,
@@ -347,11 +347,7 @@ impl Gateway {
                 .attempt(generation, &servers, job, &attempts, facts)
                 .await
             {
-                Attempt::Done(Ok(response))
-                    if response
-                        .headers()
-                        .contains_key(site_routing::X_ACCEL_REDIRECT) =>
-                {
+                Attempt::Done(Ok(response)) if site_routing::hands_over(response.headers()) => {
                     return self
                         .accel_redirect(generation, job, response, rule_headers)
                         .await
@@ -511,7 +507,8 @@ impl Gateway {
         }
     }
 
-    /// Serves the file an app named in `X-Accel-Redirect` instead of its response, as a GET
+    /// Serves the file an app named in `X-Accel-Redirect` or `X-Sendfile` instead of its
+    /// response, as a GET
     /// (HEAD stays HEAD) with the client's own headers, so Range and conditionals apply.
     async fn accel_redirect(
         &self,
@@ -521,18 +518,13 @@ impl Gateway {
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (app_head, _empty_or_ignored) = app_response.into_parts();
-        let target = app_head
-            .headers
-            .get(site_routing::X_ACCEL_REDIRECT)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static("/"));
         let request_id = job.exchange.request_id;
         // The site that ran the script: a redirect never crosses into another site's root.
         let site = generation
             .config
             .site_for(cgi_params::request_host_name(&job.parts))
             .ok_or(GatewayError::UnknownHost)?;
-        match site_routing::accel_redirect(site, &target, request_id)? {
+        match site_routing::accel_redirect(site, &app_head.headers, request_id)? {
             Accel::Answer(response) => Ok(response),
             Accel::File { path, headers } => {
                 rule_headers.extend(headers);

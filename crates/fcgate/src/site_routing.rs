@@ -201,10 +201,22 @@ pub const ACCEL_KEPT_HEADERS: [header::HeaderName; 4] = [
 /// The `X-Accel-Redirect` header's name.
 pub const X_ACCEL_REDIRECT: &str = "x-accel-redirect";
 
-/// Resolves `target`, the value of an app's `X-Accel-Redirect`.
+/// The `X-Sendfile` header's name (Apache's mod_xsendfile, lighttpd): a file's path on disk.
+pub const X_SENDFILE: &str = "x-sendfile";
+
+/// Whether an app's response hands the answer over to a file (`X-Accel-Redirect` or
+/// `X-Sendfile`).
+pub fn hands_over(headers: &HeaderMap) -> bool {
+    headers.contains_key(X_ACCEL_REDIRECT) || headers.contains_key(X_SENDFILE)
+}
+
+/// Resolves the file an app's response names: `X-Accel-Redirect` (a URI path, nginx's) or
+/// `X-Sendfile` (a path on disk, which must lie under the root and is then the URI path
+/// relative to it). Either way the path goes through the rules and must land on a file in an
+/// `internal` location.
 pub fn accel_redirect(
     site: &SiteConfig,
-    target: &HeaderValue,
+    app_headers: &HeaderMap,
     request_id: u64,
 ) -> Result<Accel, GatewayError> {
     let SiteMode::Php(php) = &site.mode else {
@@ -212,20 +224,39 @@ pub fn accel_redirect(
             "files are served only in PHP mode (with a `root`)".to_owned(),
         ));
     };
-    let text = target
-        .to_str()
-        .map_err(|_| GatewayError::AccelRedirect("not ASCII".to_owned()))?;
-    let path = text.split_once('?').map_or(text, |(path, _)| path);
-    let request = RequestPath::parse(path)
-        .ok_or_else(|| GatewayError::AccelRedirect(format!("`{text}` is not a usable path")))?;
+    let (header, request, text) = match app_headers.get(X_ACCEL_REDIRECT) {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| GatewayError::AccelRedirect("not ASCII".to_owned()))?;
+            let path = text.split_once('?').map_or(text, |(path, _)| path);
+            ("X-Accel-Redirect", RequestPath::parse(path), text)
+        }
+        None => {
+            let text = app_headers
+                .get(X_SENDFILE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            // A path on disk, decoded as it is: under the root, it is the URI path that
+            // names it. The root is canonical; `..` is resolved lexically, never above it.
+            let under_root = std::path::Path::new(text)
+                .strip_prefix(&php.root)
+                .ok()
+                .and_then(|relative| relative.to_str())
+                .and_then(|relative| RequestPath::from_decoded(&format!("/{relative}")));
+            ("X-Sendfile", under_root, text)
+        }
+    };
+    let Some(request) = request else {
+        return Err(GatewayError::AccelRedirect(format!(
+            "{header} `{text}` is not a path in the site"
+        )));
+    };
     let evaluation = site
         .rules
         .evaluate(request, None, Origin::Internal, &|path| exists(site, path));
     let refuse = |why: String| {
-        tracing::warn!(
-            request = request_id,
-            "X-Accel-Redirect `{text}` refused: {why}"
-        );
+        tracing::warn!(request = request_id, "{header} `{text}` refused: {why}");
         Ok(Accel::Answer(plain_response(StatusCode::NOT_FOUND)))
     };
     match evaluation.verdict {
@@ -246,10 +277,7 @@ pub fn accel_redirect(
         )),
         Verdict::Deny { status, rule } => {
             let rule = site.rules.label(rule);
-            tracing::warn!(
-                request = request_id,
-                "X-Accel-Redirect `{text}` denied by {rule}"
-            );
+            tracing::warn!(request = request_id, "{header} `{text}` denied by {rule}");
             Ok(Accel::Answer(plain_response(status)))
         }
         other => refuse(format!("the rules answer {other:?}")),

@@ -41,6 +41,14 @@ fn docroot() -> tempfile::TempDir {
     file("index.php", INDEX);
     file("doku.php", INDEX);
     file("download.php", DOWNLOAD);
+    file(
+        "sendfile.php",
+        "<?php header('X-Sendfile: ' . $_SERVER['DOCUMENT_ROOT'] . $_GET['to']); echo 'not this';",
+    );
+    file(
+        "sendfile-abs.php",
+        "<?php header('X-Sendfile: ' . $_GET['to']); echo 'not this';",
+    );
     file("data/pages/start.txt", "the wiki's start page");
     file("data/meta/start.changes", "127.0.0.1 alice");
     file("conf/local.php", "<?php $conf['superuser'] = 'alice';");
@@ -428,4 +436,36 @@ auth_basic_user_file = "HTPASSWD"
         site.get("/errors/error.php", &[]).await.text(),
         "<h1>Nothing here</h1>"
     );
+}
+
+/// Apache's and lighttpd's `X-Sendfile` names a path on disk: under the root it is the URI path
+/// that names it, with the same rule that it must be in an `internal` location.
+#[tokio::test]
+async fn x_sendfile_serves_files_under_the_root_from_internal_locations_only() {
+    let Some(site) = site_with(ACCEL_RULES).await else {
+        return;
+    };
+    let response = site
+        .get(
+            "/sendfile.php?to=/protected/report.bin",
+            &[("range", "bytes=0-3")],
+        )
+        .await;
+    assert_eq!(response.status, 206);
+    assert_eq!(response.text(), "0123");
+    for (script, target, status) in [
+        ("sendfile.php", "/conf/local.php", 404),
+        ("sendfile.php", "/protected/../data/pages/start.txt", 404),
+        ("sendfile.php", "/../../../../etc/passwd", 502),
+        ("sendfile-abs.php", "/etc/passwd", 502),
+    ] {
+        let response = site.get(&format!("/{script}?to={target}"), &[]).await;
+        assert_eq!(
+            response.status,
+            status,
+            "{script} {target}: {}",
+            response.text()
+        );
+        assert!(!response.text().contains("root:"), "{target}");
+    }
 }
