@@ -26,73 +26,10 @@ extra_peers="fcgate-log fcgate-metrics fcgate-baseline fcgate-rules"
 fcgate_rust_log=warn
 fcgate_flags=()
 
-# fcgate-rules' rules: what a site's config holds (docs/configuration.md, "Rules"), 10 prefix,
-# 8 regex, 2 exact, written so that none matches /hello.php: each of its requests is compared
-# with all 20 (after the built-in dotfile rule) and passes them all. No if_missing (it would
-# add a stat per request) and no auth_basic (it needs a password file).
-fcgate_bench_rules=$(cat <<'EOF'
-[[rule]]
-prefix = "/data/"
-deny = 404
-[[rule]]
-prefix = "/conf/"
-deny = 403
-[[rule]]
-prefix = "/uploads/"
-static = true
-[[rule]]
-prefix = "/vendor/"
-deny = 404
-[[rule]]
-prefix = "/storage/"
-deny = 404
-[[rule]]
-prefix = "/private/"
-internal = true
-[[rule]]
-prefix = "/assets/"
-headers = { "Cache-Control" = "public, max-age=31536000, immutable" }
-[[rule]]
-prefix = "/old-blog/"
-return = { status = 301, location = "/blog/" }
-[[rule]]
-prefix = "/api/v1/"
-return = 410
-[[rule]]
-prefix = "/cache/"
-deny = 404
-[[rule]]
-regex = '^/(conf|data|bin)/'
-deny = 403
-[[rule]]
-regex = '\.(css|js|png)$'
-headers = { "Cache-Control" = "public, max-age=31536000, immutable" }
-[[rule]]
-regex = '\.(jpe?g|gif|webp|svg|woff2?)$'
-headers = { "Cache-Control" = "public, max-age=2592000" }
-[[rule]]
-regex = '^/(inc|lib/plugins/[^/]+/conf)/'
-deny = 403
-[[rule]]
-regex = '(?i)\.(bak|old|orig|sql|log|swp)$'
-deny = 404
-[[rule]]
-regex = '^/wp-content/uploads/.*\.php$'
-deny = 403
-[[rule]]
-regex = '^/_media/(.*)$'
-rewrite = "/lib/exe/fetch.php?media=$1"
-[[rule]]
-regex = '^/(composer\.(json|lock)|package\.json|\.env)$'
-deny = 404
-[[rule]]
-exact = "/xmlrpc.php"
-deny = 403
-[[rule]]
-exact = "/favicon.ico"
-headers = { "Cache-Control" = "public, max-age=86400" }
-EOF
-)
+# fcgate-rules' rules: bench/rules-20.toml, shared with crates/fcgate/benches/rules.rs (the
+# same 20 rules measured alone, without the network). No if_missing (it would add a stat per
+# request) and no auth_basic (it needs a password file).
+fcgate_bench_rules=$(cat "$bench_dir/rules-20.toml")
 
 peer_note() {
   case $1 in
@@ -107,7 +44,7 @@ peer_note() {
     fcgate-log) echo "fcgate as above, access log on: combined format to a file" ;;
     fcgate-metrics) echo "fcgate as above, admin listener on and /metrics scraped once a second (curl) during the load" ;;
     fcgate-baseline) echo "fcgate as above, the build in FCGATE_BASELINE (${FCGATE_BASELINE:-unset})" ;;
-    fcgate-rules) echo "fcgate as above with 20 [[rule]]s (10 prefix, 8 regex, 2 exact: deny, static, internal, headers, return, rewrite) of which none matches the measured path, after the built-in dotfile rule (bench/lib/peers.sh: fcgate_bench_rules)" ;;
+    fcgate-rules) echo "fcgate as above with 20 [[rule]]s (10 prefix, 8 regex, 2 exact: deny, static, internal, headers, return, rewrite) of which none matches the measured path, after the built-in dotfile rule (bench/rules-20.toml)" ;;
   esac
 }
 
