@@ -117,6 +117,9 @@ fuzz_target!(|data: &[u8]| {
         mode: SiteMode::App,
         underscores_in_headers,
         extra_params: vec![],
+        rules: Default::default(),
+        error_pages: Default::default(),
+        upstream: None,
     };
     let body_length = content_length.to_string();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
