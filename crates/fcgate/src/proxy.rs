@@ -444,7 +444,7 @@ impl Gateway {
         &self,
         generation: &Generation,
         original: Response<ResponseBody>,
-        request: ErrorPageRequest<'_>,
+        mut request: ErrorPageRequest<'_>,
         facts: &mut BackendFacts,
     ) -> Response<ResponseBody> {
         if original.extensions().get::<GatewayAnswer>().is_none() {
@@ -880,12 +880,13 @@ struct ErrorPageRequest<'a> {
 impl ErrorPageRequest<'_> {
     /// The page's own request, as nginx's internal redirect to an `error_page`: no range, no
     /// condition (they were about what failed).
-    fn parts(&self) -> Parts {
+    /// Takes the headers: the page's request is made once.
+    fn parts(&mut self) -> Parts {
         internal_get(
             &self.method,
             &self.uri,
             self.version,
-            self.headers.clone(),
+            std::mem::take(&mut self.headers),
             Conditions::Drop,
         )
     }

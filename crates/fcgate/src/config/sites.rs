@@ -8,25 +8,10 @@
 //! `unknown_hosts = "reject"`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-use super::raw::RawRule;
+use super::raw::RawSite;
 use super::ConfigError;
 use super::{DirectoryWithoutIndex, FollowSymlinks, PhpSite, SiteConfig, SiteMode};
-
-/// What the top level and a `[[site]]` both say about a site.
-pub(super) struct RawSiteSettings {
-    pub root: Option<PathBuf>,
-    pub index: Option<String>,
-    pub script_extensions: Option<Vec<String>>,
-    pub front_controller: Option<bool>,
-    pub directory_without_index: Option<String>,
-    pub follow_symlinks: Option<String>,
-    pub default_rules: Option<bool>,
-    pub rules: Vec<RawRule>,
-    pub error_pages: Option<BTreeMap<String, String>>,
-    pub upstream: Option<String>,
-}
 
 /// The gateway's sites: the named ones and what a request for another host gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -108,9 +93,10 @@ impl Sites {
     }
 }
 
-/// Checks a site's settings; `underscores_in_headers` and `params` are the gateway's.
+/// Checks a site's settings (the top level's are a `RawSite` without `server_names`, checked
+/// by [`validate_server_names`]); `underscores_in_headers` and `params` are the gateway's.
 pub(super) fn validate_site(
-    raw: RawSiteSettings,
+    raw: RawSite,
     underscores_in_headers: bool,
     extra_params: Vec<(String, String)>,
     groups: &BTreeSet<String>,

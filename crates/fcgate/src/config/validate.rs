@@ -11,10 +11,8 @@ use std::time::Duration;
 use fcgi::client::{ConfiguredCap, Multiplexing, PoolConfig};
 use fcgi::net::Address;
 
-use super::raw::{RawAcme, RawCompression, RawConfig, RawTls, RawUpstream};
-use super::sites::{
-    validate_server_names, validate_site, NamedSite, RawSiteSettings, Sites, UnknownHosts,
-};
+use super::raw::{RawAcme, RawCompression, RawConfig, RawSite, RawTls, RawUpstream};
+use super::sites::{validate_server_names, validate_site, NamedSite, Sites, UnknownHosts};
 use super::{
     AcmeChallenge, AcmeSettings, CertificateFiles, ClientLimits, CompressionSettings, Config,
     ConfigError, HealthConfig, Http2Limits, LogFormat, PhpSite, RealClientSettings,
@@ -60,7 +58,8 @@ impl RawConfig {
         let underscores_in_headers = self.underscores_in_headers.unwrap_or(false);
         let extra_params = validate_params(self.params.unwrap_or_default())?;
         let site = validate_site(
-            RawSiteSettings {
+            RawSite {
+                server_names: None,
                 root: self.root,
                 index: self.index,
                 script_extensions: self.script_extensions,
@@ -78,24 +77,12 @@ impl RawConfig {
         )?;
         let mut seen_names = BTreeSet::new();
         let mut named = Vec::new();
-        for (index, raw) in self.sites.into_iter().enumerate() {
+        for (index, mut raw) in self.sites.into_iter().enumerate() {
             let number = index + 1;
-            let server_names = validate_server_names(raw.server_names, &mut seen_names)
+            let server_names = validate_server_names(raw.server_names.take(), &mut seen_names)
                 .map_err(|error| error.in_site(number))?;
-            let settings = RawSiteSettings {
-                root: raw.root,
-                index: raw.index,
-                script_extensions: raw.script_extensions,
-                front_controller: raw.front_controller,
-                directory_without_index: raw.directory_without_index,
-                follow_symlinks: raw.follow_symlinks,
-                default_rules: raw.default_rules,
-                rules: raw.rules,
-                error_pages: raw.error_pages,
-                upstream: raw.upstream,
-            };
             let site = validate_site(
-                settings,
+                raw,
                 underscores_in_headers,
                 extra_params.clone(),
                 &group_names,
