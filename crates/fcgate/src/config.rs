@@ -23,6 +23,8 @@ use crate::real_client::{RealIpHeader, TrustedProxies};
 use crate::request_guard::HeadLimits;
 use crate::rules::RuleSet;
 
+mod locate;
+pub use locate::Place;
 mod raw;
 mod rules;
 mod sites;
@@ -517,6 +519,19 @@ pub enum ConfigError {
         /// toml's error, with line, column and the offending line.
         error: toml::de::Error,
     },
+    /// A value of the file has the right type but is not acceptable: [`ConfigError::Invalid`]
+    /// placed where the file says it, as toml places its parse errors.
+    #[error("in {}: line {}, column {}\n{}{key}: {message}", path.display(), place.line, place.column, place.excerpt)]
+    Located {
+        /// The file.
+        path: PathBuf,
+        /// Where the value is, with the line and a caret under it.
+        place: Place,
+        /// Dotted key path, e.g. `upstream.max_conns`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
     /// A value has the right type but is not acceptable.
     #[error("{key}: {message}")]
     Invalid {
@@ -535,6 +550,8 @@ fn in_plain_words(error: &toml::de::Error) -> String {
         ("expected usize", "expected a whole number, without quotes"),
         ("expected u64", "expected a whole number, without quotes"),
         ("expected u32", "expected a whole number, without quotes"),
+        ("expected u16", "expected a whole number, without quotes"),
+        ("expected i64", "expected a whole number, without quotes"),
         (
             "expected a boolean",
             "expected true or false, without quotes",
@@ -644,13 +661,34 @@ impl Config {
     }
 }
 
-/// Reads the file named by `--config` (if any), lays the flags over it and validates.
+/// Reads the file named by `--config` (if any), lays the flags over it and validates. A value
+/// the file holds that validation refuses is named with its line and column.
 pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-    let raw = match cli.config_file() {
-        Some(path) => read_file(path)?,
-        None => RawConfig::default(),
+    let Some(path) = cli.config_file() else {
+        return RawConfig::default().merge_flags(&cli.settings).validate();
     };
-    raw.merge_flags(&cli.settings).validate()
+    let text = read_text(path)?;
+    let from_file = parse_in_file(path, &text)?;
+    match from_file.clone().merge_flags(&cli.settings).validate() {
+        Err(ConfigError::Invalid { key, message }) => {
+            // The file is to blame only when it fails the same way without the flags: a bad
+            // value given as a flag must not be shown on a line of the file.
+            let file_alone = from_file.validate().err();
+            let same = matches!(&file_alone, Some(ConfigError::Invalid { key: k, message: m })
+                if *k == key && *m == message);
+            let place = same.then(|| locate::place_of(&text, &key)).flatten();
+            Err(match place {
+                Some(place) => ConfigError::Located {
+                    path: path.to_owned(),
+                    place,
+                    key,
+                    message,
+                },
+                None => ConfigError::Invalid { key, message },
+            })
+        }
+        other => other,
+    }
 }
 
 /// The diagnostics log format, for `main.rs` to set up tracing before [`load`] runs: the
@@ -678,12 +716,15 @@ pub fn check(cli: &Cli) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
         error,
-    })?;
-    parse_file_text(&text).map_err(|parse_error| match parse_error {
+    })
+}
+
+fn parse_in_file(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
+    parse_file_text(text).map_err(|parse_error| match parse_error {
         ConfigError::Parse { error, .. } => ConfigError::Parse {
             path: Some(path.to_owned()),
             error,

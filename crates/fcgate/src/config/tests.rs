@@ -148,6 +148,47 @@ fn parse_errors_carry_the_file_and_line() {
     assert!(refused.contains("bad.toml"), "{refused}");
     assert!(refused.contains("line 3"), "{refused}");
     assert!(refused.contains("max_con"), "{refused}");
+    assert!(
+        refused.contains("3 | max_con = 4\n  | ^^^^^^^"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn value_errors_carry_the_file_line_column_and_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let text =
+        "listen = \"127.0.0.1:1\"\n[upstream]\nservers = [\"127.0.0.1:9000\"]\nmax_conns = 0\n";
+    std::fs::write(&file, text).unwrap();
+    let path = file.to_str().unwrap();
+    let refused = load(&parse_args(&["--config", path]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        refused,
+        format!(
+            "in {path}: line 4, column 13\n  |\n4 | max_conns = 0\n  |             ^\n\
+             upstream.max_conns: must be at least 1"
+        )
+    );
+    // A bad value given as a flag is not shown on a line of the file.
+    std::fs::write(&file, "[upstream]\nservers = [\"127.0.0.1:9000\"]\n").unwrap();
+    let flags = ["--config", path, "--upstream", "127.0.0.1:9000 weight=0"];
+    let refused = load(&parse_args(&flags)).unwrap_err().to_string();
+    assert!(refused.starts_with("upstream.servers[0]: "), "{refused}");
+}
+
+#[test]
+fn every_number_type_is_named_as_the_docs_name_it() {
+    for text in [
+        "[compression]\ngzip_level = \"5\"",
+        "[[rule]]\nprefix = \"/a\"\ndeny = \"403\"",
+    ] {
+        let refused = refusal(text);
+        assert!(refused.contains("expected a whole number"), "{refused}");
+        assert!(!refused.contains("expected i64") && !refused.contains("expected u16"));
+    }
 }
 
 #[test]
