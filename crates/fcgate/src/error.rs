@@ -13,6 +13,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::body::{self, ResponseBody};
 use crate::cgi_response::CgiHeadError;
 use crate::request_guard::Refusal;
+use crate::request_name::{request_info, request_warn, RequestName};
 use crate::response_framing::ContentLengthError;
 
 /// Why the gateway answered with an error instead of the application's response.
@@ -148,18 +149,12 @@ impl GatewayError {
     /// The response for this error, logging it once at a level that says who must act.
     /// The line names the request (id, method, path), so an operator can find it without
     /// debug logging.
-    pub fn into_response(
-        self,
-        request_id: u64,
-        method: &http::Method,
-        uri: &http::Uri,
-    ) -> Response<ResponseBody> {
+    pub fn into_response(self, name: &RequestName) -> Response<ResponseBody> {
         let status = self.status();
-        let path = uri.path();
         if status.is_server_error() {
-            tracing::warn!(request = request_id, %method, path, status = status.as_u16(), "{self}");
+            request_warn!(name, status = status.as_u16(), "{self}");
         } else {
-            tracing::info!(request = request_id, %method, path, status = status.as_u16(), "{self}");
+            request_info!(name, status = status.as_u16(), "{self}");
         }
         let mut response = plain_response(status);
         if status == StatusCode::SERVICE_UNAVAILABLE {

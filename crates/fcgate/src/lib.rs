@@ -28,6 +28,7 @@ pub mod real_client;
 pub mod reload;
 pub mod request_body;
 pub mod request_guard;
+pub mod request_name;
 pub mod request_path;
 pub mod response_end;
 pub mod response_framing;

@@ -34,6 +34,7 @@ use crate::https_policy;
 use crate::metrics::GatewayMetrics;
 use crate::real_client::{self, Resolution};
 use crate::request_body::{self, BodyBudget};
+use crate::request_name::{request_info, request_warn, RequestName};
 use crate::response_end::{self, Pending, Reporters};
 use crate::response_framing::{self, BodyFit, ClientFraming};
 use crate::response_spool::{log_backend_stderr, log_length_mismatch, spool_response, SpoolLimits};
@@ -246,8 +247,8 @@ impl Gateway {
             )
         });
         let mut facts = BackendFacts::default();
-        // Cheap (shared buffers) and only read when the request fails: its log line names it.
-        let (method, uri) = (request.method().clone(), request.uri().clone());
+        // Cheap (shared buffers): warnings about the request and its error answer name it.
+        let name = RequestName::new(request_id, request.method().clone(), request.uri().clone());
         // Kept only when some site has error pages: the page's own request is made of them.
         let for_error_page = generation
             .config
@@ -266,7 +267,7 @@ impl Gateway {
                 &generation,
                 request,
                 connection,
-                request_id,
+                &name,
                 &mut facts,
                 &mut rule_headers,
             )
@@ -274,17 +275,15 @@ impl Gateway {
             .await
         {
             Ok(response) => response,
-            Err(error) => error.into_response(request_id, &method, &uri),
+            Err(error) => error.into_response(&name),
         };
         if let Some((version, headers)) = for_error_page {
             let request = ErrorPageRequest {
-                method: method.clone(),
-                uri: uri.clone(),
+                name,
                 version,
                 headers,
                 precompressed,
                 connection,
-                request_id,
             };
             response = self
                 .error_page(&generation, response, request, &mut facts)
@@ -314,12 +313,12 @@ impl Gateway {
         generation: &Generation,
         request: Request<Incoming>,
         connection: &ConnectionInfo,
-        request_id: u64,
+        name: &RequestName,
         facts: &mut BackendFacts,
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let job = match self
-            .prepare(generation, request, connection, request_id, rule_headers)
+            .prepare(generation, request, connection, name, rule_headers)
             .await?
         {
             Prepared::Job(job) => job,
@@ -337,7 +336,7 @@ impl Gateway {
         facts: &mut BackendFacts,
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let request_id = job.exchange.request_id;
+        let name = &job.exchange.name;
         // Every attempt picks from the servers in force now, so the indices ruled out keep
         // meaning the same servers whatever re-resolution swaps in meanwhile.
         let servers = generation.group(job.group.as_deref()).servers();
@@ -375,10 +374,10 @@ impl Gateway {
             facts.retries += 1;
             match (&failure, &error) {
                 (Failure::Connect { .. }, Some(error)) => {
-                    tracing::warn!(request = request_id, "trying again: {error}")
+                    request_warn!(name, "trying again: {error}")
                 }
-                (_, Some(error)) => tracing::info!(request = request_id, "retrying: {error}"),
-                (_, None) => tracing::info!(request = request_id, "retrying: {failure:?}"),
+                (_, Some(error)) => request_info!(name, "retrying: {error}"),
+                (_, None) => request_info!(name, "retrying: {failure:?}"),
             }
             tokio::time::sleep(pause).await;
         }
@@ -391,7 +390,7 @@ impl Gateway {
         generation: &Generation,
         request: Request<Incoming>,
         connection: &'a ConnectionInfo,
-        request_id: u64,
+        name: &RequestName,
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Prepared<'a>, GatewayError> {
         let (parts, body) = request.into_parts();
@@ -413,7 +412,7 @@ impl Gateway {
             .config
             .site_for(host)
             .ok_or(GatewayError::UnknownHost)?;
-        let routing = site_routing::route(site, &parts, connection, request_id).await?;
+        let routing = site_routing::route(site, &parts, connection, name.id).await?;
         *rule_headers = routing.headers;
         let mut target = match routing.destination {
             Destination::Script(target) => target,
@@ -432,7 +431,13 @@ impl Gateway {
         let body =
             request_body::read_body(body, declared_length, limits, &self.body_budget).await?;
         Ok(Prepared::Job(Box::new(Job::new(
-            generation, group, parts, target, body, connection, request_id,
+            generation,
+            group,
+            parts,
+            target,
+            body,
+            connection,
+            name.clone(),
         ))))
     }
 
@@ -477,7 +482,7 @@ impl Gateway {
                     target,
                     body,
                     request.connection,
-                    request.request_id,
+                    request.name.clone(),
                 );
                 self.run(generation, &job, facts, &mut Vec::new()).await
             }
@@ -490,16 +495,16 @@ impl Gateway {
                 error_page_with(status, &original, page_response)
             }
             Ok(page_response) => {
-                tracing::warn!(
-                    request = request.request_id,
+                request_warn!(
+                    request.name,
                     "error page `{page}` for {status} answered {}; sending the plain answer",
                     page_response.status()
                 );
                 original
             }
             Err(error) => {
-                tracing::warn!(
-                    request = request.request_id,
+                request_warn!(
+                    request.name,
                     "error page `{page}` for {status} failed: {error}; sending the plain answer"
                 );
                 original
@@ -518,13 +523,12 @@ impl Gateway {
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (app_head, _empty_or_ignored) = app_response.into_parts();
-        let request_id = job.exchange.request_id;
         // The site that ran the script: a redirect never crosses into another site's root.
         let site = generation
             .config
             .site_for(cgi_params::request_host_name(&job.parts))
             .ok_or(GatewayError::UnknownHost)?;
-        match site_routing::accel_redirect(site, &app_head.headers, request_id)? {
+        match site_routing::accel_redirect(site, &app_head.headers, &job.exchange.name)? {
             Accel::Answer(response) => Ok(response),
             Accel::File { path, headers } => {
                 rule_headers.extend(headers);
@@ -699,7 +703,6 @@ impl Gateway {
         mut events: ResponseStream,
         exchange: &Exchange,
     ) -> Result<Answer, GatewayError> {
-        let request_id = exchange.request_id;
         let mut partial_head = BytesMut::new();
         let mut heard_back = false;
         loop {
@@ -744,7 +747,7 @@ impl Gateway {
                         }
                     }
                 }
-                ResponseEvent::Stderr(data) => log_backend_stderr(request_id, &data),
+                ResponseEvent::Stderr(data) => log_backend_stderr(&exchange.name, &data),
                 // The connection went back to the pool with the END_REQUEST.
                 ResponseEvent::End(end) if end.protocol_status == ProtocolStatus::Overloaded => {
                     return Ok(Answer::Overloaded);
@@ -767,7 +770,6 @@ impl Gateway {
         mut events: ResponseStream,
         exchange: &Exchange,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let request_id = exchange.request_id;
         response_framing::strip_hop_by_hop(&mut head.headers);
         let declared = response_framing::declared_length(&mut head.headers)?;
         let framing = ClientFraming::new(exchange.is_head, head.status, declared);
@@ -792,7 +794,7 @@ impl Gateway {
                     buffered += data.len();
                     chunks.push(data);
                 }
-                Some(Ok(ResponseEvent::Stderr(data))) => log_backend_stderr(request_id, &data),
+                Some(Ok(ResponseEvent::Stderr(data))) => log_backend_stderr(&exchange.name, &data),
                 Some(Ok(ResponseEvent::End(_))) => {
                     let body = match chunks.len() {
                         0 => Bytes::new(),
@@ -808,14 +810,21 @@ impl Gateway {
             head.headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
-        let body = spool_response(chunks, events, exchange.spool, framing, request_id);
+        let body = spool_response(
+            chunks,
+            events,
+            exchange.spool,
+            framing,
+            exchange.name.clone(),
+        );
         Ok(build_response(head, body))
     }
 }
 
 /// What the response side needs to know about the request it answers.
 struct Exchange {
-    request_id: u64,
+    /// Named in the response's warnings.
+    name: RequestName,
     /// HEAD gets no body, whatever the app sends.
     is_head: bool,
     /// The client's HTTP version: `Connection: close` exists only before HTTP/2.
@@ -832,11 +841,11 @@ impl<'a> Job<'a> {
         target: ScriptTarget,
         body: request_body::SpooledBody,
         connection: &'a ConnectionInfo,
-        request_id: u64,
+        name: RequestName,
     ) -> Job<'a> {
         let limits = &generation.config.limits;
         let exchange = Exchange {
-            request_id,
+            name,
             is_head: parts.method == http::Method::HEAD,
             version: parts.version,
             spool: SpoolLimits {
@@ -868,13 +877,12 @@ impl<'a> Job<'a> {
 /// What an error page's own request is made of: the client's request line and headers (kept
 /// only when a site has `error_pages`), without a body.
 struct ErrorPageRequest<'a> {
-    method: http::Method,
-    uri: http::Uri,
+    /// The client's method and URI, which the page's request reuses.
+    name: RequestName,
     version: Version,
     headers: http::HeaderMap,
     precompressed: Option<compression::Precompressed>,
     connection: &'a ConnectionInfo,
-    request_id: u64,
 }
 
 impl ErrorPageRequest<'_> {
@@ -883,8 +891,8 @@ impl ErrorPageRequest<'_> {
     /// Takes the headers: the page's request is made once.
     fn parts(&mut self) -> Parts {
         internal_get(
-            &self.method,
-            &self.uri,
+            self.name.method(),
+            self.name.uri(),
             self.version,
             std::mem::take(&mut self.headers),
             Conditions::Drop,
@@ -982,7 +990,7 @@ fn complete_response(
         return build_response(head, body::full(Bytes::new()));
     }
     let fit = BodyFit::of(framing.declared(), body.len() as u64);
-    log_length_mismatch(exchange.request_id, fit);
+    log_length_mismatch(&exchange.name, fit);
     match fit {
         BodyFit::Matches => build_response(head, body::full(body)),
         BodyFit::Longer { declared, .. } => {

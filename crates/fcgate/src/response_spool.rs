@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::body::ResponseBody;
+use crate::request_name::{request_error, request_warn, RequestName};
 use crate::response_framing::{BodyFit, ClientFraming};
 
 /// Largest piece read back from the temp file at once.
@@ -92,7 +93,7 @@ struct Spool {
     declared: Option<u64>,
     /// Named in the pump's warnings: the request span carries it too, but only when debug
     /// logging enables that span.
-    request_id: u64,
+    name: RequestName,
 }
 
 impl Spool {
@@ -288,7 +289,7 @@ pub fn spool_response(
     events: ResponseStream,
     limits: SpoolLimits,
     framing: ClientFraming,
-    request_id: u64,
+    name: RequestName,
 ) -> ResponseBody {
     let already_received = already_read.iter().map(|chunk| chunk.len() as u64).sum();
     let remaining = match framing {
@@ -316,7 +317,7 @@ pub fn spool_response(
         reader_done: Notify::new(),
         limits,
         declared: framing.declared(),
-        request_id,
+        name,
     });
     // In the request's span, so the pump's debug lines sit under the request like the rest.
     tokio::spawn(pump(events, Arc::clone(&spool), already_received).in_current_span());
@@ -336,7 +337,7 @@ pub fn spool_response(
 
 /// Reads the backend to END_REQUEST into the spool; `received` counts the body bytes so far.
 async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64) {
-    let request_id = spool.request_id;
+    let name = &spool.name;
     loop {
         if spool.reader() == ReaderState::Gone {
             // Debug logging enables the request span, which names the request.
@@ -355,13 +356,13 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64) 
                     continue; // excess over the declared length: reported at the end
                 }
                 if let Err(error) = spool.push(data).await {
-                    tracing::error!(request = request_id, "response spool failed: {error}");
+                    request_error!(name, "response spool failed: {error}");
                     spool.finish(Err(error.to_string()));
                     return;
                 }
                 if spool.unread() > spool.limits.total {
-                    tracing::warn!(
-                        request = request_id,
+                    request_warn!(
+                        name,
                         limit = spool.limits.total,
                         "the client reads slower than the backend writes and fell \
                          max_response_buffer behind; aborting the request"
@@ -370,18 +371,18 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64) 
                     return; // dropping the stream aborts the request
                 }
             }
-            Ok(ResponseEvent::Stderr(data)) => log_backend_stderr(request_id, &data),
+            Ok(ResponseEvent::Stderr(data)) => log_backend_stderr(name, &data),
             // The connection went back to the pool with the END_REQUEST.
             Ok(ResponseEvent::End(_)) => {
-                log_length_mismatch(request_id, BodyFit::of(spool.declared, received));
+                log_length_mismatch(name, BodyFit::of(spool.declared, received));
                 spool.finish(Ok(()));
                 drop(events);
                 watch_reader(&spool).await;
                 return;
             }
             Err(error) => {
-                tracing::warn!(
-                    request = request_id,
+                request_warn!(
+                    name,
                     "backend failed mid-response, the client gets a truncated body: {error}"
                 );
                 spool.finish(Err(error.to_string()));
@@ -408,8 +409,8 @@ async fn watch_reader(spool: &Spool) {
             return;
         };
         if since.elapsed() >= timeout {
-            tracing::warn!(
-                request = spool.request_id,
+            request_warn!(
+                spool.name,
                 "the client took nothing of its response for {timeout:?} (send_timeout); \
                  dropping the rest"
             );
@@ -425,17 +426,17 @@ async fn watch_reader(spool: &Spool) {
 
 /// One line for a body that does not match its `Content-Length`: the app has a bug worth
 /// fixing, and the client got less than the app meant (cut, or an error).
-pub fn log_length_mismatch(request_id: u64, fit: BodyFit) {
+pub fn log_length_mismatch(name: &RequestName, fit: BodyFit) {
     match fit {
         BodyFit::Matches => {}
-        BodyFit::Longer { declared, sent } => tracing::warn!(
-            request = request_id,
+        BodyFit::Longer { declared, sent } => request_warn!(
+            name,
             declared,
             sent,
             "backend sent more data than declared; the body was cut at its Content-Length"
         ),
-        BodyFit::Shorter { declared, sent } => tracing::warn!(
-            request = request_id,
+        BodyFit::Shorter { declared, sent } => request_warn!(
+            name,
             declared,
             sent,
             "backend sent less data than declared; the client's response ends in an error"
@@ -446,7 +447,7 @@ pub fn log_length_mismatch(request_id: u64, fit: BodyFit) {
 /// Writes the application's STDERR to the log, one line per line, tagged with the request.
 /// Control characters (a carriage return that would overwrite the line on a terminal, escape
 /// sequences) are escaped: the app's output must not forge or hide log lines.
-pub fn log_backend_stderr(request_id: u64, data: &[u8]) {
+pub fn log_backend_stderr(name: &RequestName, data: &[u8]) {
     for line in data.split(|&byte| byte == b'\n') {
         // A CRLF line end is a line end, not a carriage return to show.
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -454,7 +455,7 @@ pub fn log_backend_stderr(request_id: u64, data: &[u8]) {
         let line = escape_log_text(&text);
         let line = line.trim_end();
         if !line.is_empty() {
-            tracing::warn!(request = request_id, "backend stderr: {line}");
+            request_warn!(name, "backend stderr: {line}");
         }
     }
 }

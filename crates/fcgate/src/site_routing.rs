@@ -19,6 +19,7 @@ use crate::body::{self, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::config::{SiteConfig, SiteMode};
 use crate::error::{plain_response, GatewayError};
+use crate::request_name::{request_warn, RequestName};
 use crate::request_path::RequestPath;
 use crate::route::{self, Route, Scripts};
 use crate::rules::{Evaluation, HeaderAction, Origin, Verdict, MAX_REWRITES};
@@ -217,7 +218,7 @@ pub fn hands_over(headers: &HeaderMap) -> bool {
 pub fn accel_redirect(
     site: &SiteConfig,
     app_headers: &HeaderMap,
-    request_id: u64,
+    name: &RequestName,
 ) -> Result<Accel, GatewayError> {
     let SiteMode::Php(php) = &site.mode else {
         return Err(GatewayError::AccelRedirect(
@@ -256,7 +257,7 @@ pub fn accel_redirect(
         .rules
         .evaluate(request, None, Origin::Internal, &|path| exists(site, path));
     let refuse = |why: String| {
-        tracing::warn!(request = request_id, "{header} `{text}` refused: {why}");
+        request_warn!(name, "{header} `{text}` refused: {why}");
         Ok(Accel::Answer(plain_response(StatusCode::NOT_FOUND)))
     };
     match evaluation.verdict {
@@ -277,7 +278,7 @@ pub fn accel_redirect(
         )),
         Verdict::Deny { status, rule } => {
             let rule = site.rules.label(rule);
-            tracing::warn!(request = request_id, "{header} `{text}` denied by {rule}");
+            request_warn!(name, "{header} `{text}` denied by {rule}");
             Ok(Accel::Answer(plain_response(status)))
         }
         other => refuse(format!("the rules answer {other:?}")),

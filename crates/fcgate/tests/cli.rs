@@ -222,6 +222,38 @@ fn an_error_line_names_the_request() {
     );
 }
 
+/// A warning from deep in a response (here the app's stderr, read by the response's pump) names
+/// the request by method and path at the default level, not only by its id.
+#[test]
+fn a_warning_about_a_response_names_the_request() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backend = runtime.block_on(fcgi_testkit::backend::TestBackend::start(
+        fcgi_testkit::backend::BackendOptions::default(),
+    ));
+    let mut child = fcgate()
+        .args(["--listen", "127.0.0.1:0", "--upstream"])
+        .arg(backend.address().to_string())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let authority = listening_authority(&mut child);
+    assert_eq!(get(&authority, "/cart/add?stderr=out%20of%20stock"), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("backend stderr: out of stock"))
+        .unwrap_or_else(|| panic!("no stderr line: {stderr}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("method=GET"), "{line}");
+    assert!(line.contains("path=\"/cart/add\""), "{line}");
+    drop(backend);
+}
+
 #[test]
 fn the_diagnostics_log_can_be_one_json_object_per_line() {
     let stderr = stderr_after_a_502(&["--log-format", "json"]);
