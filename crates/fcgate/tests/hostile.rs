@@ -3,8 +3,9 @@
 //! keep serving. Uses the project's raw-socket client and instrumented test backend.
 //!
 //! The app's side is driven through the test backend's query instructions (`content_length`,
-//! `body`, `header`, `status`, `end_delay_ms`): `docs/security.md` lists what each case
-//! defends against.
+//! `body`, `header`, `status`, `end_delay_ms`, `head_bytes`, `stderr`) and its modes (garbage
+//! instead of FastCGI): `docs/security.md` lists what each case defends against. What only the
+//! process shows (its log, its descriptor limit) is tested on the `fcgate` binary itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fcgi_testkit::backend::{BackendOptions, TestBackend};
+use fcgi_testkit::backend::{BackendOptions, Mode, TestBackend};
 use fcgi_testkit::http::{raw_exchange, HttpClient};
 use fcgi_testkit::relay::CountingRelay;
 use support::start_gateway;
@@ -206,6 +207,54 @@ async fn a_status_outside_100_to_599_or_an_interim_one_is_a_502() {
     assert_eq!(response.status, 201);
     assert_eq!(response.header("x-final"), Some("1"));
     assert_eq!(&response.body[..], b"made");
+    gateway.stop().await;
+}
+
+/// What a broken or compromised app can send instead of a response, each a 502 over HTTP/1.1
+/// and HTTP/2; the client's connection carries the next request, and the backend serves it.
+/// (tests/backend.rs has the plain garbage and crash cases; these are the precise ones.)
+#[tokio::test]
+async fn malformed_output_from_the_backend_is_a_502_and_the_gateway_keeps_serving() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    for mut client in [
+        HttpClient::http1(gateway.local_addr).await,
+        HttpClient::http2(gateway.local_addr).await,
+    ] {
+        for (case, path) in [
+            ("END_REQUEST before a head", "/app?head_bytes=0"),
+            ("a head cut short, then END_REQUEST", "/app?head_bytes=10"),
+            (
+                "a head cut short, then the connection closed",
+                "/app?head_bytes=10&crash=1",
+            ),
+            ("a line without a colon", "/app?header=No%20colon%20here"),
+            ("obs-fold", "/app?header=%20folded%3A%20x"),
+            (
+                "a name that is not a token",
+                "/app?header=Bad%20Name%3A%20x",
+            ),
+            (
+                "a control character in a value",
+                "/app?header=X-Ctl%3A%20a%01b",
+            ),
+        ] {
+            let response = client.get(path).await.unwrap();
+            assert_eq!(response.status, 502, "{case}: {response:?}");
+        }
+        // Bytes that are not FastCGI records at all.
+        backend.set_mode(Mode::Garbage);
+        assert_eq!(client.get("/app").await.unwrap().status, 502);
+        backend.set_mode(Mode::Normal);
+        let after = client.get("/app?token=after").await.unwrap();
+        assert_eq!(after.status, 200);
+        assert_eq!(after.header("x-token"), Some("after"));
+        assert_eq!(
+            client.connections_opened(),
+            1,
+            "one client connection for all"
+        );
+    }
     gateway.stop().await;
 }
 
@@ -407,6 +456,71 @@ async fn the_same_limits_hold_over_http2() {
     gateway.stop().await;
 }
 
+/// Request smuggling: heads a proxy in front and the gateway could frame differently. hyper
+/// refuses the ambiguous ones with a 400 and closes; with both Content-Length and
+/// Transfer-Encoding the chunked framing wins and the connection is closed after the answer
+/// (RFC 9112 §6.1), so whatever a front end took for the body is never read as a request.
+#[tokio::test]
+async fn smuggling_variants_are_refused_or_end_the_connection() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let smuggled = "GET /app?token=smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (case, head) in [
+        (
+            "two different Content-Lengths",
+            "POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "obs-fold",
+            "GET /app HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        ),
+        (
+            "bare CR in a header",
+            "GET /app HTTP/1.1\r\nHost: x\r\nX-Split: a\rb\r\n\r\n",
+        ),
+    ] {
+        let received =
+            raw_exchange(gateway.local_addr, format!("{head}{smuggled}").as_bytes()).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{case}: {text}");
+        assert_eq!(status_lines(&received), 1, "{case}: {text}");
+    }
+    assert_eq!(
+        backend.requests(),
+        0,
+        "nothing ambiguous reached the backend"
+    );
+    for (case, head) in [
+        (
+            "Content-Length before Transfer-Encoding",
+            "POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding before Content-Length",
+            "POST /app HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        ),
+    ] {
+        let started = Instant::now();
+        let request = format!("{head}5\r\nhello\r\n0\r\n\r\n{smuggled}");
+        let received = raw_exchange(gateway.local_addr, request.as_bytes()).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{case}: {text}");
+        assert!(text.contains("stdin: 5\n"), "{case}: the chunked body: {text}");
+        assert_eq!(status_lines(&received), 1, "{case}: {text}");
+        assert!(!text.contains("smuggled"), "{case}: {text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{case}: closed, not timed out"
+        );
+    }
+    assert_eq!(backend.requests(), 2, "only the two POSTs");
+    assert_eq!(
+        status_of(&gateway, "GET /app HTTP/1.1\r\nHost: x").await,
+        200
+    );
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn a_body_announced_and_never_finished_gets_a_408() {
     let backend = backend().await;
@@ -435,6 +549,117 @@ async fn a_body_announced_and_never_finished_gets_a_408() {
 /// The HTTP/2 client preface and an empty SETTINGS frame.
 const H2_PREFACE_AND_SETTINGS: &[u8] =
     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+const HEADERS: u8 = 0x1;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+/// The GOAWAY error code for a peer that behaves abusively (RFC 9113 §7).
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+/// `:method GET`, `:scheme http`, `:path /`: static-table entries 2, 6 and 4 (RFC 7541).
+const GET_ROOT_FIELDS: &[u8] = b"\x82\x86\x84";
+
+/// One HTTP/2 frame (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = length[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An HPACK string literal without Huffman coding: its length as a 7-bit prefix integer
+/// (RFC 7541 §5.1, §5.2), then the bytes.
+fn hpack_string(bytes: &[u8]) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    if bytes.len() < 127 {
+        encoded.push(u8::try_from(bytes.len()).unwrap());
+    } else {
+        encoded.push(127);
+        let mut rest = bytes.len() - 127;
+        while rest >= 128 {
+            encoded.push(u8::try_from(rest % 128).unwrap() | 0x80);
+            rest /= 128;
+        }
+        encoded.push(u8::try_from(rest).unwrap());
+    }
+    encoded.extend_from_slice(bytes);
+    encoded
+}
+
+/// The error code of the GOAWAY frame among what an HTTP/2 server sent, if there is one.
+fn goaway_error(received: &[u8]) -> Option<u32> {
+    let mut rest = received;
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        let payload = rest.get(9..9 + length)?;
+        if rest[3] == GOAWAY && payload.len() >= 8 {
+            return Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+        }
+        rest = &rest[9 + length..];
+    }
+    None
+}
+
+/// Sends `frames` after the preface and expects the connection to end at once with a GOAWAY
+/// ENHANCE_YOUR_CALM; then a normal HTTP/2 request is served.
+async fn assert_goaway_enhance_your_calm(gateway: &fcgate::server::RunningGateway, frames: &[u8]) {
+    let mut attack = H2_PREFACE_AND_SETTINGS.to_vec();
+    attack.extend_from_slice(frames);
+    let started = Instant::now();
+    let received = raw_exchange(gateway.local_addr, &attack).await;
+    assert_eq!(
+        goaway_error(&received),
+        Some(ENHANCE_YOUR_CALM),
+        "{received:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed, not timed out"
+    );
+    let mut client = HttpClient::http2(gateway.local_addr).await;
+    assert_eq!(client.get("/app").await.unwrap().status, 200);
+}
+
+/// A header block continued for ever (the 2024 CONTINUATION flood): h2 allows a block as many
+/// CONTINUATION frames as `max_header_list_size` needs (five here), then ends the connection,
+/// instead of decoding and holding what the client keeps sending.
+#[tokio::test]
+async fn a_continuation_flood_ends_the_connection() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let mut flood = h2_frame(HEADERS, END_STREAM, 1, GET_ROOT_FIELDS);
+    // Each a small, valid field (`x-a: b`, a literal without indexing), never END_HEADERS.
+    let field = b"\x00\x03x-a\x01b";
+    for _ in 0..20 {
+        flood.extend(h2_frame(CONTINUATION, 0, 1, field));
+    }
+    assert_goaway_enhance_your_calm(&gateway, &flood).await;
+    assert_eq!(backend.requests(), 1, "only the request after the flood");
+    gateway.stop().await;
+}
+
+/// The HPACK bomb: one 4,000-byte value put in the dynamic table, then referenced 200 times
+/// with one byte each, 4 KB on the wire that decode to 800 KB of header list. Past four
+/// times `max_header_list_size` (twice `max_request_head`) h2 stops decoding and ends the
+/// connection; nothing is allocated for the copies.
+#[tokio::test]
+async fn an_hpack_bomb_ends_the_connection() {
+    let backend = backend().await;
+    let gateway = start_gateway("", &backend.address(), "").await;
+    let mut block = GET_ROOT_FIELDS.to_vec();
+    // A literal with incremental indexing and a new name: it becomes dynamic entry 62.
+    block.push(0x40);
+    block.extend(hpack_string(b"x-bomb"));
+    block.extend(hpack_string(&[b'v'; 4000]));
+    block.extend([0x80 | 62; 200]);
+    let bomb = h2_frame(HEADERS, END_STREAM | END_HEADERS, 1, &block);
+    assert_goaway_enhance_your_calm(&gateway, &bomb).await;
+    assert_eq!(backend.requests(), 1, "only the request after the bomb");
+    gateway.stop().await;
+}
 
 #[tokio::test]
 async fn idle_http2_connections_are_closed() {

@@ -1,8 +1,9 @@
 //! What the test backend answers, decided per request by QUERY_STRING so a test can drive it
 //! through the gateway: `token`, `sleep_ms`, `size`, `status`, `crash`, `stderr`, and for
 //! apps that get their own framing wrong `content_length` (sent verbatim), `body` (the whole
-//! body), `header` (an extra `Name: value` line, repeatable) and `end_delay_ms` (END_REQUEST
-//! that long after the body, as Go and flup apps do).
+//! body), `header` (an extra `Name: value` line, repeatable), `end_delay_ms` (END_REQUEST
+//! that long after the body, as Go and flup apps do) and `head_bytes` (only the first N bytes
+//! of the header block and no body: an app that ends, or with `crash` dies, mid-head).
 //! `size=N` answers N pattern bytes with `Content-Length: N`; every other answer is a text
 //! describing the request and the connection that carried it.
 
@@ -86,6 +87,7 @@ pub(super) struct Instructions {
     pub(super) body: Option<String>,
     pub(super) headers: Vec<String>,
     pub(super) end_delay: Option<Duration>,
+    pub(super) head_bytes: Option<usize>,
 }
 
 impl Instructions {
@@ -110,6 +112,7 @@ impl Instructions {
                 "end_delay_ms" => {
                     instructions.end_delay = value.parse().ok().map(Duration::from_millis);
                 }
+                "head_bytes" => instructions.head_bytes = value.parse().ok(),
                 _ => {}
             }
         }
@@ -132,12 +135,19 @@ impl Handler for ConnectionHandler {
         if let Some(text) = &instructions.stderr {
             let _ = response.stderr(text.as_bytes()).await;
         }
-        let _ = response
-            .stdout(header_block(&instructions).as_bytes())
-            .await;
+        let head = header_block(&instructions);
+        let head = match instructions.head_bytes {
+            Some(length) => &head.as_bytes()[..length.min(head.len())],
+            None => head.as_bytes(),
+        };
+        let _ = response.stdout(head).await;
         if instructions.crash {
             let _ = response.flush().await;
             return HandlerOutcome::CloseConnection;
+        }
+        if instructions.head_bytes.is_some() {
+            // A cut head has no body after it: the app ended mid-head.
+            return HandlerOutcome::Complete { app_status: 0 };
         }
         match instructions.size {
             Some(size) => {
@@ -282,6 +292,7 @@ mod tests {
         assert_eq!(framing.body.as_deref(), Some("hello world"));
         assert_eq!(framing.headers, ["X-A: 1", "X-B: 2"]);
         assert_eq!(framing.end_delay, Some(Duration::from_millis(5)));
+        assert_eq!(Instructions::from_query("head_bytes=7").head_bytes, Some(7));
         assert_eq!(Instructions::from_query(""), Instructions::default());
         assert_eq!(Instructions::from_query("size=big&crash=0").size, None);
         assert_eq!(percent_decode("100%"), "100%");
