@@ -9,8 +9,11 @@
 //! (counted by a relay between fcgate and the app).
 //!
 //! Seen with every app: all 204 requests on at most `max_conns` backend connections (plus the
-//! FCGI_GET_VALUES one where multiplexing is asked for). The whole file takes about 15 s on 2
-//! cores; Go's app is built at test time (`go build`, standard library only, about 1 s).
+//! FCGI_GET_VALUES one where multiplexing is asked for), and no FCGI_ABORT_REQUEST. Go's and
+//! flup's answers carry a Content-Length and their END_REQUEST comes after the body's last
+//! record, the order that once cost the gateway its pooled connection; the other apps send no
+//! length. The whole file takes about 15 s on 2 cores; Go's app is built at test time
+//! (`go build`, standard library only, about 1 s).
 //!
 //! Beside them: a single-process libfcgi app under 64 clients, and libfcgi's one-shot client
 //! `cgi-fcgi` sharing a php-fpm pool with fcgate.
@@ -483,10 +486,12 @@ impl Site {
     /// What to print with a failure: the pool's figures and everything the app printed.
     fn context(&self) -> String {
         format!(
-            "pool: {:?}\nrelay: {} connections opened, {} at most open at once\n{} output:\n{}",
+            "pool: {:?}\nrelay: {} connections opened, {} at most open at once, {} \
+             FCGI_ABORT_REQUEST\n{} output:\n{}",
             pool_stats(&self.gateway),
             self.relay.connections_opened(),
             self.relay.max_open(),
+            self.relay.abort_requests_seen(),
             self.name,
             self.backend.log()
         )
@@ -678,8 +683,20 @@ impl Site {
 
     /// At most `cap` connections (plus `management`, the FCGI_GET_VALUES one) for all
     /// [`REQUESTS`]: a gateway that lost its pooled connection after each response would
-    /// open one per request. Nothing retires a connection within this few requests.
+    /// open one per request. Nothing retires a connection within this few requests. And no
+    /// FCGI_ABORT_REQUEST: every client read its whole response, so none went away. With
+    /// multiplexing, a gateway that mistook the end of a Content-Length body for a client gone
+    /// away sent aborts but kept its connections: only this count shows that.
     fn assert_pooled_connections_held(&self, cap: u64, management: u64) {
+        let aborts = self.relay.abort_requests_seen();
+        assert_eq!(
+            aborts,
+            0,
+            "{}: {aborts} FCGI_ABORT_REQUEST sent for {REQUESTS} requests whose clients read \
+             every byte\n{}",
+            self.name,
+            self.context()
+        );
         let opened = self.relay.connections_opened();
         assert!(
             opened <= cap + management,

@@ -1,5 +1,6 @@
 """flup's FastCGI server with a WSGI app: `python3 flup_app.py LISTEN [multiplexed]` where LISTEN
-is a unix socket path or "host:port"."""
+is a unix socket path or "host:port". Every answer is a one-item list, for which flup adds a
+Content-Length itself (fcgi_base.py's write()); it sends END_REQUEST after the body."""
 import hashlib
 import sys
 from urllib.parse import parse_qs
