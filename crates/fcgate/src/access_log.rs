@@ -12,9 +12,13 @@
 //! Writing never stalls a request: a line is appended to a bounded buffer that a writer thread
 //! takes whole and writes in one call (every 200 ms, or sooner once 64 KiB wait), and when the
 //! disk cannot keep up lines are dropped and counted ([`AccessLog::dropped`]), with a warning
-//! now and then. `SIGUSR1` makes the writer reopen its file (logrotate's
-//! `postrotate`). Time formatting is done here rather than with a date crate: UTC only, as
-//! nginx prints it with `TZ=UTC`, and the conversion is a dozen lines.
+//! now and then. `SIGUSR1` makes the writer reopen its file (logrotate's `postrotate`). Letting
+//! go of a log does not wait for its writer either (a reload's old log is let go of on a runtime
+//! worker, when its last request ends): the writer writes what is left and ends by itself, and
+//! only the process's exit waits for the writers ([`wait_for_writers`]).
+//!
+//! Time formatting is done here rather than with a date crate: UTC only, as nginx prints it with
+//! `TZ=UTC`, and the conversion is a dozen lines.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -64,8 +68,53 @@ pub struct AccessLog {
     format: AccessLogFormat,
     /// `None` when the log is off.
     queue: Option<Arc<LineQueue>>,
-    /// Joined on drop, so the last lines are written before the process exits.
-    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Writer threads not finished yet. A dropped log's writer may still be writing its last
+/// lines; the process waits for them at exit ([`wait_for_writers`]) rather than any drop
+/// waiting on a runtime worker.
+static RUNNING_WRITERS: Mutex<usize> = Mutex::new(0);
+/// Signalled as each writer thread ends.
+static WRITER_ENDED: Condvar = Condvar::new();
+
+/// Blocks until every access log writer has written its last lines and ended, or `limit` has
+/// passed; true when they all ended. For the end of `main`, once the runtime (and with it
+/// every access log) is gone: without it the process could exit with lines still in a
+/// writer's hands. Bounded, unlike the join on drop this replaces: at most [`MAX_PENDING`]
+/// bytes are left to write, so only a disk that stopped answering (or a log something still
+/// holds) takes longer, and neither should keep the process from exiting.
+pub fn wait_for_writers(limit: Duration) -> bool {
+    let running = lock_running_writers();
+    let (running, _) = WRITER_ENDED
+        .wait_timeout_while(running, limit, |running| *running > 0)
+        .unwrap_or_else(PoisonError::into_inner);
+    *running == 0
+}
+
+fn lock_running_writers() -> MutexGuard<'static, usize> {
+    RUNNING_WRITERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One writer thread in [`RUNNING_WRITERS`], from before it is spawned until it ends (or
+/// could not be spawned): dropped with the thread's closure either way.
+struct RunningWriter;
+
+impl RunningWriter {
+    fn register() -> RunningWriter {
+        *lock_running_writers() += 1;
+        RunningWriter
+    }
+}
+
+impl Drop for RunningWriter {
+    fn drop(&mut self) {
+        let mut running = lock_running_writers();
+        *running = running.saturating_sub(1);
+        drop(running);
+        WRITER_ENDED.notify_all();
+    }
 }
 
 /// Lines on their way to the writer thread: requests append to one buffer, the writer takes
@@ -113,13 +162,17 @@ impl AccessLog {
             reopen: AtomicBool::new(false),
         });
         let writer_queue = Arc::clone(&queue);
-        let writer = std::thread::Builder::new()
+        let running = RunningWriter::register();
+        // Not joined: it ends by itself once the log is closed and written out.
+        std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(output, &writer_queue))?;
+            .spawn(move || {
+                let _running = running;
+                write_lines(output, &writer_queue);
+            })?;
         Ok(AccessLog {
             format,
             queue: Some(queue),
-            writer: Some(writer),
         })
     }
 
@@ -128,7 +181,6 @@ impl AccessLog {
         AccessLog {
             format: AccessLogFormat::Combined,
             queue: None,
-            writer: None,
         }
     }
 
@@ -199,16 +251,14 @@ impl AccessLog {
 }
 
 impl Drop for AccessLog {
-    /// Has the writer write what is left and waits for it (one write call, at most
-    /// [`MAX_PENDING`] bytes): at exit, and when a reload replaced the log and its last
-    /// request has ended.
+    /// Has the writer write what is left and end, without waiting for it: this runs when a
+    /// reload replaced the log and its last request has ended, on whichever runtime worker
+    /// ended it, and a slow disk must not stall that worker's other requests. At exit,
+    /// `main` waits for the writers ([`wait_for_writers`]).
     fn drop(&mut self) {
         if let Some(queue) = &self.queue {
             queue.lock().closed = true;
             queue.wake.notify_one();
-        }
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
         }
     }
 }
@@ -673,6 +723,64 @@ mod tests {
         assert!(entry
             .json()
             .contains("\"method\":null,\"uri\":null,\"protocol\":null,\"status\":400"));
+    }
+
+    /// A FIFO stands for a disk that stopped answering: the test holds its read end and reads
+    /// nothing until told, so the writer's write blocks once the pipe (64 KiB) is full. Then
+    /// the log is let go of, as a reload's old log is on a runtime worker.
+    #[test]
+    fn letting_go_of_a_log_does_not_wait_for_a_stalled_writer_and_loses_no_line() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("access.log");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (read_now, reading_allowed) = std::sync::mpsc::channel::<()>();
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || {
+            // Opening a FIFO waits for the other end: the log's open below.
+            let mut fifo = File::open(reader_path).unwrap();
+            let _ = reading_allowed.recv();
+            let mut written = Vec::new();
+            io::Read::read_to_end(&mut fifo, &mut written).unwrap();
+            written
+        });
+        let log =
+            AccessLog::start(&AccessLogTarget::File(path), AccessLogFormat::Combined).unwrap();
+        let (request, backend) = facts();
+        let line_length = entry(&request, &backend).combined().len() + 1;
+        // 1 MiB of lines: far more than the pipe holds, well under MAX_PENDING (none dropped).
+        let lines = (1 << 20) / line_length;
+        for _ in 0..lines {
+            log.write(&request, &backend, 200, 1234, Duration::from_millis(15));
+        }
+        // The writer takes a batch every FLUSH_EVERY at the latest: it is stuck in a write now.
+        std::thread::sleep(FLUSH_EVERY * 2);
+        let (let_go, was_let_go) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(log);
+            let _ = let_go.send(());
+        });
+        let promptly = was_let_go.recv_timeout(Duration::from_secs(5)).is_ok();
+        // Unstall the disk before judging, so a failure does not leave the writer stuck.
+        read_now.send(()).unwrap();
+        let written = reader.join().unwrap();
+        assert!(
+            promptly,
+            "letting go of the log waited for its stalled writer"
+        );
+        assert_eq!(whole_lines(&written, line_length), lines);
+    }
+
+    /// The lines in `written`, each checked to be whole.
+    fn whole_lines(written: &[u8], line_length: usize) -> usize {
+        assert_eq!(written.len() % line_length, 0, "a partial line");
+        assert!(written
+            .chunks(line_length)
+            .all(|line| line.ends_with(b"\n") && line.starts_with(b"192.0.2.7 ")));
+        written.len() / line_length
     }
 
     #[test]

@@ -20,7 +20,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fcgate::run(cli)) {
+    let outcome = runtime.block_on(fcgate::run(cli));
+    // Dropping the runtime drops every task, and with them the last handles on the access
+    // logs; their writers then write what is left, and the process waits for that before it
+    // exits (a drop itself never waits: it may run on a runtime worker).
+    drop(runtime);
+    if !fcgate::access_log::wait_for_writers(std::time::Duration::from_secs(10)) {
+        eprintln!("fcgate: the access log's last lines are still unwritten after 10 s; exiting");
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("fcgate: {error:#}");

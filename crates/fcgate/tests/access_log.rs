@@ -1,15 +1,25 @@
 //! The access log as an operator reads it: one line per request whatever answered it, nginx's
-//! `combined` byte for byte or one JSON object per line, and a file reopened on request
-//! (SIGUSR1, after logrotate moved it).
+//! `combined` byte for byte or one JSON object per line, a file reopened on request (SIGUSR1,
+//! after logrotate moved it), and a disk that stops answering never costing the last lines at
+//! exit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use fcgi_testkit::backend::{BackendOptions, TestBackend};
-use fcgi_testkit::http::{raw_exchange, HttpClient};
+use fcgi_testkit::http::{raw_exchange, run_load, HttpClient};
+use http::Request;
+use http_body_util::Full;
+use support::listening_authority;
 
 async fn lines_of(path: &std::path::Path, count: usize) -> Vec<String> {
     for _ in 0..200 {
@@ -142,4 +152,101 @@ async fn json_lines_carry_the_backend_facts_and_the_file_is_reopened_on_request(
     );
     assert_eq!(gateway.gateway.access_log().dropped(), 0);
     gateway.stop().await;
+}
+
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal}");
+}
+
+/// A FIFO at the log's path, read only once the returned sender says so: until then the
+/// writer's writes block once the pipe (64 KiB) is full, as on a disk that stopped answering.
+/// Also returned: the lines read so far, and the reader, which ends when the writer closes.
+fn stalled_fifo(
+    path: &Path,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    Arc<AtomicU64>,
+    std::thread::JoinHandle<()>,
+) {
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let (unstall, stalled) = std::sync::mpsc::channel::<()>();
+    let lines_read = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&lines_read);
+    let path: PathBuf = path.to_owned();
+    let reader = std::thread::spawn(move || {
+        // Opening a FIFO waits for the writer's open, the gateway's start.
+        let mut fifo = std::fs::File::open(path).unwrap();
+        let _ = stalled.recv();
+        let mut buffer = vec![0; 64 << 10];
+        loop {
+            match fifo.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(read) => {
+                    let lines = buffer[..read].iter().filter(|&&byte| byte == b'\n').count();
+                    counted.fetch_add(lines as u64, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    (unstall, lines_read, reader)
+}
+
+/// Sends `count` requests with a long target and User-Agent (within the default head limits),
+/// for access log lines of some 14 KiB; every one must be answered, in a generous time: the
+/// point is that nothing hangs, not speed.
+async fn long_lines(gateway: std::net::SocketAddr, count: u64) {
+    let user_agent = "u".repeat(7000);
+    let query = "q".repeat(7000);
+    let report = run_load(
+        gateway,
+        count,
+        8,
+        Duration::from_secs(60),
+        move |i| {
+            Request::get(format!("/?token={i}&pad={query}"))
+                .header(http::header::USER_AGENT, user_agent.as_str())
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        },
+        |_, response| response.status == 200,
+    )
+    .await;
+    assert_eq!(report.count(200), count, "{report:?}");
+    assert_eq!(report.bodies_ok, count);
+}
+
+#[test]
+fn at_exit_the_lines_a_stalled_disk_still_holds_are_written_before_the_process_ends() {
+    let directory = tempfile::tempdir().unwrap();
+    let fifo = directory.path().join("access.log");
+    let (unstall, lines_read, reader) = stalled_fifo(&fifo);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fcgate"))
+        .args(["--listen", "127.0.0.1:0", "--access-log"])
+        .arg(&fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let authority = listening_authority(&mut child);
+    // Some 560 KiB of lines: most are still in the writer's hands at exit, the pipe full.
+    const REQUESTS: u64 = 40;
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(long_lines(authority.parse().unwrap(), REQUESTS));
+    send_signal(&child, "-TERM");
+    // Exiting now would lose them: the process must wait for the disk.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited with lines unwritten"
+    );
+    unstall.send(()).unwrap();
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!(lines_read.load(Ordering::SeqCst), REQUESTS);
 }
