@@ -1,7 +1,7 @@
 //! The access log as an operator reads it: one line per request whatever answered it, nginx's
 //! `combined` byte for byte or one JSON object per line, a file reopened on request (SIGUSR1,
-//! after logrotate moved it), and a disk that stops answering never costing the last lines at
-//! exit.
+//! after logrotate moved it), and a disk that stops answering costing lines, counted on
+//! `/metrics`, never requests, nor the last lines at exit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +19,7 @@ use fcgi_testkit::backend::{BackendOptions, TestBackend};
 use fcgi_testkit::http::{raw_exchange, run_load, HttpClient};
 use http::Request;
 use http_body_util::Full;
-use support::listening_authority;
+use support::{listening_authority, wait_until};
 
 async fn lines_of(path: &std::path::Path, count: usize) -> Vec<String> {
     for _ in 0..200 {
@@ -249,4 +249,54 @@ fn at_exit_the_lines_a_stalled_disk_still_holds_are_written_before_the_process_e
     assert!(child.wait().unwrap().success());
     reader.join().unwrap();
     assert_eq!(lines_read.load(Ordering::SeqCst), REQUESTS);
+}
+
+/// `fcgate_access_log_dropped_lines_total` on the admin listener's `/metrics`.
+async fn dropped_lines_reported(admin: std::net::SocketAddr) -> u64 {
+    let response = HttpClient::http1(admin)
+        .await
+        .get("/metrics")
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix("fcgate_access_log_dropped_lines_total "))
+        .unwrap_or_else(|| panic!("no dropped-lines counter in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_costs_lines_counted_on_metrics_never_requests() {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let directory = tempfile::tempdir().unwrap();
+    let fifo = directory.path().join("access.log");
+    let (unstall, lines_read, _reader) = stalled_fifo(&fifo);
+    let settings = format!(
+        "access_log = '{}'\nadmin_listen = \"127.0.0.1:0\"",
+        fifo.display()
+    );
+    let gateway = support::start_gateway(&settings, &backend.address(), "").await;
+    let admin = gateway.admin_addr.unwrap();
+
+    // Lines of some 14 KiB: the 4 MiB the writer may fall behind by fill after some 300.
+    const REQUESTS: u64 = 800;
+    long_lines(gateway.local_addr, REQUESTS).await;
+    let dropped = gateway.gateway.access_log().dropped();
+    assert!(dropped > 0, "nothing dropped: the log never fell behind");
+    assert!(dropped < REQUESTS, "{dropped}: nothing was queued at all");
+    assert_eq!(dropped_lines_reported(admin).await, dropped);
+
+    // The disk answers again: what was queued is written, new lines follow, and every request
+    // got either its line or a count.
+    unstall.send(()).unwrap();
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/?token=after").await.unwrap().status, 200);
+    wait_until("every line written or counted", || {
+        lines_read.load(Ordering::SeqCst) + gateway.gateway.access_log().dropped() == REQUESTS + 1
+    })
+    .await;
+    assert_eq!(gateway.gateway.access_log().dropped(), dropped);
+    assert_eq!(dropped_lines_reported(admin).await, dropped);
 }
