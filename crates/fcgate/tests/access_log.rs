@@ -1,7 +1,7 @@
 //! The access log as an operator reads it: one line per request whatever answered it, nginx's
-//! `combined` byte for byte or one JSON object per line, a file reopened on request (SIGUSR1,
-//! after logrotate moved it), and a disk that stops answering costing lines, counted on
-//! `/metrics`, never requests, nor the last lines at exit.
+//! `combined` byte for byte or one JSON object per line, a file reopened on request (SIGUSR1 to
+//! the running binary, after logrotate moved it), and a disk that stops answering costing lines,
+//! counted on `/metrics`, never requests, nor the last lines at exit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +19,7 @@ use fcgi_testkit::backend::{BackendOptions, TestBackend};
 use fcgi_testkit::http::{raw_exchange, run_load, HttpClient};
 use http::Request;
 use http_body_util::Full;
-use support::{listening_authority, wait_until};
+use support::{get, listening_authority, wait_until};
 
 async fn lines_of(path: &std::path::Path, count: usize) -> Vec<String> {
     for _ in 0..200 {
@@ -154,12 +154,72 @@ async fn json_lines_carry_the_backend_facts_and_the_file_is_reopened_on_request(
     gateway.stop().await;
 }
 
+/// The lines of `path` now (none if it is missing).
+fn lines_now(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls, for a test without a runtime, until `ready` holds; fails after 10 s.
+fn poll_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("not within 10 s: {what}");
+}
+
 fn send_signal(child: &std::process::Child, signal: &str) {
     let sent = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success(), "kill {signal}");
+}
+
+#[test]
+fn sigusr1_to_the_binary_reopens_the_file_logrotate_moved() {
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("access.log");
+    let rotated = directory.path().join("access.log.1");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fcgate"))
+        .args(["--listen", "127.0.0.1:0", "--access-log"])
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let authority = listening_authority(&mut child);
+    assert_eq!(get(&authority, "/before-the-rotation"), 200);
+    poll_until("the first line is written", || lines_now(&log).len() == 1);
+
+    // What logrotate does without copytruncate: move the file, then signal.
+    std::fs::rename(&log, &rotated).unwrap();
+    send_signal(&child, "-USR1");
+    // The writer creates the file again as it reopens: from then on lines go there.
+    poll_until("the log is reopened at its path", || log.exists());
+    assert_eq!(get(&authority, "/after-the-rotation"), 200);
+    poll_until("the second line is written", || lines_now(&log).len() == 1);
+
+    send_signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let before = lines_now(&rotated);
+    let after = lines_now(&log);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(
+        before[0].contains("\"GET /before-the-rotation HTTP/1.1\" 200 "),
+        "{before:?}"
+    );
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        after[0].contains("\"GET /after-the-rotation HTTP/1.1\" 200 "),
+        "{after:?}"
+    );
 }
 
 /// A FIFO at the log's path, read only once the returned sender says so: until then the

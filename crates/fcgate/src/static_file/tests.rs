@@ -201,3 +201,88 @@ async fn a_missing_file_is_whatever_serve_file_says() {
     let (response, _) = send(&fixture, Method::GET, &[("range", "bytes=0-1,4-5")]).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// A small file written into a temp dir, an hour old.
+fn small_file(name: &str, length: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let bytes: Vec<u8> = (0..length).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&path, bytes).unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    (dir, path)
+}
+
+async fn status_headers_body(response: Response<ResponseBody>) -> (StatusCode, HeaderMap, Bytes) {
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (head.status, head.headers, body)
+}
+
+#[tokio::test]
+async fn a_small_file_read_inline_gets_exactly_serve_files_answer() {
+    let limit = INLINE_READ_LIMIT as usize;
+    for (name, length) in [
+        ("style.css", 2048),
+        ("empty.txt", 0),
+        ("blob.unknown-extension", 100),
+        ("no-extension", limit),
+    ] {
+        let (_dir, path) = small_file(name, length);
+        for method in [Method::GET, Method::HEAD] {
+            let inline = serve_small_inline(&path, &parts(method.clone(), &[]))
+                .unwrap_or_else(|| panic!("{name} {method} not read inline"));
+            let inline = status_headers_body(inline).await;
+            let served = status_headers_body(serve_file(&path, parts(method.clone(), &[])).await);
+            let served = served.await;
+            assert_eq!(inline.0, served.0, "{name} {method}");
+            assert_eq!(inline.2, served.2, "{name} {method}");
+            for field in [
+                header::CONTENT_TYPE,
+                header::ACCEPT_RANGES,
+                header::LAST_MODIFIED,
+                header::ETAG,
+            ] {
+                assert_eq!(
+                    inline.1.get(&field),
+                    served.1.get(&field),
+                    "{name} {method} {field}"
+                );
+            }
+            let expected = length.to_string();
+            assert_eq!(
+                inline.1[header::CONTENT_LENGTH],
+                expected.as_str(),
+                "{name}"
+            );
+            assert_eq!(
+                inline.2.len(),
+                if method == Method::HEAD { 0 } else { length }
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn conditions_large_files_and_other_methods_are_left_to_serve_file() {
+    let (_dir, path) = small_file("style.css", 2048);
+    for condition in [
+        ("if-none-match", "\"x\""),
+        ("if-match", "*"),
+        ("if-modified-since", "Sat, 05 Dec 2026 10:00:00 GMT"),
+        ("if-unmodified-since", "Sat, 05 Dec 2026 10:00:00 GMT"),
+    ] {
+        assert!(serve_small_inline(&path, &parts(Method::GET, &[condition])).is_none());
+    }
+    assert!(serve_small_inline(&path, &parts(Method::POST, &[])).is_none());
+    let (_big_dir, big) = small_file("big.bin", INLINE_READ_LIMIT as usize + 1);
+    assert!(serve_small_inline(&big, &parts(Method::GET, &[])).is_none());
+    let directory = tempfile::tempdir().unwrap();
+    assert!(serve_small_inline(directory.path(), &parts(Method::GET, &[])).is_none());
+    assert!(serve_small_inline(&directory.path().join("gone"), &parts(Method::GET, &[])).is_none());
+}
