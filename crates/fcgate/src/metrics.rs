@@ -1,5 +1,5 @@
 //! The figures the gateway records as requests pass, for `/metrics` and the status page:
-//! latency histograms, responses by status class, retries by reason. Recording is a few relaxed
+//! latency histograms, responses by status class, retries by reason (per server and in all). Recording is a few relaxed
 //! atomic additions on fixed arrays (no map lookup, no lock, no allocation), so it is always on;
 //! the admin listener (`admin.rs`) only reads.
 //!
@@ -195,6 +195,30 @@ impl RetryReason {
     }
 }
 
+/// Retries counted by reason.
+#[derive(Debug, Default)]
+pub struct RetryCounts([AtomicU64; RetryReason::ALL.len()]);
+
+impl RetryCounts {
+    /// Counts one retry.
+    pub fn count(&self, reason: RetryReason) {
+        self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries for `reason` so far.
+    pub fn get(&self, reason: RetryReason) -> u64 {
+        self.0[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Retries for every reason so far.
+    pub fn total(&self) -> u64 {
+        RetryReason::ALL
+            .iter()
+            .map(|&reason| self.get(reason))
+            .sum()
+    }
+}
+
 /// What one backend server's requests looked like; kept with the server, so a reload that
 /// keeps the server keeps its figures.
 #[derive(Debug, Default)]
@@ -205,6 +229,9 @@ pub struct ServerMetrics {
     pub response_header: Latencies,
     /// The app's answers by status class (fcgate's own error answers are not the app's).
     pub responses: StatusClasses,
+    /// Requests sent again after an attempt on this server failed, by reason: the server that
+    /// refused or dropped them, not the one that answered in the end.
+    pub retries: RetryCounts,
 }
 
 /// The gateway-wide figures.
@@ -214,26 +241,25 @@ pub struct GatewayMetrics {
     pub requests: StatusClasses,
     /// From the request head to the end of the response body.
     pub request_duration: Latencies,
-    retries: [AtomicU64; RetryReason::ALL.len()],
+    /// Every retry, whichever server it left; the status page's figure, which (unlike the
+    /// per-server counts) a server leaving the upstream does not take with it.
+    retries: RetryCounts,
 }
 
 impl GatewayMetrics {
     /// Counts one retry.
     pub fn count_retry(&self, reason: RetryReason) {
-        self.retries[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.retries.count(reason);
     }
 
     /// Retries for `reason` so far.
     pub fn retries(&self, reason: RetryReason) -> u64 {
-        self.retries[reason.index()].load(Ordering::Relaxed)
+        self.retries.get(reason)
     }
 
     /// Retries for every reason so far.
     pub fn total_retries(&self) -> u64 {
-        RetryReason::ALL
-            .iter()
-            .map(|&reason| self.retries(reason))
-            .sum()
+        self.retries.total()
     }
 }
 

@@ -691,6 +691,9 @@ impl Gateway {
         match verdict.next {
             Next::Retry { reason, pause } => {
                 self.metrics.count_retry(reason);
+                if let Some(server) = upstream.get(index) {
+                    server.metrics().retries.count(reason);
+                }
                 Some(pause)
             }
             Next::GiveUp => None,

@@ -1,8 +1,8 @@
 //! `/metrics`: every figure the gateway keeps, in Prometheus' text format, encoded by
 //! prometheus-client at scrape time. Nothing is copied into a registry as requests pass: the
-//! pools already count (`Pool::stats`), `metrics.rs` records latencies and status classes, and
-//! this collector reads them all when Prometheus asks, so a scrape costs one pass over the
-//! servers and the data path pays nothing for it.
+//! pools already count (`Pool::stats`), `metrics.rs` records latencies, status classes and
+//! retries, and this collector reads them all when Prometheus asks, so a scrape costs one pass
+//! over the servers and the data path pays nothing for it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -82,20 +82,6 @@ impl LiveFigures {
             "http_request_duration",
             "From the request head to the end of the response body.",
             vec![(Vec::new(), metrics.request_duration.snapshot())],
-        )?;
-        counters(
-            encoder,
-            "backend_retries",
-            "Requests sent to a backend again, by reason.",
-            RetryReason::ALL
-                .iter()
-                .map(|&reason| {
-                    (
-                        vec![("reason", reason.label().to_owned())],
-                        metrics.retries(reason),
-                    )
-                })
-                .collect(),
         )?;
         counters(
             encoder,
@@ -305,6 +291,21 @@ impl LiveFigures {
         for (name, help, value) in server_counters {
             counters(encoder, name, help, per_server(&value))?;
         }
+        counters(
+            encoder,
+            "backend_retries",
+            "Requests sent to a backend again after an attempt on this server failed, by reason.",
+            servers
+                .iter()
+                .flat_map(|(name, server, _)| {
+                    RetryReason::ALL.iter().map(move |&reason| {
+                        let mut labels = name.clone();
+                        labels.push(("reason", reason.label().to_owned()));
+                        (labels, server.metrics().retries.get(reason))
+                    })
+                })
+                .collect(),
+        )?;
         counters(
             encoder,
             "backend_responses",
