@@ -146,6 +146,9 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         })
         .collect();
+    // Before the address is printed: whoever reads it may rotate the log at once, and SIGUSR1's
+    // default action would end the process.
+    reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     // Tests and scripts read the first line's address: the first listener's.
     for listener in running.listeners() {
         let scheme = if listener.spec.tls { "https" } else { "http" };
@@ -173,7 +176,6 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     if let Some(admin) = running.admin_addr {
         println!("fcgate admin: http://{admin}/status (metrics: http://{admin}/metrics)");
     }
-    reopen_logs_on_sigusr1(Arc::clone(&running.gateway));
     // Ready once each backend has said what it can take (or did not answer within the probe's
     // timeout), so the first requests are not sent against a default cap.
     let pools: Vec<_> = running
