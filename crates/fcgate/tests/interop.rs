@@ -1,9 +1,10 @@
 //! Interop: fcgate in front of FastCGI apps it did not write, each a few lines under
 //! `tests/interop/` on a library installed from Debian or PyPI — Perl's FCGI (the C libfcgi),
-//! fcgiwrap running a CGI script, Python's flup (plain and multiplexed), php-cgi, and Go's
-//! net/http/fcgi (plain and multiplexed). Every app answers the same requests: `op=echo` echoes
-//! a word from the query, `op=hash` answers the length and MD5 of the body, `op=big` sends
-//! `lines` numbered 16-byte lines, anything else is a 418 with an `X-Interop` header. For each
+//! fcgiwrap running a CGI script, Python's flup (plain and multiplexed), php-cgi, php-fpm, and
+//! Go's net/http/fcgi (plain and multiplexed). Every app answers the same requests: `op=echo`
+//! echoes a word from the query, `op=hash` answers the length and MD5 of the body, `op=big`
+//! sends `lines` numbered 16-byte lines, anything else is a 418 with an `X-Interop` header
+//! naming the app (PHP names its SAPI, so php-cgi cannot stand in for php-fpm). For each
 //! app: a GET with a query, a 1 MiB POST, a 5 MiB response, the status and header, 200
 //! concurrent requests each answered with its own body, and the backend connections opened
 //! (counted by a relay between fcgate and the app).
@@ -324,16 +325,8 @@ async fn php_cgi_in_php_mode() {
     let Some(cgi) = PhpCgi::start(2, Listen::Tcp).await else {
         return;
     };
-    let docroot = tempfile::Builder::new()
-        .prefix("interop-php-")
-        .tempdir()
-        .unwrap();
-    std::fs::copy(
-        interop_file("interop.php"),
-        docroot.path().join("interop.php"),
-    )
-    .unwrap();
-    let settings = format!("root = {:?}", docroot.path().display().to_string());
+    let docroot = interop_php_docroot();
+    let settings = root_setting(&docroot);
     let site = Site::start(
         "php-cgi",
         "/interop.php",
@@ -349,6 +342,57 @@ async fn php_cgi_in_php_mode() {
     // php-cgi's children keep a kept-alive connection (PHP_FCGI_MAX_REQUESTS, 500 by default,
     // is not reached: about 100 requests per child), so no retirements either.
     site.assert_pooled_connections_held(2, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_fpm_in_php_mode() {
+    // Two static workers on a unix socket; PhpFpm skips or fails when php-fpm is missing.
+    let docroot = interop_php_docroot();
+    let Some(fpm) = PhpFpm::start(PhpFpmOptions {
+        listen: Listen::Unix,
+        pm: ProcessManager::Static,
+        max_children: 2,
+        docroot: docroot.path().to_owned(),
+        ..PhpFpmOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let settings = root_setting(&docroot);
+    let site = Site::start(
+        "php-fpm",
+        "/interop.php",
+        Backend::PhpFpm {
+            fpm,
+            _docroot: docroot,
+        },
+        &settings,
+        KEEP_ALIVE_2,
+    )
+    .await;
+    site.exercise().await;
+    // Each worker keeps the connection it serves (FCGI_KEEP_CONN) and pm.max_requests is 0,
+    // so two connections carry everything.
+    site.assert_pooled_connections_held(2, 0);
+}
+
+/// A docroot holding only interop.php, for php-cgi and php-fpm.
+fn interop_php_docroot() -> TempDir {
+    let docroot = tempfile::Builder::new()
+        .prefix("interop-php-")
+        .tempdir()
+        .unwrap();
+    std::fs::copy(
+        interop_file("interop.php"),
+        docroot.path().join("interop.php"),
+    )
+    .unwrap();
+    docroot
+}
+
+fn root_setting(docroot: &TempDir) -> String {
+    format!("root = {:?}", docroot.path().display().to_string())
 }
 
 /// The Go app built and listening; `None` (a loud skip) without Go on a developer machine.
@@ -446,6 +490,11 @@ enum Backend {
         cgi: PhpCgi,
         _docroot: TempDir,
     },
+    /// php-fpm and the docroot the gateway serves.
+    PhpFpm {
+        fpm: PhpFpm,
+        _docroot: TempDir,
+    },
 }
 
 impl Backend {
@@ -453,6 +502,7 @@ impl Backend {
         match self {
             Backend::Foreign(app) => app.address.clone(),
             Backend::PhpCgi { cgi, .. } => cgi.address(),
+            Backend::PhpFpm { fpm, .. } => fpm.address(),
         }
     }
 
@@ -460,6 +510,7 @@ impl Backend {
         match self {
             Backend::Foreign(app) => app.log(),
             Backend::PhpCgi { cgi, .. } => cgi.log(),
+            Backend::PhpFpm { fpm, .. } => fpm.log(),
         }
     }
 }

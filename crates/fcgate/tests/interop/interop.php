@@ -1,5 +1,5 @@
 <?php
-// php-cgi in PHP mode: the same answers as the other interop apps.
+// php-cgi and php-fpm in PHP mode: the same answers as the other interop apps.
 $op = $_GET['op'] ?? '';
 if ($op === 'echo') {
     header('Content-Type: text/plain');
@@ -15,7 +15,8 @@ if ($op === 'echo') {
     }
 } else {
     http_response_code(418);
-    header('X-Interop: php-cgi');
+    // Names the SAPI that ran it, so a test cannot pass on the wrong PHP.
+    header('X-Interop: ' . (PHP_SAPI === 'fpm-fcgi' ? 'php-fpm' : 'php-cgi'));
     header('Content-Type: text/plain');
     echo "teapot\n";
 }
