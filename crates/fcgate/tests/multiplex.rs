@@ -1,17 +1,21 @@
 //! Multiplexing through the gateway, against real backends: a thousand concurrent requests on
 //! two backend connections, each answer matched to its request; a slow client that does not
 //! slow down the 500 requests sharing its connection, served from the spool or cut off at
-//! `max_response_buffer`; FCGI_CANT_MPX_CONN from a backend that claimed to multiplex; and
-//! php-fpm, which says it does not multiplex, never getting two requests on one connection.
+//! `max_response_buffer`; FCGI_CANT_MPX_CONN from a backend that claimed to multiplex;
+//! php-fpm, which says it does not multiplex, never getting two requests on one connection; and
+//! the log line saying why multiplexing was turned on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fcgate::server::RunningGateway;
+use fcgi::protocol::{encode_get_values_result, RecordHeader, RecordType, HEADER_LEN};
 use fcgi::server::ServerConfig;
 use fcgi_testkit::backend::{BackendOptions, TestBackend};
 use fcgi_testkit::http::{run_load, slow_get, HttpClient, SlowRead};
@@ -311,4 +315,86 @@ async fn php_fpm_forced_to_multiplex_answers_every_request_correctly() {
     sleepy_load(&gateway).await;
     assert!(relay.max_concurrent_requests_on_one_connection() > 1);
     assert_eq!(relay.id_reused_while_active(), 0);
+}
+
+/// `multiplex = "on"` in front of a backend whose FCGI_GET_VALUES answer names nothing (flup
+/// 1.0.3 on Python 3 answers every query with an empty list): the setting, not the backend,
+/// turned multiplexing on, and the log line an operator reads must say so. It once read "the
+/// backend multiplexes (FCGI_MPXS_CONNS=1)". The binary's own stderr, as with any deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_says_multiplexing_was_forced_when_the_backend_announced_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let socket = directory.path().join("announces-nothing.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let backend = tokio::spawn(answer_get_values_with_nothing(listener));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fcgate"))
+        .args(["--listen", "127.0.0.1:0", "--access-log", "off"])
+        .args(["--multiplex", "on", "--upstream"])
+        .arg(format!("unix:{}", socket.display()))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Every line until the first that speaks of multiplexing (or the end of stderr).
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let about_multiplexing = line.contains("multiplexing");
+            lines.push(line);
+            if about_multiplexing {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(10), reading).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    backend.abort();
+    let lines = lines
+        .expect("fcgate logged nothing about multiplexing within 10 s")
+        .unwrap();
+    let log = lines.join("\n");
+    let line = lines.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        line.contains("multiplexing: requests share connections")
+            && line.contains("multiplex = on")
+            && line.contains("announced nothing"),
+        "the line does not say multiplexing was forced by the setting on a backend that \
+         announced nothing:\n{log}"
+    );
+    assert!(!line.contains("FCGI_MPXS_CONNS=1"), "{log}");
+}
+
+/// A FastCGI app that answers FCGI_GET_VALUES with an empty GET_VALUES_RESULT, as flup 1.0.3
+/// does, and ignores every other record.
+async fn answer_get_values_with_nothing(listener: tokio::net::UnixListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connections = tokio::task::JoinSet::new();
+    while let Ok((mut stream, _)) = listener.accept().await {
+        connections.spawn(async move {
+            let mut header = [0u8; HEADER_LEN];
+            while stream.read_exact(&mut header).await.is_ok() {
+                let Ok(header) = RecordHeader::decode(&header) else {
+                    return;
+                };
+                let mut rest = vec![0u8; header.record_len() - HEADER_LEN];
+                if stream.read_exact(&mut rest).await.is_err() {
+                    return;
+                }
+                if header.record_type == RecordType::GetValues {
+                    let mut answer = BytesMut::new();
+                    encode_get_values_result(&mut answer, &[]);
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
 }
