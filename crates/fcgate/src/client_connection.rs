@@ -37,8 +37,14 @@
 //!   before parking existed (hyper's header timer starts as soon as it waits for a head); the
 //!   head that then arrives has `client_header_timeout` again, like nginx's `keepalive_timeout`
 //!   followed by its `client_header_timeout`.
+//! - A response whose app overran its `Content-Length` asks, through the request's
+//!   [`CloseAfterResponse`], for the connection to end after it (`body.rs` says why). When that
+//!   is known before its last declared byte is handed to hyper, nothing more is ever answered:
+//!   hyper reads a pipelined request only after flushing that response, and the service then
+//!   refuses it, which makes hyper close without answering. Excess seen later (in a record of
+//!   its own, after the client had every declared byte) ends the connection as soon as it is
+//!   seen: at once when idle or parked, else after the response hyper is writing.
 
-use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -62,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 use fcgi::idle::Registration;
 
-use crate::body::ResponseBody;
+use crate::body::{CloseAfterResponse, ResponseBody};
 use crate::cgi_params::ConnectionInfo;
 use crate::config::Config;
 use crate::listen_spec::ListenSpec;
@@ -229,17 +235,26 @@ impl HttpFront {
             protocol,
             read_ahead,
         } = opened;
+        // HTTP/2 streams end cleanly at a declared length; only HTTP/1.x connections end early.
+        let http1 = matches!(protocol, Protocol::Http1);
         let service = {
             let gateway = Arc::clone(&self.gateway);
             let info = Arc::new(info);
             let activity = Arc::clone(&activity);
-            service_fn(move |request: Request<Incoming>| {
+            service_fn(move |mut request: Request<Incoming>| {
                 let gateway = Arc::clone(&gateway);
                 let info = Arc::clone(&info);
                 let in_flight = InFlight::start(&activity);
+                let close = http1.then(|| activity.close.clone());
                 async move {
+                    if let Some(close) = close {
+                        if close.is_requested() {
+                            return Err(ConnectionEnding);
+                        }
+                        request.extensions_mut().insert(close);
+                    }
                     let response = gateway.handle(request, &info).await;
-                    Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                    Ok(response.map(|body| TrackedBody {
                         body,
                         _in_flight: in_flight,
                     }))
@@ -517,7 +532,7 @@ impl HttpFront {
                 let _parked = Counted::new(&self.connections.parked);
                 let keepalive_deadline = idle_since + self.header_timeout;
                 match stream
-                    .wait_for_data(keepalive_deadline, activity.closing())
+                    .wait_for_data(keepalive_deadline, activity.close.token())
                     .await
                 {
                     Ok(Some(first_bytes)) => read_ahead = first_bytes,
@@ -543,7 +558,8 @@ impl HttpFront {
         S: HttpService<Incoming, ResBody = TrackedBody> + Unpin,
     {
         let requests_before = activity.requests_started.load(Ordering::Relaxed);
-        let mut shutdown = pin!(activity.closing().cancelled());
+        // Shutdown, room made for a newcomer, or a response that overran its Content-Length.
+        let mut shutdown = pin!(activity.close.requested());
         let mut park_timer = pin!(tokio::time::sleep(PARK_AFTER));
         // The request count when the connection last went idle, and when that was.
         let mut idle_after_request = requests_before;
@@ -825,11 +841,15 @@ struct Activity {
     /// The connection's place among all client connections, for the accept loop to find idle
     /// ones when `max_client_connections` is reached.
     registration: Registration,
+    /// Requested when an HTTP/1.x connection is to end after its response in progress; a child
+    /// of `registration`'s token, so shutdown and eviction request it too.
+    close: CloseAfterResponse,
 }
 
 impl Activity {
     fn new(registration: Registration) -> Activity {
         Activity {
+            close: CloseAfterResponse::child_of(registration.evict_token()),
             requests_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             parking: AtomicBool::new(false),
@@ -881,6 +901,12 @@ impl Drop for InFlight {
         }
     }
 }
+
+/// Why a request on an HTTP/1.x connection that is ending gets no answer: the service's
+/// error, on which hyper closes the connection without writing anything.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection ends after a response that overran its Content-Length (or shutdown)")]
+struct ConnectionEnding;
 
 /// A response body that keeps its request counted as in flight until hyper drops it.
 struct TrackedBody {

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::access_log::{AccessLog, BackendFacts, RequestFacts};
 use crate::acme::{AcmeState, HTTP01_PREFIX};
-use crate::body::{self, ResponseBody};
+use crate::body::{self, CloseAfterResponse, ResponseBody};
 use crate::cgi_params::{self, ConnectionInfo, ScriptTarget};
 use crate::cgi_response::{self, CgiHead, HeadParse};
 use crate::compression;
@@ -812,6 +812,12 @@ impl Gateway {
         if let ClientFraming::Declared(length) = framing {
             head.headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            // Already more than declared: the client can be told before the head goes out,
+            // as for a complete response; the spool has the connection end either way.
+            if buffered as u64 > length && exchange.version < Version::HTTP_2 {
+                head.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
         let body = spool_response(
             chunks,
@@ -819,6 +825,7 @@ impl Gateway {
             exchange.spool,
             framing,
             exchange.name.clone(),
+            exchange.close.clone(),
         );
         Ok(build_response(head, body))
     }
@@ -832,6 +839,9 @@ struct Exchange {
     is_head: bool,
     /// The client's HTTP version: `Connection: close` exists only before HTTP/2.
     version: Version,
+    /// The client's HTTP/1.x connection, which a streamed body that overruns its declared
+    /// length ends (`body.rs`); `None` over HTTP/2 and for requests fcgate makes itself.
+    close: Option<CloseAfterResponse>,
     /// How much of the response may wait for a slow client, and for how long.
     spool: SpoolLimits,
 }
@@ -851,6 +861,7 @@ impl<'a> Job<'a> {
             name,
             is_head: parts.method == http::Method::HEAD,
             version: parts.version,
+            close: parts.extensions.get::<CloseAfterResponse>().cloned(),
             spool: SpoolLimits {
                 memory: limits.response_buffer_size,
                 total: limits.max_response_buffer,

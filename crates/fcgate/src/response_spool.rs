@@ -22,7 +22,10 @@
 //! been given every declared byte has *not* gone away when hyper drops the body (it does so as
 //! soon as the length is written, often before the app's END_REQUEST): the pump then reads on
 //! to END_REQUEST, discarding any excess, so the connection goes back to the pool and the app
-//! never sees an abort for a response that was delivered.
+//! never sees an abort for a response that was delivered. Excess ends the client's HTTP/1.1
+//! connection ([`CloseAfterResponse`]): the pump asks for that as soon as the bytes received
+//! pass the declared length, before it hands any of them to the reader, so a cut the reader
+//! makes always comes after the request to close.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
@@ -34,7 +37,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::body::ResponseBody;
+use crate::body::{CloseAfterResponse, ResponseBody};
 use crate::request_name::{request_error, request_warn, RequestName};
 use crate::response_framing::{BodyFit, ClientFraming};
 
@@ -94,6 +97,9 @@ struct Spool {
     /// Named in the pump's warnings: the request span carries it too, but only when debug
     /// logging enables that span.
     name: RequestName,
+    /// The client's HTTP/1.x connection, to end when the app overruns its declared length;
+    /// `None` over HTTP/2.
+    close: Option<CloseAfterResponse>,
 }
 
 impl Spool {
@@ -131,6 +137,16 @@ impl Spool {
         self.lock().file_length += length;
         self.changed.notify_one();
         Ok(())
+    }
+
+    /// Ends the client's connection after this response if `received` body bytes are more
+    /// than the app declared.
+    fn check_overrun(&self, received: u64) {
+        if self.declared.is_some_and(|declared| received > declared) {
+            if let Some(close) = &self.close {
+                close.request();
+            }
+        }
     }
 
     fn finish(&self, end: Result<(), String>) {
@@ -282,14 +298,15 @@ impl Drop for SpoolReader {
 }
 
 /// Starts the pump for a response whose head has been parsed: `already_read` is the body data
-/// that came with the head, `framing` what the client is to get of the body. Returns the body the
-/// client reads.
+/// that came with the head, `framing` what the client is to get of the body, `close` the
+/// client's HTTP/1.x connection. Returns the body the client reads.
 pub fn spool_response(
     already_read: Vec<Bytes>,
     events: ResponseStream,
     limits: SpoolLimits,
     framing: ClientFraming,
     name: RequestName,
+    close: Option<CloseAfterResponse>,
 ) -> ResponseBody {
     let already_received = already_read.iter().map(|chunk| chunk.len() as u64).sum();
     let remaining = match framing {
@@ -318,7 +335,9 @@ pub fn spool_response(
         limits,
         declared: framing.declared(),
         name,
+        close,
     });
+    spool.check_overrun(already_received);
     // In the request's span, so the pump's debug lines sit under the request like the rest.
     tokio::spawn(pump(events, Arc::clone(&spool), already_received).in_current_span());
     let reader = SpoolReader {
@@ -352,6 +371,7 @@ async fn pump(mut events: ResponseStream, spool: Arc<Spool>, mut received: u64) 
         match event {
             Ok(ResponseEvent::Stdout(data)) => {
                 received += data.len() as u64;
+                spool.check_overrun(received);
                 if spool.reader() == ReaderState::HasEverything {
                     continue; // excess over the declared length: reported at the end
                 }

@@ -13,10 +13,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use fcgi_testkit::backend::{BackendOptions, Mode, TestBackend};
 use fcgi_testkit::http::{raw_exchange, HttpClient};
+use fcgi_testkit::pattern_bytes;
 use fcgi_testkit::relay::CountingRelay;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::start_gateway;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn backend() -> TestBackend {
     TestBackend::start(BackendOptions::default()).await
@@ -118,6 +125,153 @@ async fn over_http2_the_body_is_cut_or_fails_the_same_way() {
     // The connection survives a failed stream; the next request on it is fine.
     let after = client.get("/app?token=after").await.unwrap();
     assert_eq!(after.status, 200);
+    gateway.stop().await;
+}
+
+/// The head and the body of the one HTTP/1.1 response in `received`.
+fn head_and_body(received: &[u8]) -> (String, &[u8]) {
+    let end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(received)));
+    (
+        String::from_utf8_lossy(&received[..end + 4]).into_owned(),
+        &received[end + 4..],
+    )
+}
+
+/// Larger than `response_buffer_size` (4 KiB in these tests), so the response is streamed
+/// through the spool rather than answered from memory.
+const STREAMED: &str = "response_buffer_size = \"4KiB\"";
+
+/// The streamed form of the case above: the head (with the declared length) is out before the
+/// excess arrives, so `Connection: close` cannot be said; the connection is closed after the
+/// declared bytes instead, and the pipelined request after them is never answered.
+#[tokio::test]
+async fn a_streamed_body_longer_than_declared_is_cut_and_closes_the_connection() {
+    let backend = backend().await;
+    let gateway = start_gateway(STREAMED, &backend.address(), "").await;
+    let request = "GET /app?size=20000&content_length=10000 HTTP/1.1\r\nHost: x\r\n\r\n\
+                   GET /app?token=pipelined HTTP/1.1\r\nHost: x\r\n\r\n";
+    let started = Instant::now();
+    let received = raw_exchange(gateway.local_addr, request.as_bytes()).await;
+    let (head, body) = head_and_body(&received);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-length: 10000\r\n"), "{head}");
+    assert!(
+        body == pattern_bytes(10_000),
+        "cut at the declared length, and nothing after it: {} bytes",
+        body.len()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed, not timed out"
+    );
+    // 65,471 = 32,703 body bytes in the record with the head, then one record of 32,768: the
+    // cut falls on a record boundary and the excess comes in a record of its own, maybe after
+    // the client has every declared byte. The connection still closes, without another request.
+    let mut stream = tokio::net::TcpStream::connect(gateway.local_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /app?size=131072&content_length=65471 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut received))
+        .await
+        .expect("the connection is closed after the declared bytes");
+    closed.unwrap();
+    let (_, body) = head_and_body(&received);
+    assert!(body == pattern_bytes(65_471), "{} bytes", body.len());
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    assert_eq!(client.get("/app").await.unwrap().status, 200);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamed_body_shorter_than_declared_ends_in_an_error_and_closes() {
+    let backend = backend().await;
+    let gateway = start_gateway(STREAMED, &backend.address(), "").await;
+    let request = "GET /app?size=10000&content_length=20000 HTTP/1.1\r\nHost: x\r\n\r\n\
+                   GET /app?token=pipelined HTTP/1.1\r\nHost: x\r\n\r\n";
+    let started = Instant::now();
+    let received = raw_exchange(gateway.local_addr, request.as_bytes()).await;
+    let (head, body) = head_and_body(&received);
+    assert!(head.contains("content-length: 20000\r\n"), "{head}");
+    assert!(body == pattern_bytes(10_000), "{} bytes", body.len());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed, not timed out"
+    );
+    let mut client = HttpClient::http1(gateway.local_addr).await;
+    let result = client.get("/app?size=10000&content_length=20000").await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(client.get("/app").await.unwrap().status, 200);
+    gateway.stop().await;
+}
+
+/// One HTTP/2 connection to `gateway` whose requests carry bodies of type `B`: unlike
+/// [`HttpClient`], which reconnects after a failed response, every request goes on it.
+async fn http2_connection<B>(gateway: &fcgate::server::RunningGateway) -> http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(gateway.local_addr)
+        .await
+        .unwrap();
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// A bodiless request for `path_and_query` on `gateway`, for [`http2_connection`].
+fn h2_get(
+    gateway: &fcgate::server::RunningGateway,
+    path_and_query: &str,
+) -> http::Request<Empty<Bytes>> {
+    http::Request::get(format!("http://{}{path_and_query}", gateway.local_addr))
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Over HTTP/2 a streamed body is cut at its declared length and the stream ends cleanly, or
+/// the stream fails when the body is short; the connection serves on either way.
+#[tokio::test]
+async fn over_http2_a_streamed_body_is_cut_or_fails_the_same_way() {
+    let backend = backend().await;
+    let gateway = start_gateway(STREAMED, &backend.address(), "").await;
+    let mut connection = http2_connection(&gateway).await;
+    for (path, declared) in [
+        ("/app?size=20000&content_length=10000", 10_000),
+        ("/app?size=131072&content_length=65471", 65_471),
+    ] {
+        let longer = connection
+            .send_request(h2_get(&gateway, path))
+            .await
+            .unwrap();
+        assert_eq!(longer.status(), 200);
+        let body = longer.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            body == pattern_bytes(declared),
+            "{path}: {} bytes",
+            body.len()
+        );
+    }
+    let shorter = connection
+        .send_request(h2_get(&gateway, "/app?size=10000&content_length=20000"))
+        .await
+        .unwrap();
+    assert!(shorter.into_body().collect().await.is_err());
+    let after = connection
+        .send_request(h2_get(&gateway, "/app"))
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200, "the same connection serves on");
     gateway.stop().await;
 }
 
@@ -735,7 +889,6 @@ async fn at_max_client_connections_idle_ones_make_room_and_busy_ones_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_http2_connections_does_not_keep_clients_out() {
-    use tokio::io::AsyncWriteExt;
     let backend = backend().await;
     let gateway = start_gateway("max_client_connections = 20", &backend.address(), "").await;
     let mut flood = Vec::new();
@@ -768,7 +921,6 @@ async fn a_flood_of_idle_http2_connections_does_not_keep_clients_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_loses_its_connection_after_send_timeout() {
-    use tokio::io::AsyncWriteExt;
     let backend = backend().await;
     let gateway = start_gateway("send_timeout = \"500ms\"", &backend.address(), "").await;
     let mut reader_that_never_reads = tokio::net::TcpStream::connect(gateway.local_addr)
@@ -796,7 +948,6 @@ async fn a_client_that_stops_reading_loses_its_connection_after_send_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_held_at_once_are_bounded() {
-    use tokio::io::AsyncWriteExt;
     let backend = backend().await;
     let gateway = start_gateway(
         "max_request_body_buffer_total = \"100KiB\"",
@@ -843,23 +994,13 @@ async fn request_bodies_held_at_once_are_bounded() {
 /// dropped after send_timeout instead of being held as long as the connection lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unread_http2_stream_loses_its_spooled_response_after_send_timeout() {
-    use http_body_util::BodyExt;
     let backend = backend().await;
     let gateway = start_gateway("send_timeout = \"500ms\"", &backend.address(), "").await;
-    let stream = tokio::net::TcpStream::connect(gateway.local_addr)
+    let mut connection = http2_connection(&gateway).await;
+    let response = connection
+        .send_request(h2_get(&gateway, "/app?size=20000000"))
         .await
         .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::get(format!("http://{}/app?size=20000000", gateway.local_addr))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     // Not a byte read for twice send_timeout: the flow-control windows fill and stay full.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -876,7 +1017,6 @@ async fn an_unread_http2_stream_loses_its_spooled_response_after_send_timeout() 
 /// read_timeout (a minute here) to free the backend's worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_while_the_app_is_silent_aborts_the_request_at_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let backend = backend().await;
     let relay = CountingRelay::start(backend.address()).await;
     let gateway = start_gateway("", &relay.address(), "read_timeout = \"60s\"").await;
