@@ -13,8 +13,11 @@
 /// Limits of an application-side FastCGI server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Connections served at once (`FCGI_MAX_CONNS`); further ones wait in the listen backlog.
-    /// 0 is treated as 1.
+    /// Connections served at once (`FCGI_MAX_CONNS`). At the limit a new connection takes the
+    /// place of the longest-idle one, which is closed (its client sees an idle close, which
+    /// every pool handles), so idle pooled connections never keep a newcomer waiting in the
+    /// listen backlog; only while every connection is busy do new ones wait there. Enforced by
+    /// [`serve`](super::serve); 0 is treated as 1.
     pub max_conns: u32,
     /// Requests in progress at once in the whole server, over all its connections
     /// (`FCGI_MAX_REQS`, FastCGI 1.0 §4.1); beyond it a request is refused with OVERLOADED.
