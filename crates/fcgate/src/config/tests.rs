@@ -651,6 +651,37 @@ fn a_param_longer_than_a_fastcgi_record_is_refused() {
     assert!(error.to_string().contains("params.BIG"), "{error}");
 }
 
+/// The head limits keep every FastCGI param within one record (`validate_head_limits`): at most
+/// 60 KiB for a header line and the head, 32 KiB for the target. The ceilings are allowed, a
+/// byte more is refused naming the key and the reason, and so is less than 1 KiB.
+#[test]
+fn head_limits_above_their_ceilings_are_refused() {
+    for (key, ceiling) in [
+        ("max_header_line", 60 << 10),
+        ("max_request_head", 60 << 10),
+        ("max_request_target", 32 << 10),
+    ] {
+        let head = validate_text(&format!("{key} = {ceiling}"))
+            .unwrap()
+            .limits
+            .head;
+        let value = match key {
+            "max_header_line" => head.max_header_line,
+            "max_request_head" => head.max_request_head,
+            _ => head.max_request_target,
+        };
+        assert_eq!(value, ceiling, "{key}");
+        let refused = refusal(&format!("{key} = {}", ceiling + 1));
+        let expected = format!(
+            "{key}: must be at most {}KiB: every param must fit in one FastCGI record",
+            ceiling >> 10
+        );
+        assert_eq!(refused, expected);
+        let refused = refusal(&format!("{key} = 1023"));
+        assert_eq!(refused, format!("{key}: must be at least 1KiB"));
+    }
+}
+
 #[test]
 fn a_misspelt_key_gets_a_suggestion() {
     let error = parse_file_text("[upstream]\nmax_conn = 4\n").unwrap_err();
