@@ -2,15 +2,11 @@
 //! GET_VALUES (FastCGI 1.0 §4.1) and the ones it enforces per request, per connection and for
 //! the whole server.
 //!
-//! The rule: announce only what is accepted. FCGI_MAX_REQS is the whole application's bound in
-//! the spec, but clients read it differently: fcgate divides it by FCGI_MAX_CONNS, HAProxy takes
-//! it as the bound for each connection. A server that refuses (FCGI_OVERLOADED) fewer requests
-//! on one connection than it announced hangs or fails the second kind of client (HAProxy put
-//! 101 requests on a connection of a server that took 64, and 72 of 5,000 requests hung). So
-//! `max_reqs_per_conn` should be at least `max_reqs`, as in [`ServerConfig::default`]; the
-//! server-wide budget still bounds the total. Set it lower only to test how clients cope.
+//! What to announce, and why: the rule in `fcgi::server`'s documentation (mod.rs), where
+//! rustdoc shows it.
 
-/// Limits of an application-side FastCGI server.
+/// Limits of an application-side FastCGI server. Keep `max_reqs_per_conn` at least `max_reqs`:
+/// some clients put FCGI_MAX_REQS requests on one connection ([`crate::server`] says why).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Connections served at once (`FCGI_MAX_CONNS`). At the limit a new connection takes the
@@ -70,7 +66,7 @@ impl Default for ServerConfig {
             max_conns: 64,
             // FCGI_MAX_REQS / FCGI_MAX_CONNS (64) is the share a dividing client puts on each
             // connection; a client that reads FCGI_MAX_REQS per connection may put all of them
-            // on one, and is not refused (the rule above).
+            // on one, and is not refused (the rule in `fcgi::server`'s documentation).
             max_reqs: 64 * 64,
             max_reqs_per_conn: 64 * 64,
             mpxs_conns: false,

@@ -2,6 +2,21 @@
 //! [`Handler`] for each, and answers management queries. It backs the test harness and any
 //! Rust application that wants to sit behind a FastCGI gateway.
 //!
+//! # Announce on one connection what you accept
+//!
+//! A server's FCGI_GET_VALUES answer (from [`ServerConfig`]) is what clients plan by, and they
+//! read it differently. FCGI_MAX_REQS is the whole application's bound in the spec (FastCGI 1.0
+//! §4.1): fcgate divides it by FCGI_MAX_CONNS, but HAProxy takes it as the bound for each
+//! connection. So a server must accept on one connection as many requests as FCGI_MAX_REQS
+//! says, or announce no more than it accepts there. One that refuses (FCGI_OVERLOADED) fewer
+//! hangs or fails the second kind of client: HAProxy put 101 requests on one connection of a
+//! server that took 64, and 72 of 5,000 requests hung. Hence
+//! [`ServerConfig::max_reqs_per_conn`] is at least [`ServerConfig::max_reqs`] by default; the
+//! server-wide budget still bounds the total. Set it lower only to test how clients cope.
+//!
+//! FCGI_MAX_CONNS likewise must not leave a pooling client waiting: at that many connections
+//! [`serve`] closes the longest-idle one for a newcomer (see [`ServerConfig::max_conns`]).
+//!
 //! Per connection, `state.rs` is the pure protocol state (which request ids are active and
 //! what each waits for), `connection.rs` the one task that drives it and owns the socket,
 //! `response.rs` the handler's writer, and `reader.rs` the cancel-safe record reader.
