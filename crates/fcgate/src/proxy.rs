@@ -590,7 +590,7 @@ impl Gateway {
         let reused = lease.was_reused();
         facts.reused = Some(reused);
         if generation.access_log.enabled() {
-            facts.address = Some(pool.address().to_string());
+            facts.address = Some(Arc::clone(server.address_text()));
         }
         let sent_at = Instant::now();
         tracing::debug!(

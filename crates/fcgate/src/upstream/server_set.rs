@@ -18,6 +18,8 @@ use crate::metrics::ServerMetrics;
 /// One server: its pool, its part in balancing, its health.
 pub struct Server {
     pub(super) pool: Pool,
+    /// The pool's address as text, made once: the access log names it on every request.
+    address_text: Arc<str>,
     /// The configured host name (`php.internal:9000`) this address was resolved from; `None`
     /// for a server written as a unix path or an IP address.
     pub(super) name: Option<Arc<str>>,
@@ -48,6 +50,7 @@ impl Server {
         metrics: Arc<ServerMetrics>,
     ) -> Server {
         Server {
+            address_text: pool.address().to_string().into(),
             pool,
             name,
             entry,
@@ -62,6 +65,11 @@ impl Server {
     /// The server's connection pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The pool's address as text (`unix:/run/php/php-fpm.sock`, `10.0.0.7:9000`).
+    pub fn address_text(&self) -> &Arc<str> {
+        &self.address_text
     }
 
     /// The host name it was found under, as configured (`php.internal:9000`); `None` for a
