@@ -1049,3 +1049,137 @@ async fn a_client_that_leaves_while_the_app_is_silent_aborts_the_request_at_once
     );
     gateway.stop().await;
 }
+
+/// The `fcgate` binary as a child process, for what only the process shows: the log it writes
+/// on stderr (collected by a thread, raw bytes and all) and the descriptor limit it runs
+/// under. Killed on drop.
+struct GatewayProcess {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    _directory: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    /// `fcgate --config` on a file with the top-level `settings` and `backend` as its
+    /// upstream; under `ulimit -n max_open_files` when given.
+    fn start(backend: &TestBackend, settings: &str, max_open_files: Option<u32>) -> GatewayProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let directory = tempfile::tempdir().unwrap();
+        let config = directory.path().join("fcgate.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\naccess_log = \"off\"\n{settings}\n\
+             [upstream]\nservers = [\"{}\"]\n",
+            backend.address()
+        );
+        std::fs::write(&config, text).unwrap();
+        let binary = env!("CARGO_BIN_EXE_fcgate");
+        let mut command = match max_open_files {
+            None => Command::new(binary),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+        };
+        let mut child = command
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let address = support::listening_authority(&mut child).parse().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let collected = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            while stderr
+                .read_until(b'\n', &mut line)
+                .is_ok_and(|read| read > 0)
+            {
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line));
+                line.clear();
+            }
+        });
+        GatewayProcess {
+            child,
+            address,
+            log,
+            _directory: directory,
+        }
+    }
+
+    /// Everything logged so far.
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The app's STDERR reaches the log one line per line, each tagged with its request, and with
+/// control characters escaped: a carriage return cannot hide or forge a log line, an escape
+/// sequence cannot recolour a terminal (`escape_log_text` has unit tests; this is the wiring,
+/// in the log the binary writes). A streamed body cut at its Content-Length is named there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_stderr_is_logged_escaped_and_an_overrun_is_named() {
+    let backend = backend().await;
+    let gateway = GatewayProcess::start(&backend, STREAMED, None);
+    let mut client = HttpClient::http1(gateway.address).await;
+    let stderr = "first\rFORGED INFO all good\nsecond\u{1b}[31mred\r\n";
+    let path = format!("/app?stderr={}", encode(stderr));
+    assert_eq!(client.get(&path).await.unwrap().status, 200);
+    let cut = client
+        .get("/app?size=20000&content_length=10000")
+        .await
+        .unwrap();
+    assert!(cut.body == pattern_bytes(10_000));
+    support::wait_until("the app's stderr and the overrun are logged", || {
+        let log = gateway.log();
+        log.contains("[31mred") && log.contains("backend sent more data than declared")
+    })
+    .await;
+    let log = gateway.log();
+    assert!(
+        log.contains(r"backend stderr: first\rFORGED INFO all good"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r"backend stderr: second\u{1b}[31mred"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(['\r', '\u{1b}']),
+        "raw control characters: {log:?}"
+    );
+    for line in log
+        .lines()
+        .filter(|line| line.contains("FORGED") || line.contains("[31mred"))
+    {
+        assert!(line.contains("request="), "a line of its own: {line}");
+    }
+    let overrun = log
+        .lines()
+        .find(|line| line.contains("backend sent more data than declared"))
+        .unwrap();
+    assert!(
+        overrun.contains("declared=10000") && overrun.contains("sent=20000"),
+        "{overrun}"
+    );
+}
