@@ -19,7 +19,9 @@ use fcgi_testkit::backend::{BackendOptions, Mode, TestBackend};
 use fcgi_testkit::http::{raw_exchange, HttpClient};
 use fcgi_testkit::pattern_bytes;
 use fcgi_testkit::relay::CountingRelay;
-use http_body_util::{BodyExt, Empty};
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::start_gateway;
@@ -689,13 +691,47 @@ async fn a_body_announced_and_never_finished_gets_a_408() {
         "{:?}",
         started.elapsed()
     );
-    // Over HTTP/2 the stream gets the 408; the connection serves on.
-    let mut client = HttpClient::http2(gateway.local_addr).await;
-    assert_eq!(client.get("/app").await.unwrap().status, 200);
+    // Over HTTP/2 the stalled stream gets the 408 and the connection serves its other
+    // streams, meanwhile and after.
+    type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+    let mut connection = http2_connection::<Body>(&gateway).await;
+    let announced = futures_util::stream::iter([Ok(Frame::data(Bytes::from_static(b"only this")))])
+        .chain(futures_util::stream::pending());
+    let post = http::Request::post(format!("http://{}/app", gateway.local_addr))
+        .header(http::header::CONTENT_LENGTH, "100")
+        .body(StreamBody::new(announced).boxed_unsync())
+        .unwrap();
+    let started = Instant::now();
+    let stalled = tokio::spawn(connection.send_request(post));
+    let get = |path: &str| {
+        h2_get(&gateway, path).map(|empty| empty.map_err(|never| match never {}).boxed_unsync())
+    };
+    let meanwhile = connection
+        .send_request(get("/app?token=meanwhile"))
+        .await
+        .unwrap();
+    assert_eq!(meanwhile.status(), 200);
+    let answered = tokio::time::timeout(Duration::from_secs(5), stalled)
+        .await
+        .expect("the stalled stream is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.status(), 408);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250)
+            && started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let after = connection
+        .send_request(get("/app?token=after"))
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
     assert_eq!(
         backend.requests(),
-        1,
-        "the stalled body never reached the backend"
+        2,
+        "the stalled bodies never reached the backend"
     );
     gateway.stop().await;
 }
