@@ -25,6 +25,7 @@ const LIMITS: HeadLimits = HeadLimits {
     max_request_target: 8192,
     max_header_line: 8192,
     max_request_head: 32768,
+    allow_trace: false,
 };
 
 /// The most a FastCGI record holds: a name-value pair must fit in one PARAMS record.

@@ -3,7 +3,8 @@
 //!
 //! A valid Host (RFC 9112 §3.2: missing on HTTP/1.1, repeated or malformed is a 400), a bounded
 //! request target (414) and bounded header fields (431, nginx's `large_client_header_buffers`),
-//! no TRACE (405, as nginx), no transfer coding but `chunked` (501: hyper removes `chunked` and
+//! no TRACE unless `allow_trace` (405, as nginx always answers), no transfer coding but
+//! `chunked` (501: hyper removes `chunked` and
 //! would hand the app a still-gzipped body, unmarked), and no control characters in the decoded
 //! path (400). Pure: the caller turns a [`Refusal`] into a response in `error.rs`.
 
@@ -14,7 +15,8 @@ use http::{Method, Version};
 use crate::cgi_params::is_valid_host;
 use crate::route::decodes_to_control_characters;
 
-/// Size limits on the request head (`max_request_target`, `max_header_line`, `max_request_head`).
+/// What a request head may be: its sizes (`max_request_target`, `max_header_line`,
+/// `max_request_head`) and its method (`allow_trace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
     /// Longest request target (path and query), in bytes.
@@ -23,6 +25,8 @@ pub struct HeadLimits {
     pub max_header_line: usize,
     /// Longest head in all: the request target and every header field.
     pub max_request_head: usize,
+    /// Pass TRACE on to the app instead of answering 405.
+    pub allow_trace: bool,
 }
 
 /// Why a request is refused before it is routed.
@@ -70,7 +74,7 @@ pub enum Refusal {
 
 /// Checks `parts` against the rules above; the first broken one is the answer.
 pub fn check(parts: &Parts, limits: &HeadLimits) -> Result<(), Refusal> {
-    if parts.method == Method::TRACE {
+    if parts.method == Method::TRACE && !limits.allow_trace {
         return Err(Refusal::Trace);
     }
     check_sizes(parts, limits)?;
@@ -146,6 +150,7 @@ mod tests {
         max_request_target: 100,
         max_header_line: 60,
         max_request_head: 200,
+        allow_trace: false,
     };
 
     fn parts(builder: http::request::Builder) -> Parts {
@@ -198,7 +203,13 @@ mod tests {
             .method(Method::TRACE)
             .uri("/")
             .header(HOST, "x");
-        assert_eq!(check(&parts(trace), &LIMITS), Err(Refusal::Trace));
+        let trace = parts(trace);
+        assert_eq!(check(&trace, &LIMITS), Err(Refusal::Trace));
+        let allowed = HeadLimits {
+            allow_trace: true,
+            ..LIMITS
+        };
+        assert_eq!(check(&trace, &allowed), Ok(()));
         for coding in ["gzip, chunked", "gzip", "identity"] {
             let request = get("/").header(TRANSFER_ENCODING, coding);
             assert_eq!(

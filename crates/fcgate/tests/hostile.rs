@@ -563,6 +563,33 @@ async fn trace_foreign_codings_and_control_characters_are_refused() {
     gateway.stop().await;
 }
 
+/// TRACE echoes the request back, cookies included (cross-site tracing): 405 by default, as
+/// nginx always answers; `allow_trace = true` passes it to the app like any method.
+#[tokio::test]
+async fn trace_reaches_the_app_only_with_allow_trace() {
+    let backend = backend().await;
+    let refusing = start_gateway("", &backend.address(), "").await;
+    let trace = "TRACE /app HTTP/1.1\r\nHost: x";
+    assert_eq!(status_of(&refusing, trace).await, 405);
+    assert_eq!(backend.requests(), 0);
+    refusing.stop().await;
+    let allowing = start_gateway("allow_trace = true", &backend.address(), "").await;
+    let mut client = HttpClient::http1(allowing.local_addr).await;
+    let request = http::Request::builder()
+        .method(http::Method::TRACE)
+        .uri("/app")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let answered = client.send(request).await.unwrap();
+    assert_eq!(answered.status, 200);
+    assert!(
+        answered.text().contains("REQUEST_METHOD: TRACE\n"),
+        "{answered:?}"
+    );
+    assert_eq!(backend.requests(), 1);
+    allowing.stop().await;
+}
+
 #[tokio::test]
 async fn long_targets_and_headers_are_refused_before_the_backend() {
     let backend = backend().await;

@@ -58,6 +58,8 @@ pub struct RawConfig {
     pub max_header_line: Option<ByteSize>,
     /// `max_request_head`
     pub max_request_head: Option<ByteSize>,
+    /// `allow_trace`
+    pub allow_trace: Option<bool>,
     /// `client_header_timeout`
     #[serde(default, deserialize_with = "humantime_duration")]
     pub client_header_timeout: Option<Duration>,
@@ -376,6 +378,7 @@ impl RawConfig {
             max_request_target: self.max_request_target,
             max_header_line: self.max_header_line,
             max_request_head: self.max_request_head,
+            allow_trace: self.allow_trace,
             shutdown_timeout: flags.shutdown_timeout.or(self.shutdown_timeout),
             max_client_connections: self.max_client_connections,
             admin_listen: flags.admin_listen.or(self.admin_listen),

@@ -52,6 +52,7 @@ fn defaults_without_file_or_flags() {
                 max_request_target: 8 << 10,
                 max_header_line: 8 << 10,
                 max_request_head: 32 << 10,
+                allow_trace: false,
             },
             http2: Http2Limits {
                 max_concurrent_streams: 128,
@@ -680,6 +681,19 @@ fn head_limits_above_their_ceilings_are_refused() {
         let refused = refusal(&format!("{key} = 1023"));
         assert_eq!(refused, format!("{key}: must be at least 1KiB"));
     }
+}
+
+/// TRACE gets a 405 unless `allow_trace` says otherwise (nginx has no such setting: always 405).
+#[test]
+fn allow_trace_is_off_unless_set() {
+    assert!(!validate_text("").unwrap().limits.head.allow_trace);
+    assert!(
+        validate_text("allow_trace = true")
+            .unwrap()
+            .limits
+            .head
+            .allow_trace
+    );
 }
 
 #[test]

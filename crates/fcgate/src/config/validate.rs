@@ -146,6 +146,7 @@ impl RawConfig {
                 self.max_request_target,
                 self.max_header_line,
                 self.max_request_head,
+                self.allow_trace.unwrap_or(false),
             )?,
             http2: validate_http2(
                 self.http2_max_concurrent_streams,
@@ -665,6 +666,7 @@ fn validate_head_limits(
     max_request_target: Option<ByteSize>,
     max_header_line: Option<ByteSize>,
     max_request_head: Option<ByteSize>,
+    allow_trace: bool,
 ) -> Result<HeadLimits, ConfigError> {
     // Each at least a kilobyte: below that ordinary browsers' cookies and URLs fail.
     let at_least_1k = |key: &str, raw: Option<ByteSize>, default: u64| {
@@ -686,6 +688,7 @@ fn validate_head_limits(
             max_request_head,
             DEFAULT_MAX_REQUEST_HEAD,
         )?,
+        allow_trace,
     };
     // A FastCGI name-value pair must fit in one PARAMS record (65,535 bytes, FastCGI 1.0 §3.3):
     // php-fpm cannot parse a pair split across records. The longest pairs are a header's values
