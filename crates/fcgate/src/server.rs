@@ -445,12 +445,15 @@ impl Acceptor {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        // Out of file descriptors or similar: free one if a connection is idle,
-                        // and wait for a connection to close (or a second) instead of spinning and
-                        // logging every few milliseconds.
+                        // Out of file descriptors or similar: free one if a connection has been
+                        // idle for a pause's length, and wait for a connection to close (or a
+                        // second) instead of spinning and logging every few milliseconds. Not
+                        // one idle for less: that is a connection just accepted whose first
+                        // request is not read yet, and closing it to accept the next would
+                        // accept and close every newcomer in the backlog in turn.
                         tracing::error!("accept failed: {error}; pausing accept until a connection closes");
                         drop(slot);
-                        self.registry.evict_longest_idle();
+                        self.registry.evict_idle_for(ACCEPT_PAUSE);
                         let wait_for_close = async {
                             let available = self.slots.available_permits();
                             while self.slots.available_permits() <= available {

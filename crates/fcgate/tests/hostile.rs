@@ -1246,3 +1246,44 @@ async fn backend_stderr_is_logged_escaped_and_an_overrun_is_named() {
         "{overrun}"
     );
 }
+/// Out of file descriptors, accepting pauses (a second, or until a connection closes) with a
+/// line per pause, instead of failing and logging every few milliseconds; once descriptors are
+/// free the gateway serves again. The binary runs under `ulimit -n 64` with
+/// `max_client_connections` far above it, so the descriptors run out first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_accept_pauses_and_recovers() {
+    let backend = backend().await;
+    let gateway = GatewayProcess::start(&backend, "max_client_connections = 1000", Some(64));
+    // Each a request in flight, a body announced and never sent: none is idle, so no
+    // connection can be closed to make room. The ones not accepted wait in the backlog.
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut stream = tokio::net::TcpStream::connect(gateway.address)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"POST /app HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    support::wait_until("accept runs out of descriptors", || {
+        gateway.log().contains("accept failed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = gateway.log();
+    let failures = log.matches("accept failed").count();
+    // At one a second: the first and two more at most (every 50 ms, it was forty).
+    assert!(
+        (1..=4).contains(&failures),
+        "{failures} accept failures logged in 2 s:\n{log}"
+    );
+    assert!(log.contains("Too many open files"), "{log}");
+    drop(stalled);
+    let mut client = HttpClient::http1(gateway.address).await;
+    let served = tokio::time::timeout(Duration::from_secs(10), client.get("/app"))
+        .await
+        .expect("served again once descriptors were free");
+    assert_eq!(served.unwrap().status, 200);
+}

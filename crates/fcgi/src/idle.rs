@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -137,12 +137,29 @@ impl IdleRegistry {
 
     /// Asks the longest-idle connection to close; false when none is idle.
     pub fn evict_longest_idle(&self) -> bool {
+        self.evict_idle_since(BUSY - 1)
+    }
+
+    /// Like [`IdleRegistry::evict_longest_idle`], but only a connection idle for at least
+    /// `at_least`. A server out of file descriptors must not close a connection it has just
+    /// accepted (an HTTP connection is idle until its first request is read) to accept the
+    /// next: every newcomer in the backlog would be accepted and closed in turn.
+    pub fn evict_idle_for(&self, at_least: Duration) -> bool {
+        let at_least = u64::try_from(at_least.as_millis()).unwrap_or(u64::MAX);
+        self.now()
+            .checked_sub(at_least)
+            .is_some_and(|latest| self.evict_idle_since(latest))
+    }
+
+    /// Asks the longest-idle connection idle since `latest` (milliseconds after the origin)
+    /// or earlier to close.
+    fn evict_idle_since(&self, latest: u64) -> bool {
         let entries = self.entries();
         let longest = entries
             .values()
             .filter(|entry| !entry.evict.is_cancelled())
             .map(|entry| (entry.idle_since.load(Ordering::Acquire), entry))
-            .filter(|(since, _)| *since != BUSY)
+            .filter(|(since, _)| *since != BUSY && *since <= latest)
             .min_by_key(|(since, _)| *since);
         match longest {
             Some((_, entry)) => {
@@ -217,6 +234,17 @@ mod tests {
         assert!(!third.evict_token().is_cancelled());
         drop(first);
         assert_eq!(registry.len(), 2);
+    }
+
+    #[test]
+    fn a_connection_idle_for_less_than_asked_is_not_chosen() {
+        let registry = IdleRegistry::new();
+        let fresh = registry.register(CancellationToken::new(), true);
+        assert!(!registry.evict_idle_for(Duration::from_secs(60)));
+        assert!(!fresh.evict_token().is_cancelled());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(registry.evict_idle_for(Duration::from_millis(10)));
+        assert!(fresh.evict_token().is_cancelled());
     }
 
     #[tokio::test]
