@@ -120,14 +120,18 @@ to_ms() {
 
 # load_command URL POST_BODY OUT_DIR [HEADER...]: sets load_cmd, the bounded closed-loop load
 # (CONNECTIONS clients, DURATION) with $LOADGEN, each request with the HEADERs ("Name: value").
+# HTTP/1.1, or with load_streams set (h2load only), HTTP/2: over cleartext with prior knowledge
+# (h2c) for an http:// URL, load_streams concurrent streams on each connection (-m).
 load_command() {
-  local url=$1 post_body=$2 out=$3 limit=$((duration_seconds + 60)) header
+  local url=$1 post_body=$2 out=$3 limit=$((duration_seconds + 60)) header protocol=(--h1)
   shift 3
   if [ "$LOADGEN" = wrk ]; then
+    [ -z "${load_streams:-}" ] || die "wrk speaks HTTP/1.1 only (load_streams is set)"
     load_cmd=(timeout "$limit" wrk -t"$LOAD_THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency)
     [ -n "$post_body" ] && load_cmd+=(-s "$bench_dir/post.lua")
   else
-    load_cmd=(timeout "$limit" h2load --h1 -t"$LOAD_THREADS" -c"$CONNECTIONS" -D"$duration_seconds"
+    [ -z "${load_streams:-}" ] || protocol=(-m"$load_streams")
+    load_cmd=(timeout "$limit" h2load "${protocol[@]}" -t"$LOAD_THREADS" -c"$CONNECTIONS" -D"$duration_seconds"
       --log-file="$out/requests.log")
     [ -n "$post_body" ] && load_cmd+=(-d "$post_body" -H 'Content-Type: application/octet-stream')
   fi
@@ -151,11 +155,12 @@ run_load() {
 }
 
 # parse_h2load SUMMARY LOG: percentiles from the per-request log (one line per completed
-# request: start µs, status, duration µs). answered is Little's law over that log: the summed
-# time requests spent being answered / the run's length = how many of the CONNECTIONS clients
-# had a request being answered, on average. A client whose request never completes adds
-# nothing anywhere else (not an error, not a latency), so a peer that leaves connections
-# hanging for the whole run shows here: answered well below CONNECTIONS.
+# request: start µs, status, duration µs; the same over HTTP/1.1 and HTTP/2). answered is
+# Little's law over that log: the summed time requests spent being answered / the run's length
+# = how many of the CONNECTIONS clients (over HTTP/2: of the CONNECTIONS x streams) had a
+# request being answered, on average. A client whose request never completes adds nothing
+# anywhere else (not an error, not a latency), so a peer that leaves connections hanging for
+# the whole run shows here: answered well below CONNECTIONS.
 parse_h2load() {
   local summary=$1 requests=$2 rps failures
   rps=$(awk '/^finished in/ {gsub(/,/, ""); printf "%.0f", $4}' "$summary")

@@ -6,10 +6,12 @@
 #                   rss_kib open_at_end active cpu_us_per_request note   (backend_conns/time_wait
 #                   "-" where not countable; an empty rps means the peer did not run, note says
 #                   why; on a run, note says what the check found compressed, if anything)
+# Scenarios in h2_scenarios (bench/run) ran over h2c with H2_STREAMS streams per connection:
+# their answered figure is out of CONNECTIONS x H2_STREAMS streams.
 
 # table RUNS: the markdown table on stdout, scenarios and peers in the order they ran.
 table() {
-  awk -F '\t' -v connections="$CONNECTIONS" '
+  awk -F '\t' -v connections="$CONNECTIONS" -v h2="${h2_scenarios:-}" -v streams="${H2_STREAMS:-1}" '
     function median(list,   n, v, i, j, t) {
       n = split(list, v, " ")
       for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) {
@@ -47,19 +49,23 @@ table() {
         if (conns_na[key]) { c = sprintf("n/a (%d kept open)", median(open[key])); t = "n/a" }
         else { c = sprintf("%d", median(conns[key])); t = sprintf("%d", median(tw[key])) }
         u = (key in cpu) ? sprintf("%.1f", median(cpu[key])) : "–"
-        printf "| %s | %s | %d | %s | %s | %.2f | %.2f | %d | %d/%d | %s | %s | %.1f | %s |\n",
+        if (index(" " h2 " ", " " part[1] " ")) a = sprintf("%d/%d streams", median(active[key]), connections * streams)
+        else a = sprintf("%d/%d", median(active[key]), connections)
+        printf "| %s | %s | %d | %s | %s | %.2f | %.2f | %d | %s | %s | %s | %.1f | %s |\n",
           part[1], part[2], median(rps[key]), minmax(rps[key]), u, median(p50[key]),
-          median(p99[key]), errors[key], median(active[key]), connections, c, t,
-          median(rss[key]) / 1024, note[key]
+          median(p99[key]), errors[key], a, c, t, median(rss[key]) / 1024, note[key]
       }
     }' "$1"
 }
 
 # chart RUNS SCENARIO SVG: requests/s and p99 (medians) per peer, side by side.
 chart() {
-  local runs=$1 scenario=$2 svg=$3 data
+  local runs=$1 scenario=$2 svg=$3 data clients=$CONNECTIONS load="$CONNECTIONS connections"
+  if [[ " ${h2_scenarios:-} " == *" $scenario "* ]]; then
+    clients=$((CONNECTIONS * H2_STREAMS)) load="h2c, $CONNECTIONS connections x $H2_STREAMS streams"
+  fi
   data=$(mktemp "$work/chart.XXXXXX")
-  awk -F '\t' -v s="$scenario" -v connections="$CONNECTIONS" '
+  awk -F '\t' -v s="$scenario" -v connections="$clients" '
     function median(list,   n, v, i, j, t) {
       n = split(list, v, " ")
       for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) {
@@ -85,7 +91,7 @@ chart() {
   gnuplot <<EOF
 set terminal svg size 1100,500 dynamic font "sans,12" background "white"
 set output "$svg"
-set multiplot layout 1,2 title "fcgate bench: $scenario ($CONNECTIONS connections, median of $ROUNDS x $DURATION)"
+set multiplot layout 1,2 title "fcgate bench: $scenario ($load, median of $ROUNDS x $DURATION)"
 set style data histograms
 set style fill solid 0.85 border -1
 set boxwidth 0.75
@@ -104,13 +110,17 @@ EOF
 
 # write_report FILE: header (when, where, what), the table, the charts, how to read it.
 write_report() {
-  local file=$1 peer
+  local file=$1 peer protocol="HTTP/1.1" s
+  for s in ${h2_scenarios:-}; do
+    [[ " $SCENARIOS " != *" $s "* ]] ||
+      protocol="HTTP/1.1; $s: HTTP/2 over cleartext with prior knowledge (h2c), $H2_STREAMS concurrent streams per connection"
+  done
   {
     echo "# fcgate side-by-side benchmark, $(date '+%Y-%m-%d %H:%M %Z')"
     echo
     echo "fcgate at $measured_commit," \
       "$(nproc) cores, $(uname -sr), load average before the run: $load_before."
-    echo "$LOADGEN (HTTP/1.1, $LOAD_THREADS threads) with $CONNECTIONS connections for $DURATION, $ROUNDS rounds, peers interleaved;" \
+    echo "$LOADGEN ($protocol; $LOAD_THREADS threads) with $CONNECTIONS connections for $DURATION, $ROUNDS rounds, peers interleaved;" \
       "php-fpm pm=static, $PHP_CHILDREN children; every peer with $WORKERS workers/threads."
     echo
     echo "## Results"
@@ -159,7 +169,10 @@ write_report() {
     echo "  compressed = a 40 KB HTML page from PHP requested with Accept-Encoding: gzip, gzipped by"
     echo "  the gateway at level $GZIP_LEVEL at every peer (nginx gzip_comp_level, Caddy encode gzip,"
     echo "  fcgate [compression] gzip_level; the note gives the sizes the check got). Those three are"
-    echo "  set up for fcgate, nginx and Caddy only."
+    echo "  set up for fcgate, nginx and Caddy only. hello-h2 = hello over h2c (prior knowledge), h2load"
+    echo "  with ${H2_STREAMS:-10} concurrent streams on each of the $CONNECTIONS connections, so its answered figure"
+    echo "  is out of $((CONNECTIONS * ${H2_STREAMS:-10})) streams; nginx on a \`listen … http2\` listener (nginx 1.22 has"
+    echo "  no HTTP/1.1 on it), h2o and fcgate on their plain listeners; set up for fcgate, nginx and h2o only."
   } >"$file"
 }
 
