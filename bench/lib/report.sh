@@ -110,11 +110,13 @@ EOF
 
 # write_report FILE: header (when, where, what), the table, the charts, how to read it.
 write_report() {
-  local file=$1 peer protocol="HTTP/1.1" s
-  for s in ${h2_scenarios:-}; do
-    [[ " $SCENARIOS " != *" $s "* ]] ||
-      protocol="HTTP/1.1; $s: HTTP/2 over cleartext with prior knowledge (h2c), $H2_STREAMS concurrent streams per connection"
+  local file=$1 peer protocol="" h1="" s
+  for s in $SCENARIOS; do
+    if [[ " ${h2_scenarios:-} " == *" $s "* ]]; then protocol+="${protocol:+, }$s"; else h1=1; fi
   done
+  [ -z "$protocol" ] ||
+    protocol="$protocol: HTTP/2 over cleartext with prior knowledge (h2c), $H2_STREAMS concurrent streams per connection"
+  [ -z "$h1" ] || protocol="HTTP/1.1${protocol:+; $protocol}"
   {
     echo "# fcgate side-by-side benchmark, $(date '+%Y-%m-%d %H:%M %Z')"
     echo
