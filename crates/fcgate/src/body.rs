@@ -43,7 +43,7 @@ pub async fn after_flush(error: std::io::Error) -> std::io::Error {
 /// stops polling a body as soon as its declared length is written, so a body error after it
 /// would never be seen.
 ///
-/// The client connection puts one in each HTTP/1.x request's extensions, refuses requests
+/// The client connection hands one to each HTTP/1.x request it serves, refuses requests
 /// once it is requested, and ends the connection (also when it was idle or parked). HTTP/2
 /// requests carry none: a stream ends cleanly at its declared length, and the connection's
 /// other streams are not concerned.

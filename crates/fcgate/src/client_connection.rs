@@ -241,19 +241,19 @@ impl HttpFront {
             let gateway = Arc::clone(&self.gateway);
             let info = Arc::new(info);
             let activity = Arc::clone(&activity);
-            service_fn(move |mut request: Request<Incoming>| {
+            service_fn(move |request: Request<Incoming>| {
                 let gateway = Arc::clone(&gateway);
                 let info = Arc::clone(&info);
                 let in_flight = InFlight::start(&activity);
-                let close = http1.then(|| activity.close.clone());
+                let ending = http1.then(|| activity.close.clone());
                 async move {
-                    if let Some(close) = close {
-                        if close.is_requested() {
-                            return Err(ConnectionEnding);
-                        }
-                        request.extensions_mut().insert(close);
+                    if ending
+                        .as_ref()
+                        .is_some_and(CloseAfterResponse::is_requested)
+                    {
+                        return Err(ConnectionEnding);
                     }
-                    let response = gateway.handle(request, &info).await;
+                    let response = gateway.handle(request, &info, ending.as_ref()).await;
                     Ok(response.map(|body| TrackedBody {
                         body,
                         _in_flight: in_flight,

@@ -224,11 +224,13 @@ impl Gateway {
         );
     }
 
-    /// Answers one request; never fails: errors become error responses.
+    /// Answers one request; never fails: errors become error responses. `ending` asks an
+    /// HTTP/1.x connection to end after this response (`None` on HTTP/2).
     pub async fn handle(
         &self,
         mut request: Request<Incoming>,
         connection: &ConnectionInfo,
+        ending: Option<&CloseAfterResponse>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +268,7 @@ impl Gateway {
             .serve(
                 &generation,
                 request,
-                connection,
+                (connection, ending),
                 &name,
                 &mut facts,
                 &mut rule_headers,
@@ -284,6 +286,7 @@ impl Gateway {
                 headers,
                 precompressed,
                 connection,
+                ending,
             };
             response = self
                 .error_page(&generation, response, request, &mut facts)
@@ -312,7 +315,7 @@ impl Gateway {
         &self,
         generation: &Generation,
         request: Request<Incoming>,
-        connection: &ConnectionInfo,
+        connection: (&ConnectionInfo, Option<&CloseAfterResponse>),
         name: &RequestName,
         facts: &mut BackendFacts,
         rule_headers: &mut Vec<HeaderAction>,
@@ -389,7 +392,7 @@ impl Gateway {
         &self,
         generation: &Generation,
         request: Request<Incoming>,
-        connection: &'a ConnectionInfo,
+        (connection, ending): (&'a ConnectionInfo, Option<&CloseAfterResponse>),
         name: &RequestName,
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Prepared<'a>, GatewayError> {
@@ -437,6 +440,7 @@ impl Gateway {
             target,
             body,
             connection,
+            ending.cloned(),
             name.clone(),
         ))))
     }
@@ -482,6 +486,7 @@ impl Gateway {
                     target,
                     body,
                     request.connection,
+                    request.ending.cloned(),
                     request.name.clone(),
                 );
                 self.run(generation, &job, facts, &mut Vec::new()).await
@@ -854,6 +859,7 @@ impl<'a> Job<'a> {
         target: ScriptTarget,
         body: request_body::SpooledBody,
         connection: &'a ConnectionInfo,
+        ending: Option<CloseAfterResponse>,
         name: RequestName,
     ) -> Job<'a> {
         let limits = &generation.config.limits;
@@ -861,7 +867,7 @@ impl<'a> Job<'a> {
             name,
             is_head: parts.method == http::Method::HEAD,
             version: parts.version,
-            close: parts.extensions.get::<CloseAfterResponse>().cloned(),
+            close: ending,
             spool: SpoolLimits {
                 memory: limits.response_buffer_size,
                 total: limits.max_response_buffer,
@@ -897,6 +903,7 @@ struct ErrorPageRequest<'a> {
     headers: http::HeaderMap,
     precompressed: Option<compression::Precompressed>,
     connection: &'a ConnectionInfo,
+    ending: Option<&'a CloseAfterResponse>,
 }
 
 impl ErrorPageRequest<'_> {
