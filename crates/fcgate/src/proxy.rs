@@ -268,7 +268,10 @@ impl Gateway {
             .serve(
                 &generation,
                 request,
-                (connection, ending),
+                ClientSide {
+                    info: connection,
+                    ending,
+                },
                 &name,
                 &mut facts,
                 &mut rule_headers,
@@ -285,8 +288,10 @@ impl Gateway {
                 version,
                 headers,
                 precompressed,
-                connection,
-                ending,
+                client: ClientSide {
+                    info: connection,
+                    ending,
+                },
             };
             response = self
                 .error_page(&generation, response, request, &mut facts)
@@ -315,13 +320,13 @@ impl Gateway {
         &self,
         generation: &Generation,
         request: Request<Incoming>,
-        connection: (&ConnectionInfo, Option<&CloseAfterResponse>),
+        client: ClientSide<'_>,
         name: &RequestName,
         facts: &mut BackendFacts,
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let job = match self
-            .prepare(generation, request, connection, name, rule_headers)
+            .prepare(generation, request, client, name, rule_headers)
             .await?
         {
             Prepared::Job(job) => job,
@@ -392,7 +397,7 @@ impl Gateway {
         &self,
         generation: &Generation,
         request: Request<Incoming>,
-        (connection, ending): (&'a ConnectionInfo, Option<&CloseAfterResponse>),
+        client: ClientSide<'a>,
         name: &RequestName,
         rule_headers: &mut Vec<HeaderAction>,
     ) -> Result<Prepared<'a>, GatewayError> {
@@ -403,6 +408,7 @@ impl Gateway {
                 return Ok(Prepared::Answered(http01_answer(acme, token)));
             }
         }
+        let connection = client.info;
         if generation.config.tls.redirect_to_https && !connection.https() {
             let https_port = self.https_port.load(Ordering::Relaxed);
             let response = https_policy::redirect(&parts, connection, https_port);
@@ -439,8 +445,7 @@ impl Gateway {
             parts,
             target,
             body,
-            connection,
-            ending.cloned(),
+            client,
             name.clone(),
         ))))
     }
@@ -485,8 +490,7 @@ impl Gateway {
                     parts,
                     target,
                     body,
-                    request.connection,
-                    request.ending.cloned(),
+                    request.client,
                     request.name.clone(),
                 );
                 self.run(generation, &job, facts, &mut Vec::new()).await
@@ -858,8 +862,7 @@ impl<'a> Job<'a> {
         parts: Parts,
         target: ScriptTarget,
         body: request_body::SpooledBody,
-        connection: &'a ConnectionInfo,
-        ending: Option<CloseAfterResponse>,
+        client: ClientSide<'a>,
         name: RequestName,
     ) -> Job<'a> {
         let limits = &generation.config.limits;
@@ -867,7 +870,7 @@ impl<'a> Job<'a> {
             name,
             is_head: parts.method == http::Method::HEAD,
             version: parts.version,
-            close: ending,
+            close: client.ending.cloned(),
             spool: SpoolLimits {
                 memory: limits.response_buffer_size,
                 total: limits.max_response_buffer,
@@ -887,7 +890,7 @@ impl<'a> Job<'a> {
             parts,
             target,
             body,
-            connection,
+            connection: client.info,
             exchange,
             rules,
         }
@@ -902,7 +905,14 @@ struct ErrorPageRequest<'a> {
     version: Version,
     headers: http::HeaderMap,
     precompressed: Option<compression::Precompressed>,
-    connection: &'a ConnectionInfo,
+    client: ClientSide<'a>,
+}
+
+/// The client connection a request came on: what the params say of it, and how to ask it to
+/// end after this response (HTTP/1.x only).
+#[derive(Clone, Copy)]
+struct ClientSide<'a> {
+    info: &'a ConnectionInfo,
     ending: Option<&'a CloseAfterResponse>,
 }
 
