@@ -32,21 +32,49 @@ fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
 }
 
-/// One response's head and body, read by its Content-Length; `None` at end of stream.
+/// One response's head and body, read by its Content-Length or, when the gateway streamed it
+/// (the backend's END_REQUEST came after its head on a loaded machine), by its chunks; `None`
+/// at end of stream.
 async fn read_response(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
+    let head = read_line_block(stream, b"\r\n\r\n").await?;
+    let head = String::from_utf8(head).unwrap();
+    let chunked = head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("transfer-encoding") && value.trim() == "chunked"
+        })
+    });
+    if !chunked {
+        let mut body = vec![0u8; content_length(&head)];
+        stream.read_exact(&mut body).await.unwrap();
+        return Some((head, body));
+    }
+    let mut body = Vec::new();
+    loop {
+        let size_line = read_line_block(stream, b"\r\n").await.unwrap();
+        let size_text = String::from_utf8(size_line).unwrap();
+        let size = usize::from_str_radix(size_text.trim(), 16).unwrap();
+        let mut chunk = vec![0u8; size + 2];
+        stream.read_exact(&mut chunk).await.unwrap();
+        if size == 0 {
+            return Some((head, body));
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// Bytes up to and including `end`, read one at a time so nothing after it is consumed;
+/// `None` when the stream ends before the first byte.
+async fn read_line_block(stream: &mut TcpStream, end: &[u8]) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while !bytes.ends_with(end) {
         let mut byte = [0u8];
         match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            Ok(Ok(_)) | Ok(Err(_)) if head.is_empty() => return None,
-            other => panic!("response cut after {head:?}: {other:?}"),
+            Ok(Ok(1)) => bytes.push(byte[0]),
+            Ok(Ok(_)) | Ok(Err(_)) if bytes.is_empty() => return None,
+            other => panic!("response cut after {bytes:?}: {other:?}"),
         }
     }
-    let head = String::from_utf8(head).unwrap();
-    let mut body = vec![0u8; content_length(&head)];
-    stream.read_exact(&mut body).await.unwrap();
-    Some((head, body))
+    Some(bytes)
 }
 
 fn content_length(head: &str) -> usize {
