@@ -27,20 +27,7 @@ use support::{backends_probed, pool_stats, start_gateway, wait_until};
 
 /// Whether `promtool` runs here; under CI its absence is a failure.
 fn promtool_available() -> bool {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none_or(|ci| ci != "true"),
-            "promtool is missing: install Debian's `prometheus` package (scripts/test does)"
-        );
-        eprintln!("WARNING: promtool not installed; SKIPPING the /metrics format check");
-    }
-    found
+    support::tool_available("promtool", "prometheus", "the /metrics format check")
 }
 
 /// `promtool check metrics` on `text`: its verdict and what it printed.

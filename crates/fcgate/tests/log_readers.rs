@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,24 +14,6 @@ use fcgi_testkit::backend::{BackendOptions, TestBackend};
 use fcgi_testkit::http::{raw_exchange, HttpClient};
 use http::Request;
 use http_body_util::Full;
-
-/// Whether goaccess runs here; under CI its absence is a failure.
-fn goaccess_available() -> bool {
-    let found = Command::new("goaccess")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none_or(|ci| ci != "true"),
-            "goaccess is missing: install Debian's `goaccess` package (scripts/test does)"
-        );
-        eprintln!("WARNING: goaccess not installed; SKIPPING the access-log reader check");
-    }
-    found
-}
 
 async fn wait_for_lines(path: &std::path::Path, count: usize) -> String {
     for _ in 0..200 {
@@ -46,7 +28,7 @@ async fn wait_for_lines(path: &std::path::Path, count: usize) -> String {
 
 #[tokio::test]
 async fn goaccess_parses_every_line_and_counts_what_the_clients_got() {
-    if !goaccess_available() {
+    if !support::tool_available("goaccess", "goaccess", "the access-log reader check") {
         return;
     }
     let backend = TestBackend::start(BackendOptions::default()).await;

@@ -17,10 +17,20 @@ struct Fixture {
 
 /// A 100,000-byte file last modified an hour ago (its date is a strong validator).
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data.bin");
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    std::fs::write(&path, &bytes).unwrap();
+    let (dir, path) = file_an_hour_old("data.bin", &bytes);
+    Fixture {
+        _dir: dir,
+        path,
+        bytes,
+    }
+}
+
+/// `bytes` written to `name` in a temp dir, its mtime an hour ago.
+fn file_an_hour_old(name: &str, bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
     std::fs::File::options()
         .write(true)
@@ -28,11 +38,7 @@ fn fixture() -> Fixture {
         .unwrap()
         .set_modified(hour_ago)
         .unwrap();
-    Fixture {
-        _dir: dir,
-        path,
-        bytes,
-    }
+    (dir, path)
 }
 
 fn parts(method: Method, headers: &[(&str, &str)]) -> Parts {
@@ -204,18 +210,8 @@ async fn a_missing_file_is_whatever_serve_file_says() {
 
 /// A small file written into a temp dir, an hour old.
 fn small_file(name: &str, length: usize) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(name);
     let bytes: Vec<u8> = (0..length).map(|i| (i * 13 % 251) as u8).collect();
-    std::fs::write(&path, bytes).unwrap();
-    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(hour_ago)
-        .unwrap();
-    (dir, path)
+    file_an_hour_old(name, &bytes)
 }
 
 async fn status_headers_body(response: Response<ResponseBody>) -> (StatusCode, HeaderMap, Bytes) {

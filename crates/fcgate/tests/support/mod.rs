@@ -152,3 +152,22 @@ pub fn get(authority: &str, path_and_query: &str) -> u16 {
         client.get(path_and_query).await.unwrap().status.as_u16()
     })
 }
+
+/// Whether `program` runs here (`program --version` succeeds); under CI=true its absence is a
+/// failure naming the Debian `package` to install, elsewhere a loud skip of `what`.
+pub fn tool_available(program: &str, package: &str, what: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none_or(|ci| ci != "true"),
+            "{program} is missing: install Debian's `{package}` package (scripts/test does)"
+        );
+        eprintln!("WARNING: {program} not installed; SKIPPING {what}");
+    }
+    found
+}
