@@ -116,7 +116,12 @@ async fn a_trusted_proxys_x_forwarded_for_names_the_client_and_an_untrusted_ones
     assert_eq!(field(&body, "HTTPS"), "on");
     assert_eq!(field(&body, "REQUEST_SCHEME"), "https");
     trusting.stop().await;
-    // The access log shows the real client, not the proxy.
+    // The access log shows the real client, not the proxy. Its writer writes the last lines
+    // after the gateway has let go of it, a moment after `stop`.
+    support::wait_until("the requests are logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|text| !text.is_empty())
+    })
+    .await;
     let lines = std::fs::read_to_string(&log).unwrap();
     let first = lines.lines().next().unwrap();
     assert!(first.starts_with("203.0.113.7 "), "{first}");
