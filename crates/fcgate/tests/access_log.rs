@@ -9,7 +9,7 @@ mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,13 +187,7 @@ fn sigusr1_to_the_binary_reopens_the_file_logrotate_moved() {
     let directory = tempfile::tempdir().unwrap();
     let log = directory.path().join("access.log");
     let rotated = directory.path().join("access.log.1");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fcgate"))
-        .args(["--listen", "127.0.0.1:0", "--access-log"])
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::fcgate_logging_to(&log);
     let authority = listening_authority(&mut child);
     assert_eq!(get(&authority, "/before-the-rotation"), 200);
     poll_until("the first line is written", || lines_now(&log).len() == 1);
@@ -285,13 +279,7 @@ fn at_exit_the_lines_a_stalled_disk_still_holds_are_written_before_the_process_e
     let directory = tempfile::tempdir().unwrap();
     let fifo = directory.path().join("access.log");
     let (unstall, lines_read, reader) = stalled_fifo(&fifo);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fcgate"))
-        .args(["--listen", "127.0.0.1:0", "--access-log"])
-        .arg(&fifo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::fcgate_logging_to(&fifo);
     let authority = listening_authority(&mut child);
     // Some 560 KiB of lines: most are still in the writer's hands at exit, the pipe full.
     const REQUESTS: u64 = 40;

@@ -518,13 +518,7 @@ fn with_socket_activation_it_serves_the_passed_socket_and_its_backlog() {
 fn the_last_access_lines_are_written_before_the_process_exits() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let mut child = fcgate()
-        .args(["--listen", "127.0.0.1:0", "--access-log"])
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::fcgate_logging_to(&log);
     let authority = listening_authority(&mut child);
     for _ in 0..3 {
         assert_eq!(get(&authority, "/"), 200);

@@ -171,3 +171,15 @@ pub fn tool_available(program: &str, package: &str, what: &str) -> bool {
     }
     found
 }
+
+/// The fcgate binary serving the demo app on a free port, its access log written to `log`,
+/// stdout piped for [`listening_authority`].
+pub fn fcgate_logging_to(log: &std::path::Path) -> Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fcgate"))
+        .args(["--listen", "127.0.0.1:0", "--access-log"])
+        .arg(log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
