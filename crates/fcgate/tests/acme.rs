@@ -141,8 +141,20 @@ async fn http01_issues_renews_under_load_and_the_next_process_reuses_the_stored_
     let gateway = Arc::into_inner(gateway).unwrap();
     gateway.stop().await;
 
-    // The next process serves the stored certificate at once, without asking the CA.
-    let next = fcgate::server::start(settings).await.unwrap();
+    // The next process serves the stored certificate at once, without asking the CA. Its ports
+    // are the fixed ones Pebble validates against, in the ephemeral range: another test's
+    // outgoing connection may hold one for a moment after the first gateway let it go.
+    let mut next = fcgate::server::start(settings.clone()).await;
+    for _ in 0..50 {
+        match &next {
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                next = fcgate::server::start(settings.clone()).await;
+            }
+            _ => break,
+        }
+    }
+    let next = next.unwrap();
     let stored = next.gateway.acme().unwrap().certificate_facts().unwrap();
     assert_eq!(stored.not_after, renewed.not_after);
     assert_eq!(fetch(next.tls_addr().unwrap(), &pebble).await.unwrap(), 200);
