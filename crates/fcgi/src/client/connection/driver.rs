@@ -126,6 +126,10 @@ impl Driver {
     }
 
     async fn drive(&mut self) -> ConnectionFailure {
+        // Pinned once: a fresh close future per turn of the loop would register with (and
+        // leave) the token's waiter list under its lock on every read and write.
+        let closed = self.shared.close.clone().cancelled_owned();
+        tokio::pin!(closed);
         loop {
             if self.state.closes_now() {
                 return ConnectionFailure::ClosedByGateway;
@@ -143,10 +147,9 @@ impl Driver {
             }
             let multiplexed = self.shared.multiplexed.load(Ordering::Acquire);
             let read_paused = self.state.reader_far_behind(multiplexed);
-            let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400);
             tokio::select! {
                 biased;
-                _ = self.shared.close.cancelled() => return ConnectionFailure::ClosedByGateway,
+                () = &mut closed => return ConnectionFailure::ClosedByGateway,
                 result = write_some(&mut self.write, &self.state), if want_write => {
                     match result {
                         Ok(0) => return std::io::Error::from(std::io::ErrorKind::WriteZero).into(),
@@ -176,14 +179,23 @@ impl Driver {
                     Some(command) => self.state.on_command(command),
                     None => return ConnectionFailure::ClosedByGateway,
                 },
-                _ = tokio::time::sleep_until(self.write_deadline.unwrap_or(far_future)), if want_write => {
+                () = sleep_until(self.write_deadline), if want_write => {
                     return ConnectionFailure::SendTimeout(self.send_timeout);
                 }
-                _ = tokio::time::sleep_until(self.retire_deadline.unwrap_or(far_future)), if self.retire_deadline.is_some() => {
+                () = sleep_until(self.retire_deadline), if self.retire_deadline.is_some() => {
                     return ConnectionFailure::ClosedByGateway;
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one. Built lazily: a disabled branch of the
+/// driver's `select!` is still constructed every turn, and this costs no clock read then.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
