@@ -40,7 +40,7 @@ peer_note() {
     h2o) echo "h2o fastcgi.connect, fastcgi.timeout.keepalive 20s (persistent connections)" ;;
     lighttpd) echo "lighttpd mod_fastcgi (defaults)" ;;
     apache) echo "Apache event MPM, mod_proxy_fcgi enablereuse=on max=$((PHP_CHILDREN / WORKERS)) per process x $WORKERS processes" ;;
-    fcgate) echo "fcgate, cap from the pool's pm.max_children (php_fpm_config; max_conns $PHP_CHILDREN for the demo app), defaults otherwise" ;;
+    fcgate) echo "fcgate, cap from the pool's pm.max_children (php_fpm_config; max_conns $PHP_CHILDREN for the demo app), workers $WORKERS, defaults otherwise" ;;
     fcgate-log) echo "fcgate as above, access log on: combined format to a file" ;;
     fcgate-metrics) echo "fcgate as above, admin listener on and /metrics scraped once a second (curl) during the load" ;;
     fcgate-baseline) echo "fcgate as above, the build in FCGATE_BASELINE (${FCGATE_BASELINE:-unset})" ;;
@@ -88,6 +88,9 @@ start_peer() {
       [ "$name" = fcgate-log ] && args+=(access_log="$dir/access.log")
       [ "$name" = fcgate-metrics ] && args+=(admin_listen="127.0.0.1:$((port + 1000))")
       [ "$name" = fcgate-rules ] && args+=(rules="$fcgate_bench_rules")
+      # $WORKERS runtime threads, as every peer gets $WORKERS processes or threads; the baseline
+      # build may predate the setting, so it gets tokio's environment variable instead.
+      [ "$name" = fcgate-baseline ] || args+=(workers="$WORKERS")
       write_fcgate_toml "$dir/fcgate.toml" "${args[@]}" "$@"
       ;;
     *) die "unknown peer $name" ;;
@@ -112,7 +115,7 @@ start_peer_process() {
       spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 bash -c \
         'while sleep 1; do curl -s -o /dev/null "$1" || true; done & shift; exec "$@"' scraper \
         "http://127.0.0.1:$((port + 1000))/metrics" "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
-    fcgate-baseline) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 \
+    fcgate-baseline) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 TOKIO_WORKER_THREADS="$WORKERS" \
                "$FCGATE_BASELINE" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
     fcgate*) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 \
                "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
@@ -384,20 +387,21 @@ EOF
 }
 
 # write_fcgate_toml FILE listen=ADDR upstream=ADDR [root=DIR] [php_fpm_config=FILE]
-#   [max_conns=N] [access_log=off|PATH] [admin_listen=ADDR] [multiplex=MODE] [extra=LINES]
+#   [max_conns=N] [access_log=off|PATH] [admin_listen=ADDR] [workers=N] [multiplex=MODE] [extra=LINES]
 #   [upstream_extra=LINES] [compression=LINES] [rules=TABLES]  (extra: top-level lines;
 #   upstream_extra: lines in [upstream]; compression: lines in [compression]; rules: [[rule]]
 #   tables, at the end)
 # Settings left empty are left out: fcgate's defaults.
 write_fcgate_toml() {
   local file=$1 listen="" upstream="" root="" php_fpm_config="" max_conns="" access_log="" \
-    admin_listen="" multiplex="" extra="" upstream_extra="" compression="" rules=""
+    admin_listen="" workers="" multiplex="" extra="" upstream_extra="" compression="" rules=""
   shift
   set_args "$@"
   {
     echo "listen = \"$listen\""
     [ -z "$access_log" ] || echo "access_log = \"$access_log\""
     [ -z "$admin_listen" ] || echo "admin_listen = \"$admin_listen\""
+    [ -z "$workers" ] || echo "workers = $workers"
     [ -z "$root" ] || echo "root = \"$root\""
     [ -z "$extra" ] || echo "$extra"
     echo

@@ -72,6 +72,10 @@ pub struct Config {
     /// What the diagnostics log on stderr looks like; `main.rs` reads it early with
     /// [`log_format`], since tracing is set up before the rest of the file is validated.
     pub log_format: LogFormat,
+    /// Threads that run requests (`workers`); `None`: one per CPU core. `main.rs` reads it
+    /// early with [`workers`], since the runtime is built before the rest of the file is
+    /// validated.
+    pub workers: Option<usize>,
     /// The account to switch to after binding (`user`, `group`), resolved at load time.
     pub run_as: Option<RunAs>,
 }
@@ -707,6 +711,16 @@ pub fn log_format(cli: &Cli) -> LogFormat {
         .or_else(from_file)
         .and_then(|text| LogFormat::from_setting(&text))
         .unwrap_or_default()
+}
+
+/// The `workers` setting, for `main.rs` to size the runtime before [`load`] runs. Like
+/// [`log_format`] it reports nothing: a missing file or a bad value gives the default (one
+/// thread per core), and [`load`] reports the bad value right after.
+pub fn workers(cli: &Cli) -> Option<usize> {
+    let text = std::fs::read_to_string(cli.config_file()?).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let workers = table.get("workers")?.as_integer()?;
+    usize::try_from(workers).ok().filter(|&workers| workers > 0)
 }
 
 /// `fcgate check`: [`load`] plus [`Config::require_servers`].

@@ -163,6 +163,13 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
             servers.join(", ")
         );
     }
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let source = if running.gateway.current().config.workers.is_some() {
+        "workers"
+    } else {
+        "one per CPU core"
+    };
+    tracing::info!("{workers} worker threads ({source})");
     if let Some(tls) = &running.gateway.current().tls {
         for certificate in tls.certificates() {
             tracing::info!(

@@ -10,10 +10,12 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = fcgate::cli::Cli::parse();
     init_tracing(fcgate::config::log_format(&cli));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = fcgate::config::workers(&cli) {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fcgate: cannot start the runtime: {error}");

@@ -262,6 +262,9 @@ fn sized_at_start(old: &Config, new: &Config, client_slots: usize) -> Vec<&'stat
     if new.log_format != old.log_format {
         changed.push("log_format");
     }
+    if new.workers != old.workers {
+        changed.push("workers");
+    }
     if new.run_as != old.run_as {
         changed.push("user/group");
     }

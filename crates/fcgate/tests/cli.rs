@@ -533,3 +533,60 @@ fn the_last_access_lines_are_written_before_the_process_exits() {
     let written = std::fs::read_to_string(&log).unwrap();
     assert_eq!(written.lines().count(), 3, "{written}");
 }
+
+/// The names of a process's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn workers_sets_how_many_threads_run_requests_and_says_so() {
+    for (config, expected) in [("workers = 3\n", 3), ("", num_cpus())] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fcgate.toml");
+        let upstream = "[upstream]\nservers = [\"127.0.0.1:9\"]\nmax_conns = 1\n";
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{config}{upstream}")).unwrap();
+        let mut child = fcgate()
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            if line.contains("worker threads") {
+                said = std::mem::take(&mut line);
+                break;
+            }
+            line.clear();
+        }
+        let workers = thread_names(child.id())
+            .iter()
+            .filter(|name| name.as_str() == "tokio-rt-worker")
+            .count();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(workers, expected, "{config:?}");
+        let source = if config.is_empty() {
+            "one per CPU core"
+        } else {
+            "workers"
+        };
+        assert!(
+            said.contains(&format!("{expected} worker threads ({source})")),
+            "{config:?}: {said:?}"
+        );
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}

@@ -73,6 +73,8 @@ pub struct RawConfig {
     pub access_log_format: Option<String>,
     /// `log_format`: "text" or "json".
     pub log_format: Option<String>,
+    /// `workers`: threads that run requests; one per CPU core when unset.
+    pub workers: Option<usize>,
     /// `user`: the account fcgate switches to after binding, when started as root.
     pub user: Option<String>,
     /// `group`: its group, the user's primary group when unset.
@@ -385,6 +387,8 @@ impl RawConfig {
             access_log: flags.access_log.clone().or(self.access_log),
             access_log_format: flags.access_log_format.clone().or(self.access_log_format),
             log_format: flags.log_format.clone().or(self.log_format),
+            // File-only, as nginx's `worker_processes`: sized once, at start.
+            workers: self.workers,
             // File-only, as nginx's `user`: who a service runs as belongs with its config.
             user: self.user,
             group: self.group,

@@ -767,6 +767,36 @@ fn log_format_is_text_or_json_from_the_flag_else_the_file() {
 }
 
 #[test]
+fn workers_is_a_count_of_at_least_one_read_early_from_the_file() {
+    assert_eq!(load(&parse_args(&[])).unwrap().workers, None);
+    assert_eq!(refusal("workers = 0"), "workers: must be at least 1");
+    let refused = refusal("workers = \"auto\"");
+    assert!(refused.contains("a whole number"), "{refused}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fcgate.toml");
+    let path = file.to_str().unwrap();
+    std::fs::write(&file, "workers = 3\n").unwrap();
+    assert_eq!(workers(&parse_args(&["--config", path])), Some(3));
+    assert_eq!(
+        load(&parse_args(&["--config", path])).unwrap().workers,
+        Some(3)
+    );
+    // The early read reports nothing and gives the default; `load` names the problem.
+    for bad in [
+        "workers = 0\n",
+        "workers = -2\n",
+        "workers = \"two\"\n",
+        "workers = [\n",
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        assert_eq!(workers(&parse_args(&["--config", path])), None, "{bad}");
+        assert!(load(&parse_args(&["--config", path])).is_err(), "{bad}");
+    }
+    assert_eq!(workers(&parse_args(&[])), None);
+}
+
+#[test]
 fn user_and_group_are_looked_up_at_load_time() {
     assert_eq!(validate_text("").unwrap().run_as, None);
     // `nobody` and `nogroup` exist on Debian; `root` is refused as the user to become.

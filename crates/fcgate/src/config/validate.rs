@@ -205,6 +205,10 @@ impl RawConfig {
                     )
                 })?,
             },
+            workers: match self.workers {
+                Some(0) => return Err(ConfigError::invalid("workers", "must be at least 1")),
+                workers => workers,
+            },
             run_as: RunAs::look_up(self.user.as_deref(), self.group.as_deref())?,
             max_client_connections: match self.max_client_connections {
                 Some(0) => {
