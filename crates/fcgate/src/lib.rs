@@ -169,7 +169,8 @@ async fn serve_gateway(cli: &Cli) -> anyhow::Result<()> {
     } else {
         "one per CPU core"
     };
-    tracing::info!("{workers} worker threads ({source})");
+    let threads = if workers == 1 { "thread" } else { "threads" };
+    tracing::info!("{workers} worker {threads} ({source})");
     if let Some(tls) = &running.gateway.current().tls {
         for certificate in tls.certificates() {
             tracing::info!(

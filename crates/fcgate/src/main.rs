@@ -10,12 +10,18 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = fcgate::cli::Cli::parse();
     init_tracing(fcgate::config::log_format(&cli));
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(workers) = fcgate::config::workers(&cli) {
-        runtime.worker_threads(workers);
-    }
-    let runtime = match runtime.build() {
+    let mut runtime = match fcgate::config::workers(&cli) {
+        // One thread: the scheduler made for it, with no work-stealing queues or cross-thread
+        // wake-ups to pay for; the requests run on the main thread.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fcgate: cannot start the runtime: {error}");
