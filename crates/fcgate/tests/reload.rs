@@ -96,6 +96,25 @@ async fn ten_reloads_under_200_clients_fail_nothing_and_keep_the_pools_connectio
 }
 
 #[tokio::test]
+async fn a_reload_that_changes_workers_says_it_needs_a_restart_and_applies_the_rest() {
+    let backend = TestBackend::start(BackendOptions::default()).await;
+    let running = fcgate::server::start(config("127.0.0.1:0", "", &[backend.address()], ""))
+        .await
+        .unwrap();
+    let listen = running.local_addr.to_string();
+    let next = config(
+        &listen,
+        "workers = 3\nclient_max_body_size = \"3MiB\"",
+        &[backend.address()],
+        "",
+    );
+    let done = running.reload(next).await.unwrap();
+    assert_eq!(done.needs_restart, vec!["workers"], "{done:?}");
+    let generation = running.gateway.current();
+    assert_eq!(generation.config.limits.client_max_body_size, 3 << 20);
+}
+
+#[tokio::test]
 async fn a_reload_that_replaces_the_server_drains_the_old_pool() {
     let old = TestBackend::start(BackendOptions::default()).await;
     let new = TestBackend::start(BackendOptions::default()).await;
