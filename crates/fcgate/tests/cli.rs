@@ -583,13 +583,20 @@ fn workers_sets_how_many_threads_run_requests_and_says_so() {
         let said = said
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_default();
-        let workers = thread_names(child.id())
-            .iter()
-            .filter(|name| name.as_str() == "tokio-rt-worker")
-            .count();
+        // A worker thread names itself once it runs, which on a busy machine may come after
+        // the line; and tokio names its blocking-pool threads (a DNS lookup, a file read) the
+        // same, hence "at least".
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut workers = 0;
+        while workers < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            workers = thread_names(child.id())
+                .iter()
+                .filter(|name| name.as_str() == "tokio-rt-worker")
+                .count();
+        }
         child.kill().unwrap();
         child.wait().unwrap();
-        // At least: tokio names its blocking-pool threads (a DNS lookup, a file read) the same.
         assert!(workers >= expected, "{config:?}: {workers} worker threads");
         assert!(said.contains(said_count), "{config:?}: {said:?}");
         if config.is_empty() {
