@@ -701,9 +701,9 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
 /// (once) right after.
 pub fn log_format(cli: &Cli) -> LogFormat {
     let from_file = || {
-        let text = std::fs::read_to_string(cli.config_file()?).ok()?;
-        let table: toml::Table = toml::from_str(&text).ok()?;
-        table.get("log_format")?.as_str().map(str::to_owned)
+        early_file_value(cli, "log_format")?
+            .as_str()
+            .map(str::to_owned)
     };
     cli.settings
         .log_format
@@ -717,10 +717,16 @@ pub fn log_format(cli: &Cli) -> LogFormat {
 /// [`log_format`] it reports nothing: a missing file or a bad value gives the default (one
 /// thread per core), and [`load`] reports the bad value right after.
 pub fn workers(cli: &Cli) -> Option<usize> {
-    let text = std::fs::read_to_string(cli.config_file()?).ok()?;
-    let table: toml::Table = toml::from_str(&text).ok()?;
-    let workers = table.get("workers")?.as_integer()?;
+    let workers = early_file_value(cli, "workers")?.as_integer()?;
     usize::try_from(workers).ok().filter(|&workers| workers > 0)
+}
+
+/// One top-level value of the config file, read before [`load`] for what must be set up
+/// first; `None` for no file, a file that does not parse, or no such key.
+fn early_file_value(cli: &Cli, key: &str) -> Option<toml::Value> {
+    let text = std::fs::read_to_string(cli.config_file()?).ok()?;
+    let mut table: toml::Table = toml::from_str(&text).ok()?;
+    table.remove(key)
 }
 
 /// `fcgate check`: [`load`] plus [`Config::require_servers`].
