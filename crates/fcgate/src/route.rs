@@ -191,9 +191,14 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
 }
 
 fn script_target(site: &PhpSite, segments: &[String], path_info: String) -> ScriptTarget {
+    // Joined once for both; built by hand, as `format!` costs every request its machinery.
+    let relative = segments.join("/");
+    let mut script_name = String::with_capacity(relative.len() + 1);
+    script_name.push('/');
+    script_name.push_str(&relative);
     ScriptTarget {
-        script_filename: site.root.join(segments.join("/")),
-        script_name: format!("/{}", segments.join("/")),
+        script_filename: site.root.join(&relative),
+        script_name,
         path_info,
         document_root: Some(site.root.clone()),
         query: None,
