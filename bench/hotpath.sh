@@ -7,7 +7,7 @@
 # php-fpm workers, so requests queue as they do there. Instructions and allocations barely move
 # from run to run (within 1%), unlike time on a shared machine, so they show what a change to
 # the hot path did, and guard it from growing unnoticed; the simulated cache misses move more
-# (HAProxy's by up to 25% between runs), so compare those over several runs. Cache misses are what instructions do not show:
+# (HAProxy's by up to 30% between runs), so compare those over several runs. Cache misses are what instructions do not show:
 # HAProxy runs as many instructions per request as fcgate and takes less CPU
 # (bench/results/speed-profile.md); the simulated misses are the two caches' difference.
 #

@@ -191,13 +191,15 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
 }
 
 fn script_target(site: &PhpSite, segments: &[String], path_info: String) -> ScriptTarget {
-    // Joined once for both; built by hand, as `format!` costs every request its machinery.
-    let relative = segments.join("/");
-    let mut script_name = String::with_capacity(relative.len() + 1);
-    script_name.push('/');
-    script_name.push_str(&relative);
+    let mut script_name = String::with_capacity(joined_length(segments));
+    for segment in segments {
+        script_name.push('/');
+        script_name.push_str(segment);
+    }
+    let mut script_filename = path_buffer(&site.root, segments);
+    script_filename.extend(segments);
     ScriptTarget {
-        script_filename: site.root.join(&relative),
+        script_filename,
         script_name,
         path_info,
         document_root: Some(site.root.clone()),
@@ -228,7 +230,7 @@ enum Entry {
 /// only a path with a link in it is resolved in full. (`realpath` would cost a `readlink` for
 /// every component of the whole absolute path, root included, on every request.)
 fn lookup(site: &PhpSite, segments: &[String]) -> Entry {
-    let mut path = site.root.to_path_buf();
+    let mut path = path_buffer(&site.root, segments);
     let mut metadata = None;
     for segment in segments {
         path.push(segment);
@@ -303,6 +305,19 @@ fn follows(site: &PhpSite, link: &fs::Metadata, target: &Path) -> Result<(), &'s
             Err(_) => Err("its target cannot be read"),
         },
     }
+}
+
+/// `root`, with room for `segments` to be pushed onto it without reallocating: this runs
+/// twice per request, and `Path::join` or a `push` past the capacity allocates again.
+fn path_buffer(root: &Path, segments: &[String]) -> PathBuf {
+    let mut path = PathBuf::with_capacity(root.as_os_str().len() + joined_length(segments));
+    path.push(root);
+    path
+}
+
+/// The length of `/a/b`: each segment with the slash before it.
+fn joined_length(segments: &[String]) -> usize {
+    segments.iter().map(|segment| segment.len() + 1).sum()
 }
 
 fn classify(metadata: &fs::Metadata, real: PathBuf) -> Entry {
