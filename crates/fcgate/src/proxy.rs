@@ -793,30 +793,39 @@ impl Gateway {
             }
         }
         let memory_limit = exchange.spool.memory;
-        let mut chunks = Vec::new();
-        let mut buffered = first_body_bytes.len();
-        if !first_body_bytes.is_empty() {
-            chunks.push(first_body_bytes);
-        }
+        // The body so far: `first`, then `more`. A small response is usually one piece, held
+        // without a list to allocate.
+        let mut first = first_body_bytes;
+        let mut more = Vec::new();
+        let mut buffered = first.len();
         // Small responses are usually complete already: answer from memory, no spool task.
         while buffered <= memory_limit {
             match events.try_next_event() {
                 None => break,
                 Some(Ok(ResponseEvent::Stdout(data))) => {
                     buffered += data.len();
-                    chunks.push(data);
+                    if first.is_empty() {
+                        first = data;
+                    } else {
+                        more.push(data);
+                    }
                 }
                 Some(Ok(ResponseEvent::Stderr(data))) => log_backend_stderr(&exchange.name, &data),
                 Some(Ok(ResponseEvent::End(_))) => {
-                    let body = match chunks.len() {
-                        0 => Bytes::new(),
-                        1 => chunks.swap_remove(0),
-                        _ => chunks.concat().into(),
+                    let body = if more.is_empty() {
+                        first
+                    } else {
+                        more.insert(0, first);
+                        more.concat().into()
                     };
                     return Ok(complete_response(head, body, framing, exchange));
                 }
                 Some(Err(error)) => return Err(error.into()),
             }
+        }
+        let mut chunks = more;
+        if !first.is_empty() {
+            chunks.insert(0, first);
         }
         if let ClientFraming::Declared(length) = framing {
             head.headers
