@@ -73,6 +73,9 @@ struct PoolInner {
 struct Core {
     state: PoolState<Connection>,
     senders: Senders,
+    /// The effects list each event fills and `carry_out` empties, kept for the next event:
+    /// a fresh one would be an allocation per checkout and per return.
+    effects: Effects<Connection>,
 }
 
 impl PooledConnection for Connection {
@@ -115,6 +118,7 @@ impl Pool {
             core: Mutex::new(Core {
                 state,
                 senders: Senders::default(),
+                effects: Vec::new(),
             }),
             me: me.clone(),
             next_connection_id: AtomicU64::new(1),
@@ -283,19 +287,20 @@ impl PoolInner {
         event: impl FnOnce(&mut PoolState<Connection>, Instant, &mut Effects<Connection>) -> R,
     ) -> R {
         let mut core = self.lock();
-        let mut fx = Vec::new();
+        let mut fx = std::mem::take(&mut core.effects);
         let result = event(&mut core.state, Instant::now(), &mut fx);
-        self.carry_out(&mut core, fx);
+        self.carry_out(&mut core, &mut fx);
+        core.effects = fx;
         check_invariants(&core.state);
         result
     }
 
-    fn carry_out(&self, core: &mut Core, fx: Effects<Connection>) {
-        let mut batch = fx;
-        while !batch.is_empty() {
-            // A grant that reaches nobody comes back as another event; its effects follow.
-            let mut more = Vec::new();
-            for effect in batch.drain(..) {
+    /// Carries out `fx` in order, leaving it empty (its room kept for the next event).
+    fn carry_out(&self, core: &mut Core, fx: &mut Effects<Connection>) {
+        // A grant that reaches nobody comes back as another event; its effects follow.
+        let mut more = Vec::new();
+        loop {
+            for effect in fx.drain(..) {
                 match effect {
                     Effect::Grant { waiter, grant } => {
                         if let Err(grant) = core.senders.send(waiter, grant) {
@@ -319,13 +324,16 @@ impl PoolInner {
                     }
                 }
             }
-            batch = more;
+            if more.is_empty() {
+                return;
+            }
+            fx.append(&mut more);
         }
     }
 
     fn checkout(inner: &Arc<PoolInner>, fresh: bool, again: bool) -> Step {
         let mut core = inner.lock();
-        let mut fx = Vec::new();
+        let mut fx = std::mem::take(&mut core.effects);
         let checkout = if again {
             core.state.checkout_again(Instant::now(), &mut fx)
         } else {
@@ -344,7 +352,8 @@ impl PoolInner {
                 timed_out: false,
             }),
         };
-        inner.carry_out(&mut core, fx);
+        inner.carry_out(&mut core, &mut fx);
+        core.effects = fx;
         check_invariants(&core.state);
         step
     }
