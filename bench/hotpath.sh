@@ -6,7 +6,8 @@
 # way beside it when installed. The load is bench/run's: 64 connections (h2load -c 64) on 8
 # php-fpm workers, so requests queue as they do there. Instructions and allocations barely move
 # from run to run (within 1%), unlike time on a shared machine, so they show what a change to
-# the hot path did, and guard it from growing unnoticed; the simulated cache misses move more
+# the hot path did, and guard it from growing unnoticed (on a quiet machine: under a parallel
+# build, requests batch differently and instructions rose 1.7%); the simulated cache misses move more
 # (HAProxy's by up to 30% between runs), so compare those over several runs. Cache misses are what instructions do not show:
 # HAProxy runs as many instructions per request as fcgate and takes less CPU
 # (bench/results/speed-profile.md); the simulated misses are the two caches' difference.

@@ -123,8 +123,12 @@ pub(super) enum Command {
     Abort { request: RequestKey, close: bool },
 }
 
-/// Bytes queued for the socket: a request's head, or one record over a shared buffer.
+/// Bytes queued for the socket: a request's head, a management record, or one record over a
+/// shared buffer.
 enum Outgoing {
+    /// Written from the buffer the handle encoded it in: freezing that into `Bytes` would cost
+    /// every request one more allocation.
+    Head(BytesMut),
     Block(Bytes),
     Frame(Frame),
 }
@@ -132,21 +136,24 @@ enum Outgoing {
 impl Outgoing {
     fn len(&self) -> usize {
         match self {
+            Outgoing::Head(head) => head.len(),
             Outgoing::Block(bytes) => bytes.len(),
             Outgoing::Frame(frame) => frame.len(),
         }
     }
 
     fn io_slices<'a>(&'a self, written: usize, out: &mut [IoSlice<'a>]) -> usize {
-        match self {
-            Outgoing::Block(bytes) => match (out.first_mut(), bytes.get(written..)) {
-                (Some(slot), Some(rest)) => {
-                    *slot = IoSlice::new(rest);
-                    1
-                }
-                _ => 0,
-            },
-            Outgoing::Frame(frame) => frame.io_slices(written, out),
+        let block: &[u8] = match self {
+            Outgoing::Head(head) => head,
+            Outgoing::Block(bytes) => bytes,
+            Outgoing::Frame(frame) => return frame.io_slices(written, out),
+        };
+        match (out.first_mut(), block.get(written..)) {
+            (Some(slot), Some(rest)) => {
+                *slot = IoSlice::new(rest);
+                1
+            }
+            _ => 0,
         }
     }
 }
@@ -250,7 +257,7 @@ impl ConnectionState {
                     queued_at: self.queued_bytes,
                     behind_question: ask_first,
                 });
-                self.queue(Outgoing::Block(head.freeze()));
+                self.queue(Outgoing::Head(head));
                 self.queue_stdin(id, stdin);
             }
             Command::Write { request, stdin } => {
