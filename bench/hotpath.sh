@@ -4,13 +4,13 @@
 # callgrind), and the heap allocations (valgrind's DHAT), of a hello.php request through fcgate
 # (workers = 1, access log off) to php-fpm; HAProxy (nbthread 1, fcgi-app) is counted the same
 # way beside it when installed. The load is bench/run's: 64 connections (h2load -c 64) on 8
-# php-fpm workers, so requests queue as they do there. Instructions and allocations barely move
-# from run to run (within 1%), unlike time on a shared machine, so they show what a change to
-# the hot path did, and guard it from growing unnoticed (on a quiet machine: under a parallel
-# build, requests batch differently and instructions rose 1.7%); the simulated cache misses move more
-# (HAProxy's by up to 30% between runs), so compare those over several runs. Cache misses are what instructions do not show:
-# HAProxy runs as many instructions per request as fcgate and takes less CPU
-# (bench/results/speed-profile.md); the simulated misses are the two caches' difference.
+# php-fpm workers, so requests queue as they do there. On a quiet machine instructions and
+# allocations move by under 1% from run to run, unlike time on shared cores, so they show what
+# a change to the hot path did and guard it from growing unnoticed. (Under a parallel build
+# requests batch differently: the same binary counted 1.7% more instructions.) The simulated
+# cache misses move more, HAProxy's by up to 30% between runs: compare those over several
+# runs. They are what instructions do not show: HAProxy runs as many instructions per request
+# as fcgate and takes less CPU (bench/results/speed-profile.md).
 #
 # Each gateway runs twice under each tool, for N1 and then N2 requests; the difference divided
 # by N2 − N1 is the cost of one request, free of start-up and shutdown. Only the gateway runs
