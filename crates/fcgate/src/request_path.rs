@@ -55,22 +55,28 @@ impl RequestPath {
 
     /// The normalised path as text, `/a/b` or `/a/b/`: what rules match against.
     pub fn text(&self) -> String {
-        let mut text = String::with_capacity(
-            self.segments
-                .iter()
-                .map(|segment| segment.len() + 1)
-                .sum::<usize>()
-                + 1,
-        );
-        for segment in &self.segments {
-            text.push('/');
-            text.push_str(segment);
-        }
+        let mut text = slash_joined(&self.segments);
         if self.trailing_slash || self.segments.is_empty() {
             text.push('/');
         }
         text
     }
+}
+
+/// `/a/b` from `[a, b]`, allocated once with room for a trailing slash: the request's text for
+/// rules, and SCRIPT_NAME (`route.rs`).
+pub fn slash_joined(segments: &[String]) -> String {
+    let mut text = String::with_capacity(slash_joined_len(segments) + 1);
+    for segment in segments {
+        text.push('/');
+        text.push_str(segment);
+    }
+    text
+}
+
+/// The length of [`slash_joined`]`(segments)`: each segment with the slash before it.
+pub fn slash_joined_len(segments: &[String]) -> usize {
+    segments.iter().map(|segment| segment.len() + 1).sum()
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape. `+` stays `+` (paths are not forms).

@@ -22,7 +22,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::cgi_params::ScriptTarget;
 use crate::config::{DirectoryWithoutIndex, FollowSymlinks, PhpSite};
-use crate::request_path::RequestPath;
+use crate::request_path::{slash_joined, slash_joined_len, RequestPath};
 pub use crate::rules::Scripts;
 
 /// Where a request goes.
@@ -191,11 +191,7 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
 }
 
 fn script_target(site: &PhpSite, segments: &[String], path_info: String) -> ScriptTarget {
-    let mut script_name = String::with_capacity(joined_length(segments));
-    for segment in segments {
-        script_name.push('/');
-        script_name.push_str(segment);
-    }
+    let script_name = slash_joined(segments);
     let mut script_filename = path_buffer(&site.root, segments);
     script_filename.extend(segments);
     ScriptTarget {
@@ -310,14 +306,9 @@ fn follows(site: &PhpSite, link: &fs::Metadata, target: &Path) -> Result<(), &'s
 /// `root`, with room for `segments` to be pushed onto it without reallocating: this runs
 /// twice per request, and `Path::join` or a `push` past the capacity allocates again.
 fn path_buffer(root: &Path, segments: &[String]) -> PathBuf {
-    let mut path = PathBuf::with_capacity(root.as_os_str().len() + joined_length(segments));
+    let mut path = PathBuf::with_capacity(root.as_os_str().len() + slash_joined_len(segments));
     path.push(root);
     path
-}
-
-/// The length of `/a/b`: each segment with the slash before it.
-fn joined_length(segments: &[String]) -> usize {
-    segments.iter().map(|segment| segment.len() + 1).sum()
 }
 
 fn classify(metadata: &fs::Metadata, real: PathBuf) -> Entry {
