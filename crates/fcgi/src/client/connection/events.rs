@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
+use super::event_queue::{self, TryRecvError};
 use super::shared::{ConnectionId, Shared};
 use super::state::{EventResult, RequestKey, ResponseEvent};
 use crate::client::error::{ClientError, ConnectionFailure, ErrorKind};
@@ -42,7 +41,7 @@ pub(crate) struct FirstResponseWatch {
 pub(crate) struct Events {
     pub(crate) request: RequestKey,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedReceiver<EventResult>,
+    events: event_queue::Receiver<EventResult>,
     /// Response bytes the driver queued for this request and not taken out yet.
     unread: Arc<AtomicUsize>,
     read_timeout: Duration,
@@ -55,7 +54,7 @@ impl Events {
     pub(super) fn new(
         request: RequestKey,
         shared: Arc<Shared>,
-        events: mpsc::UnboundedReceiver<EventResult>,
+        events: event_queue::Receiver<EventResult>,
         unread: Arc<AtomicUsize>,
         read_timeout: Duration,
     ) -> Events {
@@ -124,9 +123,9 @@ impl Events {
                 self.noticed(&event);
                 return Some(Ok(event));
             }
-            Err(mpsc::error::TryRecvError::Empty) => return None,
+            Err(TryRecvError::Empty) => return None,
             Ok(Err(failure)) => failure,
-            Err(mpsc::error::TryRecvError::Disconnected) => ConnectionFailure::ClosedByBackend,
+            Err(TryRecvError::Disconnected) => ConnectionFailure::ClosedByBackend,
         };
         Some(Err(self.failed(failure)))
     }

@@ -8,7 +8,8 @@
 //!   idle in the pool notices at once when the backend closes it or sends something unexpected,
 //!   and reports that through the pool's `on_closed` callback: a dead connection is not handed
 //!   out.
-//! - `events.rs`: the receiving end of one request; `request.rs`: a request as records;
+//! - `events.rs`: the receiving end of one request; `event_queue.rs`: the queue its events
+//!   come through, from the state's route to the reader; `request.rs`: a request as records;
 //!   `shared.rs`: the few atomics handle, driver and readers share; `request_ids.rs`: the
 //!   state's id allocator.
 //!
@@ -17,9 +18,10 @@
 //! sharing a connection take turns on the socket instead of one upload holding it for its whole
 //! length. The pool decides which requests share a connection; the state keeps their ids apart.
 //! Imports run one way — handle → driver → state, handle → events → state, handle → request →
-//! state — and no file here imports the handle.
+//! state, state and events → event_queue — and no file here imports the handle.
 
 pub(super) mod driver;
+mod event_queue;
 pub(super) mod events;
 mod request;
 mod request_ids;
@@ -220,7 +222,7 @@ impl Connection {
             .as_mut()
             .and_then(Iterator::next)
             .unwrap_or_default();
-        let (events, event_receiver) = mpsc::unbounded_channel();
+        let (events, event_receiver) = event_queue::channel();
         let unread = Arc::new(AtomicUsize::new(0));
         // A driver already gone never saw the request: the application did not either.
         self.commands

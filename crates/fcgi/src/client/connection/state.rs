@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 
+use super::event_queue;
 use super::request_ids::RequestIds;
 use crate::client::error::ConnectionFailure;
 use crate::client::probe;
@@ -98,7 +99,7 @@ pub(super) enum Command {
     /// (BEGIN_REQUEST and PARAMS, encoded with [`PLACEHOLDER_ID`]) and the start of its body.
     Begin {
         request: RequestKey,
-        events: mpsc::UnboundedSender<EventResult>,
+        events: event_queue::Sender<EventResult>,
         /// Response bytes sent to `events` and not yet taken out by the reader.
         unread: Arc<AtomicUsize>,
         head: BytesMut,
@@ -161,7 +162,7 @@ impl Outgoing {
 struct Route {
     id: RequestId,
     sequence: u64,
-    events: mpsc::UnboundedSender<EventResult>,
+    events: event_queue::Sender<EventResult>,
     unread: Arc<AtomicUsize>,
     /// Aborted for running too far ahead of its reader: its output is dropped, and the route
     /// stays until END_REQUEST so the id is not reused before the backend lets go of it.

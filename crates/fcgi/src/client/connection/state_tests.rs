@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
 
+use super::event_queue;
 use super::request::{encode_head, MemoryBody};
 use super::state::{
     Command, ConnectionState, EventResult, RequestKey, ResponseEvent, Stdin, MAX_QUEUED_COMMANDS,
@@ -22,7 +22,7 @@ const LIMIT: usize = 1000;
 /// One request as a test sees it: its key, its events, its unread-byte counter.
 struct Request {
     key: RequestKey,
-    events: mpsc::UnboundedReceiver<EventResult>,
+    events: event_queue::Receiver<EventResult>,
     unread: Arc<AtomicUsize>,
 }
 
@@ -51,7 +51,7 @@ fn begin(state: &mut ConnectionState, sequence: u64) -> Request {
 
 /// Begins request number `sequence`; with `ask_first`, FCGI_GET_VALUES goes ahead of it.
 fn begin_asking(state: &mut ConnectionState, sequence: u64, ask_first: bool) -> Request {
-    let (events, receiver) = mpsc::unbounded_channel();
+    let (events, receiver) = event_queue::channel();
     let unread = Arc::new(AtomicUsize::new(0));
     let key = RequestKey { sequence };
     state.on_command(Command::Begin {
