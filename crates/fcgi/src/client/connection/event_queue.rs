@@ -6,11 +6,14 @@
 //! 1.3 KiB block of slots besides its 0.5 KiB channel each time (bench/hotpath.sh, DHAT). This
 //! one is a single allocation holding a mutex over a few inline slots (a response's head, body
 //! and end usually fit), an overflow list for longer answers, the reader's waker, and whether
-//! either end is gone. Neither end holds the mutex for more than a push or a pop. Unbounded like
-//! tokio's: the connection state bounds what a reader may leave unread (`max_request_buffer`).
+//! either end is gone, and beside the mutex the count of response bytes queued and not taken
+//! yet, which both ends keep. Neither end holds the mutex for more than a push or a pop.
+//! Unbounded like tokio's: the connection state bounds with that count what a reader may leave
+//! unread (`max_request_buffer`).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -19,15 +22,18 @@ const INLINE: usize = 4;
 
 /// A queue's two ends.
 pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
-    let shared = Arc::new(Mutex::new(Queue {
-        inline: [const { None }; INLINE],
-        head: 0,
-        inline_len: 0,
-        overflow: VecDeque::new(),
-        receiver_waker: None,
-        sender_gone: false,
-        receiver_gone: false,
-    }));
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue {
+            inline: [const { None }; INLINE],
+            head: 0,
+            inline_len: 0,
+            overflow: VecDeque::new(),
+            receiver_waker: None,
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+        unread: AtomicUsize::new(0),
+    });
     (
         Sender {
             shared: Arc::clone(&shared),
@@ -38,12 +44,12 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
 
 /// The sending end; dropping it lets the receiver drain what is queued and then see the end.
 pub(crate) struct Sender<T> {
-    shared: Arc<Mutex<Queue<T>>>,
+    shared: Arc<Shared<T>>,
 }
 
 /// The receiving end; dropping it drops what is queued and makes later sends fail.
 pub(crate) struct Receiver<T> {
-    shared: Arc<Mutex<Queue<T>>>,
+    shared: Arc<Shared<T>>,
 }
 
 /// Why [`Receiver::try_recv`] returned nothing.
@@ -53,6 +59,14 @@ pub(crate) enum TryRecvError {
     Empty,
     /// Nothing queued, and the sender is gone.
     Disconnected,
+}
+
+/// What both ends hold.
+struct Shared<T> {
+    queue: Mutex<Queue<T>>,
+    /// Response bytes sent and not yet taken out by the reader: the sender adds, the receiver
+    /// subtracts (the connection state reads it to pause or give up on a slow reader).
+    unread: AtomicUsize,
 }
 
 /// FIFO order: the inline ring's items come before the overflow's, and the overflow is used only
@@ -104,12 +118,17 @@ impl<T> Queue<T> {
     }
 }
 
-fn lock<T>(shared: &Mutex<Queue<T>>) -> MutexGuard<'_, Queue<T>> {
+fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, Queue<T>> {
     // Nothing under the lock can panic halfway through an update that matters.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+    shared.queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<T> Sender<T> {
+    /// The count of response bytes queued and not taken yet (see [`Shared::unread`]).
+    pub(crate) fn unread(&self) -> &AtomicUsize {
+        &self.shared.unread
+    }
+
     /// Queues `item` and wakes the receiver; gives `item` back when the receiver is gone.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
         let waker = {
@@ -141,6 +160,11 @@ impl<T> Drop for Sender<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The count of response bytes queued and not taken yet (see [`Shared::unread`]).
+    pub(crate) fn unread(&self) -> &AtomicUsize {
+        &self.shared.unread
+    }
+
     /// The next item; `None` once the sender is gone and everything it sent has been taken.
     pub(crate) async fn recv(&mut self) -> Option<T> {
         poll_fn(|cx| self.poll_recv(cx)).await

@@ -1,7 +1,7 @@
 //! The receiving end of one request on a connection: events in order, `read_timeout` between
 //! them, and the first-response watch that feeds the pool's saturation detection.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +41,8 @@ pub(crate) struct FirstResponseWatch {
 pub(crate) struct Events {
     pub(crate) request: RequestKey,
     shared: Arc<Shared>,
+    /// With the count of response bytes the driver queued here and not taken out yet.
     events: event_queue::Receiver<EventResult>,
-    /// Response bytes the driver queued for this request and not taken out yet.
-    unread: Arc<AtomicUsize>,
     read_timeout: Duration,
     observer: Option<Arc<dyn ResponseObserver>>,
     first_response: Option<FirstResponseWatch>,
@@ -55,14 +54,12 @@ impl Events {
         request: RequestKey,
         shared: Arc<Shared>,
         events: event_queue::Receiver<EventResult>,
-        unread: Arc<AtomicUsize>,
         read_timeout: Duration,
     ) -> Events {
         Events {
             request,
             shared,
             events,
-            unread,
             read_timeout,
             observer: None,
             first_response: None,
@@ -153,7 +150,7 @@ impl Events {
 
     fn noticed(&mut self, event: &ResponseEvent) {
         if let ResponseEvent::Stdout(data) | ResponseEvent::Stderr(data) = event {
-            let before = self.unread.fetch_sub(data.len(), Ordering::AcqRel);
+            let before = self.events.unread().fetch_sub(data.len(), Ordering::AcqRel);
             let limit = self.shared.max_request_buffer;
             if before > limit && before - data.len() <= limit {
                 self.shared.reader_caught_up.notify_one();

@@ -30,7 +30,7 @@ mod state;
 #[cfg(test)]
 mod state_tests;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,13 +223,11 @@ impl Connection {
             .and_then(Iterator::next)
             .unwrap_or_default();
         let (events, event_receiver) = event_queue::channel();
-        let unread = Arc::new(AtomicUsize::new(0));
         // A driver already gone never saw the request: the application did not either.
         self.commands
             .send(Command::Begin {
                 request,
                 events,
-                unread: Arc::clone(&unread),
                 head,
                 stdin,
                 ask_first,
@@ -255,7 +253,6 @@ impl Connection {
             request,
             Arc::clone(&self.shared),
             event_receiver,
-            unread,
             read_timeout,
         ))
     }

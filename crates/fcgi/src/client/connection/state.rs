@@ -18,8 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -99,9 +98,9 @@ pub(super) enum Command {
     /// (BEGIN_REQUEST and PARAMS, encoded with [`PLACEHOLDER_ID`]) and the start of its body.
     Begin {
         request: RequestKey,
+        /// Where the request's response goes; it also counts the bytes sent there and not yet
+        /// taken out by the reader.
         events: event_queue::Sender<EventResult>,
-        /// Response bytes sent to `events` and not yet taken out by the reader.
-        unread: Arc<AtomicUsize>,
         head: BytesMut,
         stdin: Stdin,
         /// The request must not run twice: FCGI_GET_VALUES goes ahead of it in the same write.
@@ -163,7 +162,6 @@ struct Route {
     id: RequestId,
     sequence: u64,
     events: event_queue::Sender<EventResult>,
-    unread: Arc<AtomicUsize>,
     /// Aborted for running too far ahead of its reader: its output is dropped, and the route
     /// stays until END_REQUEST so the id is not reused before the backend lets go of it.
     overflowed: bool,
@@ -234,7 +232,6 @@ impl ConnectionState {
             Command::Begin {
                 request,
                 events,
-                unread,
                 mut head,
                 stdin,
                 ask_first,
@@ -253,7 +250,6 @@ impl ConnectionState {
                     id,
                     sequence: request.sequence,
                     events,
-                    unread,
                     overflowed: false,
                     queued_at: self.queued_bytes,
                     behind_question: ask_first,
@@ -345,10 +341,9 @@ impl ConnectionState {
     /// of memory filling up. A shared connection never pauses; see `route`.
     pub(super) fn reader_far_behind(&self, multiplexed: bool) -> bool {
         !multiplexed
-            && self
-                .routes
-                .iter()
-                .any(|route| route.unread.load(Ordering::Acquire) > self.max_request_buffer)
+            && self.routes.iter().any(|route| {
+                route.events.unread().load(Ordering::Acquire) > self.max_request_buffer
+            })
     }
 
     /// Fills `out` with what is queued for the socket, oldest first; returns how many slices.
@@ -510,7 +505,7 @@ impl ConnectionState {
             ResponseEvent::Stdout(data) | ResponseEvent::Stderr(data) => data.len(),
             ResponseEvent::End(_) => 0,
         };
-        let unread = route.unread.fetch_add(length, Ordering::AcqRel) + length;
+        let unread = route.events.unread().fetch_add(length, Ordering::AcqRel) + length;
         if unread > limit && multiplexed {
             // Never stop reading a shared connection for one slow reader: give up on its
             // request alone (FastCGI has no flow control to ask the backend to wait).

@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -19,11 +18,10 @@ use crate::protocol::{EndRequest, Frame, ProtocolStatus, RecordType, RequestId};
 
 const LIMIT: usize = 1000;
 
-/// One request as a test sees it: its key, its events, its unread-byte counter.
+/// One request as a test sees it: its key, its events (with their unread-byte counter).
 struct Request {
     key: RequestKey,
     events: event_queue::Receiver<EventResult>,
-    unread: Arc<AtomicUsize>,
 }
 
 impl Request {
@@ -36,7 +34,7 @@ impl Request {
         let mut taken = Vec::new();
         while let Some(event) = self.next() {
             if let Ok(ResponseEvent::Stdout(data) | ResponseEvent::Stderr(data)) = &event {
-                self.unread.fetch_sub(data.len(), Ordering::AcqRel);
+                self.events.unread().fetch_sub(data.len(), Ordering::AcqRel);
             }
             taken.push(event);
         }
@@ -52,12 +50,10 @@ fn begin(state: &mut ConnectionState, sequence: u64) -> Request {
 /// Begins request number `sequence`; with `ask_first`, FCGI_GET_VALUES goes ahead of it.
 fn begin_asking(state: &mut ConnectionState, sequence: u64, ask_first: bool) -> Request {
     let (events, receiver) = event_queue::channel();
-    let unread = Arc::new(AtomicUsize::new(0));
     let key = RequestKey { sequence };
     state.on_command(Command::Begin {
         request: key,
         events,
-        unread: Arc::clone(&unread),
         head: encode_head(true, |push| push(b"REQUEST_METHOD", b"POST")),
         stdin: Stdin {
             content: Bytes::from_static(b"body"),
@@ -68,7 +64,6 @@ fn begin_asking(state: &mut ConnectionState, sequence: u64, ask_first: bool) -> 
     Request {
         key,
         events: receiver,
-        unread,
     }
 }
 
@@ -198,7 +193,7 @@ fn records_are_routed_by_id() {
             b"to the first"
         ))))
     );
-    assert_eq!(second.unread.load(Ordering::Acquire), 13);
+    assert_eq!(second.events.unread().load(Ordering::Acquire), 13);
 }
 
 #[test]
