@@ -9,7 +9,8 @@ mod text;
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
@@ -132,8 +133,8 @@ pub struct ScriptTarget {
     pub script_name: String,
     /// Decoded path after the script name, e.g. `/users/7`; may be "".
     pub path_info: String,
-    /// The document root in PHP mode.
-    pub document_root: Option<PathBuf>,
+    /// The document root in PHP mode (the site's own, shared).
+    pub document_root: Option<Arc<Path>>,
     /// QUERY_STRING when a rewrite rule replaced the request's (`None`: the request's own).
     /// REQUEST_URI stays what the client sent, as in nginx.
     pub query: Option<String>,

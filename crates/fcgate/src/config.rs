@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fcgi::client::{ConfiguredCap, PoolConfig};
@@ -260,8 +261,9 @@ pub struct SiteConfig {
 /// The document root and script conventions of PHP mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhpSite {
-    /// Canonical path of an existing directory.
-    pub root: PathBuf,
+    /// Canonical path of an existing directory; shared, as every script request's
+    /// DOCUMENT_ROOT.
+    pub root: Arc<Path>,
     /// Directory index and front controller file name, e.g. `index.php`.
     pub index: String,
     /// Extensions (lowercase, without the dot) of files run as scripts, never served.

@@ -17,6 +17,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -75,7 +76,7 @@ impl Router<'_> {
         }
         match lookup(site, &request.segments) {
             Entry::File(_) if request.trailing_slash => self.unmatched(request),
-            Entry::File(real) => self.file_route(&request.segments, real),
+            Entry::File(found) => self.file_route(&request.segments, found),
             Entry::Directory if request.trailing_slash => self.directory_index(&request.segments),
             Entry::Directory => Route::RedirectToDirectory {
                 location: percent_encode_path(&format!("/{}/", request.segments.join("/"))),
@@ -103,17 +104,17 @@ impl Router<'_> {
     }
 
     /// An existing regular file at the full request path.
-    fn file_route(&self, segments: &[String], real: PathBuf) -> Route {
+    fn file_route(&self, segments: &[String], found: Found) -> Route {
         let site = self.site;
         let requested_name = segments.last().map_or("", String::as_str);
         match (
             site.is_script_name(requested_name),
-            is_real_script(site, &real),
+            is_real_script(site, &found.real),
         ) {
             (true, true) if self.scripts_run => {
-                Route::Script(script_target(site, segments, String::new()))
+                Route::Script(script_target(site, segments, String::new(), found))
             }
-            (false, false) => Route::Static { path: real },
+            (false, false) => Route::Static { path: found.real },
             // A script reached under another name, or a non-script under a script name, or a
             // script where scripts do not run: neither run it nor show it.
             _ => Route::NotFound,
@@ -126,7 +127,7 @@ impl Router<'_> {
         let mut index_segments = segments.to_vec();
         index_segments.push(site.index.clone());
         match lookup(site, &index_segments) {
-            Entry::File(real) => self.file_route(&index_segments, real),
+            Entry::File(found) => self.file_route(&index_segments, found),
             Entry::Unusable => Route::NotFound,
             Entry::Directory | Entry::Missing => match site.directory_without_index {
                 DirectoryWithoutIndex::Forbidden => Route::Forbidden,
@@ -143,10 +144,10 @@ impl Router<'_> {
         }
         let index = [site.index.clone()];
         match lookup(site, &index) {
-            Entry::File(real)
-                if site.is_script_name(&site.index) && is_real_script(site, &real) =>
+            Entry::File(found)
+                if site.is_script_name(&site.index) && is_real_script(site, &found.real) =>
             {
-                Route::Script(script_target(site, &index, String::new()))
+                Route::Script(script_target(site, &index, String::new(), found))
             }
             _ => Route::NotFound,
         }
@@ -173,7 +174,7 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
     };
     let script_segments = &segments[..=script_end];
     match lookup(site, script_segments) {
-        Entry::File(real) if is_real_script(site, &real) => {
+        Entry::File(found) if is_real_script(site, &found.real) => {
             let rest = &segments[script_end + 1..];
             let mut path_info = String::new();
             for segment in rest {
@@ -183,25 +184,46 @@ fn split_script(site: &PhpSite, request: &RequestPath) -> Split {
             if request.trailing_slash {
                 path_info.push('/');
             }
-            Split::Script(script_target(site, script_segments, path_info))
+            Split::Script(script_target(site, script_segments, path_info, found))
         }
         Entry::File(_) | Entry::Unusable => Split::Refused,
         Entry::Directory | Entry::Missing => Split::NoScript,
     }
 }
 
-fn script_target(site: &PhpSite, segments: &[String], path_info: String) -> ScriptTarget {
+/// The script at `segments`, which `lookup` found as `found`. SCRIPT_FILENAME is the path as
+/// asked for under the root (nginx's `$document_root$fastcgi_script_name`), not where a
+/// symlink in it leads; without a link on the way the two are the same path, already built.
+fn script_target(
+    site: &PhpSite,
+    segments: &[String],
+    path_info: String,
+    found: Found,
+) -> ScriptTarget {
     let script_name = slash_joined(segments);
-    let mut script_filename = path_buffer(&site.root, segments);
-    script_filename.extend(segments);
+    let script_filename = if found.through_link {
+        let mut literal = path_buffer(&site.root, segments);
+        literal.extend(segments);
+        literal
+    } else {
+        found.real
+    };
     ScriptTarget {
         script_filename,
         script_name,
         path_info,
-        document_root: Some(site.root.clone()),
+        document_root: Some(Arc::clone(&site.root)),
         query: None,
         remote_user: None,
     }
+}
+
+/// A regular file `lookup` found.
+struct Found {
+    /// Its canonical path.
+    real: PathBuf,
+    /// A symlink was followed on the way, so `real` is not the path as asked for.
+    through_link: bool,
 }
 
 /// The resolved file must itself be named as a script: a `x.php` symlink to an uploaded
@@ -213,8 +235,8 @@ fn is_real_script(site: &PhpSite, real: &Path) -> bool {
 }
 
 enum Entry {
-    /// A regular file; its canonical path.
-    File(PathBuf),
+    /// A regular file.
+    File(Found),
     Directory,
     Missing,
     /// Resolves outside the root (a symlink out), or is a FIFO, socket or device.
@@ -245,7 +267,7 @@ fn lookup(site: &PhpSite, segments: &[String]) -> Entry {
             Err(_) => return Entry::Missing,
         },
     };
-    classify(&metadata, path)
+    classify(&metadata, path, false)
 }
 
 /// Resolves `segments` one at a time, each symlink in full as it is met and judged by
@@ -279,7 +301,7 @@ fn lookup_through_links(site: &PhpSite, segments: &[String]) -> Entry {
         }
     }
     match fs::metadata(&real) {
-        Ok(metadata) => classify(&metadata, real),
+        Ok(metadata) => classify(&metadata, real, true),
         Err(_) => Entry::Missing,
     }
 }
@@ -303,17 +325,17 @@ fn follows(site: &PhpSite, link: &fs::Metadata, target: &Path) -> Result<(), &'s
     }
 }
 
-/// `root`, with room for `segments` to be pushed onto it without reallocating: this runs
-/// twice per request, and `Path::join` or a `push` past the capacity allocates again.
+/// `root`, with room for `segments` to be pushed onto it without reallocating: this runs on
+/// every request, and `Path::join` or a `push` past the capacity allocates again.
 fn path_buffer(root: &Path, segments: &[String]) -> PathBuf {
     let mut path = PathBuf::with_capacity(root.as_os_str().len() + slash_joined_len(segments));
     path.push(root);
     path
 }
 
-fn classify(metadata: &fs::Metadata, real: PathBuf) -> Entry {
+fn classify(metadata: &fs::Metadata, real: PathBuf, through_link: bool) -> Entry {
     if metadata.is_file() {
-        Entry::File(real)
+        Entry::File(Found { real, through_link })
     } else if metadata.is_dir() {
         Entry::Directory
     } else {

@@ -379,7 +379,7 @@ pub fn keep_app_headers(from: &HeaderMap, to: &mut HeaderMap) {
 fn exists(site: &SiteConfig, path: &RequestPath) -> bool {
     match &site.mode {
         SiteMode::Php(php) => {
-            let mut full = php.root.clone();
+            let mut full = php.root.to_path_buf();
             full.extend(&path.segments);
             full.exists()
         }

@@ -118,7 +118,7 @@ fn params_of_a_php_request() {
         script_filename: "/var/www/app/public/index.php".into(),
         script_name: "/index.php".into(),
         path_info: "/blog/2024/05/a-post-title".into(),
-        document_root: Some("/var/www/app/public".into()),
+        document_root: Some(std::path::Path::new("/var/www/app/public").into()),
         query: None,
         remote_user: None,
     };

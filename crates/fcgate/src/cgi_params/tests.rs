@@ -30,7 +30,7 @@ fn php_target() -> ScriptTarget {
         script_filename: "/srv/www/shop/index.php".into(),
         script_name: "/shop/index.php".into(),
         path_info: "/cart/7".into(),
-        document_root: Some("/srv/www".into()),
+        document_root: Some(std::path::Path::new("/srv/www").into()),
         query: None,
         remote_user: None,
     }

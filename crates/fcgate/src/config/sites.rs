@@ -126,7 +126,7 @@ pub(super) fn validate_site(
         None => SiteMode::App,
         Some(root) => {
             let site = PhpSite {
-                root: super::validate::canonical_root(&root)?,
+                root: super::validate::canonical_root(&root)?.into(),
                 index,
                 script_extensions,
                 front_controller,

@@ -111,7 +111,7 @@ fn example_file_in_php_mode() {
     let SiteMode::Php(site) = config.site.mode else {
         panic!("root given but not in PHP mode");
     };
-    assert_eq!(site.root, root.path().canonicalize().unwrap());
+    assert_eq!(*site.root, *root.path().canonicalize().unwrap());
     assert_eq!(site.index, "index.php");
     assert_eq!(site.script_extensions, ["php"]);
     assert!(site.front_controller);

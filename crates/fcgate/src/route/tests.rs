@@ -51,7 +51,7 @@ impl Tree {
         symlink(root.join("info.php"), root.join("disguised.txt")).unwrap();
         symlink(root.join("uploads/x.jpg"), root.join("upload-run.php")).unwrap();
         let site = PhpSite {
-            root,
+            root: root.into(),
             index: "index.php".into(),
             script_extensions: vec!["php".into()],
             front_controller: true,
