@@ -40,7 +40,7 @@ check=""
 source "$bench_dir/lib/harness.sh"
 source "$bench_dir/lib/process.sh"
 source "$bench_dir/lib/install.sh"
-source "$bench_dir/lib/backends.sh"  # find_fpm, write_fpm_conf, start_fpm
+source "$bench_dir/lib/backends.sh"  # start_local_fpm
 source "$bench_dir/lib/peers.sh"     # write_fcgate_toml, write_haproxy_cfg
 
 while [ $# -gt 0 ]; do
@@ -67,10 +67,7 @@ cleanup() {
 }
 trap cleanup EXIT
 prepare_fcgate "$build"
-find_fpm
-write_fpm_conf "$work/php-fpm.conf" listen="127.0.0.1:$((PORT + 1))"
-start_fpm "$work/php-fpm.conf"
-wait_port 127.0.0.1 $((PORT + 1)) || die "php-fpm did not start (see $work/php-fpm.out)"
+start_local_fpm $((PORT + 1))
 write_fcgate_toml "$work/fcgate.toml" listen="127.0.0.1:$PORT" upstream="127.0.0.1:$((PORT + 1))" \
   root="$bench_dir/www" max_conns=8 access_log=off workers=1
 gateways=(fcgate)

@@ -65,6 +65,15 @@ start_fpm() {
   fpm_pid=$spawned_pid
 }
 
+# start_local_fpm PORT: php-fpm with the default pool (PHP_CHILDREN static children) on
+# 127.0.0.1:PORT, its config and log in $work, waited for until it listens; sets fpm_pid.
+start_local_fpm() {
+  find_fpm
+  write_fpm_conf "$work/php-fpm.conf" listen="127.0.0.1:$1"
+  start_fpm "$work/php-fpm.conf"
+  wait_port 127.0.0.1 "$1" || die "php-fpm did not start (see $work/php-fpm.out)"
+}
+
 # start_demo LISTEN LOG [ENV=VALUE...]: fcgate's demo FastCGI app on LISTEN (HOST:PORT or
 # unix:PATH); sets demo_pid. A unix socket is made writable by peers' unprivileged workers.
 start_demo() {
