@@ -57,15 +57,7 @@ ensure_packages valgrind h2load curl php-fpm
 bench_lock
 make_work fcgate-hotpath
 fpm_pid="" gateway_pid=""
-cleanup() {
-  set +e
-  [ -z "$dry_run" ] || return 0
-  stop_tree "$gateway_pid"
-  stop_tree "$fpm_pid"
-  kill_run "$work"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_gateway_run EXIT
 prepare_fcgate "$build"
 start_local_fpm $((PORT + 1))
 write_fcgate_toml "$work/fcgate.toml" listen="127.0.0.1:$PORT" upstream="127.0.0.1:$((PORT + 1))" \

@@ -48,15 +48,7 @@ ensure_packages h2load curl php-fpm "$profdata"
 bench_lock
 make_work fcgate-pgo
 fpm_pid="" gateway_pid=""
-cleanup() {
-  set +e
-  [ -z "$dry_run" ] || return 0
-  stop_tree "$gateway_pid"
-  stop_tree "$fpm_pid"
-  kill_run "$work"
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_gateway_run EXIT
 
 # cargo_build TARGET_DIR RUSTFLAGS: a release build of fcgate with those flags.
 cargo_build() {

@@ -122,3 +122,14 @@ kill_run() {
   # shellcheck disable=SC2086
   kill -KILL $pids 2>/dev/null || true
 }
+
+# stop_gateway_run: the EXIT trap of a script that runs one gateway ($gateway_pid) in front of
+# php-fpm ($fpm_pid) in $work: stops both, kills whatever else of the run is left, removes $work.
+stop_gateway_run() {
+  set +e
+  [ -z "${dry_run:-}" ] || return 0
+  stop_tree "$gateway_pid"
+  stop_tree "$fpm_pid"
+  kill_run "$work"
+  rm -rf "$work"
+}
