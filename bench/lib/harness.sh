@@ -11,11 +11,13 @@ dry_run=${dry_run:-}
 # usage: the calling script's header comment, its help text.
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; /^# shellcheck /d; s/^# \{0,1\}//'; }
 
-# common_arg ARG: the options every bench script takes (--no-build, --dry-run, --help); any
-# other argument is an error.
+# common_arg ARG: the options every bench script takes (--no-build, --pgo, --dry-run, --help);
+# any other argument is an error. --pgo measures the shipped build (bench/pgo.sh) instead of the
+# plain release build.
 common_arg() {
   case $1 in
     --no-build) build="" ;;
+    --pgo) build=pgo ;;
     --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
@@ -67,9 +69,11 @@ show_load() { dry_say "load: $(shown "$@")"; }
 
 # bench_lock: one benchmark at a time on this machine, every script in bench/ takes this lock
 # (a user who cannot open it, where a script runs without root, is told and goes on).
+# A script that another one runs (bench/run --pgo runs bench/pgo.sh) holds its parent's lock.
 bench_lock() {
   local lock=/run/lock/fcgate-bench.lock
   [ -z "$dry_run" ] || return 0
+  [ -z "${FCGATE_BENCH_LOCK_HELD:-}" ] || return 0
   if ! { exec 9>>"$lock"; } 2>/dev/null; then
     log "warning: cannot open $lock; not waiting for other benchmarks"
     return 0
@@ -78,6 +82,7 @@ bench_lock() {
     log "another benchmark holds $lock; waiting (at most 30 min)"
     flock -w 1800 9 || die "another benchmark still holds $lock after 30 min"
   fi
+  export FCGATE_BENCH_LOCK_HELD=1
 }
 
 # wait_quiet MAX SECONDS: until the 1-minute load average is below MAX, at most SECONDS (0:
@@ -103,18 +108,24 @@ wait_quiet() {
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 }
 
-# prepare_fcgate BUILD: builds fcgate (release) if BUILD is non-empty, then copies the binary to
+# prepare_fcgate BUILD: builds fcgate if BUILD is non-empty (pgo: the PGO build of bench/pgo.sh,
+# which the Debian package ships; otherwise the plain release build), then copies the binary to
 # $work/bin/fcgate: a rebuild in the tree during the run must not change what is measured.
 # Sets fcgate_bin.
 prepare_fcgate() {
   local built=$repo/target/release/fcgate
+  [ "$1" != pgo ] || built=$repo/target/pgo/release/fcgate
   fcgate_bin=$work/bin/fcgate
   if [ -n "$dry_run" ]; then
-    [ -z "$1" ] || dry_say "build: (cd $repo && cargo build --release -p fcgate)"
+    if [ "$1" = pgo ]; then dry_say "build: $bench_dir/pgo.sh"
+    elif [ -n "$1" ]; then dry_say "build: (cd $repo && cargo build --release -p fcgate)"; fi
     dry_say "copy: $built -> $fcgate_bin"
     return 0
   fi
-  if [ -n "$1" ]; then
+  if [ "$1" = pgo ]; then
+    log "building fcgate with PGO (bench/pgo.sh, about 10 minutes)"
+    "$bench_dir/pgo.sh" || die "bench/pgo.sh failed"
+  elif [ -n "$1" ]; then
     log "building fcgate (release)"
     (cd "$repo" && cargo build --release -p fcgate --quiet) || die "cargo build failed"
   fi

@@ -386,7 +386,7 @@ $handler
 EOF
 }
 
-# write_fcgate_toml FILE listen=ADDR upstream=ADDR [root=DIR] [php_fpm_config=FILE]
+# write_fcgate_toml FILE listen=ADDR[,ADDR...] upstream=ADDR [root=DIR] [php_fpm_config=FILE]
 #   [max_conns=N] [access_log=off|PATH] [admin_listen=ADDR] [workers=N] [multiplex=MODE] [extra=LINES]
 #   [upstream_extra=LINES] [compression=LINES] [rules=TABLES]  (extra: top-level lines;
 #   upstream_extra: lines in [upstream]; compression: lines in [compression]; rules: [[rule]]
@@ -398,7 +398,7 @@ write_fcgate_toml() {
   shift
   set_args "$@"
   {
-    echo "listen = \"$listen\""
+    if [[ $listen == *,* ]]; then echo "listen = [\"${listen//,/\", \"}\"]"; else echo "listen = \"$listen\""; fi
     [ -z "$access_log" ] || echo "access_log = \"$access_log\""
     [ -z "$admin_listen" ] || echo "admin_listen = \"$admin_listen\""
     [ -z "$workers" ] || echo "workers = $workers"
