@@ -23,6 +23,7 @@ use crate::privileges::RunAs;
 use crate::real_client::{RealIpHeader, TrustedProxies};
 use crate::request_guard::HeadLimits;
 use crate::rules::RuleSet;
+use crate::script_cache::ScriptCache;
 
 mod locate;
 pub use locate::Place;
@@ -274,6 +275,9 @@ pub struct PhpSite {
     pub directory_without_index: DirectoryWithoutIndex,
     /// Which symlinks below the root are followed.
     pub follow_symlinks: FollowSymlinks,
+    /// The scripts the router found, trusted for `script_lookup_cache`; shared by the clones
+    /// of one loaded configuration, new with each reload.
+    pub script_cache: Arc<ScriptCache>,
 }
 
 /// `follow_symlinks`: which symbolic links on the way to a file or script are followed (nginx's

@@ -36,6 +36,7 @@ pub mod response_spool;
 pub mod retry;
 pub mod route;
 pub mod rules;
+pub mod script_cache;
 pub mod server;
 pub mod site_routing;
 pub mod size;

@@ -18,6 +18,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -247,7 +248,35 @@ enum Entry {
 /// path can leave the root only through a symlink below it. One `lstat` per segment finds out;
 /// only a path with a link in it is resolved in full. (`realpath` would cost a `readlink` for
 /// every component of the whole absolute path, root included, on every request.)
+///
+/// A script found so is remembered for `script_lookup_cache` (`script_cache.rs`): a front
+/// controller's `index.php` is looked up on nearly every request.
 fn lookup(site: &PhpSite, segments: &[String]) -> Entry {
+    let cache = &site.script_cache;
+    let remembered_at = (cache.is_enabled()
+        && segments
+            .last()
+            .is_some_and(|name| site.is_script_name(name)))
+    .then(Instant::now);
+    if let Some(now) = remembered_at {
+        if let Some(real) = cache.get(segments, now) {
+            return Entry::File(Found {
+                real,
+                through_link: false,
+            });
+        }
+    }
+    let entry = lookup_on_disk(site, segments);
+    if let (Some(checked_at), Entry::File(found)) = (remembered_at, &entry) {
+        if !found.through_link {
+            cache.remember(segments, &found.real, checked_at);
+        }
+    }
+    entry
+}
+
+/// `lookup` without the cache.
+fn lookup_on_disk(site: &PhpSite, segments: &[String]) -> Entry {
     let mut path = path_buffer(&site.root, segments);
     let mut metadata = None;
     for segment in segments {

@@ -519,6 +519,61 @@ async fn a_script_is_never_served_as_source() {
     }
 }
 
+/// php-fpm in front of a docroot of the test's own, where scripts come and go, and a gateway
+/// with `script_lookup_cache` set to `validity`.
+async fn changing_site(docroot: &std::path::Path, validity: &str) -> Option<PhpSite> {
+    let fpm = PhpFpm::start(PhpFpmOptions {
+        docroot: docroot.to_path_buf(),
+        ..PhpFpmOptions::default()
+    })
+    .await?;
+    let settings = format!(
+        "{}\nscript_lookup_cache = \"{validity}\"",
+        root_setting(&fpm)
+    );
+    let gateway = start_gateway(&settings, &fpm.address(), "").await;
+    Some(PhpSite { gateway, fpm })
+}
+
+#[tokio::test]
+async fn a_new_script_runs_at_once_and_a_deleted_one_is_a_404_with_or_without_the_cache() {
+    // fcgate's own 404 and php-fpm's differ: with the cache a script deleted within its
+    // validity reaches php-fpm, which answers the 404 itself ("No input file specified." from
+    // the php-fpm of Debian 12, "File not found." from others); without it, fcgate looks.
+    let gateway_404 = "404 Not Found\n";
+    let from_php_fpm =
+        |body: &str| body == "No input file specified.\n" || body == "File not found.\n";
+    for (validity, php_fpm_answers) in [("1h", true), ("0s", false)] {
+        let docroot = tempfile::tempdir().unwrap();
+        let script = docroot.path().join("deploy.php");
+        let Some(site) = changing_site(docroot.path(), validity).await else {
+            return;
+        };
+        // Not there: a 404, and not remembered as missing.
+        let missing = site.get("/deploy.php").await;
+        assert_eq!(
+            (missing.status.as_u16(), missing.text().as_str()),
+            (404, gateway_404)
+        );
+        std::fs::write(&script, "<?php echo 'version 1';").unwrap();
+        let deployed = site.get("/deploy.php/extra").await;
+        assert_eq!(
+            (deployed.status.as_u16(), deployed.text().as_str()),
+            (200, "version 1")
+        );
+        std::fs::remove_file(&script).unwrap();
+        // (php-fpm logs a warning for the script it could not open: not `site.get`'s check.)
+        let deleted = site.client().await.get("/deploy.php").await.unwrap();
+        let body = deleted.text();
+        assert_eq!(deleted.status.as_u16(), 404, "{validity}: {body}");
+        if php_fpm_answers {
+            assert!(from_php_fpm(&body), "{validity}: {body}");
+        } else {
+            assert_eq!(body, gateway_404, "{validity}");
+        }
+    }
+}
+
 // ---- connections to php-fpm --------------------------------------------------------------
 
 /// fcgate → counting relay → php-fpm, so the test sees every connection fcgate opens.

@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub directory_without_index: Option<String>,
     /// `follow_symlinks`: "within_root", "never", "owner" or "always".
     pub follow_symlinks: Option<String>,
+    /// `script_lookup_cache`: how long a script found on disk is trusted.
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub script_lookup_cache: Option<Duration>,
     /// `client_max_body_size`
     pub client_max_body_size: Option<ByteSize>,
     /// `client_body_buffer_size`
@@ -142,6 +145,9 @@ pub struct RawSite {
     pub directory_without_index: Option<String>,
     /// `follow_symlinks`
     pub follow_symlinks: Option<String>,
+    /// `script_lookup_cache`
+    #[serde(default, deserialize_with = "humantime_duration")]
+    pub script_lookup_cache: Option<Duration>,
     /// `default_rules`
     pub default_rules: Option<bool>,
     /// `upstream`: the `[upstreams.NAME]` its scripts go to.
@@ -366,6 +372,7 @@ impl RawConfig {
             // File-only: a site's layout rule, set once beside `root` and `index`.
             directory_without_index: self.directory_without_index,
             follow_symlinks: self.follow_symlinks,
+            script_lookup_cache: self.script_lookup_cache,
             client_max_body_size: flags.client_max_body_size.or(self.client_max_body_size),
             client_body_buffer_size: flags
                 .client_body_buffer_size

@@ -8,10 +8,18 @@
 //! `unknown_hosts = "reject"`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::raw::RawSite;
 use super::ConfigError;
 use super::{DirectoryWithoutIndex, FollowSymlinks, PhpSite, SiteConfig, SiteMode};
+use crate::script_cache::ScriptCache;
+
+/// `script_lookup_cache` when unset: opcache's `revalidate_freq`. Long enough that a hot script
+/// costs one `statx` in tens of thousands of requests, short enough that a deleted script is
+/// forgotten before anyone would notice (php-fpm answers 404 for it meanwhile).
+const DEFAULT_SCRIPT_LOOKUP_CACHE: Duration = Duration::from_secs(2);
 
 /// The gateway's sites: the named ones and what a request for another host gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -132,6 +140,10 @@ pub(super) fn validate_site(
                 front_controller,
                 directory_without_index,
                 follow_symlinks,
+                script_cache: Arc::new(ScriptCache::new(
+                    raw.script_lookup_cache
+                        .unwrap_or(DEFAULT_SCRIPT_LOOKUP_CACHE),
+                )),
             };
             super::validate::check_front_controller(&site)?;
             SiteMode::Php(site)

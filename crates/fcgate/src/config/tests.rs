@@ -368,6 +368,39 @@ fn directory_without_index_is_forbidden_or_the_front_controller() {
 }
 
 #[test]
+fn script_lookup_cache_trusts_two_seconds_by_default_and_zero_turns_it_off() {
+    let root = tempfile::tempdir().unwrap();
+    let root_line = format!("root = {:?}\n", root.path().to_str().unwrap());
+    let validity = |text: &str| {
+        let SiteMode::Php(site) = validate_text(text).unwrap().site.mode else {
+            panic!("not PHP mode");
+        };
+        (site.script_cache.validity(), site.script_cache.is_enabled())
+    };
+    assert_eq!(validity(&root_line), (Duration::from_secs(2), true));
+    assert_eq!(
+        validity(&format!("{root_line}script_lookup_cache = \"500ms\"")),
+        (Duration::from_millis(500), true)
+    );
+    assert_eq!(
+        validity(&format!("{root_line}script_lookup_cache = \"0s\"")),
+        (Duration::ZERO, false)
+    );
+    let refused = refusal(&format!("{root_line}script_lookup_cache = \"soon\""));
+    assert!(refused.contains("script_lookup_cache"), "{refused}");
+    // A [[site]] has its own.
+    let sites = validate_text(&format!(
+        "{root_line}[[site]]\nserver_names = [\"a.test\"]\n{root_line}script_lookup_cache = \"0s\""
+    ))
+    .unwrap()
+    .sites;
+    let SiteMode::Php(named) = &sites.named[0].site.mode else {
+        panic!("not PHP mode");
+    };
+    assert!(!named.script_cache.is_enabled());
+}
+
+#[test]
 fn follow_symlinks_has_four_modes_and_stays_within_the_root_by_default() {
     let root = tempfile::tempdir().unwrap();
     let root_line = format!("root = {:?}\n", root.path().to_str().unwrap());

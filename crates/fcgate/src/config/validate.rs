@@ -66,6 +66,7 @@ impl RawConfig {
                 front_controller: self.front_controller,
                 directory_without_index: self.directory_without_index,
                 follow_symlinks: self.follow_symlinks,
+                script_lookup_cache: self.script_lookup_cache,
                 default_rules: self.default_rules,
                 rules: self.rules,
                 error_pages: self.error_pages,

@@ -3,7 +3,11 @@
 
 use std::os::unix::fs::symlink;
 
+use std::time::Duration;
+
 use tempfile::TempDir;
+
+use crate::script_cache::ScriptCache;
 
 use super::*;
 
@@ -57,6 +61,8 @@ impl Tree {
             front_controller: true,
             directory_without_index: DirectoryWithoutIndex::Forbidden,
             follow_symlinks: FollowSymlinks::WithinRoot,
+            // As configured by default, so every test here also goes through the cache.
+            script_cache: Arc::new(ScriptCache::new(Duration::from_secs(60))),
         };
         Tree {
             _root_dir: root_dir,
@@ -73,6 +79,11 @@ impl Tree {
     fn resolve_static_only(&self, uri_path: &str) -> Route {
         let request = RequestPath::parse(uri_path).expect("a routable path");
         resolve(&self.site, &request, Scripts::Never)
+    }
+
+    fn without_script_cache(mut self) -> Tree {
+        self.site.script_cache = Arc::new(ScriptCache::new(Duration::ZERO));
+        self
     }
 
     fn following(mut self, follow_symlinks: FollowSymlinks) -> Tree {
@@ -294,6 +305,8 @@ fn missing_paths_go_to_the_front_controller() {
     assert_eq!(tree.resolve("/users/7"), Route::NotFound);
     tree.site.front_controller = true;
     fs::remove_file(tree.site.root.join("index.php")).unwrap();
+    // Looked up again (the cache trusts the front controller it found for its validity).
+    let tree = tree.without_script_cache();
     assert_eq!(tree.resolve("/users/7"), Route::NotFound);
 }
 
@@ -475,4 +488,49 @@ fn redirect_locations_are_encoded() {
         percent_encode_path("/ok-._~!$&'()*+,;=:@/"),
         "/ok-._~!$&'()*+,;=:@/"
     );
+}
+
+#[test]
+fn a_found_script_is_remembered_for_the_cache_validity() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/info.php/a"), tree.script("/info.php", "/a"));
+    assert_eq!(tree.site.script_cache.len(), 1);
+    // Gone from disk, still trusted (php-fpm would answer its 404): the lookup was not made.
+    fs::remove_file(tree.site.root.join("info.php")).unwrap();
+    assert_eq!(tree.resolve("/info.php"), tree.script("/info.php", ""));
+    assert_eq!(tree.resolve("/info.php/b"), tree.script("/info.php", "/b"));
+    // Without the cache the same request looks, and finds nothing.
+    let tree = tree.without_script_cache();
+    assert_eq!(tree.resolve("/info.php"), Route::NotFound);
+    assert!(tree.site.script_cache.is_empty());
+}
+
+#[test]
+fn a_missing_script_is_never_remembered() {
+    let tree = Tree::new();
+    assert_eq!(tree.resolve("/new.php"), Route::NotFound);
+    fs::write(tree.site.root.join("new.php"), "<?php new").unwrap();
+    assert_eq!(tree.resolve("/new.php"), tree.script("/new.php", ""));
+}
+
+#[test]
+fn only_scripts_reached_without_a_link_are_remembered() {
+    let tree = Tree::new();
+    // Through a link (each judged by follow_symlinks every time), a static file (opened by
+    // fcgate itself), a refused link, a directory's index found through the directory.
+    assert_eq!(tree.resolve("/alias.php"), tree.script("/alias.php", ""));
+    assert_eq!(tree.resolve("/style.css"), tree.static_file("style.css"));
+    assert_eq!(tree.resolve("/script-out.php"), Route::NotFound);
+    assert_eq!(tree.resolve("/upload-run.php"), Route::NotFound);
+    assert!(tree.site.script_cache.is_empty());
+    // A link made where a remembered script was is followed by php-fpm until the entry
+    // expires; where none was remembered, it is judged at once.
+    fs::remove_file(tree.site.root.join("UPPER.PHP")).unwrap();
+    symlink(
+        tree.outside.path().join("evil.php"),
+        tree.site.root.join("UPPER.PHP"),
+    )
+    .unwrap();
+    assert_eq!(tree.resolve("/UPPER.PHP"), Route::NotFound);
+    assert!(tree.site.script_cache.is_empty());
 }
