@@ -253,12 +253,14 @@ enum Entry {
 /// controller's `index.php` is looked up on nearly every request.
 fn lookup(site: &PhpSite, segments: &[String]) -> Entry {
     let cache = &site.script_cache;
-    let remembered_at = (cache.is_enabled()
+    // Only scripts are remembered. The time is taken before the disk is asked, so an entry's
+    // validity counts from before the check it stands for.
+    let cacheable_at = (cache.is_enabled()
         && segments
             .last()
             .is_some_and(|name| site.is_script_name(name)))
     .then(Instant::now);
-    if let Some(now) = remembered_at {
+    if let Some(now) = cacheable_at {
         if let Some(real) = cache.get(segments, now) {
             return Entry::File(Found {
                 real,
@@ -267,7 +269,7 @@ fn lookup(site: &PhpSite, segments: &[String]) -> Entry {
         }
     }
     let entry = lookup_on_disk(site, segments);
-    if let (Some(checked_at), Entry::File(found)) = (remembered_at, &entry) {
+    if let (Some(checked_at), Entry::File(found)) = (cacheable_at, &entry) {
         if !found.through_link {
             cache.remember(segments, &found.real, checked_at);
         }

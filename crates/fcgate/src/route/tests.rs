@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::symlink;
-
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -61,7 +60,8 @@ impl Tree {
             front_controller: true,
             directory_without_index: DirectoryWithoutIndex::Forbidden,
             follow_symlinks: FollowSymlinks::WithinRoot,
-            // As configured by default, so every test here also goes through the cache.
+            // On, as by default (and for longer than a test takes), so that every test here
+            // goes through the cache.
             script_cache: Arc::new(ScriptCache::new(Duration::from_secs(60))),
         };
         Tree {
@@ -516,15 +516,14 @@ fn a_missing_script_is_never_remembered() {
 #[test]
 fn only_scripts_reached_without_a_link_are_remembered() {
     let tree = Tree::new();
-    // Through a link (each judged by follow_symlinks every time), a static file (opened by
-    // fcgate itself), a refused link, a directory's index found through the directory.
+    // Through a followed link (judged by follow_symlinks every time), a static file (opened
+    // by fcgate itself), links that are refused.
     assert_eq!(tree.resolve("/alias.php"), tree.script("/alias.php", ""));
     assert_eq!(tree.resolve("/style.css"), tree.static_file("style.css"));
     assert_eq!(tree.resolve("/script-out.php"), Route::NotFound);
     assert_eq!(tree.resolve("/upload-run.php"), Route::NotFound);
     assert!(tree.site.script_cache.is_empty());
-    // A link made where a remembered script was is followed by php-fpm until the entry
-    // expires; where none was remembered, it is judged at once.
+    // A script replaced by a link before it was ever remembered: judged at once.
     fs::remove_file(tree.site.root.join("UPPER.PHP")).unwrap();
     symlink(
         tree.outside.path().join("evil.php"),
