@@ -17,7 +17,10 @@
 //!   lets a writer drop a script there anyway.
 //!
 //! Bounded: at most [`CAPACITY`] paths a site. When full, expired entries are swept, and if
-//! none has expired a new path is simply not remembered. The time comes in from the caller, so
+//! none has expired a new path is simply not remembered. A sweep runs only once the earliest
+//! time an entry can expire has passed, so a cache full of fresh entries (a site with more hot
+//! scripts than that) costs a miss one comparison, not a walk over every entry under the
+//! lock. The time comes in from the caller, so
 //! the rules are tested without a clock. Written by hand: a map behind a mutex with a time per
 //! entry; the caching crates bring eviction threads and policies this does not need.
 
@@ -35,7 +38,16 @@ pub const CAPACITY: usize = 4096;
 pub struct ScriptCache {
     validity: Duration,
     capacity: usize,
-    found: Mutex<HashMap<Box<[String]>, FoundScript>>,
+    found: Mutex<Found>,
+}
+
+/// What the mutex guards: the paths, and when the first of them can expire.
+#[derive(Default)]
+struct Found {
+    scripts: HashMap<Box<[String]>, FoundScript>,
+    /// No entry expires before this (`None`: empty). A lower bound, not exact: renewing an
+    /// entry leaves it where it was, and the next sweep makes it exact again.
+    earliest_expiry: Option<Instant>,
 }
 
 struct FoundScript {
@@ -46,7 +58,8 @@ struct FoundScript {
 }
 
 impl ScriptCache {
-    /// A cache trusting what it finds for `validity`; `Duration::ZERO` turns it off.
+    /// A cache trusting what it finds for `validity` (the configuration allows an hour at most);
+    /// `Duration::ZERO` turns it off.
     pub fn new(validity: Duration) -> ScriptCache {
         ScriptCache::with_capacity(validity, CAPACITY)
     }
@@ -55,7 +68,7 @@ impl ScriptCache {
         ScriptCache {
             validity,
             capacity,
-            found: Mutex::new(HashMap::new()),
+            found: Mutex::new(Found::default()),
         }
     }
 
@@ -73,7 +86,7 @@ impl ScriptCache {
     /// validity before `now` found it.
     pub fn get(&self, segments: &[String], now: Instant) -> Option<PathBuf> {
         let found = self.lock();
-        let script = found.get(segments)?;
+        let script = found.scripts.get(segments)?;
         self.is_fresh(script, now).then(|| script.path.clone())
     }
 
@@ -84,13 +97,28 @@ impl ScriptCache {
             return;
         }
         let mut found = self.lock();
-        if found.len() >= self.capacity && !found.contains_key(segments) {
-            found.retain(|_, script| self.is_fresh(script, checked_at));
-            if found.len() >= self.capacity {
+        if found.scripts.len() >= self.capacity && !found.scripts.contains_key(segments) {
+            let none_expired = found
+                .earliest_expiry
+                .is_some_and(|earliest| checked_at < earliest);
+            if none_expired {
+                return;
+            }
+            found
+                .scripts
+                .retain(|_, script| self.is_fresh(script, checked_at));
+            found.earliest_expiry = found
+                .scripts
+                .values()
+                .map(|script| script.checked_at + self.validity)
+                .min();
+            if found.scripts.len() >= self.capacity {
                 return;
             }
         }
-        found.insert(
+        let expiry = checked_at + self.validity;
+        found.earliest_expiry = Some(found.earliest_expiry.map_or(expiry, |e| e.min(expiry)));
+        found.scripts.insert(
             segments.into(),
             FoundScript {
                 path: path.to_path_buf(),
@@ -101,7 +129,7 @@ impl ScriptCache {
 
     /// How many paths it holds, fresh or not.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().scripts.len()
     }
 
     /// Whether it holds no path.
@@ -115,7 +143,7 @@ impl ScriptCache {
 
     /// The map; a panic elsewhere while it was held left it whole (every change is one call),
     /// so a poisoned lock is taken as it is.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[String]>, FoundScript>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Found> {
         self.found.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -213,6 +241,33 @@ mod tests {
         assert!(cache.get(&segments("c.php"), later).is_some());
         assert!(cache.get(&segments("a.php"), later).is_some());
         assert_eq!(cache.get(&segments("b.php"), later), None);
+    }
+
+    #[test]
+    fn a_full_cache_of_fresh_paths_is_swept_only_once_one_can_have_expired() {
+        let cache = ScriptCache::with_capacity(Duration::from_secs(2), 2);
+        let start = Instant::now();
+        let at = |millis| start + Duration::from_millis(millis);
+        let earliest_expiry = || cache.lock().earliest_expiry;
+        cache.remember(&segments("a.php"), Path::new("/srv/a.php"), at(0));
+        cache.remember(&segments("b.php"), Path::new("/srv/b.php"), at(1000));
+        assert_eq!(earliest_expiry(), Some(at(2000)));
+        // Renewing a.php leaves the bound where it was: a lower bound, not exact.
+        cache.remember(&segments("a.php"), Path::new("/srv/a.php"), at(1500));
+        assert_eq!(earliest_expiry(), Some(at(2000)));
+        // Past the bound a miss sweeps; nothing has expired, and the bound becomes exact.
+        cache.remember(&segments("c.php"), Path::new("/srv/c.php"), at(2100));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(earliest_expiry(), Some(at(3000)));
+        // Before it, misses leave the map alone (no sweep could free anything).
+        cache.remember(&segments("d.php"), Path::new("/srv/d.php"), at(2900));
+        assert_eq!(cache.get(&segments("d.php"), at(2900)), None);
+        assert_eq!(earliest_expiry(), Some(at(3000)));
+        // At it, b.php has expired and makes room.
+        cache.remember(&segments("d.php"), Path::new("/srv/d.php"), at(3000));
+        assert!(cache.get(&segments("d.php"), at(3000)).is_some());
+        assert_eq!(cache.get(&segments("b.php"), at(3000)), None);
+        assert_eq!(earliest_expiry(), Some(at(3500)));
     }
 
     #[test]

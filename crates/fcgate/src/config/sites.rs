@@ -21,6 +21,11 @@ use crate::script_cache::ScriptCache;
 /// forgotten before anyone would notice (php-fpm answers 404 for it meanwhile).
 const DEFAULT_SCRIPT_LOOKUP_CACHE: Duration = Duration::from_secs(2);
 
+/// The longest `script_lookup_cache` taken: an hour is already far past any use (a deleted
+/// script would reach php-fpm for that long), and a bound keeps the cache's time arithmetic
+/// finite.
+const MAX_SCRIPT_LOOKUP_CACHE: Duration = Duration::from_secs(3600);
+
 /// The gateway's sites: the named ones and what a request for another host gets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sites {
@@ -130,6 +135,18 @@ pub(super) fn validate_site(
             )
         })?,
     };
+    let script_lookup_cache = raw
+        .script_lookup_cache
+        .unwrap_or(DEFAULT_SCRIPT_LOOKUP_CACHE);
+    if script_lookup_cache > MAX_SCRIPT_LOOKUP_CACHE {
+        return Err(ConfigError::invalid(
+            "script_lookup_cache",
+            format!(
+                "{} is longer than the most it takes, 1h",
+                humantime::format_duration(script_lookup_cache)
+            ),
+        ));
+    }
     let mode = match raw.root {
         None => SiteMode::App,
         Some(root) => {
@@ -140,10 +157,7 @@ pub(super) fn validate_site(
                 front_controller,
                 directory_without_index,
                 follow_symlinks,
-                script_cache: Arc::new(ScriptCache::new(
-                    raw.script_lookup_cache
-                        .unwrap_or(DEFAULT_SCRIPT_LOOKUP_CACHE),
-                )),
+                script_cache: Arc::new(ScriptCache::new(script_lookup_cache)),
             };
             super::validate::check_front_controller(&site)?;
             SiteMode::Php(site)

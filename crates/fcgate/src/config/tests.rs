@@ -388,6 +388,15 @@ fn script_lookup_cache_trusts_two_seconds_by_default_and_zero_turns_it_off() {
     );
     let refused = refusal(&format!("{root_line}script_lookup_cache = \"soon\""));
     assert!(refused.contains("script_lookup_cache"), "{refused}");
+    assert_eq!(
+        validity(&format!("{root_line}script_lookup_cache = \"1h\"")),
+        (Duration::from_secs(3600), true)
+    );
+    let refused = refusal(&format!("{root_line}script_lookup_cache = \"61m\""));
+    assert!(
+        refused.starts_with("script_lookup_cache:") && refused.contains("1h"),
+        "{refused}"
+    );
     // A [[site]] has its own.
     let sites = validate_text(&format!(
         "{root_line}[[site]]\nserver_names = [\"a.test\"]\n{root_line}script_lookup_cache = \"0s\""
