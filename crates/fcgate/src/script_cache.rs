@@ -20,9 +20,9 @@
 //! none has expired a new path is simply not remembered. A sweep runs only once the earliest
 //! time an entry can expire has passed, so a cache full of fresh entries (a site with more hot
 //! scripts than that) costs a miss one comparison, not a walk over every entry under the
-//! lock. The time comes in from the caller, so
-//! the rules are tested without a clock. Written by hand: a map behind a mutex with a time per
-//! entry; the caching crates bring eviction threads and policies this does not need.
+//! lock. The time comes in from the caller, so the rules are tested without a clock. Written
+//! by hand: a map behind a mutex with a time per entry; the caching crates bring eviction
+//! threads and policies this does not need.
 
 use std::collections::HashMap;
 use std::fmt;
