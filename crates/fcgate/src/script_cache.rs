@@ -53,8 +53,8 @@ struct Found {
 struct FoundScript {
     /// The script's canonical path (the root joined with the segments).
     path: PathBuf,
-    /// When the lookup that found it began.
-    checked_at: Instant,
+    /// Its lookup's start plus the validity: trusted before this instant, not from it on.
+    expires_at: Instant,
 }
 
 impl ScriptCache {
@@ -87,7 +87,7 @@ impl ScriptCache {
     pub fn get(&self, segments: &[String], now: Instant) -> Option<PathBuf> {
         let found = self.lock();
         let script = found.scripts.get(segments)?;
-        self.is_fresh(script, now).then(|| script.path.clone())
+        (now < script.expires_at).then(|| script.path.clone())
     }
 
     /// Remembers that a lookup begun at `checked_at` found a script at `path` for `segments`,
@@ -106,23 +106,24 @@ impl ScriptCache {
             }
             found
                 .scripts
-                .retain(|_, script| self.is_fresh(script, checked_at));
-            found.earliest_expiry = found
-                .scripts
-                .values()
-                .map(|script| script.checked_at + self.validity)
-                .min();
+                .retain(|_, script| checked_at < script.expires_at);
+            found.earliest_expiry = found.scripts.values().map(|script| script.expires_at).min();
             if found.scripts.len() >= self.capacity {
                 return;
             }
         }
-        let expiry = checked_at + self.validity;
-        found.earliest_expiry = Some(found.earliest_expiry.map_or(expiry, |e| e.min(expiry)));
+        // Finite: the configuration allows an hour at most.
+        let expires_at = checked_at + self.validity;
+        found.earliest_expiry = Some(
+            found
+                .earliest_expiry
+                .map_or(expires_at, |earliest| earliest.min(expires_at)),
+        );
         found.scripts.insert(
             segments.into(),
             FoundScript {
                 path: path.to_path_buf(),
-                checked_at,
+                expires_at,
             },
         );
     }
@@ -135,10 +136,6 @@ impl ScriptCache {
     /// Whether it holds no path.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn is_fresh(&self, script: &FoundScript, now: Instant) -> bool {
-        now.saturating_duration_since(script.checked_at) < self.validity
     }
 
     /// The map; a panic elsewhere while it was held left it whole (every change is one call),
