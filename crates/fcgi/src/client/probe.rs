@@ -100,22 +100,37 @@ async fn exchange(address: &Address) -> Result<BackendValues, ProbeError> {
 /// FCGI_GET_VALUES asking for the three values this crate reads, then an empty one: libfcgi
 /// (Perl's FCGI, fcgiwrap) answers a management record only once it has read the next record's
 /// header, so without one after it the question would wait — and a single-process app would be
-/// held — until the asker gives up. The second answer, when it comes, is ignored. Encoded once:
-/// it goes ahead of every POST on a reused connection (`Lease::set_unrepeatable`).
+/// held — until the asker gives up. The second answer, when it comes, is ignored. Encoded once.
 pub(crate) fn values_request() -> Bytes {
     static QUESTION: OnceLock<Bytes> = OnceLock::new();
     QUESTION
         .get_or_init(|| {
             let mut request = BytesMut::new();
-            encode_get_values(
-                &mut request,
-                &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS],
-            );
+            encode_get_values(&mut request, VALUES_ASKED);
             encode_get_values(&mut request, &[]);
             request.freeze()
         })
         .clone()
 }
+
+/// The same question alone, for the front of a request's write (`Lease::set_unrepeatable`, on
+/// every POST over a reused connection): the request's BEGIN_REQUEST is the record libfcgi
+/// waits for, so the empty question would only cost a second answer. php-fpm writes each
+/// answer as a segment of its own, and each took the gateway a wake-up, a read and a
+/// TCP_QUICKACK (bench/results/speed-profile.md, "What the POST probe costs").
+pub(crate) fn question_ahead_of_request() -> Bytes {
+    static QUESTION: OnceLock<Bytes> = OnceLock::new();
+    QUESTION
+        .get_or_init(|| {
+            let mut request = BytesMut::new();
+            encode_get_values(&mut request, VALUES_ASKED);
+            request.freeze()
+        })
+        .clone()
+}
+
+/// The names asked for, and the only ones read from the answer.
+const VALUES_ASKED: &[&str] = &[FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS];
 
 fn parse_values(pairs: &[(bytes::Bytes, bytes::Bytes)]) -> BackendValues {
     let number =

@@ -243,7 +243,7 @@ impl ConnectionState {
                 };
                 stamp_request_id(&mut head, id);
                 if ask_first {
-                    self.queue(Outgoing::Block(probe::values_request()));
+                    self.queue(Outgoing::Block(probe::question_ahead_of_request()));
                     self.handshake = Handshake::Waiting(None);
                 }
                 self.routes.push(Route {
