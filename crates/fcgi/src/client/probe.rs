@@ -105,8 +105,7 @@ pub(crate) fn values_request() -> Bytes {
     static QUESTION: OnceLock<Bytes> = OnceLock::new();
     QUESTION
         .get_or_init(|| {
-            let mut request = BytesMut::new();
-            encode_get_values(&mut request, VALUES_ASKED);
+            let mut request = BytesMut::from(&question_ahead_of_request()[..]);
             encode_get_values(&mut request, &[]);
             request.freeze()
         })
