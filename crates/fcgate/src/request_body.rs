@@ -198,12 +198,21 @@ pub async fn read_body(
         match file.as_mut() {
             Some(file) => file.write_all(&data).await.map_err(GatewayError::Spool)?,
             None if memory.len() + data.len() <= limits.client_body_buffer_size => {
-                if memory.is_empty() && declared_length == Some(data.len() as u64) {
-                    // The whole body came in one frame: keep hyper's buffer, no copy.
-                    return Ok(SpooledBody {
-                        content: Content::Memory(data),
-                        _reservation: reservation,
-                    });
+                if memory.is_empty() {
+                    if declared_length == Some(data.len() as u64) {
+                        // The whole body came in one frame: keep hyper's buffer, no copy.
+                        return Ok(SpooledBody {
+                            content: Content::Memory(data),
+                            _reservation: reservation,
+                        });
+                    }
+                    // Sized once for the announced length, as nginx sizes its body buffer:
+                    // grown frame by frame, a 64 KiB body that arrived in four reads was
+                    // copied again at each doubling, as many bytes as the body itself.
+                    let announced = declared_length
+                        .and_then(|length| usize::try_from(length).ok())
+                        .unwrap_or(0);
+                    memory.reserve(announced.min(limits.client_body_buffer_size));
                 }
                 memory.extend_from_slice(&data);
             }
