@@ -18,7 +18,8 @@ all_peers="nginx nginx-keepalive haproxy caddy h2o lighttpd apache fcgate"
 # Not run unless asked for (--peers): what fcgate's own operations features cost, measured
 # against plain `fcgate` in the same run.
 # fcgate-baseline is fcgate as above from another build (FCGATE_BASELINE=path to its binary):
-# a change measured against the build before it, the two interleaved round by round.
+# a change measured against the build before it, the two interleaved round by round; with
+# FCGATE_BASELINE_OLD=1 for a build older than the `workers` setting.
 # fcgate-rules is fcgate with the 20 [[rule]]s below, none of which matches the measured path:
 # what evaluating them costs a request that passes them all.
 extra_peers="fcgate-log fcgate-metrics fcgate-baseline fcgate-rules"
@@ -88,9 +89,13 @@ start_peer() {
       [ "$name" = fcgate-log ] && args+=(access_log="$dir/access.log")
       [ "$name" = fcgate-metrics ] && args+=(admin_listen="127.0.0.1:$((port + 1000))")
       [ "$name" = fcgate-rules ] && args+=(rules="$fcgate_bench_rules")
-      # $WORKERS runtime threads, as every peer gets $WORKERS processes or threads; the baseline
-      # build may predate the setting, so it gets tokio's environment variable instead.
-      [ "$name" = fcgate-baseline ] || args+=(workers="$WORKERS")
+      # $WORKERS runtime threads, as every peer gets $WORKERS processes or threads. A baseline
+      # build from before the setting (FCGATE_BASELINE_OLD=1) gets tokio's environment variable
+      # instead; that is the multi-thread scheduler even for one thread, where `workers = 1`
+      # runs the current-thread one, so a recent baseline gets the setting like fcgate.
+      if [ "$name" != fcgate-baseline ] || [ -z "${FCGATE_BASELINE_OLD:-}" ]; then
+        args+=(workers="$WORKERS")
+      fi
       write_fcgate_toml "$dir/fcgate.toml" "${args[@]}" "$@"
       ;;
     *) die "unknown peer $name" ;;
