@@ -43,25 +43,31 @@ pub fn free_port() -> u16 {
 /// chosen, so the kernel cannot hand the same released port out twice (Pebble's own ports must
 /// not take the ones the gateway is about to bind).
 pub fn free_ports<const N: usize>(avoid: &[u16]) -> [u16; N] {
-    let mut held = Vec::with_capacity(N);
-    while held.len() < N {
-        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
-            break;
-        };
-        let port = listener
-            .local_addr()
-            .map(|address| address.port())
-            .unwrap_or(0);
-        // An avoided port stays held too, so the next bind cannot return it again.
-        let wanted = !avoid.contains(&port);
-        held.push((wanted, port, listener));
-    }
+    choose_ports(avoid, || {
+        let listener = TcpListener::bind("127.0.0.1:0").ok()?;
+        let port = listener.local_addr().ok()?.port();
+        Some((port, listener))
+    })
+}
+
+/// The first `N` ports `bind` hands out that are not in `avoid`. Every port bound, avoided or
+/// not, stays held until all are chosen, so `bind` cannot return one again; an avoided port
+/// does not count towards the `N` (it once did, and the last port came back as 0). A `bind`
+/// that fails leaves the rest 0.
+fn choose_ports<const N: usize, Held>(
+    avoid: &[u16],
+    mut bind: impl FnMut() -> Option<(u16, Held)>,
+) -> [u16; N] {
     let mut ports = [0; N];
-    for (slot, (_, port, _)) in ports
-        .iter_mut()
-        .zip(held.iter().filter(|(wanted, _, _)| *wanted))
-    {
-        *slot = *port;
+    let mut held = Vec::with_capacity(N);
+    for slot in &mut ports {
+        while let Some((port, guard)) = bind() {
+            held.push(guard);
+            if !avoid.contains(&port) {
+                *slot = port;
+                break;
+            }
+        }
     }
     ports
 }
@@ -213,5 +219,40 @@ impl Drop for Pebble {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `bind` that hands out `ports` in turn, then fails.
+    fn scripted(ports: &[u16]) -> impl FnMut() -> Option<(u16, ())> + '_ {
+        let mut next = ports.iter();
+        move || next.next().map(|port| (*port, ()))
+    }
+
+    #[test]
+    fn an_avoided_port_handed_out_again_is_skipped_without_costing_a_slot() {
+        // The ACME tests release two ports for the gateway and then ask for Pebble's four: the
+        // kernel may hand one of the two out again.
+        let ports: [u16; 4] = choose_ports(&[10, 11], scripted(&[10, 20, 11, 21, 22, 23]));
+        assert_eq!(ports, [20, 21, 22, 23]);
+    }
+
+    #[test]
+    fn a_failing_bind_leaves_the_rest_zero() {
+        let ports: [u16; 3] = choose_ports(&[], scripted(&[30]));
+        assert_eq!(ports, [30, 0, 0]);
+    }
+
+    #[test]
+    fn real_ports_are_distinct_and_never_the_avoided_ones() {
+        let avoid: [u16; 2] = free_ports(&[]);
+        let ports: [u16; 4] = free_ports(&avoid);
+        assert!(ports.iter().all(|port| *port != 0 && !avoid.contains(port)));
+        let mut sorted = ports;
+        sorted.sort_unstable();
+        assert!(sorted.windows(2).all(|pair| pair[0] != pair[1]));
     }
 }
