@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# bench/tls.sh: fcgate's TLS (rustls, aws-lc-rs) against nginx's (OpenSSL), both in front of one
-# php-fpm pool serving hello.php, with the same certificate and key, on this machine, in one run.
+# bench/tls.sh: fcgate's TLS (rustls, aws-lc-rs) against nginx's and h2o's (OpenSSL), each in front
+# of one php-fpm pool serving hello.php, with the same certificate and key, on this machine, in one
+# run.
 #
-# Peers, one at a time on their own loopback port (fcgate PORT_BASE+1, nginx PORT_BASE+2,
-# php-fpm PORT_BASE+90): fcgate with `listen = "127.0.0.1:PORT tls"` and [tls] the certificate,
-# otherwise as bench/run's fcgate (cap from the pool's pm.max_children, access log off); nginx as
-# bench/run's nginx-keepalive (upstream keepalive + fastcgi_keep_conn, WORKERS worker processes,
-# access log off) plus `listen PORT ssl http2`, the certificate, `ssl_protocols TLSv1.2 TLSv1.3`
-# (nginx 1.22's default has no TLS 1.3; fcgate's is 1.2 and 1.3), `ssl_session_cache
-# shared:SSL:10m` and `ssl_session_tickets on`. The certificates are made for each run: a CA and a
-# leaf for bench.test, localhost and 127.0.0.1 signed by it, of each kind in CERTS (ecdsa:
-# P-256; rsa: 2048 bits); both peers send leaf + CA as their chain. NGINX=nginx takes bench/run's
-# plain nginx instead (no upstream keepalive: a FastCGI connection per request). nginx-keepalive
-# can pin every php-fpm worker with idle cached connections while a new one waits in php-fpm's
-# listen queue until fastcgi_read_timeout (60 s, then a 504): bench/run's "answered" column shows
-# it; here it shows as stalled clients (s_time) or in-flight requests left unanswered (h2load).
+# Peers (PEERS, the ones fcgate is compared with; fcgate always runs), one at a time on their own
+# loopback port (fcgate PORT_BASE+1, nginx PORT_BASE+2, nginx-keepalive PORT_BASE+3, h2o
+# PORT_BASE+4, php-fpm PORT_BASE+90), each set up as in bench/run (peers.sh: WORKERS workers or
+# threads, access log off) plus a TLS listener with the certificate:
+#   fcgate           `listen = "127.0.0.1:PORT tls"` and [tls] the certificate; its cap from the
+#                    pool's pm.max_children; tickets and a session cache are its defaults.
+#   nginx            `listen PORT ssl http2`, the certificate, `ssl_protocols TLSv1.2 TLSv1.3`
+#                    (nginx 1.22's default has no TLS 1.3; fcgate's is 1.2 and 1.3),
+#                    `ssl_session_cache shared:SSL:10m` and `ssl_session_tickets on`. No upstream
+#                    keepalive (nginx's default): a FastCGI connection per request.
+#   nginx-keepalive  the same with upstream keepalive + fastcgi_keep_conn. It can pin every php-fpm
+#                    worker with idle cached connections while a new one waits in php-fpm's listen
+#                    queue until fastcgi_read_timeout (60 s, then a 504): bench/run's "answered"
+#                    column shows it; here it shows as stalled clients (s_time) or in-flight
+#                    requests left unanswered (h2load).
+#   h2o              `listen: {ssl: {certificate-file, key-file, minimum-version: TLSv1.2}}`, its
+#                    session resumption defaults (cache and tickets); persistent FastCGI
+#                    connections (fastcgi.timeout.keepalive), one per request in flight, no cap.
+# The certificates are made for each run: a CA and a leaf for bench.test, localhost and 127.0.0.1
+# signed by it, of each kind in CERTS (ecdsa: P-256; rsa: 2048 bits); every peer sends leaf + CA
+# as its chain.
 #
-# Loads (LOADS), each run ROUNDS times with the peers interleaved (nginx fcgate nginx fcgate …),
+# Loads (LOADS), each run ROUNDS times with the peers interleaved (nginx h2o fcgate nginx …),
 # on a freshly started peer, after a warm-up of WARMUP requests, for DURATION:
 #   full     full TLS handshakes/s: a new connection per request. HANDSHAKE_CLIENTS parallel
 #            `openssl s_time -new` processes, each one connection at a time: TCP connect, full
@@ -43,25 +52,26 @@
 # master and workers, over the measured load) and its peak RSS. The load generators share the
 # machine's cores with the gateway and php-fpm: CPU per request is the cleaner comparison.
 #
-# Prints a markdown table per load (medians over the rounds, spreads, ratio fcgate / nginx),
+# Prints a markdown table per load (medians over the rounds, spreads, ratio fcgate / each peer),
 # writes it to bench/results/NAME.md and the rounds to NAME.tsv (NAME: tls, tls-quick with
 # --quick, or --name), replacing the previous run's, and adds a row to bench/results/HISTORY.md.
 #
 #   bench/tls.sh [--quick] [--rounds N] [--duration 10s] [--loads full,resumed,h1,h2]
-#                [--certs ecdsa,rsa] [--no-build] [--name NAME] [--dry-run]
+#                [--certs ecdsa,rsa] [--peers nginx,nginx-keepalive,h2o] [--no-build | --pgo]
+#                [--name NAME] [--dry-run]
 #
 # --dry-run prints what the run would install, the configs it would write, the processes it
 # would start and the loads it would run (one round), and does none of it; no root needed.
 # --quick is one round of 3 s, without waiting for a quiet machine.
 # Environment: ROUNDS (3), DURATION (10s), LOADS, CERTS, CONNECTIONS (64), H2_CONNECTIONS (32),
-# H2_STREAMS (10), HANDSHAKE_CLIENTS (16), WARMUP (1000), NGINX (nginx-keepalive, or nginx),
+# H2_STREAMS (10), HANDSHAKE_CLIENTS (16), WARMUP (1000), PEERS (nginx nginx-keepalive h2o),
 # PHP_CHILDREN (8), WORKERS (nproc), LOAD_THREADS (2), PORT_BASE (19500), RESULTS_DIR
 # (bench/results; a scratch directory keeps a trial run out of the results and HISTORY.md) and
 # KEEP_WORK=1 (keep the work directory: configs, logs, load output). Before measuring it waits
 # (at most LOAD_WAIT, 300 s) for the 1-minute load average to drop below LOAD_MAX (1).
 # tls.tsv columns: test (LOAD-CERT) peer round requests/s p50_ms p99_ms errors cpu_us_per_request
 # requests resumed rss_kib note ("-" where the tool gives no figure; empty requests/s: not run).
-# Needs root (but for --dry-run): apt-get for nginx, php-fpm, h2load (nghttp2-client), curl.
+# Needs root (but for --dry-run): apt-get for nginx, h2o, php-fpm, h2load (nghttp2-client), curl.
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "$0")" && pwd)
@@ -75,6 +85,7 @@ source "$bench_dir/lib/install.sh"
 
 all_loads="full resumed h1 h2"
 all_certs="ecdsa rsa"
+all_others="nginx nginx-keepalive h2o"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 LOADS=${LOADS:-$all_loads}
@@ -91,8 +102,7 @@ LOADGEN=h2load  # measure.sh's run_load: h2load's per-request percentiles
 PORT_BASE=${PORT_BASE:-19500}
 LOAD_MAX=${LOAD_MAX:-1}
 LOAD_WAIT=${LOAD_WAIT:-300}
-NGINX=${NGINX:-nginx-keepalive}
-PEERS="$NGINX fcgate"
+PEERS=${PEERS:-$all_others}
 build=1
 name=""
 quick=""
@@ -101,7 +111,7 @@ while [ $# -gt 0 ]; do
   arg=$1 value=""
   case $arg in
     --*=*) value=${arg#*=}; arg=${arg%%=*} ;;
-    --rounds | --duration | --loads | --certs | --name)
+    --rounds | --duration | --loads | --certs | --peers | --name)
       [ $# -ge 2 ] || die "$arg needs a value"; value=$2; shift ;;
   esac
   case $arg in
@@ -110,6 +120,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$value ;;
     --loads) LOADS=${value//,/ } ;;
     --certs) CERTS=${value//,/ } ;;
+    --peers) PEERS=${value//,/ } ;;
     --name) name=$value ;;
     *) common_arg "$arg" ;;
   esac
@@ -117,6 +128,11 @@ while [ $# -gt 0 ]; do
 done
 LOADS=$(tr ', ' '\n' <<<"$LOADS" | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 CERTS=$(tr ', ' '\n' <<<"$CERTS" | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+OTHERS=$(tr ', ' '\n' <<<"$PEERS" | awk 'NF && $0 != "fcgate" && !seen[$0]++' | tr '\n' ' ')
+for p in $OTHERS; do [[ " $all_others " == *" $p "* ]] || die "unknown peer $p (peers: $all_others)"; done
+[ -n "${OTHERS// /}" ] || die "no peers to compare fcgate with"
+# The order of a round: the others, then fcgate.
+PEERS="$OTHERS fcgate"
 for l in $LOADS; do [[ " $all_loads " == *" $l "* ]] || die "unknown load $l (loads: $all_loads)"; done
 for c in $CERTS; do [[ " $all_certs " == *" $c "* ]] || die "unknown certificate $c (certs: $all_certs)"; done
 [ -n "${LOADS// /}" ] || die "no loads"
@@ -131,7 +147,6 @@ case $DURATION in
 esac
 [[ $duration_seconds =~ ^[1-9][0-9]*$ ]] || die "DURATION must be whole seconds or minutes (10s, 1m)"
 (( PHP_CHILDREN % WORKERS == 0 )) || die "PHP_CHILDREN must be a multiple of WORKERS (nginx's keepalive per worker)"
-[[ $NGINX == nginx || $NGINX == nginx-keepalive ]] || die "NGINX must be nginx-keepalive or nginx"
 [[ -z $name || $name =~ ^[A-Za-z0-9_-]+$ ]] || die "--name takes letters, digits, - and _"
 [ -n "$name" ] || name=tls${quick:+-quick}
 [ -n "$dry_run" ] || [ "$(id -u)" = 0 ] || die "bench/tls.sh needs root (apt-get; nginx and php-fpm as root)"
@@ -145,7 +160,8 @@ for l in $LOADS; do
 done
 
 fpm_port=$((PORT_BASE + 90))
-declare -A peer_port=([fcgate]=$((PORT_BASE + 1)) [$NGINX]=$((PORT_BASE + 2)))
+declare -A peer_port=([fcgate]=$((PORT_BASE + 1)) [nginx]=$((PORT_BASE + 2))
+  [nginx-keepalive]=$((PORT_BASE + 3)) [h2o]=$((PORT_BASE + 4)))
 
 # What each s_time connection sends. s_time writes "GET <page> HTTP/1.0\r\n\r\n": this page ends
 # the request line itself and adds headers, so that the request is a browser's HTTP/1.1 one
@@ -184,7 +200,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-ensure_packages h2load curl openssl nginx php-fpm ss ps
+# shellcheck disable=SC2086  # one word per peer; nginx-keepalive is nginx's command
+ensure_packages h2load curl openssl ${OTHERS//nginx-keepalive/nginx} php-fpm ss ps
 find_fpm
 make_work fcgate-bench-tls
 www="$work/www"
@@ -247,6 +264,8 @@ certificates = [{ cert = \"$chain\", key = \"$key\" }]" ;;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     ssl_session_tickets on;" ;;
+    h2o)
+      start_peer h2o php "$port" ssl="certificate-file: $chain, key-file: $key, minimum-version: TLSv1.2" ;;
   esac
 }
 
@@ -491,10 +510,11 @@ describe_test() {
   esac
 }
 
-# tables RUNS: per test, a row per peer (medians, spreads) and the ratio fcgate / nginx.
-# Prints "## TEST" sections; with "summary" as second argument, the one summary table instead.
+# tables RUNS: per test, a row per peer (medians, spreads) and the ratios fcgate / each other peer.
+# Prints "## TEST" sections; with "summary" as second argument, the one summary table instead (a
+# row per test and other peer).
 tables() {
-  awk -F '\t' -v what="${2:-}" -v nginx="$NGINX" '
+  awk -F '\t' -v what="${2:-}" -v others="$OTHERS" '
     function sorted(list, v,   n, i, j, t) {
       n = split(list, v, " ")
       for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) {
@@ -525,12 +545,13 @@ tables() {
       if ($10 != "-") { resumed[key] += $10; done_[key] += $9; has_resumed[key] = 1 }
     }
     END {
+      nothers = split(others, other, " ")
       if (what == "summary") {
-        print "| load | fcgate | nginx | fcgate / nginx | CPU µs/request, fcgate | nginx | fcgate / nginx |"
-        print "|---|--:|--:|--:|--:|--:|--:|"
-        for (t = 1; t <= ntests; t++) {
-          f = tests[t] SUBSEP "fcgate"; n = tests[t] SUBSEP nginx
-          printf "| %s | %s | %s | %s | %s | %s | %s |\n", tests[t], cell(rps[f], "%d"),
+        print "| load | peer | per second, fcgate | peer | fcgate / peer | CPU µs/request, fcgate | peer | fcgate / peer |"
+        print "|---|---|--:|--:|--:|--:|--:|--:|"
+        for (t = 1; t <= ntests; t++) for (o = 1; o <= nothers; o++) {
+          f = tests[t] SUBSEP "fcgate"; n = tests[t] SUBSEP other[o]
+          printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", tests[t], other[o], cell(rps[f], "%d"),
             cell(rps[n], "%d"), ratio(median(rps[f]), median(rps[n])), cell(cpu[f], "%.1f"),
             cell(cpu[n], "%.1f"), ratio(median(cpu[f]), median(cpu[n]))
         }
@@ -551,20 +572,25 @@ tables() {
             has_resumed[key] ? sprintf("%d/%d", resumed[key], done_[key]) : "–",
             errors[key], median(rss[key]) / 1024, note[key]
         }
-        f = test SUBSEP "fcgate"; n = test SUBSEP nginx
-        printf "| **fcgate / nginx** | **%s** | | **%s** | | %s | %s | | | %s | |\n\n",
-          ratio(median(rps[f]), median(rps[n])), ratio(median(cpu[f]), median(cpu[n])),
-          ratio(median(p50[f]), median(p50[n])), ratio(median(p99[f]), median(p99[n])),
-          ratio(median(rss[f]), median(rss[n]))
+        f = test SUBSEP "fcgate"
+        for (o = 1; o <= nothers; o++) {
+          n = test SUBSEP other[o]
+          printf "| **fcgate / %s** | **%s** | | **%s** | | %s | %s | | | %s | |\n", other[o],
+            ratio(median(rps[f]), median(rps[n])), ratio(median(cpu[f]), median(cpu[n])),
+            ratio(median(p50[f]), median(p50[n])), ratio(median(p99[f]), median(p99[n])),
+            ratio(median(rss[f]), median(rss[n]))
+        }
+        print ""
       }
     }' "$1"
 }
 
-# headline RUNS: HISTORY.md's summary: per test, the two medians and fcgate's ratio, and the
-# ratio of CPU per request.
+# headline RUNS: HISTORY.md's summary: per test, fcgate's median and its ratio to each other
+# peer's, with the ratio of CPU per request.
 headline() {
   tables "$1" summary | awk -F ' *[|] *' 'NR > 2 {
-      printf "%s%s fcgate %s / nginx %s per s (%s), CPU %s", (n++ ? "; " : ""), $2, $3, $4, $5, $8
+      if ($2 != test) { printf "%s%s fcgate %s/s", (test != "" ? "; " : ""), $2, $4; test = $2; n = 0 }
+      printf "%s %s %s (CPU %s)", (n++ ? "," : ":"), $3, $6, $9
     } END {print ""}'
 }
 
@@ -572,18 +598,23 @@ headline() {
 versions_tls() {
   local fpm
   fpm=$(find /usr/sbin -maxdepth 1 -name 'php-fpm*' | sort | tail -n1)
-  echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(nginx -V 2>&1 | grep -o 'built with OpenSSL [^ ]*' || true); $(openssl version)"
+  if [[ " $OTHERS " == *" nginx"* ]]; then
+    echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(nginx -V 2>&1 | grep -o 'built with OpenSSL [^ ]*' || true); $(openssl version)"
+  fi
+  if [[ " $OTHERS " == *" h2o "* ]]; then
+    echo "- $(h2o --version 2>&1 | tr '\n' ' ' | sed 's/ *$//')"
+  fi
   echo "- fcgate's TLS: $(awk '/^name = "(rustls|aws-lc-rs|aws-lc-sys|tokio-rustls)"$/ {n = $3; getline; printf "%s%s %s", (c++ ? ", " : ""), n, $3}' "$repo/Cargo.lock" | tr -d '"')"
   echo "- $("$fpm" -v 2>/dev/null | head -n1 | sed 's/ (.*//'), $(h2load --version 2>&1 | head -n1)"
 }
 
 write_tls_report() {
-  echo "# fcgate TLS against nginx (OpenSSL), $(date '+%Y-%m-%d %H:%M %Z')"
+  echo "# fcgate TLS against $(echo "$OTHERS" | sed 's/ *$//; s/ /, /g') (OpenSSL), $(date '+%Y-%m-%d %H:%M %Z')"
   echo
   echo "fcgate at $measured_commit, $(nproc) cores, $(uname -sr), load average before the run: $load_before."
   echo "$ROUNDS rounds of $DURATION per load, peers interleaved, each started afresh per run and warmed up with"
   echo "$WARMUP requests; one php-fpm pool (pm=static, $PHP_CHILDREN children) serving hello.php; every"
-  echo "peer with $WORKERS workers/threads. Same certificate and key for both peers (leaf + CA chain)."
+  echo "peer with $WORKERS workers/threads. Same certificate and key for every peer (leaf + CA chain)."
   echo
   echo "## Ratios (medians)"
   echo
@@ -598,7 +629,15 @@ write_tls_report() {
   echo "## Setup"
   echo
   echo "- **fcgate**: $(peer_note fcgate); \`listen = \"127.0.0.1:PORT tls\"\`, \`[tls] certificates\` (tickets and a session cache: its defaults)."
-  echo "- **$NGINX**: $(peer_note "$NGINX"); \`listen PORT ssl http2\`, \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_session_cache shared:SSL:10m\`, \`ssl_session_tickets on\`, OpenSSL's defaults otherwise."
+  local peer
+  for peer in $OTHERS; do
+    case $peer in
+      nginx | nginx-keepalive)
+        echo "- **$peer**: $(peer_note "$peer"); \`listen PORT ssl http2\`, \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_session_cache shared:SSL:10m\`, \`ssl_session_tickets on\`, OpenSSL's defaults otherwise." ;;
+      h2o)
+        echo "- **h2o**: $(peer_note h2o); \`listen: {ssl: {certificate-file, key-file, minimum-version: TLSv1.2}}\`, its session resumption defaults (cache and tickets), OpenSSL's defaults otherwise." ;;
+    esac
+  done
   echo "- Negotiated (s_client probe for the s_time loads, h2load's report for h1 and h2):"
   sort "$negotiated" | sed 's/^\([^ ]*\) \([^ ]*\) /  - \1, \2: /'
   versions_tls
@@ -608,7 +647,7 @@ write_tls_report() {
   echo "- per second: requests/s; for full and resumed each request is a connection, so handshakes/s."
   echo "  Median over the rounds; spread: lowest–highest."
   echo "- CPU µs/request: utime + stime of the gateway's processes (/proc/PID/stat: fcgate's one process"
-  echo "  with its threads, nginx's master and workers) over the measured load, divided by the requests"
+  echo "  with its threads, nginx's master and workers, h2o's processes) over the measured load, divided by the requests"
   echo "  answered. php-fpm and the load generators are not in it, but share the $(nproc) cores: requests/s"
   echo "  is what is left to the gateway, CPU per request what the gateway spends."
   echo "- full: \`openssl s_time -new\`, a fresh session for every connection (resumed must be 0/N): TCP"
@@ -619,7 +658,7 @@ write_tls_report() {
   echo "- h1, h2: h2load; p50 and p99 over every completed request (h2load's per-request log); errors:"
   echo "  non-2xx answers + failed, errored and timed-out requests, all rounds summed. One full handshake per"
   echo "  connection at its start; no resumption."
-  echo "- fcgate / nginx: ratio of the medians; above 1 is more for fcgate (better for per second, worse"
+  echo "- fcgate / PEER: ratio of the medians; above 1 is more for fcgate (better for per second, worse"
   echo "  for CPU, latencies and RSS)."
   echo "- peak RSS: VmHWM summed over the gateway's processes."
 }

@@ -265,8 +265,9 @@ EOF
 }
 
 # write_h2o_conf DIR port=N upstream=ADDR [mode=php|app] [workers=N] [root=DIR]
+#   [ssl="KEY: VALUE, …" (the listener's ssl mapping: certificate-file, key-file, …)]
 write_h2o_conf() {
-  local dir=$1 port="" upstream="" mode=php workers=${WORKERS:-2} root=${www:-}
+  local dir=$1 port="" upstream="" mode=php workers=${WORKERS:-2} root=${www:-} ssl=""
   shift
   set_args "$@"
   local connect user="" up_host up_port up_socket
@@ -296,7 +297,7 @@ write_h2o_conf() {
 num-threads: $workers
 error-log: $dir/error.log
 $user
-listen: { host: 127.0.0.1, port: $port }
+listen: { host: 127.0.0.1, port: $port${ssl:+, ssl: { $ssl \}} }
 hosts:
   default:
     paths:
