@@ -62,7 +62,8 @@
 #
 # --dry-run prints what the run would install, the configs it would write, the processes it
 # would start and the loads it would run (one round), and does none of it; no root needed.
-# --quick is one round of 3 s, without waiting for a quiet machine.
+# --quick is one round of 3 s, without waiting for a quiet machine. --pgo measures the shipped
+# (PGO) build, made first by bench/pgo.sh; --pgo --no-build the one made before.
 # Environment: ROUNDS (3), DURATION (10s), LOADS, CERTS, CONNECTIONS (64), H2_CONNECTIONS (32),
 # H2_STREAMS (10), HANDSHAKE_CLIENTS (16), WARMUP (1000), PEERS (nginx nginx-keepalive h2o),
 # PHP_CHILDREN (8), WORKERS (nproc), LOAD_THREADS (2), PORT_BASE (19500), RESULTS_DIR
@@ -213,7 +214,7 @@ if [ -z "$dry_run" ]; then
 fi
 prepare_fcgate "$build"
 measured_commit=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
-[ -n "$build" ] || [ -n "$dry_run" ] || measured_commit="$measured_commit (binary from --no-build, built $(date -r "$repo/target/release/fcgate" '+%Y-%m-%d %H:%M'))"
+measured_commit+=$(binary_described "$build")
 for p in $PEERS; do
   port_free "${peer_port[$p]}" || die "port ${peer_port[$p]} ($p) is taken; set PORT_BASE"
 done

@@ -13,15 +13,18 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; /^# shellcheck /d; s/^# \{0,1\
 
 # common_arg ARG: the options every bench script takes (--no-build, --pgo, --dry-run, --help);
 # any other argument is an error. --pgo measures the shipped build (bench/pgo.sh) instead of the
-# plain release build.
+# plain release build; with --no-build too, the PGO binary built before (target/pgo), as it is.
+# Sets build: 1 (build the release binary), "" (take it as built), pgo or pgo-built.
 common_arg() {
   case $1 in
-    --no-build) build="" ;;
-    --pgo) build=pgo ;;
+    --no-build) skip_build=1 ;;
+    --pgo) want_pgo=1 ;;
     --dry-run) dry_run=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument $1" ;;
   esac
+  if [ -n "${want_pgo:-}" ]; then build=pgo${skip_build:+-built}
+  elif [ -n "${skip_build:-}" ]; then build=""; fi
 }
 results_dir=${RESULTS_DIR:-$bench_dir/results}
 
@@ -108,30 +111,40 @@ wait_quiet() {
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 }
 
-# prepare_fcgate BUILD: builds fcgate if BUILD is non-empty (pgo: the PGO build of bench/pgo.sh,
-# which the Debian package ships; otherwise the plain release build), then copies the binary to
-# $work/bin/fcgate: a rebuild in the tree during the run must not change what is measured.
-# Sets fcgate_bin.
+# prepare_fcgate BUILD: builds fcgate if BUILD says so (1: the plain release build; pgo: the PGO
+# build of bench/pgo.sh, which the Debian package ships; "" and pgo-built: the one already built),
+# then copies the binary to $work/bin/fcgate: a rebuild in the tree during the run must not change
+# what is measured. Sets fcgate_bin.
 prepare_fcgate() {
   local built=$repo/target/release/fcgate
-  [ "$1" != pgo ] || built=$repo/target/pgo/release/fcgate
+  [[ $1 != pgo* ]] || built=$repo/target/pgo/release/fcgate
   fcgate_bin=$work/bin/fcgate
   if [ -n "$dry_run" ]; then
     if [ "$1" = pgo ]; then dry_say "build: $bench_dir/pgo.sh"
-    elif [ -n "$1" ]; then dry_say "build: (cd $repo && cargo build --release -p fcgate)"; fi
+    elif [ "$1" = 1 ]; then dry_say "build: (cd $repo && cargo build --release -p fcgate)"; fi
     dry_say "copy: $built -> $fcgate_bin"
     return 0
   fi
   if [ "$1" = pgo ]; then
     log "building fcgate with PGO (bench/pgo.sh, about 10 minutes)"
     "$bench_dir/pgo.sh" || die "bench/pgo.sh failed"
-  elif [ -n "$1" ]; then
+  elif [ "$1" = 1 ]; then
     log "building fcgate (release)"
     (cd "$repo" && cargo build --release -p fcgate --quiet) || die "cargo build failed"
   fi
   [ -x "$built" ] || die "no $built (build it, or drop --no-build)"
   mkdir -p "$work/bin"
   cp "$built" "$fcgate_bin"
+}
+
+# binary_described BUILD: what the results say of the binary measured, after its commit.
+binary_described() {
+  [ -z "$dry_run" ] || return 0
+  case $1 in
+    pgo) echo " (the PGO build, bench/pgo.sh)" ;;
+    pgo-built) echo " (the PGO build of bench/pgo.sh from --no-build, built $(date -r "$repo/target/pgo/release/fcgate" '+%Y-%m-%d %H:%M'))" ;;
+    "") echo " (binary from --no-build, built $(date -r "$repo/target/release/fcgate" '+%Y-%m-%d %H:%M'))" ;;
+  esac
 }
 
 # make_work PREFIX: the run's work directory (nothing is created in a dry run). Sets work.
