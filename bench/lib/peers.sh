@@ -121,7 +121,7 @@ start_peer_process() {
         'while sleep 1; do curl -s -o /dev/null "$1" || true; done & shift; exec "$@"' scraper \
         "http://127.0.0.1:$((port + 1000))/metrics" "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
     fcgate-baseline) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 TOKIO_WORKER_THREADS="$WORKERS" \
-               "$FCGATE_BASELINE" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
+               "${FCGATE_BASELINE:-FCGATE_BASELINE}" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
     fcgate*) spawn "$dir/out.log" env RUST_LOG="$fcgate_rust_log" NO_COLOR=1 \
                "$fcgate_bin" --config "$dir/fcgate.toml" "${fcgate_flags[@]}" ;;
     *) die "unknown peer $name" ;;
