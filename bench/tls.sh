@@ -201,8 +201,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# shellcheck disable=SC2086  # one word per peer; nginx-keepalive is nginx's command
-ensure_packages h2load curl openssl ${OTHERS//nginx-keepalive/nginx} php-fpm ss ps
+mapfile -t peer_programs < <(for p in $OTHERS; do peer_program "$p"; done)
+ensure_packages h2load curl openssl "${peer_programs[@]}" php-fpm ss ps
 find_fpm
 make_work fcgate-bench-tls
 www="$work/www"

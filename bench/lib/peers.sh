@@ -49,16 +49,23 @@ peer_note() {
   esac
 }
 
+# peer_program NAME: the command that runs a peer other than fcgate (what install.sh installs).
+peer_program() {
+  case $1 in
+    nginx | nginx-keepalive) echo nginx ;;
+    apache) echo apache2 ;;
+    *) echo "$1" ;;
+  esac
+}
+
 # peer_available NAME: empty if the peer's program is installed, else why not.
 peer_available() {
   local program
   case $1 in
-    nginx | nginx-keepalive) program=nginx ;;
-    apache) program=apache2 ;;
     fcgate | fcgate-log | fcgate-metrics | fcgate-rules) [ -n "${dry_run:-}" ] || [ -x "$fcgate_bin" ] || echo "fcgate was not built"; return 0 ;;
     fcgate-baseline) [ -n "${dry_run:-}" ] || [ -x "${FCGATE_BASELINE:-}" ] || echo "FCGATE_BASELINE is not an executable"; return 0 ;;
-    *) program=$1 ;;
   esac
+  program=$(peer_program "$1")
   [ -n "${dry_run:-}" ] || command -v "$program" >/dev/null || echo "$program is not installed"
 }
 
