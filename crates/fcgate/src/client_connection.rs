@@ -58,7 +58,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
-use hyper::service::{service_fn, HttpService};
+use hyper::service::{service_fn, HttpService, Service};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -454,8 +454,9 @@ impl HttpFront {
         activity: Arc<Activity>,
     ) -> hyper::Result<()>
     where
-        S: HttpService<Incoming, ResBody = TrackedBody> + Send + 'static,
+        S: Service<Request<Incoming>, Response = hyper::Response<TrackedBody>> + Send + 'static,
         S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let io = TokioIo::new(ClientStream::new(
             stream,
@@ -463,7 +464,7 @@ impl HttpFront {
             Arc::clone(&activity),
             self.send_timeout,
         ));
-        let mut connection = pin!(self.http2.serve_connection(io, service));
+        let mut connection = pin!(self.http2.serve_connection(io, BoxedCalls(service)));
         let idle_timeout = self.header_timeout;
         let mut idle_check = pin!(tokio::time::sleep(idle_timeout));
         let grace = loop {
@@ -612,6 +613,25 @@ enum Finishing {
     No,
     ToPark { idle_since: Instant },
     ForShutdown,
+}
+
+/// A service whose calls return their future boxed. hyper spawns each HTTP/2 stream as a task
+/// holding the service's future inline, so tokio copied the whole request future (3.7 KiB) into
+/// the task and its output over it; boxed, the future is written once and the task is small.
+/// HTTP/1.1 keeps the future inline: its dispatcher holds it without a task of its own.
+struct BoxedCalls<S>(S);
+
+impl<S, R> Service<R> for BoxedCalls<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<S::Future>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        Box::pin(self.0.call(request))
+    }
 }
 
 enum Http1End {
