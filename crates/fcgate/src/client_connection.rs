@@ -616,7 +616,7 @@ enum Finishing {
 }
 
 /// A service whose calls return their future boxed. hyper spawns each HTTP/2 stream as a task
-/// holding the service's future inline, so tokio copied the whole request future (3.7 KiB) into
+/// holding the service's future inline, so tokio would copy the whole request future (3.7 KiB) into
 /// the task and its output over it; boxed, the future is written once and the task is small.
 /// HTTP/1.1 keeps the future inline: its dispatcher holds it without a task of its own.
 struct BoxedCalls<S>(S);
