@@ -18,6 +18,7 @@ package_for() {
     cgi-fcgi) echo libfcgi-bin ;;
     dnsmasq) echo dnsmasq-base ;;  # the binary, without the service
     flock) echo util-linux ;;
+    cc) printf '%s\n' gcc libc6-dev ;;  # bench/floor-gateway.c
     llvm-profdata-*) echo "llvm-${1#llvm-profdata-}" ;;  # llvm-profdata-22 is in llvm-22
     *) echo "$1" ;;
   esac

@@ -22,7 +22,9 @@ all_peers="nginx nginx-keepalive haproxy caddy h2o lighttpd apache fcgate"
 # FCGATE_BASELINE_OLD=1 for a build older than the `workers` setting.
 # fcgate-rules is fcgate with the 20 [[rule]]s below, none of which matches the measured path:
 # what evaluating them costs a request that passes them all.
-extra_peers="fcgate-log fcgate-metrics fcgate-baseline fcgate-rules"
+# floor is bench/floor-gateway.c: the socket calls a keep-alive hello.php request takes and
+# nothing else, the CPU per request no gateway goes below (hello and hello-unix, WORKERS=1).
+extra_peers="fcgate-log fcgate-metrics fcgate-baseline fcgate-rules floor"
 # fcgate's log filter and extra command-line flags (faults.sh: FCGATE_ARGS), for every fcgate peer.
 fcgate_rust_log=warn
 fcgate_flags=()
@@ -45,6 +47,7 @@ peer_note() {
     fcgate-log) echo "fcgate as above, access log on: combined format to a file" ;;
     fcgate-metrics) echo "fcgate as above, admin listener on and /metrics scraped once a second (curl) during the load" ;;
     fcgate-baseline) echo "fcgate as above, the build in FCGATE_BASELINE (${FCGATE_BASELINE:-unset})" ;;
+    floor) echo "bench/floor-gateway.c, one thread: hello.php's socket calls and nothing else (one FastCGI request built at start-up, the head only searched for its end, $PHP_CHILDREN kept connections, a FIFO queue); the floor under every gateway's CPU a request" ;;
     fcgate-rules) echo "fcgate as above with 20 [[rule]]s (10 prefix, 8 regex, 2 exact: deny, static, internal, headers, return, rewrite) of which none matches the measured path, after the built-in dotfile rule (bench/rules-20.toml)" ;;
   esac
 }
@@ -54,6 +57,7 @@ peer_program() {
   case $1 in
     nginx | nginx-keepalive) echo nginx ;;
     apache) echo apache2 ;;
+    floor) echo cc ;;
     *) echo "$1" ;;
   esac
 }
@@ -105,6 +109,12 @@ start_peer() {
       fi
       write_fcgate_toml "$dir/fcgate.toml" "${args[@]}" "$@"
       ;;
+    floor)
+      # No config: its command line is all it takes. Built once a run.
+      [ "$mode" = php ] || die "floor serves hello.php only"
+      [ -n "${dry_run:-}" ] || [ -x "$work/bin/floor-gateway" ] || { mkdir -p "$work/bin" &&
+        cc -O2 -Wall -o "$work/bin/floor-gateway" "$bench_dir/floor-gateway.c"; } || die "cannot build bench/floor-gateway.c"
+      ;;
     *) die "unknown peer $name" ;;
   esac
   start_peer_process "$name" "$dir" "$port"
@@ -121,6 +131,7 @@ start_peer_process() {
     h2o) spawn "$dir/out.log" h2o -c "$dir/h2o.conf" ;;
     lighttpd) spawn "$dir/out.log" lighttpd -D -f "$dir/lighttpd.conf" ;;
     apache) spawn "$dir/out.log" apache2 -f "$dir/apache.conf" -DFOREGROUND ;;
+    floor) spawn "$dir/out.log" "$work/bin/floor-gateway" "$port" "$(backend_address prefixed)" "$www" "$PHP_CHILDREN" ;;
     fcgate-metrics)
       # The scraper runs as a child of the process that becomes fcgate, so stop_tree ends both.
       # shellcheck disable=SC2016 # expanded by bash -c

@@ -156,7 +156,8 @@ write_report() {
     echo "  that never completes counts nowhere else (not an error, not a latency); well below"
     echo "  $CONNECTIONS means that many connections waited the whole run for an answer, and the"
     echo "  latencies describe only the rest."
-    echo "- backend conns opened: SYNs to the backend port while the load ran (nftables counter)."
+    echo "- backend conns opened: SYNs to the backend port while the load ran (nftables counter);"
+    echo "  floor opens its connections before the load, at start-up."
     echo "  A unix socket has no SYN to count: the column shows how many connections were still"
     echo "  open when the run ended instead (pooled ones stay open)."
     echo "- TIME_WAIT: connections to the backend port in TIME_WAIT after the run, on either end,"
@@ -203,7 +204,7 @@ headline() {
           p = list[k]; m = median(rps[s SUBSEP p])
           if (p == "fcgate") fcgate = sprintf("%d", m)
           else if (p ~ /^fcgate-/) variants = variants sprintf(", %s %d", p, m)
-          else if (m > best_rps) { best_rps = m; best = p }
+          else if (p != "floor" && m > best_rps) { best_rps = m; best = p }  # a floor, not a peer
         }
         line = s ": fcgate " (fcgate == "" ? "–" : fcgate)
         line = line (best != "" ? sprintf(", best peer %s %d", best, best_rps) : variants)
